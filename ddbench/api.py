@@ -1,0 +1,308 @@
+"""The objects plugins hand to the host and receive from it.
+
+Everything a plugin needs to implement or consume lives here, so a third-party method depends on one
+module. The host never imports a method, sampler or policy by name: it only sees these interfaces.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+
+class DDBenchError(Exception):
+    """Bad input from the user: the CLI prints the message on one line and exits 2."""
+
+
+class RunFailed(Exception):
+    """A run that started and failed: recorded as failed, exit code 1."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Hyper-parameters
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyper-parameter of a method or protocol.
+
+    `source` says where the default comes from (paper table or reference code): the benchmark promises
+    faithful defaults, so every one carries its citation and `ddbench list --params` prints it.
+    """
+
+    default: Any
+    source: str = ""
+    help: str = ""
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def coerce(self, key: str, value: Any) -> Any:
+        """Convert a value (often a string from `--set`) to the default's type and check its range."""
+        kind = type(self.default)
+        try:
+            if self.default is None:
+                out = value if not isinstance(value, str) else _parse_scalar(value)
+            elif kind is bool:
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                        raise ValueError(value)
+                    out = low in ("true", "1", "yes", "on")
+                else:
+                    out = bool(value)
+            elif kind is int:
+                number = float(value)  # accepts "1e3" and 1000.0, refuses 2.5
+                if isinstance(value, bool) or not number.is_integer():
+                    raise ValueError(value)
+                out = int(number)
+            elif kind is float:
+                out = float(value)
+                if not math.isfinite(out):
+                    raise ValueError(value)
+            elif kind is str:
+                out = str(value)
+            elif kind in (list, tuple):
+                if isinstance(value, str):
+                    out = kind(_parse_scalar(v) for v in value.split(",") if v.strip())
+                else:
+                    out = kind(value)
+            else:
+                out = value
+        except (TypeError, ValueError):
+            raise DDBenchError(
+                f"{key}={value!r} is not a valid {kind.__name__} (default {self.default!r})"
+            ) from None
+        if self.choices is not None and out not in self.choices:
+            raise DDBenchError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(str, self.choices))}")
+        if self.min is not None and out is not None and not isinstance(out, (str, list, tuple)) and out < self.min:
+            raise DDBenchError(f"{key}={value!r} is below the minimum {self.min}")
+        if self.max is not None and out is not None and not isinstance(out, (str, list, tuple)) and out > self.max:
+            raise DDBenchError(f"{key}={value!r} is above the maximum {self.max}")
+        return out
+
+
+def _parse_scalar(text: str) -> Any:
+    text = text.strip()
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def resolve_params(owner: str, spec: Mapping[str, Param], *layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults, then each layer of overrides in turn; an unknown key names the allowed ones."""
+    values = {k: p.default for k, p in spec.items()}
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in spec:
+                allowed = ", ".join(sorted(spec)) or "(none)"
+                raise DDBenchError(f"unknown setting {key!r} for {owner}; allowed: {allowed}")
+            values[key] = spec[key].coerce(key, value)
+    return values
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageDataset:
+    """A loaded dataset: normalised float tensors (N, C, H, W) and integer labels, on the CPU."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    def indices_of_class(self, c: int) -> torch.Tensor:
+        return (self.train_y == c).nonzero(as_tuple=True)[0]
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.train_y, minlength=self.num_classes)
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to [0, 1] pixel space (for image grids and for generators that work in pixel space)."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return x * std + mean
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset plugin: a name and a loader. The loader raises DDBenchError naming where it looked."""
+
+    name: str
+    load: Callable[..., ImageDataset]  # load(root: Path | None, download: bool) -> ImageDataset
+    description: str = ""
+    image_size: int = 0
+    channels: int = 0
+    num_classes: int = 0
+
+
+@dataclass
+class SyntheticSet:
+    """What a method returns: images in the dataset's normalised space, labels, and free metadata.
+
+    `meta` may carry e.g. a learned learning rate (MTT) or the sampler's step count; `lr` (if set) is
+    the learning rate the evaluation should use, as MTT evaluates with its learned lr.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"synthetic images must be (N, C, H, W), got {tuple(self.images.shape)}")
+        if self.labels.shape[0] != self.images.shape[0]:
+            raise ValueError("synthetic images and labels differ in length")
+
+    def per_class(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels.cpu(), minlength=num_classes).tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# Components registered by plugins
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSpec:
+    """An architecture: build(channels, num_classes, image_size) -> nn.Module.
+
+    Modules should expose `embed(x)` (features before the classifier) for methods that match embeddings.
+    """
+
+    name: str
+    build: Callable[[int, int, int], nn.Module]
+    description: str = ""
+
+
+class Method:
+    """A distillation method. Subclass, set `name`, `params`, and implement `distill`."""
+
+    name: str = ""
+    description: str = ""
+    params: dict[str, Param] = {}
+    # Generative methods that can honour a wall-clock generation budget say so here.
+    supports_budget: bool = False
+
+    def validate(self, ctx: "RunContext") -> None:
+        """Check the resolved settings against the data before any work starts (raise DDBenchError)."""
+
+    def distill(self, ctx: "RunContext") -> SyntheticSet:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class EvalResult:
+    accuracies: list[float]
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        return float(sum(self.accuracies) / len(self.accuracies)) if self.accuracies else float("nan")
+
+    @property
+    def std(self) -> float:
+        n = len(self.accuracies)
+        if n < 2:
+            return 0.0
+        m = self.mean
+        # Population std, as the reference code's np.std reports it.
+        return float((sum((a - m) ** 2 for a in self.accuracies) / n) ** 0.5)
+
+
+class Protocol:
+    """An evaluation protocol: train fresh networks on a synthetic set, test on the real test set."""
+
+    name: str = ""
+    description: str = ""
+    params: dict[str, Param] = {}
+
+    def evaluate(self, syn: SyntheticSet, ctx: "RunContext", settings: dict[str, Any]) -> EvalResult:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Sampler:
+    """Generates images from a trained generator (e.g. few-step diffusion sampling)."""
+
+    name: str = ""
+    description: str = ""
+
+
+class Policy:
+    """Decides how many images per class (and at what cost) a generative method produces."""
+
+    name: str = ""
+    description: str = ""
+
+
+class Launcher:
+    """Runs a list of jobs somewhere (local processes, SLURM...) and returns their results."""
+
+    name: str = ""
+    description: str = ""
+
+
+@dataclass
+class RunContext:
+    """Everything a method needs for one run. Built by the host from the CLI and plugins.toml."""
+
+    dataset: ImageDataset
+    ipc: int
+    seed: int
+    device: torch.device
+    params: dict[str, Any]
+    model: str
+    registry: Any  # ddbench.plugins.Registry
+    work_dir: Path  # per-run scratch: checkpoints for resuming live here (keyed by config hash)
+    cache_dir: Path  # shared across runs: expert buffers, trained generators
+    budget: float | None = None  # seconds of generation (generative methods), None = fixed IPC
+    progress: bool = True
+    log: Callable[[str], None] = print
+    protocol: str = "dsa"
+
+    def build_model(self, name: str | None = None) -> nn.Module:
+        spec = self.registry.get("models", name or self.model)
+        return spec.build(self.dataset.channels, self.dataset.num_classes, self.dataset.image_size)
+
+    def evaluate(self, syn: SyntheticSet, protocol: str = "fast", **overrides: Any) -> EvalResult:
+        """Evaluate a (candidate) synthetic set with a registered protocol, e.g. inside a policy's pilot."""
+        proto = self.registry.get("protocols", protocol)
+        settings = resolve_params(f"protocol {protocol}", proto.params, overrides)
+        return proto.evaluate(syn, self, settings)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)

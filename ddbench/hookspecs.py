@@ -1,0 +1,65 @@
+"""The hooks a ddbench plugin can implement.
+
+Every hook receives one `register` callable and calls it once per object it adds (the simonw/llm style):
+
+    from ddbench import hookimpl
+
+    @hookimpl
+    def register_methods(register):
+        register(MyMethod())
+
+Each registered object carries a unique `name`; registering a name that another plugin already
+registered is an error naming both plugins. Plugins are found through the `ddbench` entry-point group.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ddbench")
+
+
+@hookspec
+def register_methods(register):
+    """Add distillation methods: `register(method)` with a `ddbench.api.Method` instance.
+
+    A method turns a real dataset into a synthetic set (`distill(ctx) -> SyntheticSet`).
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Add datasets: `register(spec)` with a `ddbench.api.DatasetSpec` (a name and a loader)."""
+
+
+@hookspec
+def register_protocols(register):
+    """Add evaluation protocols: `register(protocol)` with a `ddbench.api.Protocol` instance.
+
+    A protocol trains fresh networks on a synthetic set and reports test accuracy on the real test set.
+    """
+
+
+@hookspec
+def register_models(register):
+    """Add network architectures: `register(spec)` with a `ddbench.api.ModelSpec`.
+
+    Used by protocols (the networks trained for evaluation) and by methods (embedders, experts).
+    """
+
+
+@hookspec
+def register_samplers(register):
+    """Add samplers: `register(sampler)` with a `ddbench.api.Sampler`, e.g. few-step diffusion sampling."""
+
+
+@hookspec
+def register_policies(register):
+    """Add IPC / budget policies: `register(policy)` with a `ddbench.api.Policy`.
+
+    A policy decides how many images per class a generative method makes, e.g. within a time budget.
+    """
+
+
+@hookspec
+def register_launchers(register):
+    """Add launchers: `register(launcher)` with a `ddbench.api.Launcher` that runs sweep jobs somewhere."""
