@@ -1,0 +1,217 @@
+"""The `ddbench` command line. Exit codes: 0 success, 2 bad usage or bad input, 1 a run that failed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .api import DDBenchError
+from .config import load_config, parse_sets
+from .plugins import KINDS
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of seconds")
+    return value
+
+
+def add_common_run_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """Flags shared by `run` and `compare` (compare takes lists for method, IPC and seed)."""
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset name (see `ddbench list`)")
+    p.add_argument("--protocol", default="dsa", help="evaluation protocol (default: dsa)")
+    p.add_argument("--model", default="convnet", help="evaluation architecture (default: convnet)")
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--eval-models", type=_positive_int, default=None, help="networks trained in evaluation")
+    p.add_argument("--eval-epochs", type=_positive_int, default=None, help="epochs per evaluation network")
+    p.add_argument("--eval-impl", default=None, help="evaluation implementation (fast or loop)")
+    p.add_argument("--budget", type=_seconds, default=None, help="generation time budget in seconds")
+    p.add_argument("--preset", default="default", choices=["default", "paper"],
+                   help="default: plugins.toml settings (CPU-sized); paper: the papers' settings")
+    p.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
+                   help="method setting (eval.KEY=VALUE for the protocol); repeatable")
+    p.add_argument("--data-root", default=None, help="folder holding datasets")
+    p.add_argument("--download", action="store_true", help="allow torchvision to download a missing dataset")
+    p.add_argument("--out", default="ddbench-results", help="results folder (database, runs, caches)")
+    p.add_argument("--db", default=None, help="results database (default: OUT/ddbench.sqlite)")
+    p.add_argument("--config", default=None, help="plugins.toml to use")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddbench", description="Dataset-distillation benchmark")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="distill with one method and evaluate the synthetic set")
+    p.add_argument("--method", required=True)
+    p.add_argument("--ipc", type=_positive_int, default=10, help="images per class (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument("--no-eval", action="store_true", help="distill and save only")
+    add_common_run_args(p)
+
+    p = sub.add_parser("list", help="methods, datasets, protocols, models, samplers, policies, launchers")
+    p.add_argument("--params", action="store_true", help="also list each method's and protocol's settings")
+    p.add_argument("--config", default=None)
+
+    p = sub.add_parser("plugins", help="loaded plugins, versions and where they come from")
+    p.add_argument("--config", default=None)
+
+    p = sub.add_parser("show", help="one recorded run")
+    p.add_argument("run_id")
+    p.add_argument("--out", default="ddbench-results")
+    p.add_argument("--db", default=None)
+    p.add_argument("--json", action="store_true")
+
+    try:
+        from . import compare
+    except ImportError:  # pragma: no cover - the sweep module is optional for the host to start
+        compare = None
+    if compare is not None and hasattr(compare, "add_parsers"):
+        compare.add_parsers(sub, add_common_run_args)
+    return parser
+
+
+def _registry(config_path: str | None):
+    from .runner import registry_for
+
+    return registry_for(load_config(config_path))
+
+
+def _warn_failed(registry) -> None:
+    for info in registry.failed:
+        print(f"warning: plugin {info.name!r} ({info.module}) failed to load: {info.error}", file=sys.stderr)
+
+
+def cmd_list(args) -> int:
+    registry = _registry(args.config)
+    _warn_failed(registry)
+    for kind in KINDS:
+        print(f"{kind}:")
+        names = registry.names(kind)
+        if not names:
+            print("  (none)")
+        for name in names:
+            obj = registry.items[kind][name]
+            desc = getattr(obj, "description", "") or ""
+            print(f"  {name:<20} [{registry.owners[kind][name]}] {desc}")
+            if args.params and getattr(obj, "params", None):
+                for key, param in obj.params.items():
+                    src = f"  ({param.source})" if param.source else ""
+                    print(f"      {key} = {param.default!r}{src}")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    registry = _registry(args.config)
+    for info in sorted(registry.plugins, key=lambda p: p.name):
+        state = f"FAILED: {info.error}" if info.error else "ok"
+        provided = [f"{k[:-1]}:{n}" for k, owners in registry.owners.items() for n, o in owners.items() if o == info.name]
+        print(f"{info.name:<18} {info.version or '-':<8} {info.source:<20} {info.module:<32} {state}")
+        if provided:
+            print(f"{'':<18} provides {', '.join(sorted(provided))}")
+    return 0
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_summary(row: dict[str, Any], stream=sys.stdout) -> None:
+    lines = [
+        ("run", row.get("run_id")),
+        ("status", row.get("status")),
+        ("method / dataset", f"{row.get('method')} / {row.get('dataset')}"),
+        ("IPC / images", f"{row.get('ipc')} / {row.get('images')}" + (f" (budget {row['budget']} s)" if row.get("budget") else "")),
+        ("protocol / model", f"{row.get('protocol')} / {row.get('model')}"),
+        ("accuracy", f"{_fmt(row.get('accuracy_mean'))} ± {_fmt(row.get('accuracy_std'))} % over {row.get('n_eval_models')} networks"),
+        ("distill / eval", f"{_fmt(row.get('distill_seconds'), 1)} s / {_fmt(row.get('eval_seconds'), 1)} s on {row.get('device')}"),
+        ("synthetic set", row.get("artifact")),
+    ]
+    for key, value in lines:
+        print(f"  {key:<18} {value}", file=stream)
+    if row.get("error"):
+        print(f"  error: {row['error'].strip().splitlines()[-1]}", file=stream)
+
+
+def cmd_run(args) -> int:
+    from .runner import RunRequest, execute, registry_for, resolve, summary_json
+
+    method_sets, eval_sets = parse_sets(args.sets)
+    request = RunRequest(
+        method=args.method, dataset=args.dataset, ipc=args.ipc, protocol=args.protocol, model=args.model,
+        seed=args.seed, device=args.device, eval_models=args.eval_models, eval_epochs=args.eval_epochs,
+        eval_impl=args.eval_impl, budget=args.budget, preset=args.preset, sets=method_sets, eval_sets=eval_sets,
+        data_root=args.data_root, download=args.download, out=args.out, db=args.db,
+        progress=not args.no_progress, skip_eval=args.no_eval,
+    )
+    config = load_config(args.config)
+    registry = registry_for(config)
+    _warn_failed(registry)
+    resolved = resolve(request, config, registry)
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    row = execute(resolved, registry, log=log)
+    print_summary(row, stream=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(summary_json(row), default=str))
+    return 0 if row["status"] == "ok" else 1
+
+
+def cmd_show(args) -> int:
+    from .results import get_run
+
+    db = Path(args.db) if args.db else Path(args.out) / "ddbench.sqlite"
+    if not db.exists():
+        raise DDBenchError(f"no results database at {db}")
+    row = get_run(db, args.run_id)
+    if row is None:
+        raise DDBenchError(f"no run {args.run_id!r} in {db}")
+    if args.json:
+        print(json.dumps(row, default=str))
+    else:
+        print_summary(row)
+        print(f"  {'config':<18} {json.dumps(row.get('config'), sort_keys=True)}")
+        if row.get("error"):
+            print(row["error"])
+    return 0 if row.get("status") == "ok" else 1
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "show": cmd_show}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    try:
+        return handler(args)
+    except DDBenchError as exc:
+        print(f"ddbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ddbench: interrupted; finished runs are kept, checkpoints stay in the work folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

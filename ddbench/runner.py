@@ -1,0 +1,302 @@
+"""One benchmark run: resolve settings, distill, save the set, evaluate, record.
+
+Everything that can be checked is checked before any work starts (`resolve`, then `method.validate`),
+so bad input costs nothing and writes nothing. The sweep driver (`ddbench compare`) uses the same two
+steps: `resolve` gives the config hash that identifies a cell, `execute` runs it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import random
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .api import DDBenchError, RunContext, SyntheticSet, resolve_params
+from .config import Config, load_config
+from .plugins import Registry, load_plugins
+from .results import DEFAULT_DB, atomic_save, record, save_grid
+
+DEFAULT_DATASET = "fashion-mnist"
+DEFAULT_PROTOCOL = "dsa"
+DEFAULT_MODEL = "convnet"
+PRESETS = ("default", "paper")
+
+
+@dataclass
+class RunRequest:
+    """What a user asks for (CLI flags, or one cell of a sweep)."""
+
+    method: str
+    dataset: str = DEFAULT_DATASET
+    ipc: int = 10
+    protocol: str = DEFAULT_PROTOCOL
+    model: str = DEFAULT_MODEL
+    seed: int = 0
+    device: str = "auto"
+    eval_models: int | None = None
+    eval_epochs: int | None = None
+    eval_impl: str | None = None
+    budget: float | None = None
+    preset: str = "default"
+    sets: dict[str, Any] = field(default_factory=dict)  # method settings
+    eval_sets: dict[str, Any] = field(default_factory=dict)  # protocol settings
+    data_root: str | None = None
+    download: bool = False
+    out: str = "ddbench-results"
+    db: str | None = None
+    progress: bool = True
+    skip_eval: bool = False
+
+
+@dataclass
+class Resolved:
+    request: RunRequest
+    method: Any
+    protocol: Any
+    method_params: dict[str, Any]
+    protocol_settings: dict[str, Any]
+    config_hash: str
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.request.out)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.request.db) if self.request.db else self.out_dir / DEFAULT_DB.name
+
+    @property
+    def work_dir(self) -> Path:
+        return self.out_dir / "work" / self.config_hash
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out_dir / "cache"
+
+    def config(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "method": r.method,
+            "dataset": r.dataset,
+            "ipc": r.ipc,
+            "budget": r.budget,
+            "protocol": r.protocol,
+            "model": r.model,
+            "seed": r.seed,
+            "preset": r.preset,
+            "method_params": self.method_params,
+            "protocol_settings": self.protocol_settings,
+        }
+
+
+@lru_cache(maxsize=4)
+def _cached_registry(config_path: str | None, enabled: tuple, disabled: tuple, modules: tuple) -> Registry:
+    return load_plugins(enabled=enabled, disabled=disabled, modules=modules)
+
+
+def registry_for(config: Config) -> Registry:
+    return _cached_registry(
+        str(config.path) if config.path else None, tuple(config.enabled), tuple(config.disabled), tuple(config.modules)
+    )
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Identifies a cell: same method, data, IPC, seed, protocol and settings give the same hash."""
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved:
+    """Check names and settings and compute the config hash; no data is loaded and nothing is written."""
+    if not isinstance(request.ipc, int) or request.ipc < 1:
+        raise DDBenchError(f"--ipc {request.ipc!r} must be an integer >= 1")
+    if request.preset not in PRESETS:
+        raise DDBenchError(f"--preset {request.preset!r} is not one of: {', '.join(PRESETS)}")
+    method = registry.get("methods", request.method)
+    registry.get("datasets", request.dataset)
+    protocol = registry.get("protocols", request.protocol)
+    registry.get("models", request.model)
+    if request.budget is not None:
+        if not getattr(method, "supports_budget", False):
+            able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
+            raise DDBenchError(
+                f"method {request.method!r} does not take a generation budget; methods that do: {', '.join(able) or '(none)'}"
+            )
+        if not request.budget > 0:
+            raise DDBenchError(f"--budget {request.budget!r} must be a positive number of seconds")
+    use_config = request.preset != "paper"
+    method_layers = config.layers("methods", request.method, request.dataset) if use_config else []
+    protocol_layers = config.layers("protocols", request.protocol, request.dataset) if use_config else []
+    where = f" (from {config.path})" if config.path else ""
+    try:
+        resolve_params(f"method {request.method}{where}", method.params, *method_layers)
+        resolve_params(f"protocol {request.protocol}{where}", protocol.params, *protocol_layers)
+    except DDBenchError as exc:
+        raise DDBenchError(str(exc)) from None
+    method_params = resolve_params(f"method {request.method}", method.params, *method_layers, request.sets)
+    cli_eval: dict[str, Any] = dict(request.eval_sets)
+    for key, value in (("n_models", request.eval_models), ("epochs", request.eval_epochs), ("impl", request.eval_impl)):
+        if value is not None:
+            if key not in protocol.params:
+                raise DDBenchError(f"protocol {request.protocol!r} has no setting {key!r}")
+            cli_eval[key] = value
+    protocol_settings = resolve_params(f"protocol {request.protocol}", protocol.params, *protocol_layers, cli_eval)
+    resolved = Resolved(request, method, protocol, method_params, protocol_settings, "")
+    resolved.config_hash = config_hash(resolved.config())
+    return resolved
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DDBenchError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise DDBenchError(f"--device {name!r} is not one of: cpu, cuda, auto")
+    return torch.device(name)
+
+
+def versions(registry: Registry, method_name: str) -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "ddbench": __version__}
+    for pkg in ("torchvision", "diffusers", "kornia", "pluggy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    owner = registry.owners["methods"].get(method_name)
+    for info in registry.plugins:
+        if info.name == owner:
+            out[f"plugin:{info.name}"] = info.version or info.source
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def load_dataset(registry: Registry, name: str, root: str | None, download: bool):
+    spec = registry.get("datasets", name)
+    return spec.load(root=Path(root) if root else None, download=download)
+
+
+def execute(resolved: Resolved, registry: Registry, log=print) -> dict[str, Any]:
+    """Run one resolved request and record it. Bad input raises DDBenchError before anything is written."""
+    r = resolved.request
+    device = pick_device(r.device)
+    dataset = load_dataset(registry, r.dataset, r.data_root, r.download)
+    resolved.work_dir.mkdir(parents=True, exist_ok=True)
+    resolved.cache_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(
+        dataset=dataset,
+        ipc=r.ipc,
+        seed=r.seed,
+        device=device,
+        params=resolved.method_params,
+        model=r.model,
+        registry=registry,
+        work_dir=resolved.work_dir,
+        cache_dir=resolved.cache_dir,
+        budget=r.budget,
+        progress=r.progress,
+        log=log,
+        protocol=r.protocol,
+    )
+    resolved.method.validate(ctx)
+
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "created": time.time(),
+        "method": r.method,
+        "dataset": r.dataset,
+        "ipc": r.ipc,
+        "budget": r.budget,
+        "protocol": r.protocol,
+        "model": r.model,
+        "seed": r.seed,
+        "config_hash": resolved.config_hash,
+        "config": resolved.config(),
+        "device": str(device),
+        "versions": versions(registry, r.method),
+    }
+    seed_everything(r.seed)
+    t0 = time.perf_counter()
+    try:
+        syn = resolved.method.distill(ctx)
+        if not isinstance(syn, SyntheticSet):
+            raise TypeError(f"method {r.method!r} returned {type(syn).__name__}, expected SyntheticSet")
+        row["distill_seconds"] = time.perf_counter() - t0
+        row["images"] = int(syn.images.shape[0])
+        row["meta"] = {**syn.meta, "per_class": syn.per_class(dataset.num_classes), "lr": syn.lr}
+        run_dir = resolved.out_dir / "runs" / run_id
+        atomic_save(
+            {"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "lr": syn.lr, "meta": syn.meta,
+             "config": resolved.config(), "dataset": {"name": dataset.name, "mean": dataset.mean, "std": dataset.std,
+                                                       "class_names": dataset.class_names}},
+            run_dir / "synset.pt",
+        )
+        save_grid(dataset.denormalise(syn.images.detach().cpu().float()), syn.labels.cpu(), dataset.num_classes,
+                  run_dir / "grid.png")
+        row["artifact"] = str(run_dir / "synset.pt")
+        if r.skip_eval:
+            row["eval_seconds"] = 0.0
+            row["accuracies"] = []
+            row["n_eval_models"] = 0
+        else:
+            seed_everything(r.seed)
+            result = resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings)
+            row["eval_seconds"] = result.seconds
+            row["accuracies"] = [float(a) for a in result.accuracies]
+            row["accuracy_mean"] = result.mean
+            row["accuracy_std"] = result.std
+            row["n_eval_models"] = len(result.accuracies)
+            row["meta"]["eval"] = result.details
+        row["status"] = "ok"
+    except (KeyboardInterrupt, SystemExit):
+        raise  # no row: an interrupted run leaves nothing half-written; its checkpoints stay in work_dir
+    except DDBenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed run is recorded, not lost
+        row["status"] = "failed"
+        row["error"] = "".join(traceback.format_exception(exc))
+        row.setdefault("distill_seconds", time.perf_counter() - t0)
+    record(resolved.db_path, row)
+    return row
+
+
+def summary_json(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ["run_id", "status", "method", "dataset", "ipc", "budget", "images", "protocol", "model",
+            "accuracy_mean", "accuracy_std", "accuracies", "n_eval_models", "distill_seconds", "eval_seconds",
+            "device", "seed", "versions", "config_hash", "artifact", "error"]
+    out = {k: row.get(k) for k in keys}
+    out["eval_impl"] = ((row.get("meta") or {}).get("eval") or {}).get("impl")
+    return out
+
+
+def run(request: RunRequest, config_path: str | None = None, log=print) -> dict[str, Any]:
+    """Programmatic entry point: resolve and execute one request."""
+    config = load_config(config_path)
+    registry = registry_for(config)
+    return execute(resolve(request, config, registry), registry, log=log)
+
+
+__all__ = ["RunRequest", "Resolved", "resolve", "execute", "run", "config_hash", "registry_for", "summary_json"]
