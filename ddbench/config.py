@@ -2,7 +2,7 @@
 
     [plugins]
     enabled = []          # allow-list of plugin names; empty means every installed plugin
-    disabled = ["mtt"]    # plugins not to load
+    disabled = ["some-plugin"]    # plugins not to load
     modules = ["my_local_plugin"]   # import paths of plugins that are not installed packages
 
     [methods.dm]                    # overrides of the method's paper defaults, for every dataset

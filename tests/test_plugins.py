@@ -1,0 +1,86 @@
+"""Plugin loading: entry points, allow-lists, duplicate names, failing plugins, documented hooks."""
+from __future__ import annotations
+
+import inspect
+import re
+import types
+from pathlib import Path
+
+import pytest
+
+from ddbench import hookimpl, hookspecs
+from ddbench.api import DDBenchError, Method
+from ddbench.plugins import KINDS, load_plugins
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _method_plugin(name: str) -> types.ModuleType:
+    mod = types.ModuleType(f"plugin_{name}")
+
+    class M(Method):
+        pass
+
+    M.name = name
+
+    @hookimpl
+    def register_methods(register):
+        register(M())
+
+    mod.register_methods = register_methods
+    return mod
+
+
+def test_builtins_come_from_entry_points(registry):
+    # The host knows no method by name: every method, dataset and protocol arrives through a plugin.
+    assert "random" in registry.names("methods")
+    assert registry.owners["methods"]["random"] == "random"
+    assert "fashion-mnist" in registry.names("datasets")
+    assert registry.owners["datasets"]["fashion-mnist"] == "datasets"
+    assert not registry.failed, [(p.name, p.error) for p in registry.failed]
+
+
+def test_host_source_never_names_a_method():
+    # No import of a method package and no method name as a string literal in the host's code.
+    pattern = re.compile(r"""import\s+ddbench_(baselines|minmax)|from\s+ddbench_(baselines|minmax)|["'](random|dm|mtt|minmax-diffusion)["']""")
+    for path in (ROOT / "ddbench").glob("*.py"):
+        found = pattern.search(path.read_text())
+        assert found is None, f"{path.name} names a method: {found.group(0)}"
+
+
+def test_duplicate_name_names_both_plugins():
+    with pytest.raises(DDBenchError, match=r"'twin'.*'first'.*'second'|'twin'.*'second'.*'first'"):
+        load_plugins(extra=[("first", _method_plugin("twin")), ("second", _method_plugin("twin"))])
+
+
+def test_allow_list_env_restricts_third_party_plugins(monkeypatch):
+    monkeypatch.setenv("DDBENCH_LOAD_PLUGINS", "random")
+    reg = load_plugins()
+    assert reg.names("methods") == ["random"]
+    assert "fashion-mnist" in reg.names("datasets")  # the host's own plugins always load
+
+
+def test_disabled_plugin_is_not_loaded():
+    reg = load_plugins(disabled=["random"])
+    assert "random" not in reg.names("methods")
+
+
+def test_failing_plugin_is_reported_and_others_work():
+    reg = load_plugins(modules=["ddbench_no_such_plugin_module"])
+    failed = {p.name: p.error for p in reg.failed}
+    assert "ddbench_no_such_plugin_module" in failed
+    assert "ModuleNotFoundError" in failed["ddbench_no_such_plugin_module"]
+    assert "random" in reg.names("methods")
+
+
+def test_unknown_name_lists_valid_ones(registry):
+    with pytest.raises(DDBenchError, match="unknown method 'nope'; valid: .*random"):
+        registry.get("methods", "nope")
+
+
+def test_every_hook_is_documented_in_the_plugin_guide():
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
+    assert set(hooks) == set(KINDS.values())
+    for hook in hooks:
+        assert re.search(rf"^#+ .*`{hook}\(register\)`", guide, re.M), f"{hook} has no heading in docs/plugins.md"
