@@ -510,6 +510,8 @@ def _cached(name: str, raw_load: Callable[[Path | None, bool], ImageDataset]) ->
 
     def load(root: Path | str | None = None, download: bool = False) -> ImageDataset:
         r = _as_root(root)
+        if r is not None and r.exists() and not r.is_dir():
+            raise DDBenchError(f"data root {r} is a file; pass a folder (--data-root DIR)")
         key = (name, str(r.resolve()) if r is not None else "")
         with _LOCK:
             hit = _LOADED.get(key)

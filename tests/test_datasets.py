@@ -191,6 +191,41 @@ def test_download_without_root_is_refused():
         spec("mnist").load(None, download=True)
 
 
+def test_root_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DDBenchError, match="is a file"):
+        spec("mnist").load(tmp_path / "f")
+
+
+def test_download_uses_torchvision_layout(tmp_path, monkeypatch):
+    """No network in tests: a stand-in for torchvision's class writes what the real one would."""
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class FakeFashion:
+        def __init__(self, root, train=True, download=False):
+            calls.append((root, train, download))
+            if not (Path(root) / "FashionMNIST" / "raw").exists():
+                write_idx_set(Path(root) / "FashionMNIST" / "raw", gz=False)
+
+    monkeypatch.setattr(tvd, "FashionMNIST", FakeFashion)
+    ds = spec("fashion-mnist").load(tmp_path / "new", download=True)
+    assert len(ds.train_x) == 12 and calls[0] == (str(tmp_path / "new"), True, True)
+
+
+def test_download_failure_is_one_line(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried mirrors")
+
+    monkeypatch.setattr(tvd, "MNIST", offline)
+    with pytest.raises(DDBenchError) as err:
+        spec("mnist").load(tmp_path, download=True)
+    assert "downloading mnist" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     "damage",
     ["truncated", "bad-magic", "bad-gzip", "empty"],
