@@ -137,7 +137,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def print_summary(row: dict[str, Any], stream=sys.stdout) -> None:
+def print_summary(row: dict[str, Any], stream=None) -> None:
+    stream = stream or sys.stdout
     lines = [
         ("run", row.get("run_id")),
         ("status", row.get("status")),
