@@ -1,1 +1,318 @@
-"""Placeholder: filled in by its issue."""
+"""Evaluation protocols (the `protocols` plugin): `dsa` (the standard one) and `fast` (fewer epochs).
+
+The protocol is `utils.py: evaluate_synset` of the DC/DSA/DM reference code (VICO-UoE/DatasetCondensation):
+train a freshly initialised network on the synthetic set with DSA on every batch (per-sample parameters, not
+siamese), SGD (lr 0.01, momentum 0.9, weight decay 5e-4), batch 256 shuffled, the lr multiplied by 0.1 once
+(after epoch index `epochs//2 + 1`, re-creating the optimizer as the reference does, which resets the
+momentum), then test accuracy on the whole real test set. As in the reference loop `for ep in
+range(Epoch+1)`, `epochs` = E runs E+1 passes over the synthetic set. Repeated for N networks.
+
+Two implementations of the same protocol, chosen by the `impl` setting and recorded in `details["impl"]`:
+
+- `loop`: the readable reference, one network after another, written like `evaluate_synset`/`epoch`.
+- `fast` (default): the N networks train together as one `StackedConvNet` (grouped convolutions, one
+  element-wise SGD over the stacked parameters, which is exactly N independent SGDs). Each network keeps its
+  own initialisation, data order and DSA parameters, drawn from its own generator in the same order as the
+  loop, so both implementations compute the same thing up to floating-point summation order.
+  `max_parallel` caps how many networks train at once (memory). Architectures other than the ConvNet fall
+  back to the loop (recorded in details).
+
+Network i is seeded from (ctx.seed, i): its initial weights, data order and augmentation depend only on those.
+See docs/evaluation.md for the measured speed and the equivalence run.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import hookimpl
+from .api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
+from .augment import DEFAULT_STRATEGY, DSA, DSAParams
+from .networks import ConvNet, StackedConvNet
+
+REF = "VICO-UoE/DatasetCondensation"
+EVAL_SEED_OFFSET = 7_919  # keeps evaluation generators apart from a method's ctx.generator(k) streams
+
+
+def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
+    return {
+        "epochs": Param(epochs, epochs_source, "training epochs per network (E runs E+1 passes, as the reference)", min=1),
+        "n_models": Param(5, "DSA/DM/MTT papers report mean±std over 5 networks (MTT distill.py num_eval=5; DM main_DM.py num_eval=20)",
+                          "number of freshly initialised networks", min=1),
+        "lr": Param(0.01, f"{REF} main.py/main_DM.py --lr_net 0.01", "SGD learning rate", min=0.0),
+        "momentum": Param(0.9, f"{REF} utils.py evaluate_synset: SGD(momentum=0.9)", min=0.0, max=1.0),
+        "weight_decay": Param(0.0005, f"{REF} utils.py evaluate_synset: SGD(weight_decay=0.0005)", min=0.0),
+        "batch_size": Param(256, f"{REF} main.py/main_DM.py --batch_train 256", "training batch", min=1),
+        "dsa": Param(True, f"{REF} utils.py epoch(aug=True) with args.dsa: DiffAugment on every training batch",
+                     "DSA augmentation on every training batch"),
+        "dsa_strategy": Param(DEFAULT_STRATEGY, f"{REF} main_DM.py --dsa_strategy", "DSA groups, '_'-joined"),
+        "impl": Param("fast", "ddbench issue 6: fast implementation by default; 'loop' is the plain reference",
+                      "fast (N networks at once) or loop (one after another)", choices=("fast", "loop")),
+        "max_parallel": Param(0, "ddbench: memory cap, 0 = all n_models at once", "networks trained at once (fast impl)", min=0),
+        "use_syn_lr": Param(True, "GeorgeCazenavette/mtt-distillation distill.py: args.lr_net = syn_lr.item() before evaluate_synset",
+                            "train with SyntheticSet.lr when the method learned one"),
+        "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1),
+    }
+
+
+class DSAProtocol(Protocol):
+    def __init__(self, name: str, description: str, epochs: int, epochs_source: str):
+        self.name = name
+        self.description = description
+        self.params = _params(epochs, epochs_source)
+
+    def evaluate(self, syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> EvalResult:
+        return evaluate(syn, ctx, settings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared pieces
+# --------------------------------------------------------------------------------------------------
+
+
+def network_seed(seed: int, i: int) -> int:
+    """The seed of evaluation network i of a run with seed `seed`."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + EVAL_SEED_OFFSET + i)
+    return int(torch.randint(0, 2**62, (1,), generator=g).item())
+
+
+def init_network(ctx: RunContext, i: int) -> tuple[nn.Module, torch.Generator]:
+    """Network i: weights from torch's init under its seed; a generator for its data order and DSA draws."""
+    s = network_seed(ctx.seed, i)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s)
+        net = ctx.build_model()
+    return net, torch.Generator().manual_seed(s + 1)
+
+
+def lr_decay_epoch(epochs: int) -> int:
+    """utils.py evaluate_synset: lr_schedule = [Epoch//2 + 1]."""
+    return epochs // 2 + 1
+
+
+def _check(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> None:
+    ds = ctx.dataset
+    if syn.images.shape[0] == 0:
+        raise DDBenchError("the synthetic set is empty; a protocol needs at least one image")
+    if tuple(syn.images.shape[1:]) != tuple(ds.test_x.shape[1:]):
+        raise DDBenchError(
+            f"synthetic images have shape {tuple(syn.images.shape[1:])}; the {ds.name} test set needs {tuple(ds.test_x.shape[1:])}"
+        )
+    labels = syn.labels
+    if labels.ndim == 1 and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= ds.num_classes):
+        raise DDBenchError(f"synthetic labels must lie in [0, {ds.num_classes - 1}], got {int(labels.min())}..{int(labels.max())}")
+    if labels.ndim == 2 and labels.shape[1] != ds.num_classes:
+        raise DDBenchError(f"soft labels must have {ds.num_classes} columns, got {labels.shape[1]}")
+    if not torch.isfinite(syn.images).all():
+        raise DDBenchError("the synthetic images contain NaN or inf")
+    lr = _lr(syn, settings)
+    if not (math.isfinite(lr) and lr > 0):
+        raise DDBenchError(f"evaluation lr={lr!r} is not allowed; it must be a positive finite number")
+
+
+def _lr(syn: SyntheticSet, settings: dict[str, Any]) -> float:
+    if settings["use_syn_lr"] and syn.lr is not None:
+        return float(syn.lr)
+    return float(settings["lr"])
+
+
+def _progress(ctx: RunContext, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="epoch", disable=not ctx.progress, leave=False)
+
+
+def evaluate(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> EvalResult:
+    """Train settings['n_models'] networks on `syn`, return their test accuracies (in %)."""
+    _check(syn, ctx, settings)
+    start = time.perf_counter()
+    impl = settings["impl"]
+    details: dict[str, Any] = {"impl": impl, "lr": _lr(syn, settings), "epochs": settings["epochs"],
+                               "n_models": settings["n_models"], "images": int(syn.images.shape[0])}
+    if impl == "fast":
+        probe, _ = init_network(ctx, 0)
+        if not isinstance(probe, ConvNet):
+            details["impl"] = "loop"
+            details["fallback"] = f"fast impl supports ConvNet only; {type(probe).__name__} trained with the loop"
+            impl = "loop"
+    if impl == "loop":
+        accs, train_acc = _evaluate_loop(syn, ctx, settings)
+    else:
+        accs, train_acc = _evaluate_fast(syn, ctx, settings, details)
+    details["train_accuracies"] = train_acc
+    return EvalResult(accuracies=accs, seconds=time.perf_counter() - start, details=details)
+
+
+def _soft_or_hard(labels: torch.Tensor) -> torch.Tensor:
+    return labels.float() if labels.ndim == 2 else labels.long()
+
+
+# --------------------------------------------------------------------------------------------------
+# loop: the reference, plainly
+# --------------------------------------------------------------------------------------------------
+
+
+def _evaluate_loop(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> tuple[list[float], list[float]]:
+    device = ctx.device
+    images = syn.images.detach().to(device, torch.float32)
+    labels = _soft_or_hard(syn.labels.detach()).to(device)
+    dsa = DSA(settings["dsa_strategy"]) if settings["dsa"] else None
+    epochs, n_models = settings["epochs"], settings["n_models"]
+    accs, train_accs = [], []
+    bar = _progress(ctx, n_models * (epochs + 1), "evaluate (loop)")
+    for i in range(n_models):
+        net, gen = init_network(ctx, i)
+        net = net.to(device)
+        train_acc = _train_one(net, gen, images, labels, dsa, settings, _lr(syn, settings), bar)
+        accs.append(test_accuracy(net, ctx, settings["test_batch"]))
+        train_accs.append(train_acc)
+    bar.close()
+    return accs, train_accs
+
+
+def _train_one(net, gen, images, labels, dsa, settings, lr, bar=None) -> float:
+    """utils.py evaluate_synset + epoch('train', ...) for one network; returns the last epoch's train acc (%)."""
+    epochs, bs = settings["epochs"], settings["batch_size"]
+    mom, wd = settings["momentum"], settings["weight_decay"]
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+    n = images.shape[0]
+    net.train()
+    correct = 0
+    for ep in range(epochs + 1):
+        perm = torch.randperm(n, generator=gen).to(images.device)
+        correct = 0
+        for start in range(0, n, bs):
+            idx = perm[start:start + bs]
+            x, y = images[idx], labels[idx]
+            if dsa is not None:
+                x = dsa(x, generator=gen)
+            out = net(x)
+            loss = F.cross_entropy(out, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if ep == epochs:
+                target = y if y.ndim == 1 else y.argmax(1)
+                correct += int((out.argmax(1) == target).sum())
+        if ep == lr_decay_epoch(epochs):
+            lr *= 0.1
+            optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+        if bar is not None:
+            bar.update(1)
+    return 100.0 * correct / n
+
+
+@torch.no_grad()
+def test_accuracy(net: nn.Module, ctx: RunContext, batch: int) -> float:
+    """Accuracy (%) of one network on the whole real test set."""
+    net.eval()
+    x_all, y_all = ctx.dataset.test_x, ctx.dataset.test_y
+    correct = 0
+    for s in range(0, x_all.shape[0], batch):
+        x = x_all[s:s + batch].to(ctx.device, torch.float32)
+        y = y_all[s:s + batch].to(ctx.device)
+        correct += int((net(x).argmax(1) == y).sum())
+    return 100.0 * correct / x_all.shape[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# fast: N networks at once
+# --------------------------------------------------------------------------------------------------
+
+
+def _evaluate_fast(syn, ctx, settings, details) -> tuple[list[float], list[float]]:
+    device = ctx.device
+    images = syn.images.detach().to(device, torch.float32)
+    labels = _soft_or_hard(syn.labels.detach()).to(device)
+    dsa = DSA(settings["dsa_strategy"]) if settings["dsa"] else None
+    epochs, n_models = settings["epochs"], settings["n_models"]
+    group = settings["max_parallel"] or n_models
+    group = min(group, n_models)
+    details["max_parallel"] = group
+    accs, train_accs = [], []
+    bar = _progress(ctx, n_models * (epochs + 1), "evaluate (fast)")
+    for first in range(0, n_models, group):
+        ids = list(range(first, min(first + group, n_models)))
+        nets, gens = zip(*(init_network(ctx, i) for i in ids))
+        stacked = StackedConvNet.from_nets(list(nets)).to(device)
+        train_accs += train_stacked(stacked, list(gens), images, labels, dsa, settings, _lr(syn, settings), bar)
+        accs += test_accuracy_stacked(stacked, ctx, settings["test_batch"])
+    bar.close()
+    return accs, train_accs
+
+
+def stacked_batch(images, labels, idx, dsa, gens) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network n's batch images[idx[n]] with its own DSA draw; returns (B, N*C, H, W) and labels (N, B)."""
+    xs = images[idx]  # (N, B, C, H, W)
+    if dsa is not None:
+        params: list[DSAParams] = [dsa.sample(xs[n], generator=g) for n, g in enumerate(gens)]
+        xs = dsa.apply_stacked(xs, params)
+    n, b, c, h, w = xs.shape
+    return xs.transpose(0, 1).reshape(b, n * c, h, w), labels[idx]
+
+
+def stacked_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sum over networks of each network's mean cross-entropy: network n's gradient is that of its own loss."""
+    n, b = out.shape[:2]
+    return F.cross_entropy(out.reshape(n * b, -1), y.reshape(n * b, *y.shape[2:]), reduction="sum") / b
+
+
+def train_stacked(stacked: StackedConvNet, gens, images, labels, dsa, settings, lr, bar=None) -> list[float]:
+    """The loop's training, for the N stacked networks at once (same draws from each network's generator)."""
+    epochs, bs = settings["epochs"], settings["batch_size"]
+    mom, wd = settings["momentum"], settings["weight_decay"]
+    n_img, n_net = images.shape[0], stacked.n
+    # SGD is element-wise, so one optimizer over the stacked parameters is N independent optimizers.
+    optimizer = torch.optim.SGD(stacked.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+    stacked.train()
+    correct = torch.zeros(n_net, dtype=torch.long, device=images.device)
+    for ep in range(epochs + 1):
+        perms = torch.stack([torch.randperm(n_img, generator=g) for g in gens]).to(images.device)
+        for start in range(0, n_img, bs):
+            idx = perms[:, start:start + bs]
+            x, y = stacked_batch(images, labels, idx, dsa, gens)
+            out = stacked(x)  # (N, B, K)
+            loss = stacked_loss(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ep == epochs:
+                target = y if y.ndim == 2 else y.argmax(-1)
+                correct += (out.argmax(-1) == target).sum(1)
+        if ep == lr_decay_epoch(epochs):
+            lr *= 0.1
+            optimizer = torch.optim.SGD(stacked.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+        if bar is not None:
+            bar.update(n_net)
+    return [100.0 * int(c) / n_img for c in correct]
+
+
+@torch.no_grad()
+def test_accuracy_stacked(stacked: StackedConvNet, ctx: RunContext, batch: int) -> list[float]:
+    stacked.eval()
+    x_all, y_all = ctx.dataset.test_x, ctx.dataset.test_y
+    correct = torch.zeros(stacked.n, dtype=torch.long)
+    for s in range(0, x_all.shape[0], batch):
+        x = x_all[s:s + batch].to(ctx.device, torch.float32)
+        y = y_all[s:s + batch].to(ctx.device)
+        correct += (stacked.forward_shared(x).argmax(-1) == y).sum(1).cpu()
+    return [100.0 * int(c) / x_all.shape[0] for c in correct]
+
+
+@hookimpl
+def register_protocols(register):
+    register(DSAProtocol(
+        "dsa",
+        "standard DSA/DM/MTT evaluation: N fresh ConvNets, DSA on every batch, SGD, 1000 epochs, real test set",
+        1000, f"{REF} main_DM.py --epoch_eval_train 1000 (main.py sets 1000 when DSA is on); MTT distill.py 1000",
+    ))
+    register(DSAProtocol(
+        "fast",
+        "the dsa protocol with 300 epochs, for smoke runs and pilots",
+        300, f"{REF} main.py --epoch_eval_train default 300 (used there without augmentation)",
+    ))

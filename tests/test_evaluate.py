@@ -1,0 +1,135 @@
+"""The dsa/fast protocols: both implementations, seeding, settings, bad input (tiny shapes)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ddbench.evaluate as ev
+from ddbench.api import DDBenchError, ModelSpec, RunContext, SyntheticSet, resolve_params
+from ddbench.augment import DSA
+from ddbench.networks import StackedConvNet
+from ddbench.plugins import Registry
+
+from conftest import make_tiny_dataset
+
+TINY = dict(epochs=1, n_models=2)
+
+
+@pytest.fixture
+def ctx(registry, tmp_path):
+    ds = make_tiny_dataset(num_classes=3, per_class=4, test_per_class=4, size=12)
+    return RunContext(dataset=ds, ipc=2, seed=0, device=torch.device("cpu"), params={}, model="convnet",
+                      registry=registry, work_dir=tmp_path, cache_dir=tmp_path, progress=False, log=lambda m: None)
+
+
+@pytest.fixture
+def syn(ctx):
+    ds = ctx.dataset
+    return SyntheticSet(ds.train_x[::2].clone(), ds.train_y[::2].clone())
+
+
+def test_registered_with_cited_defaults(registry):
+    dsa, fast = registry.get("protocols", "dsa"), registry.get("protocols", "fast")
+    assert dsa.params["epochs"].default == 1000 and fast.params["epochs"].default == 300
+    for proto in (dsa, fast):
+        d = {k: p.default for k, p in proto.params.items()}
+        assert (d["lr"], d["momentum"], d["weight_decay"], d["batch_size"], d["n_models"]) == (0.01, 0.9, 0.0005, 256, 5)
+        assert d["dsa"] is True and d["impl"] == "fast" and d["use_syn_lr"] is True
+        assert all(p.source for p in proto.params.values())
+    assert ev.lr_decay_epoch(1000) == 501
+
+
+@pytest.mark.parametrize("impl", ["loop", "fast"])
+def test_accuracies_in_range_and_n_models(ctx, syn, impl):
+    r = ctx.evaluate(syn, "fast", impl=impl, epochs=1, n_models=3)
+    assert len(r.accuracies) == 3 and all(0 <= a <= 100 for a in r.accuracies)
+    assert r.details["impl"] == impl and r.seconds > 0
+
+
+def test_same_seed_same_first_step_gradients(ctx, syn):
+    images, labels = syn.images, syn.labels
+    dsa = DSA()
+    loop_nets, loop_gens = zip(*(ev.init_network(ctx, i) for i in range(3)))
+    fast_nets, fast_gens = zip(*(ev.init_network(ctx, i) for i in range(3)))
+    stacked = StackedConvNet.from_nets(list(fast_nets))
+    perms = torch.stack([torch.randperm(len(images), generator=g) for g in fast_gens])
+    x, y = ev.stacked_batch(images, labels, perms[:, :256], dsa, fast_gens)
+    ev.stacked_loss(stacked(x), y).backward()
+    for i, (net, g) in enumerate(zip(loop_nets, loop_gens)):
+        perm = torch.randperm(len(images), generator=g)
+        assert torch.equal(perm, perms[i])
+        F.cross_entropy(net(dsa(images[perm[:256]], generator=g)), labels[perm[:256]]).backward()
+        sl = slice(128 * i, 128 * (i + 1))
+        torch.testing.assert_close(stacked.conv_w[0].grad[sl], net.features[0].weight.grad, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(stacked.norm_w[2].grad[sl], net.features[9].weight.grad, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(stacked.fc_w.grad[i], net.classifier.weight.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_same_seed_same_trained_parameters(ctx, syn):
+    settings = resolve_params("fast", ctx.registry.get("protocols", "fast").params, dict(epochs=2, batch_size=4))
+    dsa = DSA()
+    nets, gens = zip(*(ev.init_network(ctx, i) for i in range(2)))
+    stacked = StackedConvNet.from_nets(list(nets))
+    ev.train_stacked(stacked, list(gens), syn.images, syn.labels, dsa, settings, 0.01)
+    trained = stacked.to_nets([ev.init_network(ctx, i)[0] for i in range(2)])
+    for i in range(2):
+        net, g = ev.init_network(ctx, i)
+        ev._train_one(net, g, syn.images, syn.labels, dsa, settings, 0.01)
+        for a, b in zip(net.parameters(), trained[i].parameters()):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_max_parallel_honoured(ctx, syn, monkeypatch):
+    sizes = []
+    real = StackedConvNet.from_nets
+
+    def spy(nets):
+        sizes.append(len(nets))
+        return real(nets)
+
+    monkeypatch.setattr(ev.StackedConvNet, "from_nets", staticmethod(spy))
+    r = ctx.evaluate(syn, "fast", impl="fast", epochs=1, n_models=5, max_parallel=2)
+    assert sizes == [2, 2, 1] and len(r.accuracies) == 5 and r.details["max_parallel"] == 2
+
+
+def test_use_syn_lr(ctx, syn):
+    syn.lr = 0.02
+    assert ctx.evaluate(syn, "fast", epochs=1, n_models=1).details["lr"] == 0.02
+    assert ctx.evaluate(syn, "fast", epochs=1, n_models=1, use_syn_lr=False).details["lr"] == 0.01
+
+
+def test_seeded_results_repeat(ctx, syn):
+    a = ctx.evaluate(syn, "fast", impl="loop", **TINY).accuracies
+    assert ctx.evaluate(syn, "fast", impl="loop", **TINY).accuracies == a
+
+
+def test_non_convnet_falls_back_to_loop(ctx, syn):
+    reg = Registry()
+    reg.add("models", ModelSpec("mlp", lambda c, k, s: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c * s * s, k))), "t")
+    for proto in ctx.registry.items["protocols"].values():
+        reg.add("protocols", proto, "t")
+    ctx.registry, ctx.model = reg, "mlp"
+    r = ctx.evaluate(syn, "fast", **TINY)
+    assert r.details["impl"] == "loop" and "fallback" in r.details
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"impl": "gpu"}, "impl='gpu' is not allowed"),
+    ({"n_models": 0}, "below the minimum"),
+    ({"epochs": "ten"}, "not a valid int"),
+    ({"max_parallel": -1}, "below the minimum"),
+    ({"bogus": 1}, "unknown setting 'bogus'"),
+    ({"dsa_strategy": "color_blur"}, "unknown DSA augmentation 'blur'"),
+])
+def test_bad_settings(ctx, syn, overrides, match):
+    with pytest.raises(DDBenchError, match=match):
+        ctx.evaluate(syn, "fast", **{**TINY, **overrides})
+
+
+def test_bad_synthetic_sets(ctx, syn):
+    with pytest.raises(DDBenchError, match="shape"):
+        ctx.evaluate(SyntheticSet(torch.zeros(2, 3, 12, 12), torch.zeros(2, dtype=torch.long)), "fast", **TINY)
+    with pytest.raises(DDBenchError, match="labels must lie"):
+        ctx.evaluate(SyntheticSet(syn.images, syn.labels + 5), "fast", **TINY)
+    syn.lr = -1.0
+    with pytest.raises(DDBenchError, match="lr=-1.0"):
+        ctx.evaluate(syn, "fast", **TINY)
