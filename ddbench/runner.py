@@ -198,8 +198,12 @@ def load_dataset(registry: Registry, name: str, root: str | None, download: bool
     return spec.load(root=Path(root) if root else None, download=download)
 
 
-def execute(resolved: Resolved, registry: Registry, log=print) -> dict[str, Any]:
-    """Run one resolved request and record it. Bad input raises DDBenchError before anything is written."""
+def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: bool = True) -> dict[str, Any]:
+    """Run one resolved request and record it. Bad input raises DDBenchError before anything is written.
+
+    `record_to_db=False` returns the row without writing it: sweep workers hand rows to the driver, which
+    alone writes the database.
+    """
     r = resolved.request
     device = pick_device(r.device)
     dataset = load_dataset(registry, r.dataset, r.data_root, r.download)
@@ -279,7 +283,8 @@ def execute(resolved: Resolved, registry: Registry, log=print) -> dict[str, Any]
         row["status"] = "failed"
         row["error"] = "".join(traceback.format_exception(exc))
         row.setdefault("distill_seconds", time.perf_counter() - t0)
-    record(resolved.db_path, row)
+    if record_to_db:
+        record(resolved.db_path, row)
     return row
 
 
