@@ -1,0 +1,147 @@
+"""The generator cache: trained denoisers saved with diffusers' `save_pretrained` (safetensors), keyed by
+dataset, configuration and seed, plus the resumable training checkpoint of an unfinished training.
+
+Layout under `<cache_dir>/minmax-diffusion/<key>/`:
+    generator/              save_pretrained output (config.json + diffusion_pytorch_model.safetensors)
+    meta.json               written last: the config, the weights' sha256, training time; "complete": true
+    checkpoint.pt           training state while training runs (deleted once the generator is saved)
+    .lock                   a file lock held while one process trains this key
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ddbench.api import DDBenchError
+
+from .model import Denoiser
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def config_key(prefix: str, config: dict[str, Any]) -> str:
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return f"{prefix}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def dataset_fingerprint(train_x: torch.Tensor, train_y: torch.Tensor) -> str:
+    """Cheap identity of the training data: shape, label counts and a few moments (not a full hash)."""
+    h = hashlib.sha256()
+    h.update(str(tuple(train_x.shape)).encode())
+    h.update(str(torch.bincount(train_y).tolist()).encode())
+    x = train_x.double()
+    h.update(f"{x.sum().item():.6e} {(x * x).sum().item():.6e} {x[::97].sum().item():.6e}".encode())
+    return h.hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class GeneratorCache:
+    def __init__(self, cache_dir: Path, key: str):
+        self.root = Path(cache_dir) / "minmax-diffusion" / key
+        self.key = key
+
+    @property
+    def generator_dir(self) -> Path:
+        return self.root / "generator"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.root / "meta.json"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    def exists(self) -> bool:
+        return self.meta_path.is_file() or self.generator_dir.exists()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise training of one key across processes (a second run waits, then finds the cache)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def load(self, arch: str) -> tuple[Denoiser, dict[str, Any]]:
+        """The cached generator and its meta. Raises CorruptCache when anything is missing or altered."""
+        if not self.meta_path.is_file():
+            raise CorruptCache(f"{self.meta_path} is missing (an interrupted save?)")
+        try:
+            meta = json.loads(self.meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CorruptCache(f"{self.meta_path} is unreadable: {exc}") from None
+        weights = self.generator_dir / WEIGHTS
+        if not weights.is_file():
+            raise CorruptCache(f"{weights} is missing")
+        if meta.get("sha256") and _sha256(weights) != meta["sha256"]:
+            raise CorruptCache(f"{weights} does not match the sha256 recorded in meta.json")
+        try:
+            model = Denoiser.load(self.generator_dir, arch)
+        except Exception as exc:  # noqa: BLE001 - any loader failure means a corrupt cache entry
+            raise CorruptCache(f"{self.generator_dir} does not load: {type(exc).__name__}: {exc}") from None
+        return model, meta
+
+    def save(self, model: Denoiser, meta: dict[str, Any]) -> None:
+        """save_pretrained into a temporary folder, swap it in, then write meta.json last."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / "generator.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save(tmp)
+        if self.generator_dir.exists():
+            shutil.rmtree(self.generator_dir)
+        os.replace(tmp, self.generator_dir)
+        meta = {**meta, "sha256": _sha256(self.generator_dir / WEIGHTS), "complete": True}
+        tmp_meta = self.root / "meta.json.tmp"
+        tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        os.replace(tmp_meta, self.meta_path)
+        with contextlib.suppress(FileNotFoundError):
+            self.checkpoint_path.unlink()
+
+    def clear(self) -> None:
+        """Remove the generator and its meta (a corrupt entry); a training checkpoint is kept."""
+        with contextlib.suppress(FileNotFoundError):
+            self.meta_path.unlink()
+        for d in (self.generator_dir, self.root / "generator.tmp"):
+            if d.exists():
+                shutil.rmtree(d)
+
+    # -- training checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The saved training state, or None (absent, or unreadable: then it is removed and training restarts)."""
+        if not self.checkpoint_path.is_file():
+            return None
+        try:
+            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a truncated checkpoint is discarded, training restarts
+            self.checkpoint_path.unlink()
+            return None
+
+
+class CorruptCache(DDBenchError):
+    pass

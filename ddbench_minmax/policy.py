@@ -1,0 +1,171 @@
+"""IPC-budget policies: how many denoising steps S, and so how many images per class.
+
+Two modes. Fixed IPC (no budget, the classic benchmark): exactly `ipc` images per class at the chosen S.
+Fixed time budget (`--budget SECONDS`, the ECCV 2024 challenge mode): generation runs until the wall-clock
+deadline with every class served equally; the policy picks S, and the measured throughput predicts the IPC.
+
+- `fixed-steps`: S = the method's `steps`.
+- `max-images`: S = `min_steps`, the fewest steps allowed (most images in a budget).
+- `calibrated`: a pilot generates at candidate S, evaluates with the fast protocol at two pilot IPCs, fits
+  acc(S, IPC) = A + B*ln(IPC) - C*exp(-(S-1)/tau) with scipy, and picks the S that maximises the predicted
+  accuracy at the IPC that S reaches within the budget (or at the fixed IPC). It logs and records the curve.
+
+Contract for third-party policies (registered under `policies`, looked up by the method's `policy` param):
+    decide(request: PlanRequest) -> Decision
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ddbench.api import DDBenchError, Policy
+
+from .sampler import Throughput
+
+
+@dataclass
+class PlanRequest:
+    num_classes: int
+    budget: float | None
+    ipc: int
+    steps: int
+    min_steps: int
+    max_steps: int
+    throughput: Throughput
+    candidates: list[int] = field(default_factory=list)
+    # pilot(S) -> {ipc: accuracy%}: generate at S and evaluate at the pilot IPCs (calibrated policy only)
+    pilot: Callable[[int], dict[int, float]] | None = None
+    safety: float = 1.1
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Decision:
+    policy: str
+    steps: int
+    mode: str  # "ipc" or "budget"
+    ipc: int  # fixed IPC, or the IPC predicted to fit the budget
+    reason: str
+    curve: dict[str, Any] = field(default_factory=dict)
+
+    def as_meta(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _predicted_ipc(req: PlanRequest, steps: int) -> int:
+    if req.budget is None:
+        return req.ipc
+    return req.throughput.max_ipc(req.budget, steps, req.safety)
+
+
+def check_budget(req: PlanRequest, steps: int) -> int:
+    """The IPC that `steps` reaches in the budget; DDBenchError when not even one image per class fits."""
+    ipc = _predicted_ipc(req, steps)
+    if ipc < 1:
+        need = req.throughput.min_budget(steps, req.safety)
+        raise DDBenchError(
+            f"budget={req.budget:g}s is too small to give each of the {req.num_classes} classes one image at "
+            f"S={steps} steps; the minimum on this device is {math.ceil(need * 100) / 100:g}s"
+        )
+    return ipc
+
+
+class FixedSteps(Policy):
+    name = "fixed-steps"
+    description = "S = the method's `steps`; under a budget, as many balanced images as fit"
+
+    def decide(self, req: PlanRequest) -> Decision:
+        s = req.steps
+        ipc = check_budget(req, s)
+        mode = "ipc" if req.budget is None else "budget"
+        why = f"fixed S={s}" + (f"; {ipc} images/class predicted to fit {req.budget:g}s" if req.budget else "")
+        return Decision(self.name, s, mode, ipc, why,
+                        {"images_per_second": req.throughput.images_per_second(s)})
+
+
+class MaxImages(Policy):
+    name = "max-images"
+    description = "S = `min_steps`, the fewest steps allowed: the most images in a budget"
+
+    def decide(self, req: PlanRequest) -> Decision:
+        s = req.min_steps
+        ipc = check_budget(req, s)
+        mode = "ipc" if req.budget is None else "budget"
+        why = f"fewest steps allowed, S={s}" + (f"; {ipc} images/class predicted in {req.budget:g}s" if req.budget else "")
+        return Decision(self.name, s, mode, ipc, why,
+                        {"images_per_second": req.throughput.images_per_second(s)})
+
+
+def accuracy_model(X, A, B, C, tau):
+    import numpy as np
+
+    s, i = X
+    return A + B * np.log(i) - C * np.exp(-(s - 1.0) / tau)
+
+
+def fit_curve(points: list[tuple[int, int, float]]) -> tuple[Callable[[float, float], float], dict[str, Any]]:
+    """Fit acc(S, IPC) to pilot points (S, IPC, acc). Falls back to A + B ln IPC + C ln S if the
+    saturating fit fails."""
+    import numpy as np
+    from scipy.optimize import curve_fit
+
+    s = np.array([p[0] for p in points], float)
+    i = np.array([p[1] for p in points], float)
+    a = np.array([p[2] for p in points], float)
+    try:
+        p0 = [float(a.max()), 3.0, max(1.0, float(a.max() - a.min())), 5.0]
+        popt, _ = curve_fit(accuracy_model, (s, i), a, p0=p0,
+                            bounds=([0, 0, 0, 0.3], [100, 50, 100, 500]), maxfev=20000)
+        A, B, C, tau = (float(v) for v in popt)
+        resid = float(np.sqrt(np.mean((accuracy_model((s, i), *popt) - a) ** 2)))
+        return (lambda S, I: float(accuracy_model((np.float64(S), np.float64(I)), A, B, C, tau)),
+                {"form": "A + B*ln(IPC) - C*exp(-(S-1)/tau)", "A": A, "B": B, "C": C, "tau": tau, "rmse": resid})
+    except (RuntimeError, ValueError) as exc:
+        M = np.stack([np.ones_like(s), np.log(i), np.log(s)], 1)
+        coef, *_ = np.linalg.lstsq(M, a, rcond=None)
+        A, B, C = (float(v) for v in coef)
+        return (lambda S, I: A + B * math.log(I) + C * math.log(S),
+                {"form": "A + B*ln(IPC) + C*ln(S) (fallback)", "A": A, "B": B, "C": C, "error": str(exc)})
+
+
+class Calibrated(Policy):
+    name = "calibrated"
+    description = "pilot at candidate S, fast-protocol accuracy, scipy fit of acc(S, IPC), best S within the budget"
+
+    def decide(self, req: PlanRequest) -> Decision:
+        if req.pilot is None:
+            raise DDBenchError("the calibrated policy needs a pilot (the method provides it)")
+        cands = sorted({c for c in req.candidates if req.min_steps <= c <= req.max_steps})
+        if len(cands) < 2:
+            raise DDBenchError(
+                f"pilot_steps must hold at least two values in [{req.min_steps}, {req.max_steps}], got {req.candidates}"
+            )
+        check_budget(req, cands[0])
+        points: list[tuple[int, int, float]] = []
+        for s in cands:
+            for ipc, acc in sorted(req.pilot(s).items()):
+                points.append((s, int(ipc), float(acc)))
+        predict, fit = fit_curve(points)
+        rows = []
+        best = None
+        for s in range(cands[0], cands[-1] + 1):
+            ipc = _predicted_ipc(req, s)
+            if ipc < 1:
+                continue
+            acc = predict(s, ipc)
+            rows.append({"steps": s, "ipc": ipc, "predicted_accuracy": round(acc, 3)})
+            if best is None or acc > best[2] + 1e-9:
+                best = (s, ipc, acc)
+        assert best is not None
+        s, ipc, acc = best
+        mode = "ipc" if req.budget is None else "budget"
+        table = [r for r in rows if r["steps"] in cands or r["steps"] == s]
+        req.log("calibrated policy: pilot points (S, IPC, acc%): " + ", ".join(f"({a}, {b}, {c:.1f})" for a, b, c in points))
+        req.log(f"calibrated policy: fit {fit['form']} -> " + ", ".join(f"{k}={v:.3g}" for k, v in fit.items() if isinstance(v, float)))
+        for r in table:
+            req.log(f"calibrated policy:   S={r['steps']:>4}  IPC={r['ipc']:>5}  predicted {r['predicted_accuracy']:.2f}%"
+                    + ("  <- chosen" if r["steps"] == s else ""))
+        why = f"S={s} maximises the predicted accuracy ({acc:.2f}%) at IPC {ipc}" + (
+            f" within {req.budget:g}s" if req.budget else "")
+        return Decision(self.name, s, mode, ipc, why, {"pilot_points": points, "fit": fit, "predicted": table})
