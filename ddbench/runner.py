@@ -242,13 +242,9 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         "device": str(device),
         "versions": versions(registry, r.method),
     }
-    seed_everything(r.seed)
     t0 = time.perf_counter()
     try:
-        syn = resolved.method.distill(ctx)
-        if not isinstance(syn, SyntheticSet):
-            raise TypeError(f"method {r.method!r} returned {type(syn).__name__}, expected SyntheticSet")
-        row["distill_seconds"] = time.perf_counter() - t0
+        syn, row["distill_seconds"] = _distill_or_resume(resolved, ctx)
         row["images"] = int(syn.images.shape[0])
         row["meta"] = {**syn.meta, "per_class": syn.per_class(dataset.num_classes), "lr": syn.lr}
         run_dir = resolved.out_dir / "runs" / run_id
@@ -285,7 +281,38 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         row.setdefault("distill_seconds", time.perf_counter() - t0)
     if record_to_db:
         record(resolved.db_path, row)
+    if row["status"] == "ok":
+        (resolved.work_dir / DISTILLED).unlink(missing_ok=True)
     return row
+
+
+DISTILLED = "distilled.pt"
+
+
+def _distill_or_resume(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSet, float]:
+    """Distill, keeping the set in the work folder until the run is recorded.
+
+    A run interrupted during evaluation (the longest part on a CPU) then resumes at evaluation instead of
+    distilling again; the stored distill time is the original one.
+    """
+    path = resolved.work_dir / DISTILLED
+    if path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            syn = SyntheticSet(saved["images"], saved["labels"], saved["meta"], saved["lr"])
+            ctx.log(f"resuming: reusing the synthetic set distilled by an interrupted run of this config ({path})")
+            return syn, float(saved["distill_seconds"])
+        except Exception as exc:  # noqa: BLE001 - an unreadable leftover is replaced, not trusted
+            ctx.log(f"ignoring an unreadable {path} ({type(exc).__name__}); distilling again")
+    seed_everything(resolved.request.seed)
+    t0 = time.perf_counter()
+    syn = resolved.method.distill(ctx)
+    if not isinstance(syn, SyntheticSet):
+        raise TypeError(f"method {resolved.request.method!r} returned {type(syn).__name__}, expected SyntheticSet")
+    seconds = time.perf_counter() - t0
+    atomic_save({"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "meta": syn.meta, "lr": syn.lr,
+                 "distill_seconds": seconds}, path)
+    return syn, seconds
 
 
 def summary_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -106,3 +106,30 @@ def test_list_and_plugins(env, capsys):
     assert main(["plugins", "--config", env["cfg"]]) == 0
     out = capsys.readouterr().out
     assert "tiny_plugin" in out and "plugins.toml" in out
+
+
+def test_run_interrupted_in_evaluation_resumes_without_distilling_again(env, capsys, monkeypatch):
+    from ddbench.runner import registry_for
+    from ddbench.config import load_config
+
+    registry = registry_for(load_config(env["cfg"]))
+    protocol = type(registry.get("protocols", "fast"))
+    real_evaluate = protocol.evaluate
+
+    def interrupted(self, syn, ctx, settings):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protocol, "evaluate", interrupted)
+    assert main(["run", "--method", "random", "--ipc", "2", *FAST, *env["base"]]) == 130
+    assert _rows(env["out"]) == []  # nothing half-written
+    leftovers = list((env["out"] / "work").glob("*/distilled.pt"))
+    assert len(leftovers) == 1
+
+    method = type(registry.get("methods", "random"))
+    monkeypatch.setattr(protocol, "evaluate", real_evaluate)
+    monkeypatch.setattr(method, "distill", lambda self, ctx: pytest.fail("distilled again"))
+    capsys.readouterr()
+    assert main(["run", "--method", "random", "--ipc", "2", *FAST, *env["base"]]) == 0
+    assert "resuming: reusing the synthetic set" in capsys.readouterr().out
+    assert [r[1] for r in _rows(env["out"])] == ["ok"]
+    assert not leftovers[0].exists()  # removed once the run is recorded
