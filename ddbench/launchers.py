@@ -1,1 +1,464 @@
-"""Placeholder: filled in by its issue."""
+"""Launchers: where the jobs of a sweep (`ddbench compare`) run.
+
+A job is one cell of the grid, (method, dataset, IPC, seed, protocol, config hash): idempotent, its
+scratch folder keyed by the hash. A launcher runs jobs somewhere and hands each job's result row back
+to the driver, which alone writes the results database (a worker never touches it), so a sweep killed
+at any point leaves only whole rows of finished cells behind.
+
+Built in (registered through the `register_launchers` hook, exactly as a third-party Ray or Kubernetes
+launcher would be):
+
+* `local`: the driver's own process for `--jobs 1`, a pool of `--jobs N` processes otherwise, each
+  pinned to one GPU (round robin over the visible GPUs) where GPUs exist.
+* `slurm`: a SLURM job array through submitit (`pip install 'ddbench[slurm]'`), at most `--jobs N`
+  array tasks at once (`slurm_array_parallelism`); a preempted or timed-out task is requeued
+  (submitit's `Checkpointable`) and resumes from the checkpoints in its hash-keyed work folder.
+  `--launcher-set cluster=local` runs the same code through submitit's local executor (no SLURM).
+
+A launcher plugin subclasses `ddbench.launchers.SweepLauncher` (or provides the same three members):
+
+    class MyLauncher(SweepLauncher):
+        name = "ray"
+        params = {"address": Param("auto", help="Ray cluster address")}
+
+        def check(self, settings, parallelism): ...      # fail fast (DDBenchError) before any job runs
+        def run(self, jobs, settings, parallelism, log): # yield (job, row) as jobs finish
+            for job in jobs:
+                yield job, run_job(job)                   # run_job builds the row on the worker
+
+`run` must yield every job exactly once, with a failed row (`failed_row(job, message)`) for a job
+that could not run, and clean up (cancel what it started) when the generator is closed early.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from . import hookimpl
+from .api import DDBenchError, Launcher, Param
+
+try:  # optional extra: ddbench[slurm]
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _Checkpointable = object  # type: ignore[assignment,misc]
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs and what a worker does with one
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of a sweep, as shipped to a worker (picklable: a request and the config to resolve it)."""
+
+    index: int
+    request: Any  # ddbench.runner.RunRequest, with absolute paths
+    config_path: str | None
+    config_hash: str
+    config: dict  # the resolved configuration (the same dict the hash was computed from)
+
+    @property
+    def label(self) -> str:
+        r = self.request
+        budget = f" budget={r.budget:g}s" if r.budget else ""
+        return f"{r.method} ipc={r.ipc}{budget} seed={r.seed}"
+
+
+def _where() -> dict[str, Any]:
+    out: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
+                "CUDA_VISIBLE_DEVICES"):
+        if os.environ.get(key) is not None:
+            out[key.lower()] = os.environ[key]
+    return out
+
+
+def failed_row(job: Job, error: str, where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row of a job that failed before (or outside) `runner.execute`: recorded as failed with its error."""
+    r = job.request
+    return {
+        "run_id": time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+        "created": time.time(),
+        "status": "failed",
+        "method": r.method,
+        "dataset": r.dataset,
+        "ipc": r.ipc,
+        "budget": r.budget,
+        "protocol": r.protocol,
+        "model": r.model,
+        "seed": r.seed,
+        "config_hash": job.config_hash,
+        "config": job.config,
+        "error": error,
+        "meta": {"worker": where or {}},
+    }
+
+
+def run_job(job: Job, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one job where this is called (driver, pool worker or SLURM task) and return its row, unrecorded.
+
+    Every failure becomes a failed row, so the driver always gets a row back. The worker resolves the
+    request again from the same plugins.toml and checks it reaches the driver's config hash.
+    """
+    from .config import load_config
+    from .runner import execute, registry_for, resolve
+
+    where = _where()
+    try:
+        config = load_config(job.config_path)
+        registry = registry_for(config)
+        resolved = resolve(job.request, config, registry)
+        if resolved.config_hash != job.config_hash:
+            return failed_row(
+                job,
+                f"config hash mismatch: the worker resolved {resolved.config_hash}, the driver {job.config_hash} "
+                "(different plugins.toml or plugin versions on the worker?)",
+                where,
+            )
+        if log is None:
+            log = _file_logger(resolved.work_dir / "log.txt")
+        row = execute(resolved, registry, log=log, record_to_db=False)
+    except DDBenchError as exc:
+        return failed_row(job, f"bad input: {exc}", where)
+    except Exception as exc:  # noqa: BLE001 - a job that cannot start is a failed cell, not a lost one
+        return failed_row(job, "".join(traceback.format_exception(exc)), where)
+    row.setdefault("meta", {})
+    if isinstance(row["meta"], dict):
+        row["meta"]["worker"] = where
+    return row
+
+
+def _file_logger(path: Path) -> Callable[[str], None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        with open(path, "a") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+
+    return log
+
+
+class SweepJob(_Checkpointable):  # type: ignore[misc,valid-type]
+    """The callable a SLURM task runs. Checkpointable: on preemption or timeout submitit requeues it with
+    the same job, and the method resumes from the checkpoints in the job's hash-keyed work folder."""
+
+    def __call__(self, job: Job) -> dict[str, Any]:
+        return run_job(job)
+
+
+# --------------------------------------------------------------------------------------------------
+# The launcher interface
+# --------------------------------------------------------------------------------------------------
+
+
+class SweepLauncher(Launcher):
+    """Base class of launchers: `params` (settings for `--launcher-set KEY=VALUE`), `check`, `run`."""
+
+    params: dict[str, Param] = {}
+
+    def check(self, settings: dict[str, Any], parallelism: int) -> None:
+        """Raise DDBenchError, quickly, when jobs cannot run (missing package, no controller...)."""
+
+    def run(self, jobs: list[Job], settings: dict[str, Any], parallelism: int,
+            log: Callable[[str], None]) -> Iterator[tuple[Job, dict[str, Any]]]:  # pragma: no cover
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------------
+# local
+# --------------------------------------------------------------------------------------------------
+
+
+def _visible_gpus() -> list[str]:
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        count = 0
+    if count == 0:
+        return []
+    if raw:
+        ids = [x.strip() for x in raw.split(",") if x.strip()]
+        return ids[:count]
+    return [str(i) for i in range(count)]
+
+
+def _pool_init(slots: Any, gpus: list[str], threads: int) -> None:
+    """Runs first in every pool worker: take a slot, pin its GPU, share the CPU cores."""
+    slot = slots.get()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    os.environ["DDBENCH_WORKER_SLOT"] = str(slot)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class LocalLauncher(SweepLauncher):
+    name = "local"
+    description = "this machine: --jobs 1 in the driver's process, --jobs N a process pool, one GPU each where GPUs exist"
+    params = {
+        "gpus": Param("auto", help="GPUs to spread workers over: auto (every visible GPU), none, or ids like 0,2"),
+        "start_method": Param("spawn", choices=("spawn", "forkserver", "fork"),
+                              help="multiprocessing start method of the pool (spawn is safe with CUDA)"),
+    }
+
+    def _gpus(self, settings: dict[str, Any]) -> list[str]:
+        value = str(settings["gpus"]).strip()
+        if value == "auto":
+            return _visible_gpus()
+        if value in ("none", ""):
+            return []
+        ids = [x.strip() for x in value.split(",") if x.strip()]
+        if not all(x.isdigit() for x in ids):
+            raise DDBenchError(f"launcher local: gpus={value!r} is not auto, none, or a comma list of GPU ids")
+        return ids
+
+    def check(self, settings: dict[str, Any], parallelism: int) -> None:
+        self._gpus(settings)
+
+    def run(self, jobs, settings, parallelism, log):
+        if parallelism <= 1 or len(jobs) <= 1:
+            for job in jobs:  # in the driver's process: no start-up cost, one job at a time
+                yield job, run_job(job)
+            return
+        yield from self._pool(jobs, settings, parallelism, log)
+
+    def _pool(self, jobs, settings, parallelism, log):
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        workers = min(parallelism, len(jobs))
+        gpus = self._gpus(settings)
+        if gpus and workers > len(gpus):
+            log(f"note: {workers} workers share {len(gpus)} GPU(s)")
+        ctx = mp.get_context(settings["start_method"])
+        slots = ctx.Queue()
+        for i in range(workers):
+            slots.put(i)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init,
+                                   initargs=(slots, gpus, threads))
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = futures[fut]
+                    try:
+                        row = fut.result()
+                    except BrokenProcessPool as exc:
+                        row = failed_row(job, f"a worker process died while this job was queued or running "
+                                              f"({exc}); rerun the sweep to retry it")
+                    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable row
+                        row = failed_row(job, "".join(traceback.format_exception(exc)))
+                    yield job, row
+        finally:
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:  # a killed or interrupted sweep leaves no worker computing for nobody
+                if proc.is_alive():
+                    proc.terminate()
+            for proc in procs:
+                proc.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------------
+# slurm (through submitit)
+# --------------------------------------------------------------------------------------------------
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class SlurmLauncher(SweepLauncher):
+    name = "slurm"
+    description = "a SLURM job array through submitit (pip install 'ddbench[slurm]'), requeued after preemption"
+    params = {
+        "partition": Param("", help="SLURM partition (empty: the cluster's default)"),
+        "account": Param("", help="SLURM account (empty: none)"),
+        "qos": Param("", help="SLURM QOS (empty: none)"),
+        "constraint": Param("", help="SLURM node constraint (empty: none)"),
+        "timeout_min": Param(240, min=1, help="time limit of one job in minutes; a job past it is requeued"),
+        "cpus_per_task": Param(2, min=1, help="CPU cores per job"),
+        "gpus_per_node": Param(0, min=0, help="GPUs per job (0: CPU jobs)"),
+        "mem_gb": Param(0.0, min=0, help="memory per job in GB (0: the cluster's default)"),
+        "max_resubmits": Param(3, min=0, help="requeues after preemption or timeout before a job counts as failed"),
+        "folder": Param("", help="submitit's folder for scripts, logs and results (default: OUT/slurm)"),
+        "ping_timeout": Param(10.0, min=0.1, help="seconds to wait for the controller to answer `scontrol ping`"),
+        "poll_seconds": Param(2.0, min=0.05, help="seconds between looks at finished jobs"),
+        "cluster": Param("slurm", choices=("slurm", "local", "debug"),
+                         help="submitit executor: slurm; local (subprocesses, no SLURM); debug (in-process)"),
+    }
+
+    # ---- checks -----------------------------------------------------------------------------------
+
+    def check(self, settings: dict[str, Any], parallelism: int) -> None:
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise DDBenchError("launcher slurm needs submitit: pip install 'ddbench[slurm]'") from None
+        if settings["cluster"] != "slurm":
+            return
+        for tool in ("sbatch", "scontrol", "squeue", "scancel"):
+            if shutil.which(tool) is None:
+                raise DDBenchError(f"launcher slurm: {tool!r} is not on PATH; run the sweep on a SLURM login node "
+                                   "or use --launcher local")
+        ping_controller(float(settings["ping_timeout"]))
+
+    # ---- running ----------------------------------------------------------------------------------
+
+    def _executor(self, settings: dict[str, Any], folder: Path, parallelism: int):
+        import submitit
+
+        cluster = settings["cluster"]
+        kwargs = {"slurm_max_num_timeout": int(settings["max_resubmits"])} if cluster == "slurm" else {}
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **kwargs)
+        params: dict[str, Any] = {
+            "timeout_min": int(settings["timeout_min"]),
+            "cpus_per_task": int(settings["cpus_per_task"]),
+            "name": "ddbench",
+        }
+        if int(settings["gpus_per_node"]):
+            params["gpus_per_node"] = int(settings["gpus_per_node"])
+        if float(settings["mem_gb"]):
+            params["mem_gb"] = float(settings["mem_gb"])
+        if cluster == "slurm":
+            params["slurm_array_parallelism"] = max(1, parallelism)
+            for key in ("partition", "account", "qos", "constraint"):
+                if settings[key]:
+                    params[f"slurm_{key}"] = settings[key]
+        executor.update_parameters(**params)
+        return executor
+
+    def run(self, jobs, settings, parallelism, log):
+        if not jobs:
+            return
+        folder = Path(settings["folder"]) if settings["folder"] else Path(jobs[0].request.out) / "slurm"
+        folder = folder.absolute()
+        executor = self._executor(settings, folder / "%j", parallelism)
+        cluster = settings["cluster"]
+        poll = float(settings["poll_seconds"])
+        pending: dict[Any, Job] = {}
+        queue = list(jobs)
+        try:
+            if cluster == "slurm":  # one array; SLURM keeps `parallelism` tasks running
+                with executor.batch():
+                    handles = [executor.submit(SweepJob(), job) for job in queue]
+                pending = dict(zip(handles, queue))
+                queue = []
+                ids = sorted({h.job_id.split("_")[0] for h in handles})
+                log(f"submitted {len(handles)} SLURM array task(s) as job {', '.join(ids)} "
+                    f"(at most {parallelism} at once); logs in {folder}")
+            missing_since: dict[Any, float] = {}
+            last_squeue = 0.0
+            while pending or queue:
+                while queue and len(pending) < max(1, parallelism):  # submitit-local: throttle ourselves
+                    job = queue.pop(0)
+                    pending[executor.submit(SweepJob(), job)] = job
+                finished = []
+                alive: set[str] | None = None
+                if cluster == "slurm" and time.monotonic() - last_squeue > max(5 * poll, 2.0):
+                    alive = _squeue_ids()
+                    last_squeue = time.monotonic()
+                for handle, job in pending.items():
+                    if cluster == "slurm":
+                        # No accounting database needed: the result file, else the queue, tells.
+                        if handle.paths.result_pickle.exists():
+                            finished.append(handle)
+                        elif alive is not None and handle.job_id not in alive:
+                            first = missing_since.setdefault(handle, time.monotonic())
+                            if time.monotonic() - first > max(3 * poll, 5.0):
+                                finished.append(handle)
+                        else:
+                            missing_since.pop(handle, None)
+                    elif handle.done():
+                        finished.append(handle)
+                for handle in finished:
+                    job = pending.pop(handle)
+                    yield job, self._collect(handle, job)
+                if pending and not finished:
+                    time.sleep(poll)
+        finally:
+            for handle in pending:  # interrupted: no orphan keeps computing a row nobody records
+                try:
+                    handle.cancel(check=False)
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _collect(self, handle, job: Job) -> dict[str, Any]:
+        where = {"slurm_job_id": handle.job_id}
+        if not handle.paths.result_pickle.exists():
+            return failed_row(job, f"job {handle.job_id} left the queue without a result (cancelled, killed, out of "
+                                   f"memory, or requeued more than max_resubmits times); its log:\n"
+                                   f"{_tail(handle.paths.stderr)}", where)
+        try:
+            row = handle.result()
+        except Exception as exc:  # noqa: BLE001 - the job raised, or submitit reports a failed job
+            return failed_row(job, f"job {handle.job_id} failed: {exc}", where)
+        if not isinstance(row, dict) or "status" not in row:
+            return failed_row(job, f"job {handle.job_id} returned {type(row).__name__}, not a result row", where)
+        return row
+
+
+def _squeue_ids() -> set[str] | None:
+    """Ids (`123` and `123_4`) of this user's jobs still queued or running; None if squeue fails."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return {line.strip() for line in out.stdout.splitlines() if line.strip()}
+
+
+def ping_controller(timeout: float) -> None:
+    """DDBenchError within `timeout` seconds unless a SLURM controller answers."""
+    start = time.monotonic()
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DDBenchError(f"launcher slurm: the SLURM controller did not answer `scontrol ping` within {timeout:g} s "
+                           "(is slurmctld running? --launcher-set ping_timeout=SECONDS to wait longer)") from None
+    except OSError as exc:
+        raise DDBenchError(f"launcher slurm: cannot run scontrol: {exc}") from None
+    text = " ".join((out.stdout + " " + out.stderr).split())
+    if out.returncode != 0 or "UP" not in out.stdout:
+        raise DDBenchError(f"launcher slurm: no SLURM controller answers (`scontrol ping` after "
+                           f"{time.monotonic() - start:.1f} s: {text or 'no output'}); start slurmctld "
+                           "(.ci/slurm-setup.sh for a local one) or use --launcher local")
+
+
+# --------------------------------------------------------------------------------------------------
+# registration
+# --------------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def register_launchers(register):
+    register(LocalLauncher())
+    register(SlurmLauncher())
+
+
+__all__ = ["Job", "SweepJob", "SweepLauncher", "LocalLauncher", "SlurmLauncher", "run_job", "failed_row",
+           "ping_controller"]

@@ -1,0 +1,348 @@
+"""`ddbench compare`: run a grid of methods x IPC x seeds under one protocol, then report.
+
+    ddbench compare --methods random,dm --dataset fashion-mnist --ipc 1,10,50 --seeds 3 --protocol dsa
+
+1. Expand the grid and resolve every cell first (an unknown method or a bad setting stops the sweep
+   before anything runs). Cells with the same config hash (duplicate list entries) are merged.
+2. Skip every cell the database already holds as `ok` with the same config hash: a killed sweep picks
+   up where it stopped, and a second call runs nothing.
+3. Run the rest through a launcher plugin (`local` or `slurm` built in). Workers return rows; this
+   process alone writes them to the database, one transaction per finished cell. A failed cell is
+   recorded as failed with its error, and the sweep goes on.
+4. Report (ddbench/report.py): terminal table, report.md, results.csv, plots, image grids.
+
+`ddbench report` builds the same report from the database alone.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .api import DDBenchError, resolve_params
+from .config import load_config, parse_sets
+from .results import find_ok, record
+
+DEFAULT_LAUNCHER = "local"
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing lists
+# --------------------------------------------------------------------------------------------------
+
+
+def _split(flag: str, text: str) -> list[str]:
+    items = [x.strip() for x in str(text).split(",")]
+    if not text or any(not x for x in items):
+        raise DDBenchError(f"{flag} {text!r}: expected a comma-separated list without empty entries")
+    return items
+
+
+def _dedupe(items: list) -> list:
+    out = []
+    for x in items:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def parse_ints(flag: str, text: str, minimum: int, dedupe: bool = True) -> list[int]:
+    out = []
+    for item in _split(flag, text):
+        try:
+            value = int(item)
+        except ValueError:
+            raise DDBenchError(f"{flag} {text!r}: {item!r} is not an integer") from None
+        if value < minimum:
+            raise DDBenchError(f"{flag} {text!r}: {value} must be >= {minimum}")
+        out.append(value)
+    return _dedupe(out) if dedupe else out
+
+
+def parse_seeds(text: str, dedupe: bool = True) -> list[int]:
+    """`--seeds 3` is seeds 0, 1, 2; `--seeds 0,5,7` names the seeds (a trailing comma: `--seeds 4,`)."""
+    text = str(text).strip()
+    if "," not in text:
+        (count,) = parse_ints("--seeds", text, 1)
+        return list(range(count))
+    return parse_ints("--seeds", text.rstrip(",") if text.endswith(",") and text.count(",") == 1 else text, 0, dedupe)
+
+
+def parse_budgets(text: str | None, dedupe: bool = True) -> list[float]:
+    if not text:
+        return []
+    out = []
+    for item in _split("--budgets", text):
+        try:
+            value = float(item)
+        except ValueError:
+            raise DDBenchError(f"--budgets {text!r}: {item!r} is not a number of seconds") from None
+        if not value > 0 or value == float("inf"):
+            raise DDBenchError(f"--budgets {text!r}: {item!r} must be a positive, finite number of seconds")
+        out.append(value)
+    return _dedupe(out) if dedupe else out
+
+
+# --------------------------------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Grid:
+    jobs: list  # launchers.Job, one per unique config hash, in grid order
+    merged: int = 0  # duplicate cells merged away
+    budget_methods: list[str] = field(default_factory=list)
+    fixed_methods: list[str] = field(default_factory=list)
+
+    @property
+    def hashes(self) -> list[str]:
+        return [j.config_hash for j in self.jobs]
+
+
+def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budgets: list[float],
+               config, registry, config_path: str | None) -> Grid:
+    """Resolve every cell (request -> config hash) before anything runs; duplicates merged by hash.
+
+    With budgets, methods that take a generation budget run one cell per (IPC, budget); the others run
+    at fixed IPC only, so one command can compare both kinds.
+    """
+    from .launchers import Job
+
+    unknown = [m for m in _dedupe(methods) if m not in registry.items["methods"]]
+    if unknown:
+        valid = ", ".join(registry.names("methods")) or "(none loaded)"
+        raise DDBenchError(f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+                           f"--methods; valid: {valid}. Nothing was run")
+    grid = Grid(jobs=[])
+    seen: set[str] = set()
+    total = 0
+    for method in methods:
+        takes_budget = bool(getattr(registry.items["methods"][method], "supports_budget", False))
+        method_budgets: list[float | None] = list(budgets) if (budgets and takes_budget) else [None]
+        bucket = grid.budget_methods if method_budgets != [None] else grid.fixed_methods
+        if method not in bucket:
+            bucket.append(method)
+        for ipc in ipcs:
+            for budget in method_budgets:
+                for seed in seeds:
+                    total += 1
+                    request = replace(base, method=method, ipc=ipc, seed=seed, budget=budget)
+                    from .runner import resolve
+
+                    resolved = resolve(request, config, registry)
+                    if resolved.config_hash in seen:
+                        continue
+                    seen.add(resolved.config_hash)
+                    grid.jobs.append(Job(len(grid.jobs), request, config_path, resolved.config_hash, resolved.config()))
+    grid.merged = total - len(grid.jobs)
+    return grid
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------
+
+
+def add_parsers(sub, add_common_run_args) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="run methods x IPC x seeds under one protocol (skipping cells already done), then report",
+        description="Expand the grid, skip cells the database already holds with the same config, run the rest, "
+                    "report. A killed sweep restarted with the same command runs only the missing cells.",
+    )
+    p.add_argument("--methods", required=True, help="comma-separated methods, e.g. random,dm,mtt,minmax-diffusion")
+    p.add_argument("--ipc", default="10", help="comma-separated images per class, e.g. 1,10,50 (default 10)")
+    p.add_argument("--seeds", default="1", help="number of seeds (3 = seeds 0,1,2) or a list like 0,5,7 (default 1)")
+    p.add_argument("--budgets", default=None,
+                   help="comma-separated generation budgets in seconds, for methods that take one (also --budget)")
+    p.add_argument("--launcher", default=DEFAULT_LAUNCHER, help="where jobs run: local (default), slurm, or a plugin's")
+    p.add_argument("--jobs", type=int, default=1, help="jobs at once (local: processes; slurm: array parallelism)")
+    p.add_argument("--launcher-set", dest="launcher_sets", action="append", metavar="KEY=VALUE", default=[],
+                   help="launcher setting, e.g. partition=gpu, gpus_per_node=1 (see `ddbench list --params`)")
+    p.add_argument("--retry", choices=["failed", "none"], default="failed",
+                   help="failed (default): run again cells whose last run failed; none: keep their failure")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and what would run; run nothing")
+    _add_report_args(p)
+    p.add_argument("--no-report", action="store_true", help="skip writing the report")
+    add_common_run_args(p, sweep=True)
+    p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("report", help="tables, CSV, plots and report.md from the results database alone")
+    p.add_argument("--out", default="ddbench-results", help="results folder (database, runs)")
+    p.add_argument("--db", default=None, help="results database (default: OUT/ddbench.sqlite)")
+    p.add_argument("--methods", default=None, help="only these methods (comma-separated)")
+    p.add_argument("--dataset", default=None, help="only this dataset")
+    p.add_argument("--protocol", default=None, help="only this protocol")
+    _add_report_args(p)
+    p.set_defaults(handler=cmd_report)
+
+
+def _add_report_args(p) -> None:
+    p.add_argument("--report", default=None, help="report folder (default: OUT/report)")
+    p.add_argument("--reference", default=None,
+                   help="method the others are t-tested against (default: random if present, else the first method)")
+
+
+def _launcher(registry, name: str, sets: list[str]):
+    launcher = registry.get("launchers", name)
+    values: dict[str, str] = {}
+    for item in sets:
+        if "=" not in item:
+            raise DDBenchError(f"--launcher-set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        values[key.strip()] = value
+    settings = resolve_params(f"launcher {name}", getattr(launcher, "params", {}) or {}, values)
+    return launcher, settings
+
+
+def _absolute(request):
+    """Paths a worker on another machine or folder can use."""
+    return replace(
+        request,
+        out=str(Path(request.out).absolute()),
+        db=str(Path(request.db).absolute()) if request.db else None,
+        data_root=str(Path(request.data_root).absolute()) if request.data_root else None,
+    )
+
+
+def _describe(row: dict[str, Any]) -> str:
+    if row.get("status") == "ok":
+        acc = row.get("accuracy_mean")
+        acc_text = f"{acc:.2f} ± {row.get('accuracy_std') or 0.0:.2f} %" if acc is not None else "no eval"
+        return (f"ok      {acc_text}  (distill {row.get('distill_seconds') or 0:.1f} s, "
+                f"eval {row.get('eval_seconds') or 0:.1f} s)")
+    last = (row.get("error") or "").strip().splitlines()
+    return f"FAILED  {last[-1] if last else 'unknown error'}  (run {row.get('run_id')})"
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the kill test in a subprocess
+    raise KeyboardInterrupt
+
+
+def cmd_compare(args) -> int:
+    from .launchers import Job  # noqa: F401 - the launchers module must import for the grid
+    from .runner import RunRequest, registry_for
+
+    if args.jobs < 1:
+        raise DDBenchError(f"--jobs {args.jobs} must be >= 1")
+    methods = _split("--methods", args.methods)
+    # Lists keep their duplicates here: the grid merges cells by config hash and says how many it merged.
+    ipcs = parse_ints("--ipc", args.ipc, 1, dedupe=False)
+    seeds = parse_seeds(args.seeds, dedupe=False)
+    budgets = parse_budgets(args.budgets, dedupe=False)
+    if args.budget is not None and args.budget not in budgets:
+        budgets.append(args.budget)
+    method_sets, eval_sets = parse_sets(args.sets)
+    config = load_config(args.config)
+    registry = registry_for(config)
+    for info in registry.failed:
+        print(f"warning: plugin {info.name!r} ({info.module}) failed to load: {info.error}", file=sys.stderr)
+    launcher, settings = _launcher(registry, args.launcher, args.launcher_sets)
+    if args.reference is not None and args.reference not in methods:
+        raise DDBenchError(f"--reference {args.reference!r} is not one of --methods: {', '.join(_dedupe(methods))}")
+
+    base = _absolute(RunRequest(
+        method=methods[0], dataset=args.dataset, protocol=args.protocol, model=args.model, device=args.device,
+        eval_models=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl,
+        preset=args.preset, sets=method_sets, eval_sets=eval_sets, data_root=args.data_root,
+        download=args.download, out=args.out, db=args.db, progress=False,
+    ))
+    config_path = str(config.path.absolute()) if config.path else None
+    grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config_path)
+    db = Path(base.db) if base.db else Path(base.out) / "ddbench.sqlite"
+
+    todo, done = [], 0
+    for job in grid.jobs:
+        if find_ok(db, job.config_hash) is not None:
+            done += 1
+            continue
+        if args.retry == "none" and _latest_failed(db, job.config_hash):
+            done += 1
+            continue
+        todo.append(job)
+
+    shape = f"{len(_dedupe(methods))} method(s) x {len(_dedupe(ipcs))} IPC x {len(_dedupe(seeds))} seed(s)"
+    if budgets and grid.budget_methods:
+        shape += f", budgets {', '.join(f'{b:g}' for b in _dedupe(budgets))} s for {', '.join(grid.budget_methods)}"
+    merged = f", {grid.merged} duplicate(s) merged" if grid.merged else ""
+    print(f"grid: {len(grid.jobs)} cells ({shape}{merged}); {done} already in {db}; "
+          f"{len(todo)} to run" + (f" with launcher {args.launcher} (jobs {args.jobs})" if todo else ""), flush=True)
+    if budgets and grid.fixed_methods and grid.budget_methods:
+        print(f"note: {', '.join(grid.fixed_methods)} take no generation budget and run at fixed IPC only")
+    if args.dry_run:
+        for job in todo:
+            print(f"  would run  {job.label}  [{job.config_hash}]")
+        return 0
+
+    failed = 0
+    if todo:
+        launcher.check(settings, args.jobs)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        start = time.monotonic()
+        try:
+            runs = launcher.run(todo, settings, args.jobs, lambda msg: print(msg, flush=True))
+            try:
+                for n, (job, row) in enumerate(runs, 1):
+                    record(db, row)  # the driver alone writes the database, one whole row per cell
+                    failed += row.get("status") != "ok"
+                    print(f"[{n:>{len(str(len(todo)))}}/{len(todo)}] {job.label:<34} {_describe(row)}", flush=True)
+            finally:
+                runs.close()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        print(f"ran {len(todo)} cell(s) in {time.monotonic() - start:.1f} s; {failed} failed", flush=True)
+
+    if not args.no_report:
+        from .report import build_report
+
+        report_dir = Path(args.report) if args.report else Path(base.out) / "report"
+        command = "ddbench compare " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "compare"
+                                                  else _argv_of(args))
+        reference = args.reference or ("random" if "random" in methods else methods[0])
+        result = build_report(db, report_dir, hashes=grid.hashes, reference=reference, command=command)
+        print()
+        print(result.terminal)
+        print(f"report: {result.markdown}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
+        failed = sum(1 for r in result.rows if r.get("status") != "ok")
+    return 1 if failed else 0
+
+
+def _latest_failed(db: Path, config_hash: str) -> bool:
+    from .results import query
+
+    return bool(query(db, "WHERE config_hash = ? AND status = 'failed'", (config_hash,)))
+
+
+def _argv_of(args) -> list[str]:
+    """A command line for the report when compare was called programmatically (cli.main(argv))."""
+    out = ["--methods", args.methods, "--ipc", str(args.ipc), "--seeds", str(args.seeds),
+           "--dataset", args.dataset, "--protocol", args.protocol]
+    for flag, value in (("--eval-models", args.eval_models), ("--eval-epochs", args.eval_epochs),
+                        ("--budgets", args.budgets), ("--launcher", args.launcher if args.launcher != "local" else None)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    db = Path(args.db) if args.db else Path(args.out) / "ddbench.sqlite"
+    if not db.exists():
+        raise DDBenchError(f"no results database at {db} (run `ddbench compare` or `ddbench run` first, or pass --db)")
+    methods = _split("--methods", args.methods) if args.methods else None
+    report_dir = Path(args.report) if args.report else Path(args.out) / "report"
+    result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,
+                          reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]))
+    print(result.terminal)
+    print(f"report: {result.markdown}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
+    return 0
+
+
+__all__ = ["add_parsers", "build_grid", "cmd_compare", "cmd_report", "parse_seeds", "parse_ints", "parse_budgets"]

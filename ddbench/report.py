@@ -1,0 +1,573 @@
+"""Reports from the results database alone: terminal table, report.md, results.csv, plots, image grids.
+
+One section per (dataset, protocol, evaluation model). In a section, one row per method (and per
+generation budget, for methods given one), one column per IPC. A cell is the mean ± std of every
+accuracy of the cell (seeds x evaluation networks, pooled, population std as the reference code's
+np.std), with Welch's t-test (scipy.stats.ttest_ind, equal_var=False) of those accuracies against the
+reference method's at the same IPC:  * p < 0.05, ** p < 0.01, *** p < 0.001.
+
+Which runs count: per config hash, the latest `ok` run (else the latest failed one); then per cell and
+seed, the latest of those, so a cell re-run with other settings shows its newest result.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .results import atomic_write_text, query
+
+STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Selecting rows
+# --------------------------------------------------------------------------------------------------
+
+
+def select_rows(db: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,
+                dataset: str | None = None, protocol: str | None = None) -> tuple[list[dict], int]:
+    """The runs a report shows, and how many older runs of the same cells and seeds it left out."""
+    rows = query(Path(db))
+    if hashes is not None:
+        wanted = set(hashes)
+        rows = [r for r in rows if r.get("config_hash") in wanted]
+    if methods is not None:
+        keep = set(methods)
+        rows = [r for r in rows if r.get("method") in keep]
+    if dataset is not None:
+        rows = [r for r in rows if r.get("dataset") == dataset]
+    if protocol is not None:
+        rows = [r for r in rows if r.get("protocol") == protocol]
+    by_hash: dict[str, dict] = {}
+    for r in rows:  # ordered by `created`: later wins, ok beats failed
+        prev = by_hash.get(r["config_hash"])
+        if prev is None or r.get("status") == "ok" or prev.get("status") != "ok":
+            by_hash[r["config_hash"]] = r
+    by_seed: dict[tuple, dict] = {}
+    for r in sorted(by_hash.values(), key=lambda r: r.get("created") or 0):
+        by_seed[_cell_key(r) + (r.get("seed"),)] = r
+    chosen = sorted(by_seed.values(), key=lambda r: r.get("created") or 0)
+    return chosen, len(by_hash) - len(chosen)
+
+
+def _cell_key(r: dict) -> tuple:
+    return (r.get("dataset"), r.get("protocol"), r.get("model"), r.get("method"), r.get("budget"), r.get("ipc"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    method: str
+    budget: float | None
+    ipc: int
+    ok: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    p_value: float | None = None
+    is_reference: bool = False
+    grid: Path | None = None  # copied image grid, relative to the report folder
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [float(a) for r in self.ok for a in (r.get("accuracies") or [])]
+
+    @property
+    def mean(self) -> float | None:
+        acc = self.accuracies
+        return sum(acc) / len(acc) if acc else None
+
+    @property
+    def std(self) -> float | None:
+        acc = self.accuracies
+        if not acc:
+            return None
+        m = sum(acc) / len(acc)
+        return math.sqrt(sum((a - m) ** 2 for a in acc) / len(acc))
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({r.get("seed") for r in self.ok})
+
+    def _avg(self, key: str) -> float | None:
+        vals = [float(r[key]) for r in self.ok if r.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    @property
+    def distill_seconds(self) -> float | None:
+        return self._avg("distill_seconds")
+
+    @property
+    def eval_seconds(self) -> float | None:
+        return self._avg("eval_seconds")
+
+    @property
+    def images(self) -> int | None:
+        vals = [r.get("images") for r in self.ok if r.get("images") is not None]
+        return vals[0] if vals else None
+
+    @property
+    def stars(self) -> str:
+        if self.p_value is None or math.isnan(self.p_value):
+            return ""
+        for limit, mark in STARS:
+            if self.p_value < limit:
+                return mark
+        return ""
+
+    def text(self, digits: int = 2) -> str:
+        """`78.20 ± 1.30 (p=0.004 **)`; FAILED when no seed succeeded."""
+        if self.mean is None:
+            if self.failed:
+                error = _last_line(self.failed[-1].get("error"))
+                return f"FAILED: {error[:57] + '...' if len(error) > 60 else error}"
+            return "no eval" if self.ok else "-"
+        out = f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        if self.is_reference:
+            out += " (ref)"
+        elif self.p_value is not None and not math.isnan(self.p_value):
+            out += f" (p={_p(self.p_value)}{' ' + self.stars if self.stars else ''})"
+        if self.failed:
+            out += f" [{len(self.failed)} failed]"
+        return out
+
+
+def _p(p: float) -> str:
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
+def welch(a: list[float], b: list[float]) -> float | None:
+    """Two-sided Welch t-test p-value; None when either side has fewer than two values."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    result = stats.ttest_ind(a, b, equal_var=False)
+    p = float(result.pvalue)
+    if math.isnan(p):  # both sides without variance: equal means are not different, others are
+        return 1.0 if sum(a) / len(a) == sum(b) / len(b) else 0.0
+    return p
+
+
+@dataclass
+class Section:
+    dataset: str
+    protocol: str
+    model: str
+    reference: str | None
+    cells: dict[tuple, Cell] = field(default_factory=dict)  # (method, budget, ipc) -> Cell
+    variants: list[tuple[str, float | None]] = field(default_factory=list)
+    ipcs: list[int] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} · protocol {self.protocol} · {self.model}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.dataset}-{self.protocol}-{self.model}"
+
+    def cell(self, variant: tuple[str, float | None], ipc: int) -> Cell | None:
+        return self.cells.get((variant[0], variant[1], ipc))
+
+    @property
+    def budgets(self) -> list[float]:
+        return sorted({b for _, b in self.variants if b is not None})
+
+
+def variant_name(variant: tuple[str, float | None]) -> str:
+    method, budget = variant
+    return method if budget is None else f"{method} ({budget:g} s)"
+
+
+def summarise(rows: list[dict], reference: str | None = None, method_order: list[str] | None = None) -> list[Section]:
+    sections: dict[tuple, Section] = {}
+    order = list(method_order or [])
+    for r in rows:
+        if r.get("method") not in order:
+            order.append(r.get("method"))
+    if reference is None:
+        reference = "random" if "random" in order else (order[0] if order else None)
+    for r in rows:
+        key = (r.get("dataset"), r.get("protocol"), r.get("model"))
+        sec = sections.setdefault(key, Section(*key, reference=reference))
+        sec.rows.append(r)
+        ck = (r.get("method"), r.get("budget"), r.get("ipc"))
+        cell = sec.cells.setdefault(ck, Cell(*ck))
+        (cell.ok if r.get("status") == "ok" else cell.failed).append(r)
+    for sec in sections.values():
+        sec.ipcs = sorted({ipc for _, _, ipc in sec.cells})
+        variants = {(m, b) for m, b, _ in sec.cells}
+        sec.variants = sorted(variants, key=lambda v: (order.index(v[0]) if v[0] in order else len(order),
+                                                       -1 if v[1] is None else v[1]))
+        if reference is None:
+            continue
+        for (method, budget, ipc), cell in sec.cells.items():
+            ref = sec.cells.get((reference, None, ipc))
+            if ref is None:
+                continue
+            if cell is ref:
+                cell.is_reference = True
+                continue
+            cell.p_value = welch(cell.accuracies, ref.accuracies)
+    return [sections[k] for k in sorted(sections, key=lambda k: tuple(str(x) for x in k))]
+
+
+# --------------------------------------------------------------------------------------------------
+# Text tables
+# --------------------------------------------------------------------------------------------------
+
+
+def _seconds(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def accuracy_table(sec: Section) -> tuple[list[str], list[list[str]]]:
+    header = ["method"] + [f"IPC {ipc}" for ipc in sec.ipcs]
+    body = []
+    for v in sec.variants:
+        body.append([variant_name(v)] + [(c.text() if (c := sec.cell(v, ipc)) else "-") for ipc in sec.ipcs])
+    return header, body
+
+
+def time_table(sec: Section) -> tuple[list[str], list[list[str]]]:
+    header = ["method"] + [f"IPC {ipc}" for ipc in sec.ipcs]
+    body = []
+    for v in sec.variants:
+        cells = []
+        for ipc in sec.ipcs:
+            c = sec.cell(v, ipc)
+            cells.append("-" if c is None or not c.ok else f"{_seconds(c.distill_seconds)} / {_seconds(c.eval_seconds)}")
+        body.append([variant_name(v)] + cells)
+    return header, body
+
+
+def plain_table(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
+    return "\n".join(lines)
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    def esc(x: Any) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _settings_text(sec: Section, kind: str, method: str | None = None) -> str:
+    """`epochs=300, n_models=5`, or which keys differ between runs."""
+    values: dict[str, set] = {}
+    for r in sec.rows:
+        if method is not None and r.get("method") != method:
+            continue
+        for k, v in ((r.get("config") or {}).get(kind) or {}).items():
+            values.setdefault(k, set()).add(repr(v) if isinstance(v, (list, dict)) else str(v))
+    if not values:
+        return "(defaults, none)"
+    parts = []
+    for k in sorted(values):
+        vs = sorted(values[k])
+        parts.append(f"{k}={vs[0]}" if len(vs) == 1 else f"{k}={{{', '.join(vs)}}} (differs between runs)")
+    return ", ".join(parts)
+
+
+def _n_text(sec: Section) -> str:
+    seeds = sorted({len(c.seeds) for c in sec.cells.values() if c.ok})
+    nets = sorted({r.get("n_eval_models") for r in sec.rows if r.get("status") == "ok" and r.get("n_eval_models")})
+    seeds_t = "/".join(map(str, seeds)) or "0"
+    nets_t = "/".join(map(str, nets)) or "0"
+    return f"{seeds_t} seed(s) x {nets_t} evaluation network(s) per cell"
+
+
+def terminal_text(sections: list[Section]) -> str:
+    if not sections:
+        return "(no runs to report)"
+    out = []
+    for sec in sections:
+        out.append(f"== {sec.title} — accuracy % (mean ± std over {_n_text(sec)}; Welch t-test vs {sec.reference})")
+        out.append(plain_table(*accuracy_table(sec)))
+        out.append("")
+        out.append("   time per run, seconds (distill / eval, mean over seeds)")
+        out.append(plain_table(*time_table(sec)))
+        failed = [c for c in sec.cells.values() if c.failed]
+        for c in failed:
+            for r in c.failed:
+                out.append(f"   FAILED {r.get('method')} ipc={r.get('ipc')} seed={r.get('seed')} "
+                           f"(run {r.get('run_id')}): {_last_line(r.get('error'))}")
+        out.append("")
+    out.append("p-value marks: * < 0.05, ** < 0.01, *** < 0.001")
+    return "\n".join(out)
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else "unknown error"
+
+
+# --------------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ["dataset", "protocol", "model", "method", "budget", "ipc", "status", "n_seeds", "n_failed",
+               "n_accuracies", "accuracy_mean", "accuracy_std", "reference", "p_value", "significance",
+               "distill_seconds_mean", "eval_seconds_mean", "images", "run_ids", "error"]
+
+
+def csv_text(sections: list[Section]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for sec in sections:
+        for v in sec.variants:
+            for ipc in sec.ipcs:
+                c = sec.cell(v, ipc)
+                if c is None:
+                    continue
+                status = "ok" if c.ok and not c.failed else ("failed" if not c.ok else "partial")
+                w.writerow([
+                    sec.dataset, sec.protocol, sec.model, c.method, "" if c.budget is None else c.budget, ipc, status,
+                    len(c.seeds), len(c.failed), len(c.accuracies), _num(c.mean), _num(c.std), sec.reference,
+                    "ref" if c.is_reference else _num(c.p_value, 6), c.stars, _num(c.distill_seconds, 3),
+                    _num(c.eval_seconds, 3), "" if c.images is None else c.images,
+                    " ".join(r["run_id"] for r in c.ok + c.failed),
+                    " | ".join(_last_line(r.get("error")) for r in c.failed),
+                ])
+    return buf.getvalue()
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots (matplotlib's object API with the Agg canvas: no global backend state, no display needed)
+# --------------------------------------------------------------------------------------------------
+
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_accuracy_vs_ipc(sec: Section, target: Path) -> Path:
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for v in sec.variants:
+        xs, ys, es = [], [], []
+        for ipc in sec.ipcs:
+            c = sec.cell(v, ipc)
+            if c is not None and c.mean is not None:
+                xs.append(ipc)
+                ys.append(c.mean)
+                es.append(c.std or 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=variant_name(v))
+    if sec.ipcs and max(sec.ipcs) / min(sec.ipcs) >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(sec.ipcs)
+    ax.set_xticklabels([str(i) for i in sec.ipcs])
+    ax.set_xlabel("images per class (IPC)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{sec.dataset}, protocol {sec.protocol}: accuracy vs IPC", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, target)
+
+
+def plot_accuracy_vs_budget(sec: Section, target: Path) -> Path | None:
+    budgets = sec.budgets
+    if not budgets:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    methods = [m for m, b in sec.variants if b is not None]
+    for method in dict.fromkeys(methods):
+        for ipc in sec.ipcs:
+            xs, ys, es = [], [], []
+            for b in budgets:
+                c = sec.cells.get((method, b, ipc))
+                if c is not None and c.mean is not None:
+                    xs.append(b)
+                    ys.append(c.mean)
+                    es.append(c.std or 0.0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method}, IPC {ipc}")
+    ax.set_xlabel("generation budget (seconds)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{sec.dataset}, protocol {sec.protocol}: accuracy vs generation budget", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, target)
+
+
+def _save(fig, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    tmp.replace(target)
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# Image grids
+# --------------------------------------------------------------------------------------------------
+
+
+def copy_grids(sec: Section, report_dir: Path, folder: str) -> None:
+    """For each method and IPC, the image grid of its lowest-seed ok run (saved as runs/<run_id>/grid.png)."""
+    for (method, budget, ipc), cell in sec.cells.items():
+        for r in sorted(cell.ok, key=lambda r: (r.get("seed") or 0)):
+            src = Path(r["artifact"]).parent / "grid.png" if r.get("artifact") else None
+            if src is None or not src.is_file():
+                continue
+            name = f"{method}{'' if budget is None else f'-b{budget:g}'}-ipc{ipc}.png"
+            dst = report_dir / folder / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            cell.grid = dst.relative_to(report_dir)
+            break
+
+
+# --------------------------------------------------------------------------------------------------
+# report.md
+# --------------------------------------------------------------------------------------------------
+
+
+def markdown_text(sections: list[Section], db: Path, command: str | None, superseded: int,
+                  plots: dict[str, list[Path]], report_dir: Path) -> str:
+    rows = [r for s in sections for r in s.rows]
+    ok = [r for r in rows if r.get("status") == "ok"]
+    md = ["# ddbench comparison", ""]
+    md.append(f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} from `{db}` "
+              f"({len(rows)} runs: {len(ok)} ok, {len(rows) - len(ok)} failed).")
+    if command:
+        md += ["", "Produced by:", "", "```", command, "```"]
+    if superseded:
+        md += ["", f"{superseded} older run(s) of the same cells and seeds (other settings) are left out; "
+                   "each cell shows its newest runs."]
+    if not sections:
+        md += ["", "No runs to report."]
+        return "\n".join(md) + "\n"
+    versions = (ok or rows)[0].get("versions") or {}
+    devices = sorted({str(r.get("device")) for r in ok if r.get("device")})
+    md += ["", "## How to read this", "",
+           "Each cell is the test accuracy in %, mean ± standard deviation over every evaluation network of every "
+           "seed of that cell (pooled; population std). The p-value is Welch's two-sided t-test "
+           "(`scipy.stats.ttest_ind`, `equal_var=False`) of the cell's accuracies against the reference method's at "
+           "the same IPC, marked * p < 0.05, ** p < 0.01, *** p < 0.001; `(ref)` marks the reference. A cell with "
+           "no successful seed reads FAILED; `[k failed]` counts failed seeds next to a result.", ""]
+    if devices:
+        md.append(f"Devices: {', '.join(devices)}. "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if not k.startswith("plugin:")) + ".")
+    for sec in sections:
+        md += ["", f"## {sec.title}", ""]
+        md.append(f"Reference for the t-test: **{sec.reference}**. {_n_text(sec).capitalize()}.")
+        md += ["", "### Accuracy (%)", "", markdown_table(*accuracy_table(sec)), ""]
+        md += ["### Time per run (seconds, distill / eval, mean over seeds)", "", markdown_table(*time_table(sec)), ""]
+        for p in plots.get(sec.slug, []):
+            md += [f"![{p.stem}]({p.relative_to(report_dir).as_posix()})", ""]
+        md += ["### Settings", "", f"- protocol `{sec.protocol}`: {_settings_text(sec, 'protocol_settings')}"]
+        for method in dict.fromkeys(m for m, _ in sec.variants):
+            md.append(f"- method `{method}`: {_settings_text(sec, 'method_params', method)}")
+        failed = [r for c in sec.cells.values() for r in c.failed]
+        if failed:
+            md += ["", "### Failed runs", "", "| method | IPC | seed | run | error |", "| --- | ---: | ---: | --- | --- |"]
+            for r in sorted(failed, key=lambda r: (str(r.get("method")), r.get("ipc") or 0, r.get("seed") or 0)):
+                err = _last_line(r.get("error")).replace("|", "\\|")
+                md.append(f"| {r.get('method')} | {r.get('ipc')} | {r.get('seed')} | `{r.get('run_id')}` | {err} |")
+            md += ["", "Full tracebacks: `ddbench show RUN_ID`."]
+        with_grid = [c for c in sec.cells.values() if c.grid is not None]
+        if with_grid:
+            md += ["", "### Synthetic images (lowest seed; one row per class)", ""]
+            header = ["method"] + [f"IPC {ipc}" for ipc in sec.ipcs]
+            body = []
+            for v in sec.variants:
+                line = [variant_name(v)]
+                for ipc in sec.ipcs:
+                    c = sec.cell(v, ipc)
+                    line.append(f"![{variant_name(v)} IPC {ipc}]({c.grid.as_posix()})" if c and c.grid else "-")
+                body.append(line)
+            md.append(markdown_table(header, body))
+    md += ["", "## Runs", "", "| run | method | IPC | seed | status | accuracy | config hash |",
+           "| --- | --- | ---: | ---: | --- | ---: | --- |"]
+    for r in sorted(rows, key=lambda r: (str(r.get("method")), r.get("ipc") or 0, r.get("budget") or 0, r.get("seed") or 0)):
+        acc = r.get("accuracy_mean")
+        md.append(f"| `{r.get('run_id')}` | {variant_name((r.get('method'), r.get('budget')))} | {r.get('ipc')} | "
+                  f"{r.get('seed')} | {r.get('status')} | {'-' if acc is None else f'{acc:.2f}'} | `{r.get('config_hash')}` |")
+    return "\n".join(md) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportResult:
+    directory: Path
+    markdown: Path
+    csv: Path
+    plots: list[Path]
+    grids: list[Path]
+    terminal: str
+    sections: list[Section]
+    rows: list[dict]
+
+
+def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,
+                 dataset: str | None = None, protocol: str | None = None, reference: str | None = None,
+                 command: str | None = None) -> ReportResult:
+    """Write report.md, results.csv, plots and image grids into `report_dir` from the database alone."""
+    db = Path(db)
+    report_dir = Path(report_dir)
+    methods = list(methods) if methods is not None else None
+    rows, superseded = select_rows(db, hashes=hashes, methods=methods, dataset=dataset, protocol=protocol)
+    sections = summarise(rows, reference=reference, method_order=methods)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    many = len(sections) > 1
+    plots: dict[str, list[Path]] = {}
+    all_plots: list[Path] = []
+    grids: list[Path] = []
+    for sec in sections:
+        suffix = f"-{sec.slug}" if many else ""
+        made = [plot_accuracy_vs_ipc(sec, report_dir / f"accuracy_vs_ipc{suffix}.png")]
+        by_budget = plot_accuracy_vs_budget(sec, report_dir / f"accuracy_vs_budget{suffix}.png")
+        if by_budget is not None:
+            made.append(by_budget)
+        plots[sec.slug] = made
+        all_plots += made
+        copy_grids(sec, report_dir, f"grids/{sec.slug}" if many else "grids")
+        grids += [report_dir / c.grid for c in sec.cells.values() if c.grid is not None]
+    md_path = report_dir / "report.md"
+    csv_path = report_dir / "results.csv"
+    atomic_write_text(csv_text(sections), csv_path)
+    atomic_write_text(markdown_text(sections, db, command, superseded, plots, report_dir), md_path)
+    return ReportResult(report_dir, md_path, csv_path, all_plots, grids, terminal_text(sections), sections, rows)
+
+
+__all__ = ["build_report", "select_rows", "summarise", "welch", "ReportResult", "Section", "Cell"]

@@ -1,0 +1,176 @@
+"""`ddbench compare`: grid expansion, bad input, failed cells, skipping done cells, kill and resume."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ddbench.api import DDBenchError
+from ddbench.cli import main
+from ddbench.compare import parse_budgets, parse_ints, parse_seeds
+from ddbench.results import query
+
+from sweep_plugin import subprocess_env, write_config
+
+TINY = ["--dataset", "tiny", "--protocol", "tiny-eval", "--no-progress"]
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """(run(argv) -> (rc, stdout, stderr), db path): `ddbench compare` in this process on the tiny plugin."""
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+
+    def run(*argv, capsys=None):
+        return main(["compare", "--config", config, "--out", str(out), *TINY, *argv])
+
+    return run, out / "ddbench.sqlite", config, out
+
+
+def test_parse_lists():
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("0,5,5,7") == [0, 5, 7]
+    assert parse_seeds("4,") == [4]
+    assert parse_ints("--ipc", "1, 10,1", 1) == [1, 10]
+    assert parse_budgets("30,60,30") == [30.0, 60.0]
+    for bad in ("0", "x", "1,,2", ""):
+        with pytest.raises(DDBenchError, match="--ipc"):
+            parse_ints("--ipc", bad, 1)
+    with pytest.raises(DDBenchError, match="--seeds"):
+        parse_seeds("0")
+    with pytest.raises(DDBenchError, match="--budgets"):
+        parse_budgets("10,-1")
+
+
+def test_unknown_method_names_it_and_runs_nothing(sweep, capsys):
+    run, db, _, out = sweep
+    assert run("--methods", "random,nope,boom,alsonope", "--ipc", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'nope'" in err and "'alsonope'" in err and "valid:" in err and "random" in err
+    assert not db.exists() and not (out / "runs").exists()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--methods", "random", "--ipc", "0"], "--ipc"),
+    (["--methods", "random", "--ipc", "1,,2"], "--ipc"),
+    (["--methods", "random,", "--ipc", "1"], "--methods"),
+    (["--methods", "random", "--seeds", "zero"], "--seeds"),
+    (["--methods", "random", "--jobs", "0"], "--jobs"),
+    (["--methods", "random", "--reference", "boom"], "--reference"),
+    (["--methods", "random", "--set", "eval.nonsense=1"], "nonsense"),
+    (["--methods", "random", "--launcher", "moon"], "moon"),
+    (["--methods", "random", "--launcher-set", "gpus=zero"], "gpus"),
+    (["--methods", "random", "--launcher-set", "color=red"], "color"),
+])
+def test_bad_input_is_one_line_and_runs_nothing(sweep, capsys, flags, needle):
+    run, db, _, _ = sweep
+    assert run(*flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert not db.exists()
+
+
+def test_duplicates_are_merged(sweep, capsys):
+    run, db, _, _ = sweep
+    assert run("--methods", "random,random", "--ipc", "1,2,1", "--seeds", "0,0,1", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "grid: 4 cells" in out and "14 duplicate(s) merged" in out
+    assert len(re.findall("would run", out)) == 4
+    assert not db.exists()
+
+
+def test_failed_cells_are_recorded_and_the_sweep_goes_on(sweep, capsys):
+    run, db, _, out = sweep
+    # boom fails at distillation; tiny-eval fails at IPC 2: both are failed cells, the others finish.
+    rc = run("--methods", "boom,random", "--ipc", "1,2,3", "--set", "eval.fail_ipc=2")
+    assert rc == 1
+    rows = query(db)
+    assert len(rows) == 6
+    ok = {(r["method"], r["ipc"]) for r in rows if r["status"] == "ok"}
+    assert ok == {("random", 1), ("random", 3)}
+    by_cell = {(r["method"], r["ipc"]): r for r in rows}
+    assert "boom: this method always fails" in by_cell[("boom", 1)]["error"]
+    assert "told to fail at IPC 2" in by_cell[("random", 2)]["error"]
+    text = capsys.readouterr().out
+    assert "FAILED" in text and "ran 6 cell(s)" in text
+    report = (out / "report" / "report.md").read_text()
+    assert "boom: this method always fails" in report and "told to fail at IPC 2" in report
+
+    # Done cells are skipped; failed ones are retried by default, kept with --retry none.
+    assert run("--methods", "random", "--ipc", "1,3", "--set", "eval.fail_ipc=2", "--no-report") == 0
+    assert "2 already in" in capsys.readouterr().out and len(query(db)) == 6
+    assert run("--methods", "boom,random", "--ipc", "1,2,3", "--set", "eval.fail_ipc=2", "--retry", "none",
+               "--no-report") == 0
+    assert "6 already in" in capsys.readouterr().out and len(query(db)) == 6
+    assert run("--methods", "boom,random", "--ipc", "1,2,3", "--set", "eval.fail_ipc=2", "--no-report") == 1
+    assert "2 already in" in capsys.readouterr().out and len(query(db)) == 10
+
+
+def test_second_call_is_instant_and_reports_only_its_grid(sweep, capsys):
+    run, db, _, out = sweep
+    assert run("--methods", "random", "--ipc", "1", "--seeds", "2") == 0
+    assert run("--methods", "random", "--ipc", "2", "--no-report") == 0  # another grid, same database
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    assert run("--methods", "random", "--ipc", "1", "--seeds", "2") == 0
+    assert time.perf_counter() - t0 < 5
+    text = capsys.readouterr().out
+    assert "2 already in" in text and "0 to run" in text
+    csv_text = (out / "report" / "results.csv").read_text()
+    assert ",1,ok,2," in csv_text and ",2,ok," not in csv_text  # the report covers this grid only
+
+
+def _ok_rows(db: Path) -> list[tuple]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("SELECT run_id, config_hash FROM runs WHERE status = 'ok'").fetchall()
+    except sqlite3.OperationalError:  # the table is not created yet
+        return []
+
+
+def test_killed_sweep_resumes_with_only_the_missing_cells(tmp_path, capsys):
+    """Kill a real `ddbench compare` process (SIGKILL) halfway, restart it, check nothing is lost or redone."""
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    db = out / "ddbench.sqlite"
+    argv = [sys.executable, "-m", "ddbench.cli", "compare", "--config", config, "--out", str(out), *TINY,
+            "--methods", "random", "--ipc", "1,2,3", "--seeds", "2", "--set", "eval.sleep=0.6", "--no-report"]
+    proc = subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_ok_rows(db)) < 2:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the sweep did not finish two cells in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = _ok_rows(db)
+    assert 2 <= len(before) < 6, "killed too late to test resuming"
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT COUNT(*) FROM runs WHERE status != 'ok'").fetchone()[0] == 0  # no half rows
+
+    # The same command again (in this process, to save a start-up): only the missing cells run.
+    assert main(argv[3:]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(before)} already in" in text and f"{6 - len(before)} to run" in text
+    assert text.count(" ok  ") == 6 - len(before)
+    after = _ok_rows(db)
+    assert set(before) <= set(after)  # no finished cell lost or replaced
+    assert len(after) == 6 and len({h for _, h in after}) == 6  # each cell exactly once
+    rows = query(db)
+    assert len(rows) == 6
+    assert sorted((r["ipc"], r["seed"]) for r in rows) == [(i, s) for i in (1, 2, 3) for s in (0, 1)]
