@@ -127,7 +127,7 @@ class MinMaxDiffusion(Method):
         T = p["num_train_timesteps"]
         t0 = time.perf_counter()
         model, gen_info = obtain_generator(ctx)
-        model.eval()
+        model.to(ctx.device).eval()
         t_gen = time.perf_counter() - t0
         sampler = ctx.registry.get("samplers", p["sampler"])
         policy = ctx.registry.get("policies", p["policy"])

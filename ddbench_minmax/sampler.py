@@ -104,14 +104,18 @@ class DSRSampler(Sampler):
         bs = balanced_batch_size(num_classes, batch_size)
         small = num_classes
         samples = []
+        device = next(model.parameters(), torch.empty(0)).device
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         for n in (small, bs, small, bs) if bs != small else (small, small):
-            x = torch.randn(n, *image_shape)
-            y = torch.arange(n) % num_classes
-            t = torch.full((n,), 500, dtype=torch.long)
+            x = torch.randn(n, *image_shape, device=device)
+            y = torch.arange(n, device=device) % num_classes
+            t = torch.full((n,), 500, dtype=torch.long, device=device)
             model(x, t, y)  # warm-up
+            sync()
             t0 = time.perf_counter()
             for _ in range(repeats):
                 model(x, t, y)
+            sync()
             samples.append((n, (time.perf_counter() - t0) / repeats))
         by_n: dict[int, list[float]] = {}
         for n, s in samples:
@@ -144,6 +148,7 @@ class DSRSampler(Sampler):
         throughput: Throughput | None = None,
         safety: float = 1.1,
         progress: bool = False,
+        device: torch.device | str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Generate `ipc` images per class, or (deadline set, ipc None) as many balanced rounds as fit.
 
@@ -159,6 +164,7 @@ class DSRSampler(Sampler):
         if ipc is None and deadline is None:
             raise DDBenchError("generation needs an ipc or a deadline")
         model.eval()
+        device = device or next(model.parameters(), torch.empty(0)).device
         k = num_classes
         rounds_per_batch = max(1, batch_size // k)
         target_rounds = ipc if ipc is not None else math.inf
@@ -180,9 +186,9 @@ class DSRSampler(Sampler):
                 if rounds == 0:
                     break
             n = rounds * k
-            y = torch.arange(k).repeat(rounds)
+            y = torch.arange(k).repeat(rounds).to(device)
             g = torch.Generator().manual_seed(seed * 1_000_003 + 31 * b)
-            x = torch.randn(n, *image_shape, generator=g)
+            x = torch.randn(n, *image_shape, generator=g).to(device)
             sched = make_sampling_scheduler(scheduler, num_train_timesteps)
             sched.set_timesteps(steps)
             t0 = time.perf_counter()
@@ -207,8 +213,8 @@ class DSRSampler(Sampler):
                 est = throughput.seconds(n, steps)
                 if est > 0:
                     correction = max(correction, dt / est)
-            images.append(x.clamp(-1, 1))
-            labels.append(y)
+            images.append(x.clamp(-1, 1).cpu())
+            labels.append(y.cpu())
             done_rounds += rounds
             b += 1
             bar.update(n)

@@ -71,7 +71,7 @@ def make_embedder(kind: str, ctx: RunContext | None, dataset=None) -> Callable[[
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed * 1_000_003 + 424_242)
             net = ctx.build_model()
-        net.eval()
+        net.to(ctx.device).eval()
         for p in net.parameters():
             p.requires_grad_(False)
         ds = dataset or ctx.dataset
@@ -97,12 +97,14 @@ def train_phase(
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    device: torch.device | str = "cpu",
 ) -> tuple[Denoiser, dict[str, Any]]:
     """Train `model` (in place) for spec.steps; return (EMA model, stats). Resumes from cache's checkpoint."""
     from tqdm.auto import tqdm
 
     sched = make_train_scheduler(num_train_timesteps)
-    alphas = sched.alphas_cumprod.to(torch.float32)
+    alphas = sched.alphas_cumprod.to(torch.float32).to(device)
+    model.to(device)
     ema = copy.deepcopy(model)
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -119,6 +121,7 @@ def train_phase(
     state = cache.load_checkpoint()
     if state is not None and state.get("spec") == asdict(spec):
         model.load_state_dict(state["model"])
+        model.to(device)
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"])
@@ -142,9 +145,9 @@ def train_phase(
             perm, ptr = torch.randperm(n, generator=gen), 0
         idx = perm[ptr:ptr + spec.batch_size]
         ptr += spec.batch_size
-        x0, y = data[idx], labels[idx]
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, num_train_timesteps, (x0.shape[0],), generator=gen)
+        x0, y = data[idx].to(device), labels[idx].to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
         xt = sched.add_noise(x0, noise, t)
         eps = model(xt, t, y)
         loss_diff = F.mse_loss(eps, noise)
@@ -171,6 +174,7 @@ def train_phase(
             checkpoint()
     bar.close()
     ema.eval()
+    ema.cpu()
     steps = max(1, spec.steps)
     stats = {
         "steps": spec.steps,
@@ -267,7 +271,7 @@ def obtain_generator(ctx: RunContext) -> tuple[Denoiser, dict[str, Any]]:
         ctx.log(f"minmax-diffusion: training the base generator ({p['arch']}, {model.num_parameters():,} "
                 f"parameters) for {p['base_steps']} steps of batch {p['batch_size']}")
         return train_phase(model, data, labels, _phase_spec(ctx, "base", p["base_steps"], False, 1),
-                           p["num_train_timesteps"], cache, progress=ctx.progress, log=ctx.log)
+                           p["num_train_timesteps"], cache, progress=ctx.progress, log=ctx.log, device=ctx.device)
 
     if p["base_steps"] > 0:
         base, info["base"] = _obtain(ctx, base_cfg, "base", train_base)
@@ -290,7 +294,8 @@ def obtain_generator(ctx: RunContext) -> tuple[Denoiser, dict[str, Any]]:
                 f"(lambda_r={p['lambda_pos']}, lambda_d={p['lambda_neg']}, embedding={p['embedding']})")
         embed = make_embedder(p["embedding"], ctx)
         return train_phase(model, data, labels, _phase_spec(ctx, "fine-tune", p["finetune_steps"], True, 2),
-                           p["num_train_timesteps"], cache, embed=embed, progress=ctx.progress, log=ctx.log)
+                           p["num_train_timesteps"], cache, embed=embed, progress=ctx.progress, log=ctx.log,
+                           device=ctx.device)
 
     model, info["finetune"] = _obtain(ctx, fine_cfg, "finetune", train_fine)
     return model, info

@@ -1,0 +1,131 @@
+"""The minmax-diffusion studies of docs/minmax.md, as plain `ddbench run` commands.
+
+    python benchmarks/bench_minmax.py ablation   # lambda_r/lambda_d ablation (+ the frozen-ConvNet embedding)
+    python benchmarks/bench_minmax.py tradeoff   # DSR: S vs IPC vs accuracy under a fixed generation budget
+    python benchmarks/bench_minmax.py baseline   # random real images, same protocol
+    python benchmarks/bench_minmax.py all
+
+Every cell is one CLI command (printed, and stored with its result), so any number in docs/minmax.md can be
+re-run on its own. The generator variants share the cached 750-step base (the CPU preset in plugins.toml),
+so each variant costs only its 250 fine-tuning steps. Results: docs/minmax/results.json; image grids:
+docs/minmax/*.png. Wrap in `flock /tmp/ddbench-cpu.lock` on a shared machine.
+
+Reduced design (2 CPU cores): evaluation uses the `fast` protocol with EPOCHS epochs instead of the
+standard 1000, and the trade-off uses fewer networks; the numbers are therefore lower than the standard
+protocol's, but every cell of a study uses the same protocol, so the comparisons within a study hold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DOCS = ROOT / "docs" / "minmax"
+DDBENCH = str(Path(sys.executable).with_name("ddbench"))
+
+EPOCHS = 100
+ABLATION_MODELS = 5
+TRADEOFF_MODELS = 3
+BUDGET = 10.0
+TRADEOFF_STEPS = (5, 10, 20, 50)
+
+ABLATION = {
+    "plain (lambda_r=lambda_d=0)": ["lambda_pos=0", "lambda_neg=0"],
+    "L_r only (lambda_r=0.002)": ["lambda_neg=0"],
+    "L_d only (lambda_d=0.008)": ["lambda_pos=0"],
+    "both (default)": [],
+    "both, ConvNet embedding": ["embedding=convnet"],
+}
+
+
+def run_cell(name: str, args: list[str], out: str) -> dict:
+    cmd = [DDBENCH, "run", "--method", args[0], *args[1:], "--out", out, "--json", "--no-progress"]
+    shown = "ddbench " + " ".join(shlex.quote(a) for a in cmd[1:])
+    print(f"\n### {name}\n$ {shown}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:])
+        return {"name": name, "command": shown, "error": proc.stderr.strip().splitlines()[-1:] or ["?"], "wall_seconds": wall}
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    logs = [line for line in proc.stderr.splitlines() + proc.stdout.splitlines()
+            if line.startswith(("minmax-diffusion:", "calibrated policy:"))]
+    for line in logs:
+        print("  " + line)
+    row.update({"name": name, "command": shown, "wall_seconds": round(wall, 1), "log": logs})
+    print(f"  -> {row.get('accuracy_mean')} ± {row.get('accuracy_std')} %  ({wall:.0f} s)", flush=True)
+    return row
+
+
+def copy_grid(row: dict, out: str, target: str) -> None:
+    run_dir = Path(out) / "runs" / str(row.get("run_id"))
+    grid = run_dir / "grid.png"
+    if grid.is_file():
+        OUT_DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(grid, OUT_DOCS / target)
+
+
+def ablation(out: str) -> list[dict]:
+    rows = []
+    for i, (name, sets) in enumerate(ABLATION.items()):
+        args = ["minmax-diffusion", "--ipc", "10", "--protocol", "fast", "--eval-epochs", str(EPOCHS),
+                "--eval-models", str(ABLATION_MODELS)]
+        for s in sets:
+            args += ["--set", s]
+        row = run_cell(name, args, out)
+        row["study"] = "ablation"
+        copy_grid(row, out, f"ablation-{i}.png")
+        rows.append(row)
+    return rows
+
+
+def tradeoff(out: str) -> list[dict]:
+    rows = []
+    base = ["minmax-diffusion", "--budget", str(BUDGET), "--protocol", "fast", "--eval-epochs", str(EPOCHS),
+            "--eval-models", str(TRADEOFF_MODELS)]
+    for s in TRADEOFF_STEPS:
+        row = run_cell(f"fixed-steps S={s}", base + ["--set", f"steps={s}"], out)
+        row["study"] = "tradeoff"
+        copy_grid(row, out, f"budget-S{s}.png")
+        rows.append(row)
+    row = run_cell("calibrated", base + ["--set", "policy=calibrated"], out)
+    row["study"] = "tradeoff"
+    copy_grid(row, out, "budget-calibrated.png")
+    rows.append(row)
+    return rows
+
+
+def baseline(out: str) -> list[dict]:
+    rows = []
+    row = run_cell("random real IPC 10", ["random", "--ipc", "10", "--protocol", "fast", "--eval-epochs", str(EPOCHS),
+                                          "--eval-models", str(ABLATION_MODELS)], out)
+    row["study"] = "baseline"
+    copy_grid(row, out, "random-ipc10.png")
+    rows.append(row)
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("study", choices=["ablation", "tradeoff", "baseline", "all"])
+    ap.add_argument("--out", default=str(ROOT / "ddbench-results"))
+    args = ap.parse_args(argv)
+    OUT_DOCS.mkdir(parents=True, exist_ok=True)
+    results_path = OUT_DOCS / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    studies = ["ablation", "baseline", "tradeoff"] if args.study == "all" else [args.study]
+    for study in studies:
+        results[study] = {"ablation": ablation, "tradeoff": tradeoff, "baseline": baseline}[study](args.out)
+        results_path.write_text(json.dumps(results, indent=1, default=str))
+    print(f"\nresults: {results_path}")
+
+
+if __name__ == "__main__":
+    main()
