@@ -1,0 +1,148 @@
+"""Helpers shared by the DM and MTT baselines: input checks, real-image init, seeding, atomic files.
+
+Nothing here is specific to one method; it only uses `ddbench.api`, so it is also a small example of
+what a third-party method needs.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from ddbench.api import DDBenchError, ImageDataset, RunContext
+
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+NO_AUGMENT = ("none", "None", "")
+
+
+def check_ipc_fits(ctx: RunContext) -> None:
+    """IPC must not exceed the real images of the smallest class (both methods start from real images)."""
+    counts = ctx.dataset.class_counts()
+    smallest = int(counts.min())
+    if ctx.ipc > smallest:
+        c = int(counts.argmin())
+        raise DDBenchError(
+            f"--ipc {ctx.ipc} is larger than the {smallest} real training images of class {c} "
+            f"({ctx.dataset.class_names[c]!r}) among the {ctx.dataset.num_classes} classes; "
+            f"use --ipc {smallest} or less"
+        )
+
+
+def class_indices(dataset: ImageDataset) -> list[torch.Tensor]:
+    return [dataset.indices_of_class(c) for c in range(dataset.num_classes)]
+
+
+def init_images(ctx: RunContext, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial synthetic set, class-major ([0]*ipc, [1]*ipc, ...), as in main_DM.py / distill.py.
+
+    `real`: `ipc` distinct random real images per class drawn with `ctx.generator(0)`, the same draw as
+    the `random` baseline with the same seed, so "beats its initialisation" means "beats random real".
+    `noise`: standard normal pixels in the normalised space (`torch.randn`, as both reference scripts).
+    """
+    ds = ctx.dataset
+    labels = torch.arange(ds.num_classes).repeat_interleave(ctx.ipc)
+    if mode == "noise":
+        g = ctx.generator(1)
+        images = torch.randn((len(labels), ds.channels, ds.image_size, ds.image_size), generator=g)
+        return images, labels
+    gen = ctx.generator(0)
+    images = []
+    for idx in class_indices(ds):
+        pick = idx[torch.randperm(len(idx), generator=gen)[: ctx.ipc]]
+        images.append(ds.train_x[pick])
+    return torch.cat(images).clone().float(), labels
+
+
+def derive_seed(*keys: Any) -> int:
+    """A 63-bit seed from any printable keys (stable across processes, unlike hash())."""
+    digest = hashlib.sha256(repr(keys).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(*keys: Any) -> torch.Generator:
+    """A CPU generator seeded from keys, e.g. (run seed, "dm", iteration): resuming replays the same draws."""
+    return torch.Generator().manual_seed(derive_seed(*keys))
+
+
+@contextlib.contextmanager
+def seeded(*keys: Any) -> Iterator[None]:
+    """Seed torch's global CPU RNG (used by nn.Module init) for a block, restoring it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(*keys))
+        yield
+
+
+def make_dsa(strategy: str):
+    """The host's DSA (ddbench.augment), or None when the strategy is 'none'."""
+    if strategy in NO_AUGMENT:
+        return None
+    from ddbench.augment import DSA
+
+    return DSA(strategy=strategy)
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def dataset_fingerprint(ds: ImageDataset) -> str:
+    """Cheap identity of the data itself (shape, labels, a strided sample of pixels), not just its name."""
+    h = hashlib.sha256()
+    h.update(repr((ds.name, tuple(ds.train_x.shape), ds.num_classes, ds.mean, ds.std)).encode())
+    h.update(ds.train_y.cpu().numpy().tobytes())
+    stride = max(1, len(ds.train_x) // 257)
+    h.update(ds.train_x[::stride].cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then os.replace: a file that exists is whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def try_load(path: Path, device: torch.device | str = "cpu", mmap: bool = False) -> tuple[Any, str | None]:
+    """(object, None) or (None, why it could not be read). Never raises for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        return None, "missing"
+    try:
+        if mmap:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), None
+        return torch.load(path, map_location=device, weights_only=True), None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported as such
+        return None, f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+
+
+def progress(iterable: Iterable, ctx: RunContext, desc: str, total: int | None = None, initial: int = 0):
+    return tqdm(iterable, desc=desc, total=total, initial=initial, disable=not ctx.progress, leave=False,
+                dynamic_ncols=True)
+
+
+def load_checkpoint(ctx: RunContext, path: Path, fp: str, who: str) -> dict | None:
+    """A run's checkpoint if it exists, is readable and was written by the same settings; else None (logged)."""
+    state, why = try_load(path, ctx.device)
+    if state is None:
+        if why != "missing":
+            ctx.log(f"{who}: checkpoint {path} is {why}; starting from scratch")
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != fp:
+        ctx.log(f"{who}: checkpoint {path} was written with other settings; starting from scratch")
+        return None
+    return state
