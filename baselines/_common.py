@@ -135,8 +135,9 @@ def progress(iterable: Iterable, ctx: RunContext, desc: str, total: int | None =
                 dynamic_ncols=True)
 
 
-def load_checkpoint(ctx: RunContext, path: Path, fp: str, who: str) -> dict | None:
-    """A run's checkpoint if it exists, is readable and was written by the same settings; else None (logged)."""
+def load_checkpoint(ctx: RunContext, path: Path, fp: str, who: str, iterations: int) -> dict | None:
+    """A run's checkpoint if it exists, is readable, was written by the same settings and is not past
+    `iterations` (a longer run's later state is not this run's state); else None, with a message."""
     state, why = try_load(path, ctx.device)
     if state is None:
         if why != "missing":
@@ -144,5 +145,9 @@ def load_checkpoint(ctx: RunContext, path: Path, fp: str, who: str) -> dict | No
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != fp:
         ctx.log(f"{who}: checkpoint {path} was written with other settings; starting from scratch")
+        return None
+    if int(state.get("iteration", -1)) > iterations:
+        ctx.log(f"{who}: checkpoint {path} is at iteration {state.get('iteration')}, past iterations={iterations}; "
+                "starting from scratch")
         return None
     return state

@@ -91,12 +91,12 @@ class DM(Method):
         opt = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
         start, losses, resumed_from = 0, [], None
 
-        state = load_checkpoint(ctx, ckpt_path, fp, "dm")
+        state = load_checkpoint(ctx, ckpt_path, fp, "dm", p["iterations"])
         if state is not None:
             with torch.no_grad():
                 image_syn.copy_(state["images"].to(dev))
             opt.load_state_dict(state["optimizer"])
-            start = min(int(state["iteration"]), p["iterations"])
+            start = int(state["iteration"])
             losses = list(state["losses"])[:start]
             resumed_from = start
             ctx.log(f"dm: resuming from iteration {start} ({ckpt_path})")
