@@ -9,6 +9,15 @@ from ddbench.api import DDBenchError
 from ddbench.zca import ZCA, fit_zca, whiten_dataset
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # 2 cores shared by several processes: 2 OpenMP threads oversubscribe and run ~10x slower than 1.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _pixels(n=200, c=1, s=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     base = torch.rand(n, 1, s, s, generator=g)
@@ -35,7 +44,7 @@ def test_whitens_and_inverts_exactly():
 
 
 def test_dataset_transform_and_cache(tmp_path):
-    ds = make_tiny_dataset(per_class=30)
+    ds = make_tiny_dataset(per_class=30, size=12)
     zca = fit_zca(ds, 0.1, tmp_path)
     files = list((tmp_path / "zca").glob("*.pt"))
     assert len(files) == 1
