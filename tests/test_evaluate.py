@@ -40,9 +40,11 @@ def test_registered_with_cited_defaults(registry):
 
 @pytest.mark.parametrize("impl", ["loop", "fast"])
 def test_accuracies_in_range_and_n_models(ctx, syn, impl):
-    r = ctx.evaluate(syn, "fast", impl=impl, epochs=1, n_models=3)
-    assert len(r.accuracies) == 3 and all(0 <= a <= 100 for a in r.accuracies)
+    r = ctx.evaluate(syn, "fast", impl=impl, epochs=1, n_models=2)
+    assert len(r.accuracies) == 2 and all(0 <= a <= 100 for a in r.accuracies)
     assert r.details["impl"] == impl and r.seconds > 0
+    if impl == "fast":
+        assert r.details["parallel"] == "threads"  # auto on a CPU
 
 
 def test_same_seed_same_first_step_gradients(ctx, syn):
@@ -78,7 +80,42 @@ def test_same_seed_same_trained_parameters(ctx, syn):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
-def test_max_parallel_honoured(ctx, syn, monkeypatch):
+def test_threads_equal_the_single_threaded_loop(ctx, syn):
+    fast = ctx.evaluate(syn, "fast", impl="fast", parallel="threads", epochs=1, n_models=3)
+    assert fast.details["parallel"] == "threads" and fast.details["workers"] == min(3, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loop = ctx.evaluate(syn, "fast", impl="loop", epochs=1, n_models=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert fast.accuracies == loop.accuracies
+    assert fast.details["train_accuracies"] == loop.details["train_accuracies"]
+    assert torch.get_num_threads() == threads
+
+
+def test_max_parallel_threads(ctx, syn, monkeypatch):
+    import threading
+
+    active, peak, lock = [0], [0], threading.Lock()
+    real = ev._train_one
+
+    def spy(*a, **k):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            return real(*a, **k)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(ev, "_train_one", spy)
+    r = ctx.evaluate(syn, "fast", parallel="threads", epochs=1, n_models=4, max_parallel=1)
+    assert peak[0] == 1 and r.details["workers"] == 1 and len(r.accuracies) == 4
+
+
+def test_max_parallel_stacked(ctx, syn, monkeypatch):
     sizes = []
     real = StackedConvNet.from_nets
 
@@ -87,7 +124,7 @@ def test_max_parallel_honoured(ctx, syn, monkeypatch):
         return real(nets)
 
     monkeypatch.setattr(ev.StackedConvNet, "from_nets", staticmethod(spy))
-    r = ctx.evaluate(syn, "fast", impl="fast", epochs=1, n_models=5, max_parallel=2)
+    r = ctx.evaluate(syn, "fast", impl="fast", parallel="stacked", epochs=1, n_models=5, max_parallel=2)
     assert sizes == [2, 2, 1] and len(r.accuracies) == 5 and r.details["max_parallel"] == 2
 
 
@@ -114,6 +151,7 @@ def test_non_convnet_falls_back_to_loop(ctx, syn):
 
 @pytest.mark.parametrize("overrides,match", [
     ({"impl": "gpu"}, "impl='gpu' is not allowed"),
+    ({"parallel": "processes"}, "parallel='processes' is not allowed"),
     ({"n_models": 0}, "below the minimum"),
     ({"epochs": "ten"}, "not a valid int"),
     ({"max_parallel": -1}, "below the minimum"),
