@@ -35,6 +35,48 @@ def command(method: str, ipc: int, args) -> list[str]:
     return cmd
 
 
+def probe_memory(steps: int, batch: int, channels: int, size: int, cache: str) -> float:
+    """Peak-RSS growth (MB) of one MTT iteration with `steps` x `batch` synthetic images (tiny random data)."""
+    import resource
+    import tempfile
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import make_tiny_dataset
+
+    from ddbench.api import RunContext, resolve_params
+    from ddbench.plugins import load_plugins
+
+    torch.set_num_threads(1)
+    reg = load_plugins()
+    method = reg.get("methods", "mtt")
+    ds = make_tiny_dataset(num_classes=10, per_class=20, channels=channels, size=size)
+    kw = dict(num_experts=1, train_epochs=1, expert_epochs=1, max_start_epoch=1, syn_steps=steps, batch_syn=batch,
+              iterations=0, dsa_strategy="none")
+    ctx = RunContext(dataset=ds, ipc=max(1, batch // 10), seed=0, device=torch.device("cpu"),
+                     params=resolve_params("mtt", method.params, kw), model="convnet", registry=reg,
+                     work_dir=Path(tempfile.mkdtemp()), cache_dir=Path(cache), progress=False, log=lambda s: None)
+    method.distill(ctx)  # builds (or loads) the one-expert buffer
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ctx.params["iterations"] = 1
+    method.distill(ctx)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def memory_table() -> None:
+    """Run each probe twice in a fresh process (the first builds the buffer, whose peak would hide the unroll)."""
+    import tempfile
+
+    cache = tempfile.mkdtemp()
+    print("| syn_steps | batch_syn | image | MB |\n|---|---|---|---|")
+    for steps, batch, ch, size in ((2, 20, 1, 28), (8, 20, 1, 28), (8, 40, 1, 28), (16, 40, 1, 28), (8, 40, 3, 32)):
+        arg = f"{steps},{batch},{ch},{size},{cache}"
+        for _ in range(2):
+            out = subprocess.run([sys.executable, __file__, "--probe", arg], capture_output=True, text=True)
+        print(f"| {steps} | {batch} | {size}x{size}x{ch} | {out.stdout.strip().splitlines()[-1]} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="ddbench-results")
@@ -48,7 +90,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default="")
     ap.add_argument("--threads", default="1", help="OMP_NUM_THREADS for the runs (1: shared cores)")
+    ap.add_argument("--memory", action="store_true", help="measure MTT unroll memory instead (tiny data, seconds)")
+    ap.add_argument("--probe", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe:
+        steps, batch, ch, size, cache = args.probe.split(",")
+        print(f"{probe_memory(int(steps), int(batch), int(ch), int(size), cache):.0f}")
+        return 0
+    if args.memory:
+        memory_table()
+        return 0
 
     env = {**os.environ, "OMP_NUM_THREADS": args.threads}
     rows = []
