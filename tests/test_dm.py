@@ -121,6 +121,12 @@ def test_corrupt_or_foreign_checkpoint_is_not_used(make_ctx):
     ctx2.log = messages.append
     assert method.distill(ctx2).meta["resumed_from"] is None
     assert any("other settings" in m for m in messages)
+    # a checkpoint of a longer run is not the state of a shorter one
+    method, ctx3 = make_ctx("dm", ipc=1, iterations=1, batch_real=8, lr_img=0.5)
+    ctx3.work_dir = ctx.work_dir
+    ctx3.log = messages.append
+    assert method.distill(ctx3).meta["resumed_from"] is None
+    assert any("past iterations=1" in m for m in messages)
 
 
 def test_noise_init_and_cuda_free_defaults(make_ctx):
