@@ -227,18 +227,13 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     resolved.method.validate(ctx)
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    config = resolved.config()
     row: dict[str, Any] = {
         "run_id": run_id,
         "created": time.time(),
-        "method": r.method,
-        "dataset": r.dataset,
-        "ipc": r.ipc,
-        "budget": r.budget,
-        "protocol": r.protocol,
-        "model": r.model,
-        "seed": r.seed,
+        **{key: config[key] for key in ("method", "dataset", "ipc", "budget", "protocol", "model", "seed")},
         "config_hash": resolved.config_hash,
-        "config": resolved.config(),
+        "config": config,
         "device": str(device),
         "versions": versions(registry, r.method),
     }
@@ -250,7 +245,7 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         run_dir = resolved.out_dir / "runs" / run_id
         atomic_save(
             {"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "lr": syn.lr, "meta": syn.meta,
-             "config": resolved.config(), "dataset": {"name": dataset.name, "mean": dataset.mean, "std": dataset.std,
+             "config": config, "dataset": {"name": dataset.name, "mean": dataset.mean, "std": dataset.std,
                                                        "class_names": dataset.class_names}},
             run_dir / "synset.pt",
         )
