@@ -81,7 +81,7 @@ def test_same_seed_same_trained_parameters(ctx, syn):
 
 
 def test_threads_equal_the_single_threaded_loop(ctx, syn):
-    fast = ctx.evaluate(syn, "fast", impl="fast", parallel="threads", epochs=1, n_models=3)
+    fast = ctx.evaluate(syn, "fast", impl="fast", parallel="threads", micro_batch=0, epochs=1, n_models=3)
     assert fast.details["parallel"] == "threads" and fast.details["workers"] == min(3, torch.get_num_threads())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -92,6 +92,18 @@ def test_threads_equal_the_single_threaded_loop(ctx, syn):
     assert fast.accuracies == loop.accuracies
     assert fast.details["train_accuracies"] == loop.details["train_accuracies"]
     assert torch.get_num_threads() == threads
+
+
+def test_micro_batches_give_the_same_training(ctx, syn):
+    settings = resolve_params("fast", ctx.registry.get("protocols", "fast").params, dict(epochs=1))
+    dsa = DSA()
+    trained = []
+    for micro in (0, 2):
+        net, g = ev.init_network(ctx, 0)
+        ev._train_one(net, g, syn.images, syn.labels, dsa, settings, 0.01, micro=micro)
+        trained.append(list(net.parameters()))
+    for a, b in zip(*trained):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_max_parallel_threads(ctx, syn, monkeypatch):

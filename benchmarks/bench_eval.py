@@ -1,0 +1,277 @@
+"""Evaluation throughput: the `loop` and `fast` implementations of the dsa protocol, side by side.
+
+Run by hand (it is not a test), serialised with other heavy jobs on a shared machine:
+
+    flock /tmp/ddbench-cpu.lock python benchmarks/bench_eval.py                 # IPC 1/10/50, N=5
+    flock /tmp/ddbench-cpu.lock python benchmarks/bench_eval.py --profile       # where the time goes
+    flock /tmp/ddbench-cpu.lock python benchmarks/bench_eval.py --equivalence 10 --epochs 10:30
+
+On Fashion-MNIST random-real sets (IPC 1, 10, 50; N networks; a fixed epoch count per IPC), in one process,
+alternating loop and fast runs, it prints for each run: wall and CPU seconds, training images x epochs per
+second, peak resident memory during the run (VmHWM after resetting it through /proc/self/clear_refs), and
+the achieved GFLOP/s (ConvNet forward+backward FLOPs of training plus forward FLOPs of testing, counted
+from the layer shapes) against this machine's measured peak (a 2048x2048 fp32 matmul timed at the start and
+end of the same run). Then the speed ratio loop/fast per IPC.
+
+`--test-images K` tests on the first K real test images to keep the benchmark short (0 = all 10,000, what
+the protocol does); it is printed with the results. `--equivalence M` trains M networks per implementation
+on one IPC 10 set and reports a Welch t-test on their test accuracies.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ddbench.api import ImageDataset, RunContext, SyntheticSet
+from ddbench.plugins import load_plugins
+
+
+# ----------------------------------------------------------------------------------------------- data
+def load_fashion_mnist(registry) -> ImageDataset:
+    try:
+        return registry.get("datasets", "fashion-mnist").load(None, False)
+    except Exception as exc:  # noqa: BLE001 - fall back to reading the Debian package's IDX files
+        print(f"# datasets plugin unavailable ({exc}); reading /usr/share/datasets/fashion-mnist", file=sys.stderr)
+    import gzip
+
+    import numpy as np
+
+    root = Path("/usr/share/datasets/fashion-mnist")
+
+    def idx(name: str) -> np.ndarray:
+        raw = gzip.open(root / name).read()
+        ndim = raw[3]
+        dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+    mean, std = 0.2861, 0.3530  # DatasetCondensation utils.py get_dataset
+
+    def norm(a):
+        return ((torch.from_numpy(a.copy()).float() / 255 - mean) / std).unsqueeze(1)
+
+    return ImageDataset("fashion-mnist", norm(idx("train-images-idx3-ubyte.gz")),
+                        torch.from_numpy(idx("train-labels-idx1-ubyte.gz").astype("int64")),
+                        norm(idx("t10k-images-idx3-ubyte.gz")), torch.from_numpy(idx("t10k-labels-idx1-ubyte.gz").astype("int64")),
+                        10, [str(i) for i in range(10)], (mean,), (std,))
+
+
+def random_real(ds: ImageDataset, ipc: int, seed: int = 0) -> SyntheticSet:
+    g = torch.Generator().manual_seed(seed)
+    idx = []
+    for c in range(ds.num_classes):
+        pool = ds.indices_of_class(c)
+        idx.append(pool[torch.randperm(len(pool), generator=g)[:ipc]])
+    idx = torch.cat(idx)
+    return SyntheticSet(ds.train_x[idx].clone(), ds.train_y[idx].clone())
+
+
+# ----------------------------------------------------------------------------------------------- measures
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 * reps / best / 1e9
+
+
+def conv_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(forward, forward+backward) FLOPs per image of Conv2d and Linear layers (2 per multiply-add).
+
+    Backward = 2x forward (input and weight gradients), except the first layer: images need no gradient.
+    """
+    fwd: list[float] = []
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.Conv2d):
+            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            fwd.append(2.0 * out.numel() * k / x.shape[0])
+        elif isinstance(mod, torch.nn.Linear):
+            fwd.append(2.0 * out.numel() * mod.in_features / x.shape[0])
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    f = sum(fwd)
+    return f, 3 * f - fwd[0]
+
+
+def rss_reset() -> int:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+    return _status_kb("VmRSS")
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def make_ctx(ds: ImageDataset, registry, seed: int) -> RunContext:
+    return RunContext(dataset=ds, ipc=0, seed=seed, device=torch.device("cpu"), params={}, model="convnet",
+                      registry=registry, work_dir=Path("."), cache_dir=Path("."), progress=False, log=lambda m: None)
+
+
+def run_once(ctx, syn, impl, epochs, n_models, extra) -> dict:
+    base = rss_reset()
+    t, c = time.perf_counter(), time.process_time()
+    res = ctx.evaluate(syn, "fast", impl=impl, epochs=epochs, n_models=n_models, **extra)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    return {"impl": impl, "wall": wall, "cpu": cpu, "peak_mb": (_status_kb("VmHWM") - base) / 1024,
+            "rss_before_mb": base / 1024, "acc": res.accuracies, "details": res.details}
+
+
+# ----------------------------------------------------------------------------------------------- main
+def parse_epochs(text: str) -> dict[int, int]:
+    return {int(k): int(v) for k, v in (p.split(":") for p in text.split(","))}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ipc", default="1,10,50")
+    ap.add_argument("--epochs", default="1:40,10:10,50:3", help="IPC:epochs pairs (E epochs = E+1 passes)")
+    ap.add_argument("--n-models", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=1, help="loop/fast pairs per IPC (order alternates)")
+    ap.add_argument("--test-images", type=int, default=1000, help="0 = the whole test set")
+    ap.add_argument("--fast-set", default="", help="extra fast settings, e.g. parallel=stacked,max_parallel=2")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--profile", action="store_true", help="profile one short run of each impl at the first IPC")
+    ap.add_argument("--equivalence", type=int, default=0, help="networks per impl for the equivalence test")
+    ap.add_argument("--json", default="", help="write every run's record to this file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    extra = {}
+    for kv in filter(None, args.fast_set.split(",")):
+        k, v = kv.split("=", 1)
+        extra[k] = v
+
+    registry = load_plugins()
+    ds = load_fashion_mnist(registry)
+    if args.test_images:
+        ds = replace(ds, test_x=ds.test_x[: args.test_images], test_y=ds.test_y[: args.test_images])
+    ctx = make_ctx(ds, registry, seed=0)
+    net = ctx.build_model()
+    fwd, train = conv_flops(net, ds.test_x[:2])
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.2f}; test images {len(ds.test_x)}; N={args.n_models}")
+    print(f"# ConvNet FLOPs per image: forward {fwd / 1e6:.1f} M, train step (fwd+bwd) {train / 1e6:.1f} M")
+    peak0 = matmul_peak()
+    print(f"# fp32 matmul peak (2048^3, {torch.get_num_threads()} threads): {peak0:.1f} GFLOP/s", flush=True)
+
+    if args.equivalence:
+        equivalence(ctx, ds, args, extra)
+        return
+    if args.profile:
+        profile(ctx, ds, args, extra)
+        return
+
+    epochs_of = parse_epochs(args.epochs)
+    warm = random_real(ds, 1)
+    for impl in ("loop", "fast"):  # first calls build oneDNN primitives and thread pools: keep them out of the timings
+        run_once(ctx, warm, impl, 0, args.n_models, extra if impl == "fast" else {})
+    records = []
+    for ipc in [int(i) for i in args.ipc.split(",")]:
+        syn = random_real(ds, ipc)
+        epochs = epochs_of.get(ipc, 10)
+        flops = (epochs + 1) * len(syn.images) * train * args.n_models + len(ds.test_x) * fwd * args.n_models
+        for r in range(args.repeats):
+            order = ("loop", "fast") if r % 2 == 0 else ("fast", "loop")
+            for impl in order:
+                rec = run_once(ctx, syn, impl, epochs, args.n_models, extra if impl == "fast" else {})
+                rec.update(ipc=ipc, epochs=epochs, gflops=flops / rec["wall"] / 1e9, load=os.getloadavg()[0])
+                rec["img_epochs_per_s"] = (epochs + 1) * len(syn.images) * args.n_models / rec["wall"]
+                records.append(rec)
+                print(f"IPC {ipc:3d} {impl:4s} ({rec['details'].get('parallel', 'loop')}): wall {rec['wall']:7.1f} s  "
+                      f"cpu {rec['cpu']:7.1f} s  {rec['img_epochs_per_s']:8.0f} img*ep/s  peak +{rec['peak_mb']:6.0f} MB  "
+                      f"{rec['gflops']:6.1f} GFLOP/s  acc {sum(rec['acc']) / len(rec['acc']):5.1f}  load {rec['load']:.1f}",
+                      flush=True)
+    peak1 = matmul_peak()
+    peak = max(peak0, peak1)
+    print(f"# fp32 matmul peak at the end: {peak1:.1f} GFLOP/s; using {peak:.1f}")
+    print("\n| IPC | epochs | loop s | fast s | speed-up | loop GFLOP/s (% peak) | fast GFLOP/s (% peak) | loop peak MB | fast peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for ipc in sorted({r["ipc"] for r in records}):
+        rs = [r for r in records if r["ipc"] == ipc]
+        lo = [r for r in rs if r["impl"] == "loop"]
+        fa = [r for r in rs if r["impl"] == "fast"]
+        lw = sum(r["wall"] for r in lo) / len(lo)
+        fw = sum(r["wall"] for r in fa) / len(fa)
+        lg = sum(r["gflops"] for r in lo) / len(lo)
+        fg = sum(r["gflops"] for r in fa) / len(fa)
+        print(f"| {ipc} | {rs[0]['epochs']} | {lw:.1f} | {fw:.1f} | {lw / fw:.2f}x | {lg:.1f} ({100 * lg / peak:.0f}%) | "
+              f"{fg:.1f} ({100 * fg / peak:.0f}%) | {max(r['peak_mb'] for r in lo):.0f} | {max(r['peak_mb'] for r in fa):.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"peak_gflops": peak, "records": records}, indent=1, default=str))
+
+
+def profile(ctx, ds, args, extra) -> None:
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    ipc = int(args.ipc.split(",")[0])
+    syn = random_real(ds, ipc)
+    for impl in ("loop", "fast"):
+        run_once(ctx, syn, impl, 0, args.n_models, extra if impl == "fast" else {})  # warm-up
+        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+            t = time.perf_counter()
+            run_once(ctx, syn, impl, 1, args.n_models, extra if impl == "fast" else {})
+            wall = time.perf_counter() - t
+        rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in rows)
+        print(f"\n## {impl}: IPC {ipc}, 2 passes + test, wall {wall:.2f} s, profiled op time {total / 1e6:.2f} s (summed over threads)")
+        groups: dict[str, float] = {}
+        for e in rows:
+            n = e.key
+            g = ("conv forward" if "mkldnn_convolution" in n or n == "aten::thnn_conv2d" else
+                 "conv backward" if "convolution_backward" in n else
+                 "group norm" if "group_norm" in n else
+                 "avg pool" if "avg_pool" in n else
+                 "relu" if "relu" in n or "threshold" in n or "clamp_min" in n else
+                 "DSA (grid_sample, gather, ...)" if any(k in n for k in ("grid_sampler", "affine_grid", "gather", "where", "flip")) else
+                 "matmul (classifier)" if n in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") else
+                 "optimizer / elementwise / other")
+            groups[g] = groups.get(g, 0.0) + e.self_cpu_time_total
+        for g, v in sorted(groups.items(), key=lambda kv: -kv[1]):
+            print(f"  {g:34s} {100 * v / total:5.1f}%")
+        print("  top ops: " + ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f}%" for e in rows[:6]))
+
+
+def equivalence(ctx, ds, args, extra) -> None:
+    from scipy import stats
+
+    epochs = parse_epochs(args.epochs).get(10, 10) if ":" in args.epochs else int(args.epochs)
+    syn = random_real(ds, 10)
+    out = {}
+    for impl in ("loop", "fast"):
+        # seeds 1000.. for both: the two impls see the same initialisations and data orders
+        ctx.seed = 1000
+        t = time.perf_counter()
+        res = ctx.evaluate(syn, "fast", impl=impl, epochs=epochs, n_models=args.equivalence, **(extra if impl == "fast" else {}))
+        out[impl] = res.accuracies
+        print(f"{impl}: {len(res.accuracies)} networks, {epochs} epochs, {time.perf_counter() - t:.0f} s, "
+              f"mean {res.mean:.2f} std {res.std:.2f}: {[round(a, 2) for a in res.accuracies]}", flush=True)
+    t, p = stats.ttest_ind(out["loop"], out["fast"], equal_var=False)
+    diff = sum(out["fast"]) / len(out["fast"]) - sum(out["loop"]) / len(out["loop"])
+    print(f"Welch t = {t:.3f}, p = {p:.3f}; mean difference fast - loop = {diff:+.2f} points "
+          f"(pass: p > 0.05 and |diff| < 1: {p > 0.05 and abs(diff) < 1})")
+
+
+if __name__ == "__main__":
+    main()
