@@ -43,7 +43,7 @@ EVAL_SEED_OFFSET = 7_919  # keeps evaluation generators apart from a method's ct
 
 def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
     return {
-        "epochs": Param(epochs, epochs_source, "training epochs per network (E runs E+1 passes, as the reference)", min=1),
+        "epochs": Param(epochs, epochs_source, "training epochs per network (E runs E+1 passes, as the reference; 0 = one pass)", min=0),
         "n_models": Param(5, "DSA/DM/MTT papers report mean±std over 5 networks (MTT distill.py num_eval=5; DM main_DM.py num_eval=20)",
                           "number of freshly initialised networks", min=1),
         "lr": Param(0.01, f"{REF} main.py/main_DM.py --lr_net 0.01", "SGD learning rate", min=0.0),
@@ -278,7 +278,7 @@ def _evaluate_stacked(syn, ctx, settings, details) -> tuple[list[float], list[fl
 
 
 def _evaluate_threads(syn, ctx, settings, details) -> tuple[list[float], list[float]]:
-    """Networks on separate cores: each runs the loop's code with single-threaded ops, `workers` at a time.
+    """Networks on separate cores: each runs the loop's code on its own core(s), `workers` at a time.
 
     On a CPU, small convolutions split over 2 OpenMP threads synchronise at every op; giving each core a
     whole network removes that, and keeps the results exactly those of the loop run with one thread.
@@ -299,9 +299,12 @@ def _evaluate_threads(syn, ctx, settings, details) -> tuple[list[float], list[fl
 
     init_lock = threading.Lock()  # init_network seeds torch's global RNG: one thread at a time
 
+    per_worker = max(1, threads // workers)  # intra-op threads of each worker (1 on a 2-core machine)
+    details["threads_per_worker"] = per_worker if workers > 1 else threads
+
     def run(i: int) -> tuple[float, float]:
         if workers > 1:
-            torch.set_num_threads(1)
+            torch.set_num_threads(per_worker)
         with init_lock:
             net, gen = init_network(ctx, i)
         net = net.to(device)
