@@ -153,8 +153,18 @@ class SweepJob(_Checkpointable):  # type: ignore[misc,valid-type]
     """The callable a SLURM task runs. Checkpointable: on preemption or timeout submitit requeues it with
     the same job, and the method resumes from the checkpoints in the job's hash-keyed work folder."""
 
+    def __init__(self) -> None:
+        self.requeues = 0
+
     def __call__(self, job: Job) -> dict[str, Any]:
-        return run_job(job)
+        row = run_job(job)
+        if self.requeues and isinstance(row.get("meta"), dict):
+            row["meta"].setdefault("worker", {})["requeues"] = self.requeues
+        return row
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        self.requeues += 1  # pickled with the resubmission: the row says how often the job was requeued
+        return super().checkpoint(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,7 +365,7 @@ class SlurmLauncher(SweepLauncher):
             return
         folder = Path(settings["folder"]) if settings["folder"] else Path(jobs[0].request.out) / "slurm"
         folder = folder.absolute()
-        executor = self._executor(settings, folder / "%j", parallelism)
+        executor = self._executor(settings, folder, parallelism)
         cluster = settings["cluster"]
         poll = float(settings["poll_seconds"])
         pending: dict[Any, Job] = {}
@@ -367,7 +377,7 @@ class SlurmLauncher(SweepLauncher):
                 pending = dict(zip(handles, queue))
                 queue = []
                 ids = sorted({h.job_id.split("_")[0] for h in handles})
-                log(f"submitted {len(handles)} SLURM array task(s) as job {', '.join(ids)} "
+                log(f"submitted {len(handles)} SLURM job(s) as {'array ' if len(handles) > 1 else ''}{', '.join(ids)} "
                     f"(at most {parallelism} at once); logs in {folder}")
             missing_since: dict[Any, float] = {}
             last_squeue = 0.0
@@ -389,7 +399,7 @@ class SlurmLauncher(SweepLauncher):
                             first = missing_since.setdefault(handle, time.monotonic())
                             if time.monotonic() - first > max(3 * poll, 5.0):
                                 finished.append(handle)
-                        else:
+                        elif alive is not None:
                             missing_since.pop(handle, None)
                     elif handle.done():
                         finished.append(handle)

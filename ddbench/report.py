@@ -148,13 +148,11 @@ def welch(a: list[float], b: list[float]) -> float | None:
     """Two-sided Welch t-test p-value; None when either side has fewer than two values."""
     if len(a) < 2 or len(b) < 2:
         return None
+    if max(a) == min(a) and max(b) == min(b):  # no variance on either side: the test is undefined
+        return 1.0 if a[0] == b[0] else 0.0
     from scipy import stats
 
-    result = stats.ttest_ind(a, b, equal_var=False)
-    p = float(result.pvalue)
-    if math.isnan(p):  # both sides without variance: equal means are not different, others are
-        return 1.0 if sum(a) / len(a) == sum(b) / len(b) else 0.0
-    return p
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 @dataclass

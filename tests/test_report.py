@@ -1,0 +1,165 @@
+"""`ddbench report` from the database alone: files exist, the PNGs are valid, the numbers are the database's."""
+from __future__ import annotations
+
+import csv
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+
+from ddbench.cli import main
+from ddbench.report import build_report, welch
+from ddbench.results import record, save_grid
+
+ACC = {  # (method, ipc, seed) -> accuracies of the evaluation networks
+    ("random", 1, 0): [40.0, 42.0], ("random", 1, 1): [41.0, 39.0],
+    ("random", 10, 0): [70.0, 71.0], ("random", 10, 1): [72.0, 69.5],
+    ("dm", 1, 0): [50.0, 52.5], ("dm", 1, 1): [51.0, 49.0],
+    ("dm", 10, 0): [71.0, 70.0], ("dm", 10, 1): [70.5, 71.5],
+    ("gen", 10, 0): [60.0, 61.0],
+}
+
+
+def _row(tmp_path, method, ipc, seed, accs=None, status="ok", budget=None, created=None, config_hash=None, error=None):
+    config_hash = config_hash or f"h-{method}-{ipc}-{seed}-{budget}"
+    run_id = f"{method}-{ipc}-{seed}-{budget}-{status}-{config_hash[-3:]}"
+    run_dir = tmp_path / "runs" / run_id
+    images = torch.rand(3 * ipc, 1, 8, 8)
+    save_grid(images, torch.arange(3).repeat_interleave(ipc), 3, run_dir / "grid.png")
+    row = {
+        "run_id": run_id, "created": created or time.time(), "status": status, "method": method, "dataset": "tiny",
+        "ipc": ipc, "budget": budget, "protocol": "fast", "model": "convnet", "seed": seed,
+        "config_hash": config_hash,
+        "config": {"method_params": {"lr": 1.0} if method == "dm" else {}, "protocol_settings": {"epochs": 300}},
+        "device": "cpu", "versions": {"torch": torch.__version__}, "artifact": str(run_dir / "synset.pt"),
+        "distill_seconds": 2.0 * ipc, "eval_seconds": 1.5, "images": 3 * ipc,
+    }
+    if status == "ok":
+        row.update(accuracies=accs, accuracy_mean=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
+                   n_eval_models=len(accs))
+    else:
+        row["error"] = error or "Traceback (most recent call last):\nRuntimeError: CUDA out of memory"
+    return row
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "ddbench.sqlite"
+    t = 1000.0
+    for (method, ipc, seed), accs in ACC.items():
+        t += 1
+        record(path, _row(tmp_path, method, ipc, seed, accs, created=t))
+    record(path, _row(tmp_path, "gen", 1, 0, status="failed", created=t + 1))  # a failed cell
+    record(path, _row(tmp_path, "gen", 10, 1, status="failed", created=t + 2))  # a failed seed next to an ok one
+    return path
+
+
+def _pooled(method, ipc):
+    return [a for (m, i, _), accs in ACC.items() if (m, i) == (method, ipc) for a in accs]
+
+
+def test_report_carries_the_numbers_of_the_database(db, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", "--db", str(db), "--report", str(out), "--reference", "random"]) == 0
+    terminal = capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    for method, ipc in [("random", 1), ("random", 10), ("dm", 1), ("dm", 10)]:
+        acc = _pooled(method, ipc)
+        text = f"{np.mean(acc):.2f} ± {np.std(acc):.2f}"
+        assert text in md and text in terminal
+    # Welch's t-test against the reference, marked.
+    p1 = stats.ttest_ind(_pooled("dm", 1), _pooled("random", 1), equal_var=False).pvalue
+    p10 = stats.ttest_ind(_pooled("dm", 10), _pooled("random", 10), equal_var=False).pvalue
+    assert p1 < 0.001 and p10 > 0.05
+    assert f"(p={p1:.1e} ***)" in md and f"(p={p10:.3f})" in md
+    assert "(ref)" in md and "Welch" in md
+    # Failed cell and failed seed, with their error.
+    assert "FAILED: RuntimeError: CUDA out of memory" in md and "[1 failed]" in md
+    assert "CUDA out of memory" in terminal
+    # Times, settings, run ids.
+    assert "20.0 / 1.5" in md and "epochs=300" in md and "lr=1.0" in md and "`dm-10-1-None-ok-one`" in md
+
+    with open(out / "results.csv") as fh:
+        rows = {(r["method"], r["ipc"]): r for r in csv.DictReader(fh)}
+    assert math.isclose(float(rows[("dm", "1")]["accuracy_mean"]), np.mean(_pooled("dm", 1)), abs_tol=1e-4)
+    assert math.isclose(float(rows[("dm", "1")]["p_value"]), p1, rel_tol=1e-3)
+    assert rows[("dm", "1")]["significance"] == "***" and rows[("random", "1")]["p_value"] == "ref"
+    assert rows[("gen", "1")]["status"] == "failed" and "CUDA out of memory" in rows[("gen", "1")]["error"]
+    assert rows[("gen", "10")]["status"] == "partial" and rows[("gen", "10")]["n_failed"] == "1"
+
+    plot = out / "accuracy_vs_ipc.png"
+    with Image.open(plot) as im:
+        im.verify()
+        assert im.format == "PNG"
+    assert "![accuracy_vs_ipc](accuracy_vs_ipc.png)" in md
+    for method, ipc in [("random", 1), ("dm", 10), ("gen", 10)]:  # one image grid per method and IPC
+        grid = out / "grids" / f"{method}-ipc{ipc}.png"
+        with Image.open(grid) as im:
+            im.verify()
+        assert f"(grids/{method}-ipc{ipc}.png)" in md
+    assert not (out / "grids" / "gen-ipc1.png").exists()  # failed: no images
+
+
+def test_report_filters_and_default_reference(db, tmp_path):
+    result = build_report(db, tmp_path / "r", methods=["dm", "random"])
+    assert [variant for sec in result.sections for variant in sec.variants] == [("dm", None), ("random", None)]
+    assert result.sections[0].reference == "random"  # random is the default reference when present
+    assert "gen" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_budget_runs_get_their_own_rows_and_plot(tmp_path):
+    db = tmp_path / "ddbench.sqlite"
+    for budget, accs in [(30.0, [55.0, 56.0]), (60.0, [60.0, 62.0])]:
+        record(db, _row(tmp_path, "gen", 10, 0, accs, budget=budget))
+    record(db, _row(tmp_path, "random", 10, 0, [50.0, 51.0]))
+    result = build_report(db, tmp_path / "r")
+    md = result.markdown.read_text()
+    assert "| gen (30 s) |" in md and "| gen (60 s) |" in md
+    assert {p.name for p in result.plots} == {"accuracy_vs_ipc.png", "accuracy_vs_budget.png"}
+    with Image.open(tmp_path / "r" / "accuracy_vs_budget.png") as im:
+        im.verify()
+
+
+def test_latest_run_per_seed_wins(tmp_path):
+    db = tmp_path / "ddbench.sqlite"
+    record(db, _row(tmp_path, "random", 1, 0, [10.0, 10.0], created=1.0, config_hash="old"))
+    record(db, _row(tmp_path, "random", 1, 0, [30.0, 30.0], created=2.0, config_hash="new"))
+    result = build_report(db, tmp_path / "r")
+    md = result.markdown.read_text()
+    assert "30.00 ± 0.00" in md and "10.00" not in md and "1 older run(s)" in md
+
+
+def test_sections_per_dataset_and_protocol(tmp_path):
+    db = tmp_path / "ddbench.sqlite"
+    record(db, _row(tmp_path, "random", 1, 0, [10.0, 11.0]))
+    other = _row(tmp_path, "random", 1, 0, [20.0, 21.0], config_hash="other")
+    other["protocol"] = "dsa"
+    record(db, other)
+    result = build_report(db, tmp_path / "r")
+    assert len(result.sections) == 2 and len(result.plots) == 2
+    assert all(p.is_file() for p in result.plots)
+
+
+def test_welch():
+    assert welch([1.0], [2.0, 3.0]) is None
+    assert welch([1.0, 1.0], [1.0, 1.0]) == 1.0
+    assert welch([1.0, 1.0], [2.0, 2.0]) == 0.0
+    a, b = [1.0, 2.0, 3.0], [2.0, 4.0, 6.5]
+    assert math.isclose(welch(a, b), stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def test_report_without_database_is_bad_input(tmp_path, capsys):
+    assert main(["report", "--db", str(tmp_path / "none.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no results database" in err and len(err.splitlines()) == 1
+
+
+def test_empty_database_gives_an_empty_report(tmp_path):
+    db = tmp_path / "ddbench.sqlite"
+    record(db, _row(tmp_path, "random", 1, 0, [1.0]))
+    result = build_report(db, tmp_path / "r", methods=["nothing"])
+    assert result.sections == [] and "No runs to report" in result.markdown.read_text()
