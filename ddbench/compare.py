@@ -113,6 +113,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     at fixed IPC only, so one command can compare both kinds.
     """
     from .launchers import Job
+    from .runner import resolve
 
     unknown = [m for m in _dedupe(methods) if m not in registry.items["methods"]]
     if unknown:
@@ -133,14 +134,16 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
                 for seed in seeds:
                     total += 1
                     request = replace(base, method=method, ipc=ipc, seed=seed, budget=budget)
-                    from .runner import resolve
-
                     resolved = resolve(request, config, registry)
                     if resolved.config_hash in seen:
                         continue
                     seen.add(resolved.config_hash)
                     grid.jobs.append(Job(len(grid.jobs), request, config_path, resolved.config_hash, resolved.config()))
     grid.merged = total - len(grid.jobs)
+    if budgets and not grid.budget_methods:
+        able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
+        raise DDBenchError(f"--budgets/--budget given, but none of {', '.join(_dedupe(methods))} takes a generation "
+                           f"budget; methods that do: {', '.join(sorted(able)) or '(none loaded)'}")
     return grid
 
 
@@ -226,7 +229,6 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the kill test
 
 
 def cmd_compare(args) -> int:
-    from .launchers import Job  # noqa: F401 - the launchers module must import for the grid
     from .runner import RunRequest, registry_for
 
     if args.jobs < 1:
@@ -282,7 +284,9 @@ def cmd_compare(args) -> int:
 
     failed = 0
     if todo:
-        launcher.check(settings, args.jobs)
+        check = getattr(launcher, "check", None)
+        if check is not None:
+            check(settings, args.jobs)  # fail fast (no controller, missing package) before anything runs
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         start = time.monotonic()
         try:

@@ -36,13 +36,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from . import hookimpl
 from .api import DDBenchError, Launcher, Param

@@ -71,9 +71,30 @@ def register_protocols(register):
     register(TinyEval())
 
 
+class Gen(Method):
+    """Stands in for a generative method: takes a budget, and more budget gives better images."""
+
+    name = "gen"
+    description = "test method with a generation budget"
+    supports_budget = True
+
+    def distill(self, ctx):
+        from ddbench.api import SyntheticSet
+
+        d, g = ctx.dataset, ctx.generator()
+        picks = [d.indices_of_class(c)[torch.randperm(len(d.indices_of_class(c)), generator=g)[:ctx.ipc]]
+                 for c in range(d.num_classes)]
+        images = d.train_x[torch.cat(picks)].clone()
+        noise = 1.0 / (1.0 + (ctx.budget or 0.0))
+        images = images + noise * torch.randn(images.shape, generator=g)
+        labels = torch.arange(d.num_classes).repeat_interleave(ctx.ipc)
+        return SyntheticSet(images, labels, {"budget": ctx.budget})
+
+
 @hookimpl
 def register_methods(register):
     register(Boom())
+    register(Gen())
 
 
 class ReverseLauncher:

@@ -174,3 +174,24 @@ def test_killed_sweep_resumes_with_only_the_missing_cells(tmp_path, capsys):
     rows = query(db)
     assert len(rows) == 6
     assert sorted((r["ipc"], r["seed"]) for r in rows) == [(i, s) for i in (1, 2, 3) for s in (0, 1)]
+
+
+def test_budgets_apply_to_methods_that_take_one(sweep, capsys):
+    run, db, _, out = sweep
+    assert run("--methods", "random,gen", "--ipc", "2", "--budgets", "1,5", "--seeds", "2") == 0
+    text = capsys.readouterr().out
+    assert "grid: 6 cells" in text and "random take no generation budget" in text
+    rows = query(db)
+    assert sorted((r["method"], r["budget"]) for r in rows) == [
+        ("gen", 1.0), ("gen", 1.0), ("gen", 5.0), ("gen", 5.0), ("random", None), ("random", None)]
+    md = (out / "report" / "report.md").read_text()
+    assert "| gen (1 s) |" in md and "| gen (5 s) |" in md
+    assert (out / "report" / "accuracy_vs_budget.png").is_file()
+
+
+def test_budgets_without_a_method_that_takes_one(sweep, capsys):
+    run, db, _, _ = sweep
+    assert run("--methods", "random", "--budget", "10") == 2
+    err = capsys.readouterr().err.strip()
+    assert "none of random takes a generation budget" in err and "gen" in err and len(err.splitlines()) == 1
+    assert not db.exists()
