@@ -19,6 +19,7 @@ import argparse
 import shlex
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -224,6 +225,14 @@ def _describe(row: dict[str, Any]) -> str:
     return f"FAILED  {last[-1] if last else 'unknown error'}  (run {row.get('run_id')})"
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the kill test in a subprocess
     raise KeyboardInterrupt
 
@@ -273,7 +282,7 @@ def cmd_compare(args) -> int:
     if budgets and grid.budget_methods:
         shape += f", budgets {', '.join(f'{b:g}' for b in _dedupe(budgets))} s for {', '.join(grid.budget_methods)}"
     merged = f", {grid.merged} duplicate(s) merged" if grid.merged else ""
-    print(f"grid: {len(grid.jobs)} cells ({shape}{merged}); {done} already in {db}; "
+    print(f"grid: {len(grid.jobs)} cells ({shape}{merged}); {done} already in {_shown(db)}; "
           f"{len(todo)} to run" + (f" with launcher {args.launcher} (jobs {args.jobs})" if todo else ""), flush=True)
     if budgets and grid.fixed_methods and grid.budget_methods:
         print(f"note: {', '.join(grid.fixed_methods)} take no generation budget and run at fixed IPC only")
@@ -287,7 +296,8 @@ def cmd_compare(args) -> int:
         check = getattr(launcher, "check", None)
         if check is not None:
             check(settings, args.jobs)  # fail fast (no controller, missing package) before anything runs
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None  # kill: clean up as Ctrl-C
         start = time.monotonic()
         try:
             runs = launcher.run(todo, settings, args.jobs, lambda msg: print(msg, flush=True))
@@ -299,7 +309,8 @@ def cmd_compare(args) -> int:
             finally:
                 runs.close()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
         print(f"ran {len(todo)} cell(s) in {time.monotonic() - start:.1f} s; {failed} failed", flush=True)
 
     if not args.no_report:
@@ -312,7 +323,7 @@ def cmd_compare(args) -> int:
         result = build_report(db, report_dir, hashes=grid.hashes, reference=reference, command=command)
         print()
         print(result.terminal)
-        print(f"report: {result.markdown}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
+        print(f"report: {_shown(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
         failed = sum(1 for r in result.rows if r.get("status") != "ok")
     return 1 if failed else 0
 
@@ -345,7 +356,7 @@ def cmd_report(args) -> int:
     result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,
                           reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]))
     print(result.terminal)
-    print(f"report: {result.markdown}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
+    print(f"report: {_shown(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
     return 0
 
 

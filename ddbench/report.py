@@ -461,7 +461,8 @@ def markdown_text(sections: list[Section], db: Path, command: str | None, supers
     rows = [r for s in sections for r in s.rows]
     ok = [r for r in rows if r.get("status") == "ok"]
     md = ["# ddbench comparison", ""]
-    md.append(f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} from `{db}` "
+    shown = db.relative_to(Path.cwd()) if db.is_absolute() and db.is_relative_to(Path.cwd()) else db
+    md.append(f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} from `{shown}` "
               f"({len(rows)} runs: {len(ok)} ok, {len(rows) - len(ok)} failed).")
     if command:
         md += ["", "Produced by:", "", "```", command, "```"]
