@@ -31,9 +31,10 @@ DDBENCH = str(Path(sys.executable).with_name("ddbench"))
 
 EPOCHS = 60
 ABLATION_MODELS = 5
-TRADEOFF_MODELS = 3
+TRADEOFF_MODELS = 2
 BUDGET = 10.0
-TRADEOFF_STEPS = (5, 10, 20, 50)
+TRADEOFF_STEPS = (5, 20, 50)
+PILOT_STEPS = "5,20,50"  # 3 S x 2 pilot IPCs = 6 points for the 4-parameter fit
 
 # Every ablation variant fine-tunes the shared cached 750-step base for ABLATION_FINETUNE steps (the CPU
 # preset fine-tunes 250; 100 here so that four variants fit the compute of this machine).
@@ -100,7 +101,8 @@ def tradeoff(out: str) -> list[dict]:
         row["study"] = "tradeoff"
         copy_grid(row, out, f"budget-S{s}.png")
         rows.append(row)
-    row = run_cell("calibrated", base + ["--set", "policy=calibrated", "--set", f"pilot_epochs={EPOCHS}"], out)
+    row = run_cell("calibrated", base + ["--set", "policy=calibrated", "--set", f"pilot_epochs={EPOCHS}",
+                                         "--set", f"pilot_steps={PILOT_STEPS}"], out)
     row["study"] = "tradeoff"
     copy_grid(row, out, "budget-calibrated.png")
     rows.append(row)
@@ -117,13 +119,68 @@ def baseline(out: str) -> list[dict]:
     return rows
 
 
+def _meta(out: str, run_id: str) -> dict:
+    from ddbench.results import get_run
+
+    if not run_id:
+        return {}
+    row = get_run(Path(out) / "ddbench.sqlite", run_id) or {}
+    return row.get("meta") or {}
+
+
+def report(out: str) -> str:
+    """Markdown tables of docs/minmax/results.json (+ each run's meta from the results database)."""
+    results = json.loads((OUT_DOCS / "results.json").read_text())
+    lines = []
+
+    def acc(r):
+        if r.get("accuracy_mean") is None:
+            return "failed: " + " ".join(r.get("error") or [])
+        return f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}"
+
+    if "ablation" in results:
+        lines += ["| variant | accuracy % (5 nets) | diversity (NN cos. dist.) | mean L_r / L_d in fine-tuning | run |",
+                  "|---|---|---|---|---|"]
+        for r in results["ablation"]:
+            m = _meta(out, r.get("run_id", ""))
+            ft = ((m.get("generator") or {}).get("finetune") or {}).get("train") or {}
+            lines.append(f"| {r['name']} | {acc(r)} | {m.get('diversity_nn_cosine_distance', '-')} | "
+                         f"{ft.get('mean_loss_r', 0):.5f} / {ft.get('mean_loss_d', 0):.5f} | {r.get('run_id')} |")
+        lines.append("")
+    if "tradeoff" in results:
+        lines += ["| policy | S | IPC reached | images | generation s (budget) | images/s | accuracy % | diversity | run |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in results["tradeoff"]:
+            m = _meta(out, r.get("run_id", ""))
+            smp = m.get("sampler") or {}
+            lines.append(f"| {r['name']} | {smp.get('steps')} | {smp.get('ipc')} | {smp.get('images')} | "
+                         f"{smp.get('seconds')} ({m.get('budget')}) | {smp.get('images_per_second')} | {acc(r)} | "
+                         f"{m.get('diversity_nn_cosine_distance', '-')} | {r.get('run_id')} |")
+            if (m.get("policy") or {}).get("policy") == "calibrated":
+                cal = m["policy"]
+                lines.append("")
+                lines.append(f"calibrated decision: {cal['reason']}; pilot {m.get('pilot_seconds')} s")
+                lines.append(f"pilot points (S, IPC, acc%): {cal['curve'].get('pilot_points')}")
+                lines.append(f"fit: {json.dumps(cal['curve'].get('fit'))}")
+                lines.append("predicted: " + ", ".join(
+                    f"S={p['steps']}: IPC {p['ipc']} -> {p['predicted_accuracy']}%" for p in cal['curve'].get('predicted', [])))
+        lines.append("")
+    if "baseline" in results:
+        for r in results["baseline"]:
+            lines.append(f"- {r['name']}: {acc(r)} % (run {r.get('run_id')}, eval {r.get('eval_seconds', 0):.0f} s)")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("study", choices=["ablation", "tradeoff", "baseline", "all"])
+    ap.add_argument("study", choices=["ablation", "tradeoff", "baseline", "all", "report"])
     ap.add_argument("--out", default=str(ROOT / "ddbench-results"))
     ap.add_argument("--with-embedding", action="store_true", help="ablation: also the frozen-ConvNet embedding")
     args = ap.parse_args(argv)
     OUT_DOCS.mkdir(parents=True, exist_ok=True)
+    if args.study == "report":
+        print(report(args.out))
+        return
     results_path = OUT_DOCS / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     studies = ["baseline", "tradeoff", "ablation"] if args.study == "all" else [args.study]

@@ -7,7 +7,8 @@ deadline with every class served equally; the policy picks S, and the measured t
 - `fixed-steps`: S = the method's `steps`.
 - `max-images`: S = `min_steps`, the fewest steps allowed (most images in a budget).
 - `calibrated`: a pilot generates at candidate S, evaluates with the fast protocol at two pilot IPCs, fits
-  acc(S, IPC) = A + B*ln(IPC) - C*exp(-(S-1)/tau) with scipy, and picks the S that maximises the predicted
+  acc(S, IPC) = A + B*ln(IPC) - C*exp(-(S-1)/tau) with scipy (C may be negative: measured here, accuracy
+  at a fixed IPC can also fall with S, docs/minmax.md), and picks the S that maximises the predicted
   accuracy at the IPC that S reaches within the budget (or at the fixed IPC). It logs and records the curve.
 
 Contract for third-party policies (registered under `policies`, looked up by the method's `policy` param):
@@ -116,7 +117,7 @@ def fit_curve(points: list[tuple[int, int, float]]) -> tuple[Callable[[float, fl
     try:
         p0 = [float(a.max()), 3.0, max(1.0, float(a.max() - a.min())), 5.0]
         popt, _ = curve_fit(accuracy_model, (s, i), a, p0=p0,
-                            bounds=([0, 0, 0, 0.3], [100, 50, 100, 500]), maxfev=20000)
+                            bounds=([0, 0, -100, 0.3], [100, 50, 100, 500]), maxfev=20000)
         A, B, C, tau = (float(v) for v in popt)
         resid = float(np.sqrt(np.mean((accuracy_model((s, i), *popt) - a) ** 2)))
         return (lambda S, I: float(accuracy_model((np.float64(S), np.float64(I)), A, B, C, tau)),
