@@ -77,18 +77,23 @@ def copy_grid(row: dict, out: str, target: str) -> None:
         shutil.copy(grid, OUT_DOCS / target)
 
 
-def ablation(out: str, with_embedding: bool = False) -> list[dict]:
-    rows = []
+def ablation(out: str, with_embedding: bool = False, models: int = ABLATION_MODELS, skip: int = 0,
+             previous: list[dict] | None = None, save=None) -> list[dict]:
+    rows = list(previous or [])[:skip]
     cells = {**ABLATION, **(EMBEDDING_VARIANT if with_embedding else {})}
     for i, (name, sets) in enumerate(cells.items()):
+        if i < skip:
+            continue
         args = ["minmax-diffusion", "--ipc", "10", "--protocol", "fast", "--eval-epochs", str(EPOCHS),
-                "--eval-models", str(ABLATION_MODELS)]
+                "--eval-models", str(models)]
         for s in sets:
             args += ["--set", s]
         row = run_cell(name, args, out)
         row["study"] = "ablation"
         copy_grid(row, out, f"ablation-{i}.png")
         rows.append(row)
+        if save is not None:
+            save(rows)
     return rows
 
 
@@ -176,6 +181,8 @@ def main(argv=None) -> None:
     ap.add_argument("study", choices=["ablation", "tradeoff", "baseline", "all", "report"])
     ap.add_argument("--out", default=str(ROOT / "ddbench-results"))
     ap.add_argument("--with-embedding", action="store_true", help="ablation: also the frozen-ConvNet embedding")
+    ap.add_argument("--eval-models", type=int, default=ABLATION_MODELS, help="ablation: networks per cell")
+    ap.add_argument("--skip", type=int, default=0, help="ablation: keep the first N recorded cells, run the rest")
     args = ap.parse_args(argv)
     OUT_DOCS.mkdir(parents=True, exist_ok=True)
     if args.study == "report":
@@ -186,7 +193,12 @@ def main(argv=None) -> None:
     studies = ["baseline", "tradeoff", "ablation"] if args.study == "all" else [args.study]
     for study in studies:
         if study == "ablation":
-            results[study] = ablation(args.out, args.with_embedding)
+            def save(rows):
+                results["ablation"] = rows
+                results_path.write_text(json.dumps(results, indent=1, default=str))
+
+            results[study] = ablation(args.out, args.with_embedding, args.eval_models, args.skip,
+                                      results.get("ablation"), save)
         else:
             results[study] = {"tradeoff": tradeoff, "baseline": baseline}[study](args.out)
         results_path.write_text(json.dumps(results, indent=1, default=str))
