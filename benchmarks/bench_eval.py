@@ -154,7 +154,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--profile", action="store_true", help="profile one short run of each impl at the first IPC")
     ap.add_argument("--equivalence", type=int, default=0, help="networks per impl for the equivalence test")
+    ap.add_argument("--equiv-impls", default="loop,fast", help="impls to run in --equivalence (the test needs both)")
     ap.add_argument("--json", default="", help="write every run's record to this file")
+    ap.add_argument("--memory", action="store_true",
+                    help="peak RSS of one evaluation (1 pass) per impl and IPC, each in a fresh subprocess")
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: IMPL:IPC for --memory
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,11 +167,19 @@ def main(argv=None) -> None:
         k, v = kv.split("=", 1)
         extra[k] = v
 
+    if args.memory:
+        memory(args)
+        return
     registry = load_plugins()
     ds = load_fashion_mnist(registry)
     if args.test_images:
         ds = replace(ds, test_x=ds.test_x[: args.test_images], test_y=ds.test_y[: args.test_images])
     ctx = make_ctx(ds, registry, seed=0)
+    if args.one:
+        impl, ipc = args.one.split(":")
+        rec = run_once(ctx, random_real(ds, int(ipc)), impl, 0, args.n_models, extra if impl == "fast" else {})
+        print(json.dumps({"impl": impl, "ipc": int(ipc), "peak_mb": rec["peak_mb"], "rss_before_mb": rec["rss_before_mb"]}))
+        return
     net = ctx.build_model()
     fwd, train = conv_flops(net, ds.test_x[:2])
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
@@ -222,6 +234,21 @@ def main(argv=None) -> None:
         Path(args.json).write_text(json.dumps({"peak_gflops": peak, "records": records}, indent=1, default=str))
 
 
+def memory(args) -> None:
+    """Peak RSS above the loaded-data baseline, one fresh process per (impl, IPC): allocator caches of an
+    earlier run in the same process would hide a later run's peak."""
+    import subprocess
+
+    print(f"# peak memory of one evaluation (1 pass + test on {args.test_images or 10000} images), N={args.n_models}")
+    for ipc in [int(i) for i in args.ipc.split(",")]:
+        for impl in ("loop", "fast"):
+            cmd = [sys.executable, __file__, "--one", f"{impl}:{ipc}", "--n-models", str(args.n_models),
+                   "--test-images", str(args.test_images)] + (["--fast-set", args.fast_set] if args.fast_set else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            rec = json.loads(out)
+            print(f"IPC {ipc:3d} {impl:4s}: peak +{rec['peak_mb']:.0f} MB above {rec['rss_before_mb']:.0f} MB (data loaded)", flush=True)
+
+
 def profile(ctx, ds, args, extra) -> None:
     from torch.profiler import ProfilerActivity, profile as tprofile
 
@@ -266,7 +293,7 @@ def equivalence(ctx, ds, args, extra) -> None:
     epochs = parse_epochs(args.epochs).get(10, 10) if ":" in args.epochs else int(args.epochs)
     syn = random_real(ds, 10)
     out = {}
-    for impl in ("loop", "fast"):
+    for impl in args.equiv_impls.split(","):
         # seeds 1000.. for both: the two impls see the same initialisations and data orders
         ctx.seed = 1000
         t = time.perf_counter()
@@ -274,6 +301,8 @@ def equivalence(ctx, ds, args, extra) -> None:
         out[impl] = res.accuracies
         print(f"{impl}: {len(res.accuracies)} networks, {epochs} epochs, {time.perf_counter() - t:.0f} s, "
               f"mean {res.mean:.2f} std {res.std:.2f}: {[round(a, 2) for a in res.accuracies]}", flush=True)
+    if set(out) != {"loop", "fast"}:
+        return
     t, p = stats.ttest_ind(out["loop"], out["fast"], equal_var=False)
     diff = sum(out["fast"]) / len(out["fast"]) - sum(out["loop"]) / len(out["loop"])
     print(f"Welch t = {t:.3f}, p = {p:.3f}; mean difference fast - loop = {diff:+.2f} points "
