@@ -21,6 +21,14 @@ say() { echo "slurm-setup: $*" >&2; }
 pidfiles() { echo /run/slurmctld.pid /run/slurmd.pid /run/munge/munged.pid; }
 
 if [[ "${1:-}" == "--stop" ]]; then
+  # Jobs first, so no slurmstepd outlives its slurmd.
+  if timeout 5 scontrol ping 2>/dev/null | grep -q "is UP"; then
+    jobs=$(squeue -h -o %i 2>/dev/null || true)
+    if [[ -n "$jobs" ]]; then
+      scancel $jobs 2>/dev/null || true
+      for _ in $(seq 1 50); do [[ -z "$(squeue -h -o %i 2>/dev/null)" ]] && break; sleep 0.2; done
+    fi
+  fi
   for f in /run/slurmd.pid /run/slurmctld.pid; do
     if [[ -f $f ]]; then kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; fi
   done
