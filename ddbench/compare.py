@@ -319,7 +319,7 @@ def cmd_compare(args) -> int:
         report_dir = Path(args.report) if args.report else Path(base.out) / "report"
         command = "ddbench compare " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "compare"
                                                   else _argv_of(args))
-        reference = args.reference or ("random" if "random" in methods else methods[0])
+        reference = args.reference or methods[0]  # the host names no method: the first listed is the reference
         result = build_report(db, report_dir, hashes=grid.hashes, reference=reference, command=command)
         print()
         print(result.terminal)

@@ -194,7 +194,7 @@ def summarise(rows: list[dict], reference: str | None = None, method_order: list
         if r.get("method") not in order:
             order.append(r.get("method"))
     if reference is None:
-        reference = "random" if "random" in order else (order[0] if order else None)
+        reference = order[0] if order else None  # the first method listed (or seen) is the reference
     for r in rows:
         key = (r.get("dataset"), r.get("protocol"), r.get("model"))
         sec = sections.setdefault(key, Section(*key, reference=reference))

@@ -105,9 +105,11 @@ def test_report_carries_the_numbers_of_the_database(db, tmp_path, capsys):
 
 
 def test_report_filters_and_default_reference(db, tmp_path):
-    result = build_report(db, tmp_path / "r", methods=["dm", "random"])
-    assert [variant for sec in result.sections for variant in sec.variants] == [("dm", None), ("random", None)]
-    assert result.sections[0].reference == "random"  # random is the default reference when present
+    result = build_report(db, tmp_path / "r", methods=["random", "dm"])
+    assert [variant for sec in result.sections for variant in sec.variants] == [("random", None), ("dm", None)]
+    assert result.sections[0].reference == "random"  # the first method listed is the default reference
+    result = build_report(db, tmp_path / "r2", methods=["dm", "random"])
+    assert result.sections[0].reference == "dm"
     assert "gen" not in (tmp_path / "r" / "report.md").read_text()
 
 
