@@ -45,7 +45,7 @@ PARAMS: dict[str, Param] = {
     "lambda_neg": Param(0.008, f"{ANCHOR} train_dit.py --lambda-neg 0.008", "lambda_d, diversity weight", min=0.0),
     "memory_size": Param(64, f"{ANCHOR} train_dit.py --memory-size 64", "entries per class in each memory", min=1),
     "embedding": Param("x0", f"{ANCHOR} train_dit.py: the losses compare loss_dict['output'] = pred_xstart "
-                       "(REFERENCE.md §4); 'convnet' = features of a frozen random ConvNet (docs/minmax.md ablation)",
+                       "(REFERENCE.md §4); 'convnet' = features of a frozen random ConvNet (implemented, not yet measured: docs/minmax.md)",
                        "space of the min-max losses", choices=("x0", "convnet")),
     "checkpoint_every": Param(100, "ddbench: resume granularity (anchor --ckpt-every 12000 is for hours-long GPU runs)",
                               "training steps between checkpoints (0 = none)", min=0),
