@@ -108,7 +108,7 @@ def main() -> int:
     for ipc in [int(i) for i in args.ipcs.split(",")]:
         for method in args.methods.split(","):
             cmd = command(method, ipc, args)
-            print("$ " + " ".join(cmd[1:]).replace(DDBENCH, "ddbench"), flush=True)
+            print("$ ddbench " + " ".join(cmd[1:]), flush=True)
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
