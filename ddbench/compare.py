@@ -320,7 +320,7 @@ def cmd_compare(args) -> int:
         command = "ddbench compare " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "compare"
                                                   else _argv_of(args))
         reference = args.reference or methods[0]  # the host names no method: the first listed is the reference
-        result = build_report(db, report_dir, hashes=grid.hashes, reference=reference, command=command)
+        result = build_report(db, report_dir, hashes=grid.hashes, methods=methods, reference=reference, command=command)
         print()
         print(result.terminal)
         print(f"report: {_shown(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
