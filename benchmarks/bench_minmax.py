@@ -42,9 +42,9 @@ ABLATION_FINETUNE = 100
 _FT = f"finetune_steps={ABLATION_FINETUNE}"
 ABLATION = {
     "plain (lambda_r=lambda_d=0)": [_FT, "lambda_pos=0", "lambda_neg=0"],
-    "L_r only (lambda_r=0.002)": [_FT, "lambda_neg=0"],
-    "L_d only (lambda_d=0.008)": [_FT, "lambda_pos=0"],
     "both (lambda_r=0.002, lambda_d=0.008)": [_FT],
+    "L_d only (lambda_d=0.008)": [_FT, "lambda_pos=0"],
+    "L_r only (lambda_r=0.002)": [_FT, "lambda_neg=0"],
 }
 EMBEDDING_VARIANT = {"both, ConvNet embedding": [_FT, "embedding=convnet"]}
 
