@@ -38,13 +38,13 @@ import socket
 import subprocess
 import time
 import traceback
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import hookimpl
 from .api import DDBenchError, Launcher, Param
+from .runner import new_row
 
 try:  # optional extra: ddbench[slurm]
     from submitit.helpers import Checkpointable as _Checkpointable
@@ -85,20 +85,9 @@ def _where() -> dict[str, Any]:
 
 def failed_row(job: Job, error: str, where: dict[str, Any] | None = None) -> dict[str, Any]:
     """The row of a job that failed before (or outside) `runner.execute`: recorded as failed with its error."""
-    r = job.request
     return {
-        "run_id": time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-        "created": time.time(),
+        **new_row(job.config, job.config_hash),
         "status": "failed",
-        "method": r.method,
-        "dataset": r.dataset,
-        "ipc": r.ipc,
-        "budget": r.budget,
-        "protocol": r.protocol,
-        "model": r.model,
-        "seed": r.seed,
-        "config_hash": job.config_hash,
-        "config": job.config,
         "error": error,
         "meta": {"worker": where or {}},
     }

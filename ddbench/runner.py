@@ -198,6 +198,17 @@ def load_dataset(registry: Registry, name: str, root: str | None, download: bool
     return spec.load(root=Path(root) if root else None, download=download)
 
 
+def new_row(config: dict[str, Any], config_hash: str) -> dict[str, Any]:
+    """The identifying columns of a results row (a fresh run id, the cell's config and hash)."""
+    return {
+        "run_id": time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+        "created": time.time(),
+        **{key: config[key] for key in ("method", "dataset", "ipc", "budget", "protocol", "model", "seed")},
+        "config_hash": config_hash,
+        "config": config,
+    }
+
+
 def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: bool = True) -> dict[str, Any]:
     """Run one resolved request and record it. Bad input raises DDBenchError before anything is written.
 
@@ -226,14 +237,9 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     )
     resolved.method.validate(ctx)
 
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     config = resolved.config()
     row: dict[str, Any] = {
-        "run_id": run_id,
-        "created": time.time(),
-        **{key: config[key] for key in ("method", "dataset", "ipc", "budget", "protocol", "model", "seed")},
-        "config_hash": resolved.config_hash,
-        "config": config,
+        **new_row(config, resolved.config_hash),
         "device": str(device),
         "versions": versions(registry, r.method),
     }
@@ -242,7 +248,7 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         syn, row["distill_seconds"] = _distill_or_resume(resolved, ctx)
         row["images"] = int(syn.images.shape[0])
         row["meta"] = {**syn.meta, "per_class": syn.per_class(dataset.num_classes), "lr": syn.lr}
-        run_dir = resolved.out_dir / "runs" / run_id
+        run_dir = resolved.out_dir / "runs" / row["run_id"]
         atomic_save(
             {"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "lr": syn.lr, "meta": syn.meta,
              "config": config, "dataset": {"name": dataset.name, "mean": dataset.mean, "std": dataset.std,

@@ -10,13 +10,7 @@ from ddbench_baselines import dm as dm_module
 from ddbench_baselines._common import derive_seed, init_images, seeded
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 cores shared by several processes: 2 OpenMP threads oversubscribe and run ~10x slower than 1.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = dict(iterations=8, batch_real=12, checkpoint_every=3)

@@ -19,13 +19,7 @@ from ddbench_minmax.train import PhaseSpec, train_phase
 SIZE = 12  # a test-only generator size, registered by the fixture below
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention (~10x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -11,13 +11,7 @@ from ddbench_baselines import mtt as mtt_module
 from ddbench_baselines._common import init_images
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 cores shared by several processes: 2 OpenMP threads oversubscribe and run ~10x slower than 1.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Tiny experts: 3 epochs over 60 images with batch 10 (6 SGD steps per epoch), no augmentation.

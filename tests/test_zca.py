@@ -9,13 +9,7 @@ from ddbench.api import DDBenchError
 from ddbench.zca import ZCA, fit_zca, whiten_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 cores shared by several processes: 2 OpenMP threads oversubscribe and run ~10x slower than 1.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pixels(n=200, c=1, s=6, seed=0):
