@@ -72,17 +72,21 @@ def check_budget(req: PlanRequest, steps: int) -> int:
     return ipc
 
 
+def decide_at(policy: str, req: PlanRequest, s: int, why: str, budget_phrase: str) -> Decision:
+    """The decision of a policy that has already chosen S: the IPC that S gives (under a budget, what fits)."""
+    ipc = check_budget(req, s)
+    mode = "ipc" if req.budget is None else "budget"
+    if req.budget:
+        why += f"; {ipc} images/class {budget_phrase} {req.budget:g}s"
+    return Decision(policy, s, mode, ipc, why, {"images_per_second": req.throughput.images_per_second(s)})
+
+
 class FixedSteps(Policy):
     name = "fixed-steps"
     description = "S = the method's `steps`; under a budget, as many balanced images as fit"
 
     def decide(self, req: PlanRequest) -> Decision:
-        s = req.steps
-        ipc = check_budget(req, s)
-        mode = "ipc" if req.budget is None else "budget"
-        why = f"fixed S={s}" + (f"; {ipc} images/class predicted to fit {req.budget:g}s" if req.budget else "")
-        return Decision(self.name, s, mode, ipc, why,
-                        {"images_per_second": req.throughput.images_per_second(s)})
+        return decide_at(self.name, req, req.steps, f"fixed S={req.steps}", "predicted to fit")
 
 
 class MaxImages(Policy):
@@ -90,12 +94,7 @@ class MaxImages(Policy):
     description = "S = `min_steps`, the fewest steps allowed: the most images in a budget"
 
     def decide(self, req: PlanRequest) -> Decision:
-        s = req.min_steps
-        ipc = check_budget(req, s)
-        mode = "ipc" if req.budget is None else "budget"
-        why = f"fewest steps allowed, S={s}" + (f"; {ipc} images/class predicted in {req.budget:g}s" if req.budget else "")
-        return Decision(self.name, s, mode, ipc, why,
-                        {"images_per_second": req.throughput.images_per_second(s)})
+        return decide_at(self.name, req, req.min_steps, f"fewest steps allowed, S={req.min_steps}", "predicted in")
 
 
 def accuracy_model(X, A, B, C, tau):
