@@ -73,17 +73,27 @@ def random_real(ds: ImageDataset, ipc: int, seed: int = 0) -> SyntheticSet:
 
 
 # ----------------------------------------------------------------------------------------------- measures
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    """GFLOP/s of a large fp32 matmul (on CUDA with torch's default precision settings, i.e. no TF32 matmul)."""
+    if device != "cpu":
+        n = max(n, 8192)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(2):
         a @ b
     best = float("inf")
     for _ in range(3):
+        sync(device)
         t = time.perf_counter()
         for _ in range(reps):
             a @ b
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 * reps / best / 1e9
+
+
+def sync(device: str) -> None:
+    if device != "cpu":
+        torch.cuda.synchronize()
 
 
 def conv_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -124,17 +134,27 @@ def _status_kb(key: str) -> int:
     return 0
 
 
-def make_ctx(ds: ImageDataset, registry, seed: int) -> RunContext:
-    return RunContext(dataset=ds, ipc=0, seed=seed, device=torch.device("cpu"), params={}, model="convnet",
+def make_ctx(ds: ImageDataset, registry, seed: int, device: str = "cpu") -> RunContext:
+    return RunContext(dataset=ds, ipc=0, seed=seed, device=torch.device(device), params={}, model="convnet",
                       registry=registry, work_dir=Path("."), cache_dir=Path("."), progress=False, log=lambda m: None)
 
 
 def run_once(ctx, syn, impl, epochs, n_models, extra) -> dict:
+    """One evaluation; peak memory is host RSS above the start on CPU, peak allocated GPU memory on CUDA."""
+    dev = ctx.device.type
     base = rss_reset()
+    if dev == "cuda":
+        sync(dev)
+        torch.cuda.reset_peak_memory_stats()
+        base_gpu = torch.cuda.memory_allocated()
     t, c = time.perf_counter(), time.process_time()
     res = ctx.evaluate(syn, "fast", impl=impl, epochs=epochs, n_models=n_models, **extra)
+    sync(dev)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    return {"impl": impl, "wall": wall, "cpu": cpu, "peak_mb": (_status_kb("VmHWM") - base) / 1024,
+    peak = (_status_kb("VmHWM") - base) / 1024
+    if dev == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base_gpu) / 2**20
+    return {"impl": impl, "wall": wall, "cpu": cpu, "peak_mb": peak,
             "rss_before_mb": base / 1024, "acc": res.accuracies, "details": res.details}
 
 
@@ -152,6 +172,15 @@ def main(argv=None) -> None:
     ap.add_argument("--test-images", type=int, default=1000, help="0 = the whole test set")
     ap.add_argument("--fast-set", default="", help="extra fast settings, e.g. parallel=stacked,max_parallel=2")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU run of the issue; peak = GPU fp32 matmul)")
+    ap.add_argument("--loop-procs", type=int, default=0,
+                    help="--equivalence: run the loop half's networks in this many single-thread processes "
+                         "(the loop's per-network code; for many-core machines, where one 1-thread process per "
+                         "network uses the cores the fast impl uses)")
+    ap.add_argument("--loop-threads", type=int, default=1, help="--loop-procs: intra-op threads per process")
+    ap.add_argument("--loop-nets", default="", help="--loop-procs: only these networks, e.g. 0-2 (split a long run)")
+    ap.add_argument("--merge", default="", help="comma-separated --json files of --equivalence runs: pool them, run the test")
+    ap.add_argument("--only-net", default="", help=argparse.SUPPRESS)  # internal: SEED:I:EPOCHS for --loop-procs
     ap.add_argument("--profile", action="store_true", help="profile one short run of each impl at the first IPC")
     ap.add_argument("--equivalence", type=int, default=0, help="networks per impl for the equivalence test")
     ap.add_argument("--equiv-impls", default="loop,fast", help="impls to run in --equivalence (the test needs both)")
@@ -170,11 +199,22 @@ def main(argv=None) -> None:
     if args.memory:
         memory(args)
         return
+    if args.merge:
+        merged: dict[str, dict[int, float]] = {}
+        for f in args.merge.split(","):
+            for impl, accs in json.loads(Path(f).read_text())["accuracies"].items():
+                items = accs.items() if isinstance(accs, dict) else enumerate(accs)
+                merged.setdefault(impl, {}).update({int(i): a for i, a in items})
+        welch({k: [v[i] for i in sorted(v)] for k, v in merged.items()})
+        return
     registry = load_plugins()
     ds = load_fashion_mnist(registry)
     if args.test_images:
         ds = replace(ds, test_x=ds.test_x[: args.test_images], test_y=ds.test_y[: args.test_images])
-    ctx = make_ctx(ds, registry, seed=0)
+    ctx = make_ctx(ds, registry, seed=0, device=args.device)
+    if args.only_net:
+        only_net(ctx, ds, args)
+        return
     if args.one:
         impl, ipc = args.one.split(":")
         rec = run_once(ctx, random_real(ds, int(ipc)), impl, 0, args.n_models, extra if impl == "fast" else {})
@@ -183,10 +223,12 @@ def main(argv=None) -> None:
     net = ctx.build_model()
     fwd, train = conv_flops(net, ds.test_x[:2])
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f}; test images {len(ds.test_x)}; N={args.n_models}")
+          f"load {os.getloadavg()[0]:.2f}; test images {len(ds.test_x)}; N={args.n_models}; device {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device != "cpu" else ""))
     print(f"# ConvNet FLOPs per image: forward {fwd / 1e6:.1f} M, train step (fwd+bwd) {train / 1e6:.1f} M")
-    peak0 = matmul_peak()
-    print(f"# fp32 matmul peak (2048^3, {torch.get_num_threads()} threads): {peak0:.1f} GFLOP/s", flush=True)
+    peak0 = matmul_peak(device=args.device)
+    print(f"# fp32 matmul peak ({'2048^3, ' + str(torch.get_num_threads()) + ' threads' if args.device == 'cpu' else '8192^3, CUDA'}): "
+          f"{peak0:.1f} GFLOP/s", flush=True)
 
     if args.equivalence:
         equivalence(ctx, ds, args, extra)
@@ -215,7 +257,7 @@ def main(argv=None) -> None:
                       f"cpu {rec['cpu']:7.1f} s  {rec['img_epochs_per_s']:8.0f} img*ep/s  peak +{rec['peak_mb']:6.0f} MB  "
                       f"{rec['gflops']:6.1f} GFLOP/s  acc {sum(rec['acc']) / len(rec['acc']):5.1f}  load {rec['load']:.1f}",
                       flush=True)
-    peak1 = matmul_peak()
+    peak1 = matmul_peak(device=args.device)
     peak = max(peak0, peak1)
     print(f"# fp32 matmul peak at the end: {peak1:.1f} GFLOP/s; using {peak:.1f}")
     print("\n| IPC | epochs | loop s | fast s | speed-up | loop GFLOP/s (% peak) | fast GFLOP/s (% peak) | loop peak MB | fast peak MB |")
@@ -288,8 +330,6 @@ def profile(ctx, ds, args, extra) -> None:
 
 
 def equivalence(ctx, ds, args, extra) -> None:
-    from scipy import stats
-
     epochs = parse_epochs(args.epochs).get(10, 10) if ":" in args.epochs else int(args.epochs)
     syn = random_real(ds, 10)
     out = {}
@@ -297,16 +337,77 @@ def equivalence(ctx, ds, args, extra) -> None:
         # seeds 1000.. for both: the two impls see the same initialisations and data orders
         ctx.seed = 1000
         t = time.perf_counter()
-        res = ctx.evaluate(syn, "fast", impl=impl, epochs=epochs, n_models=args.equivalence, **(extra if impl == "fast" else {}))
-        out[impl] = res.accuracies
-        print(f"{impl}: {len(res.accuracies)} networks, {epochs} epochs, {time.perf_counter() - t:.0f} s, "
-              f"mean {res.mean:.2f} std {res.std:.2f}: {[round(a, 2) for a in res.accuracies]}", flush=True)
-    if set(out) != {"loop", "fast"}:
-        return
+        if impl == "loop" and args.loop_procs:
+            by_net = loop_in_processes(args, epochs)
+            accs = list(by_net.values())
+        else:
+            accs = ctx.evaluate(syn, "fast", impl=impl, epochs=epochs, n_models=args.equivalence,
+                                **(extra if impl == "fast" else {})).accuracies
+        out[impl] = by_net if impl == "loop" and args.loop_procs else accs
+        mean = sum(accs) / len(accs)
+        std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
+        print(f"{impl}: {len(accs)} networks, {epochs} epochs, {time.perf_counter() - t:.0f} s, "
+              f"mean {mean:.2f} std {std:.2f}: {[round(a, 2) for a in accs]}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"epochs": epochs, "device": args.device, "accuracies": out}, indent=1))
+    if set(out) == {"loop", "fast"}:
+        welch({k: list(v.values()) if isinstance(v, dict) else v for k, v in out.items()})
+
+
+def welch(out: dict[str, list[float]]) -> None:
+    from scipy import stats
+
     t, p = stats.ttest_ind(out["loop"], out["fast"], equal_var=False)
     diff = sum(out["fast"]) / len(out["fast"]) - sum(out["loop"]) / len(out["loop"])
-    print(f"Welch t = {t:.3f}, p = {p:.3f}; mean difference fast - loop = {diff:+.2f} points "
-          f"(pass: p > 0.05 and |diff| < 1: {p > 0.05 and abs(diff) < 1})")
+    print(f"loop ({len(out['loop'])} networks) vs fast ({len(out['fast'])}): Welch t = {t:.3f}, p = {p:.3f}; "
+          f"mean difference fast - loop = {diff:+.2f} points (pass: p > 0.05 and |diff| < 1: {p > 0.05 and abs(diff) < 1})")
+
+
+def loop_in_processes(args, epochs: int) -> dict[int, float]:
+    """The loop half of --equivalence as one process per network (network i: seed (1000, i))."""
+    import subprocess
+
+    procs = []
+    if args.loop_nets:
+        lo, hi = (int(v) for v in args.loop_nets.split("-"))
+        pending = list(range(lo, hi + 1))
+    else:
+        pending = list(range(args.equivalence))
+    wanted = list(pending)
+    results: dict[int, float] = {}
+    while pending or procs:
+        while pending and len(procs) < args.loop_procs:
+            i = pending.pop(0)
+            cmd = [sys.executable, __file__, "--only-net", f"1000:{i}:{epochs}", "--threads", str(args.loop_threads),
+                   "--test-images", str(args.test_images), "--device", args.device]
+            procs.append((i, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
+        i, p = procs.pop(0)
+        out = p.communicate()[0].strip().splitlines()[-1]
+        if p.returncode:
+            raise SystemExit(f"loop network {i} failed (exit {p.returncode})")
+        results[i] = json.loads(out)["acc"]
+        print(f"  loop network {i}: {results[i]:.2f}", flush=True)
+    return {i: results[i] for i in wanted}
+
+
+def only_net(ctx, ds, args) -> None:
+    """Network I of an equivalence run, trained by the loop implementation's own per-network code."""
+    from ddbench import evaluate as ev
+    from ddbench.augment import DSA
+
+    seed, i, epochs = (int(v) for v in args.only_net.split(":"))
+    ctx.seed = seed
+    proto = ctx.registry.get("protocols", "fast")
+    from ddbench.api import resolve_params
+
+    settings = resolve_params("protocol fast", proto.params, {"impl": "loop", "epochs": epochs})
+    syn = random_real(ds, 10)
+    net, gen = ev.init_network(ctx, i)
+    net = net.to(ctx.device)
+    images, labels = syn.images.to(ctx.device), syn.labels.to(ctx.device)
+    dsa = DSA(settings["dsa_strategy"]) if settings["dsa"] else None
+    ev._train_one(net, gen, images, labels, dsa, settings, ev._lr(syn, settings))
+    print(json.dumps({"i": i, "acc": ev.test_accuracy(net, ctx, settings["test_batch"])}))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def test_same_seed_same_trained_parameters(ctx, syn):
 
 def test_threads_equal_the_single_threaded_loop(ctx, syn):
     fast = ctx.evaluate(syn, "fast", impl="fast", parallel="threads", micro_batch=0, epochs=1, n_models=3)
-    assert fast.details["parallel"] == "threads" and fast.details["workers"] == min(3, torch.get_num_threads())
+    assert fast.details["parallel"] == "threads" and fast.details["workers"] == ev.worker_count(3, 0, torch.get_num_threads())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -92,6 +92,17 @@ def test_threads_equal_the_single_threaded_loop(ctx, syn):
     assert fast.accuracies == loop.accuracies
     assert fast.details["train_accuracies"] == loop.details["train_accuracies"]
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("n,cap,threads,expected", [
+    (5, 0, 2, 5),    # 2+2+1 would idle a core for the last round: all five at once, the OS shares the cores
+    (4, 0, 2, 2),    # whole rounds: one network per core
+    (3, 0, 16, 3),   # fewer networks than cores: each gets threads // 3 intra-op threads
+    (5, 1, 2, 1),    # the memory cap wins
+    (10, 3, 2, 3),
+])
+def test_worker_count_balances_rounds_and_keeps_the_cap(n, cap, threads, expected):
+    assert ev.worker_count(n, cap, threads) == expected
 
 
 def test_micro_batches_give_the_same_training(ctx, syn):
