@@ -5,6 +5,14 @@ Run by hand (it is not a test), serialised with other heavy jobs on a shared mac
     flock /tmp/ddbench-cpu.lock python benchmarks/bench_eval.py                 # IPC 1/10/50, N=5
     flock /tmp/ddbench-cpu.lock python benchmarks/bench_eval.py --profile       # where the time goes
     flock /tmp/ddbench-cpu.lock python benchmarks/bench_eval.py --equivalence 10 --epochs 10:30
+    python benchmarks/bench_eval.py --device cuda --epochs 1:300,10:300,50:100 --test-images 0   # on a GPU
+
+A long equivalence run can be split (each part writes --json; --merge pools them and runs the test):
+
+    python benchmarks/bench_eval.py --equivalence 10 --epochs 1000 --test-images 0 --equiv-impls fast --json f.json
+    python benchmarks/bench_eval.py --equivalence 10 --epochs 1000 --test-images 0 --equiv-impls loop \
+        --loop-procs 8 --loop-threads 2 --loop-nets 2-9 --json l.json      # loop networks 2..9, 8 processes
+    python benchmarks/bench_eval.py --merge f.json,l.json
 
 On Fashion-MNIST random-real sets (IPC 1, 10, 50; N networks; a fixed epoch count per IPC), in one process,
 alternating loop and fast runs, it prints for each run: wall and CPU seconds, training images x epochs per

@@ -10,12 +10,13 @@ range(Epoch+1)`, `epochs` = E runs E+1 passes over the synthetic set. Repeated f
 Two implementations of the same protocol, chosen by the `impl` setting and recorded in `details["impl"]`:
 
 - `loop`: the readable reference, one network after another, written like `evaluate_synset`/`epoch`.
-- `fast` (default): the N networks train together as one `StackedConvNet` (grouped convolutions, one
-  element-wise SGD over the stacked parameters, which is exactly N independent SGDs). Each network keeps its
-  own initialisation, data order and DSA parameters, drawn from its own generator in the same order as the
-  loop, so both implementations compute the same thing up to floating-point summation order.
-  `max_parallel` caps how many networks train at once (memory). Architectures other than the ConvNet fall
-  back to the loop (recorded in details).
+- `fast` (default): the N networks train at once. On CPU (`parallel=threads`) each runs the loop's own code
+  on its own core with single-threaded ops and micro-batched (exact) gradients; on CUDA (`parallel=stacked`)
+  they train as one `StackedConvNet` (grouped convolutions, one element-wise SGD over the stacked
+  parameters, which is exactly N independent SGDs). Each network keeps its own initialisation, data order and
+  DSA parameters, drawn from its own generator in the same order as the loop, so both implementations
+  compute the same thing up to floating-point summation order. `max_parallel` caps how many networks train
+  at once (memory). Architectures other than the ConvNet fall back to the loop (recorded in details).
 
 Network i is seeded from (ctx.seed, i): its initial weights, data order and augmentation depend only on those.
 See docs/evaluation.md for the measured speed and the equivalence run.
