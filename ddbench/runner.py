@@ -218,8 +218,6 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     r = resolved.request
     device = pick_device(r.device)
     dataset = load_dataset(registry, r.dataset, r.data_root, r.download)
-    resolved.work_dir.mkdir(parents=True, exist_ok=True)
-    resolved.cache_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(
         dataset=dataset,
         ipc=r.ipc,
@@ -236,6 +234,9 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         protocol=r.protocol,
     )
     resolved.method.validate(ctx)
+    # Folders only once the method accepted its settings: a refused run leaves nothing behind.
+    resolved.work_dir.mkdir(parents=True, exist_ok=True)
+    resolved.cache_dir.mkdir(parents=True, exist_ok=True)
 
     config = resolved.config()
     row: dict[str, Any] = {

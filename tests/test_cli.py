@@ -68,6 +68,7 @@ def test_bad_input_exits_2_and_records_nothing(env, capsys, args, message):
     assert message in err
     assert len(err.strip().splitlines()) == 1  # one line, no traceback
     assert _rows(env["out"]) == []
+    assert not (env["out"] / "work").exists() and not (env["out"] / "cache").exists()  # nothing left behind
 
 
 def test_unknown_dataset_and_argparse_errors_exit_2(env, capsys):
