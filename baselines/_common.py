@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -151,3 +152,46 @@ def load_checkpoint(ctx: RunContext, path: Path, fp: str, who: str, iterations: 
                 "starting from scratch")
         return None
     return state
+
+
+@dataclass
+class Resumable:
+    """The state a checkpoint of an iterative distillation (DM, MTT) restores, and its one save/resume code.
+
+    `tensors` are restored in place (they are the leaves being optimised), `optimizers` by their state
+    dicts, `fixed` is stored alongside for inspection. `losses` is the run's loss list, kept up to the
+    resumed iteration.
+    """
+
+    ctx: RunContext
+    path: Path
+    fingerprint: str
+    who: str
+    iterations: int
+    tensors: dict[str, torch.Tensor]
+    optimizers: dict[str, torch.optim.Optimizer]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    def resume(self) -> int:
+        """The iteration to start from: 0, or that of a valid checkpoint (whose state is then loaded)."""
+        state = load_checkpoint(self.ctx, self.path, self.fingerprint, self.who, self.iterations)
+        if state is None:
+            return 0
+        with torch.no_grad():
+            for key, tensor in self.tensors.items():
+                tensor.copy_(state[key].to(tensor.device))
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state[key])
+        start = int(state["iteration"])
+        self.losses[:] = list(state["losses"])[:start]
+        self.resumed_from = start
+        self.ctx.log(f"{self.who}: resuming from iteration {start} ({self.path})")
+        return start
+
+    def save(self, iteration: int) -> None:
+        atomic_save({"fingerprint": self.fingerprint, "iteration": iteration,
+                     **{k: t.detach().cpu() for k, t in self.tensors.items()},
+                     **{k: o.state_dict() for k, o in self.optimizers.items()},
+                     **self.fixed, "losses": self.losses}, self.path)

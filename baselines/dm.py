@@ -27,7 +27,7 @@ from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
 
 from ._common import (
     DSA_STRATEGY,
-    atomic_save,
+    Resumable,
     check_ipc_fits,
     class_indices,
     dataset_fingerprint,
@@ -37,7 +37,6 @@ from ._common import (
     make_dsa,
     progress,
     seeded,
-    load_checkpoint,
 )
 
 REF = "VICO-UoE/DatasetCondensation main_DM.py"
@@ -89,21 +88,10 @@ class DM(Method):
         images, labels = init_images(ctx, p["init"])
         image_syn = images.to(dev).requires_grad_(True)
         opt = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
-        start, losses, resumed_from = 0, [], None
-
-        state = load_checkpoint(ctx, ckpt_path, fp, "dm", p["iterations"])
-        if state is not None:
-            with torch.no_grad():
-                image_syn.copy_(state["images"].to(dev))
-            opt.load_state_dict(state["optimizer"])
-            start = int(state["iteration"])
-            losses = list(state["losses"])[:start]
-            resumed_from = start
-            ctx.log(f"dm: resuming from iteration {start} ({ckpt_path})")
-
-        def save(iteration: int) -> None:
-            atomic_save({"fingerprint": fp, "iteration": iteration, "images": image_syn.detach().cpu(),
-                         "labels": labels, "optimizer": opt.state_dict(), "losses": losses}, ckpt_path)
+        ckpt = Resumable(ctx, ckpt_path, fp, "dm", p["iterations"], {"images": image_syn}, {"optimizer": opt},
+                         {"labels": labels})
+        start = ckpt.resume()
+        losses, save = ckpt.losses, ckpt.save
 
         train_x = ds.train_x.to(dev)
         idx_by_class = [i.to(dev) for i in class_indices(ds)]
@@ -159,7 +147,7 @@ class DM(Method):
             "init": p["init"],
             "losses": losses,
             "final_loss": losses[-1] if losses else None,
-            "resumed_from": resumed_from,
+            "resumed_from": ckpt.resumed_from,
             "seconds_this_session": time.perf_counter() - t0,
         }
         return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)

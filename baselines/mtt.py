@@ -50,6 +50,7 @@ from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
 from ._common import (
     DSA_STRATEGY,
     NO_AUGMENT,
+    Resumable,
     atomic_save,
     check_ipc_fits,
     class_indices,
@@ -57,7 +58,6 @@ from ._common import (
     fingerprint,
     generator,
     init_images,
-    load_checkpoint,
     make_dsa,
     progress,
     seeded,
@@ -162,23 +162,10 @@ class MTT(Method):
         syn_lr = torch.tensor(float(p["lr_teacher"]), device=dev).requires_grad_(True)
         opt_img = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
         opt_lr = torch.optim.SGD([syn_lr], lr=p["lr_lr"], momentum=p["momentum"])
-        start, losses, resumed_from = 0, [], None
-        state = load_checkpoint(ctx, ckpt_path, fp, "mtt", p["iterations"])
-        if state is not None:
-            with torch.no_grad():
-                image_syn.copy_(state["images"].to(dev))
-                syn_lr.copy_(state["syn_lr"].to(dev))
-            opt_img.load_state_dict(state["opt_img"])
-            opt_lr.load_state_dict(state["opt_lr"])
-            start = int(state["iteration"])
-            losses = list(state["losses"])[:start]
-            resumed_from = start
-            ctx.log(f"mtt: resuming from iteration {start} ({ckpt_path})")
-
-        def save(iteration: int) -> None:
-            atomic_save({"fingerprint": fp, "iteration": iteration, "images": image_syn.detach().cpu(),
-                         "syn_lr": syn_lr.detach().cpu(), "labels": labels, "opt_img": opt_img.state_dict(),
-                         "opt_lr": opt_lr.state_dict(), "losses": losses}, ckpt_path)
+        ckpt = Resumable(ctx, ckpt_path, fp, "mtt", p["iterations"], {"images": image_syn, "syn_lr": syn_lr},
+                         {"opt_img": opt_img, "opt_lr": opt_lr}, {"labels": labels})
+        start = ckpt.resume()
+        losses, save = ckpt.losses, ckpt.save
 
         with seeded(ctx.seed, "mtt-student"):
             student = ctx.build_model().to(dev).train()
@@ -237,7 +224,7 @@ class MTT(Method):
             "syn_lr": final_lr,
             "losses": losses,
             "final_loss": losses[-1] if losses else None,
-            "resumed_from": resumed_from,
+            "resumed_from": ckpt.resumed_from,
             "buffer": str(buffer.dir),
             "zca": bool(zca is not None),
             "seconds_this_session": time.perf_counter() - t0,
