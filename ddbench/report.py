@@ -385,14 +385,7 @@ def plot_accuracy_vs_ipc(sec: Section, target: Path) -> Path:
         ax.set_xscale("log")
     ax.set_xticks(sec.ipcs)
     ax.set_xticklabels([str(i) for i in sec.ipcs])
-    ax.set_xlabel("images per class (IPC)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{sec.dataset}, protocol {sec.protocol}: accuracy vs IPC", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, target)
+    return _finish(fig, ax, "images per class (IPC)", f"{sec.dataset}, protocol {sec.protocol}: accuracy vs IPC", target)
 
 
 def plot_accuracy_vs_budget(sec: Section, target: Path) -> Path | None:
@@ -413,9 +406,15 @@ def plot_accuracy_vs_budget(sec: Section, target: Path) -> Path | None:
                     es.append(c.std or 0.0)
             if xs:
                 ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method}, IPC {ipc}")
-    ax.set_xlabel("generation budget (seconds)")
+    return _finish(fig, ax, "generation budget (seconds)",
+                   f"{sec.dataset}, protocol {sec.protocol}: accuracy vs generation budget", target)
+
+
+def _finish(fig, ax, xlabel: str, title: str, target: Path) -> Path:
+    """Labels, grid and legend shared by the accuracy plots, then an atomic save."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{sec.dataset}, protocol {sec.protocol}: accuracy vs generation budget", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
