@@ -80,6 +80,9 @@ def random_real(ds: ImageDataset, ipc: int, seed: int = 0) -> SyntheticSet:
     return SyntheticSet(ds.train_x[idx].clone(), ds.train_y[idx].clone())
 
 
+EQUIV_SEED = 1000  # run seed of the --equivalence networks, in every part of a split run
+
+
 # ----------------------------------------------------------------------------------------------- measures
 def matmul_peak(n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
     """GFLOP/s of a large fp32 matmul (on CUDA with torch's default precision settings, i.e. no TF32 matmul)."""
@@ -167,6 +170,17 @@ def run_once(ctx, syn, impl, epochs, n_models, extra) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- main
+def net_range(text: str) -> range:
+    """--loop-nets A-B, e.g. 2-9 (inclusive)."""
+    try:
+        lo, hi = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a network range; give FIRST-LAST, e.g. 2-9") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a network range; need 0 <= FIRST <= LAST")
+    return range(lo, hi + 1)
+
+
 def parse_epochs(text: str) -> dict[int, int]:
     return {int(k): int(v) for k, v in (p.split(":") for p in text.split(","))}
 
@@ -186,7 +200,8 @@ def main(argv=None) -> None:
                          "(the loop's per-network code; for many-core machines, where one 1-thread process per "
                          "network uses the cores the fast impl uses)")
     ap.add_argument("--loop-threads", type=int, default=1, help="--loop-procs: intra-op threads per process")
-    ap.add_argument("--loop-nets", default="", help="--loop-procs: only these networks, e.g. 0-2 (split a long run)")
+    ap.add_argument("--loop-nets", type=net_range, default=None,
+                    help="--loop-procs: only these networks, e.g. 0-2 (split a long run)")
     ap.add_argument("--merge", default="", help="comma-separated --json files of --equivalence runs: pool them, run the test")
     ap.add_argument("--only-net", default="", help=argparse.SUPPRESS)  # internal: SEED:I:EPOCHS for --loop-procs
     ap.add_argument("--profile", action="store_true", help="profile one short run of each impl at the first IPC")
@@ -197,6 +212,13 @@ def main(argv=None) -> None:
                     help="peak RSS of one evaluation (1 pass) per impl and IPC, each in a fresh subprocess")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: IMPL:IPC for --memory
     args = ap.parse_args(argv)
+    if args.device not in ("cpu", "cuda"):
+        ap.error(f"--device {args.device!r} is not allowed; choose cpu or cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device here")
+    for f in filter(None, args.merge.split(",")):
+        if not Path(f).is_file():
+            ap.error(f"--merge: {f} is not a file; give the --json files of --equivalence runs")
     if args.threads:
         torch.set_num_threads(args.threads)
     extra = {}
@@ -342,16 +364,15 @@ def equivalence(ctx, ds, args, extra) -> None:
     syn = random_real(ds, 10)
     out = {}
     for impl in args.equiv_impls.split(","):
-        # seeds 1000.. for both: the two impls see the same initialisations and data orders
-        ctx.seed = 1000
+        # the same seed for both: the two impls see the same initialisations and data orders
+        ctx.seed = EQUIV_SEED
         t = time.perf_counter()
         if impl == "loop" and args.loop_procs:
-            by_net = loop_in_processes(args, epochs)
-            accs = list(by_net.values())
+            out[impl] = loop_in_processes(args, epochs)
         else:
-            accs = ctx.evaluate(syn, "fast", impl=impl, epochs=epochs, n_models=args.equivalence,
-                                **(extra if impl == "fast" else {})).accuracies
-        out[impl] = by_net if impl == "loop" and args.loop_procs else accs
+            out[impl] = dict(enumerate(ctx.evaluate(syn, "fast", impl=impl, epochs=epochs, n_models=args.equivalence,
+                                                    **(extra if impl == "fast" else {})).accuracies))
+        accs = list(out[impl].values())
         mean = sum(accs) / len(accs)
         std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
         print(f"{impl}: {len(accs)} networks, {epochs} epochs, {time.perf_counter() - t:.0f} s, "
@@ -359,7 +380,7 @@ def equivalence(ctx, ds, args, extra) -> None:
         if args.json:
             Path(args.json).write_text(json.dumps({"epochs": epochs, "device": args.device, "accuracies": out}, indent=1))
     if set(out) == {"loop", "fast"}:
-        welch({k: list(v.values()) if isinstance(v, dict) else v for k, v in out.items()})
+        welch({k: list(v.values()) for k, v in out.items()})
 
 
 def welch(out: dict[str, list[float]]) -> None:
@@ -372,21 +393,17 @@ def welch(out: dict[str, list[float]]) -> None:
 
 
 def loop_in_processes(args, epochs: int) -> dict[int, float]:
-    """The loop half of --equivalence as one process per network (network i: seed (1000, i))."""
+    """The loop half of --equivalence as one process per network (network i: seed (EQUIV_SEED, i))."""
     import subprocess
 
     procs = []
-    if args.loop_nets:
-        lo, hi = (int(v) for v in args.loop_nets.split("-"))
-        pending = list(range(lo, hi + 1))
-    else:
-        pending = list(range(args.equivalence))
+    pending = list(args.loop_nets or range(args.equivalence))
     wanted = list(pending)
     results: dict[int, float] = {}
     while pending or procs:
         while pending and len(procs) < args.loop_procs:
             i = pending.pop(0)
-            cmd = [sys.executable, __file__, "--only-net", f"1000:{i}:{epochs}", "--threads", str(args.loop_threads),
+            cmd = [sys.executable, __file__, "--only-net", f"{EQUIV_SEED}:{i}:{epochs}", "--threads", str(args.loop_threads),
                    "--test-images", str(args.test_images), "--device", args.device]
             procs.append((i, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
         i, p = procs.pop(0)
@@ -399,23 +416,16 @@ def loop_in_processes(args, epochs: int) -> dict[int, float]:
 
 
 def only_net(ctx, ds, args) -> None:
-    """Network I of an equivalence run, trained by the loop implementation's own per-network code."""
+    """Network I of an equivalence run, trained and tested by the loop implementation's per-network code."""
     from ddbench import evaluate as ev
-    from ddbench.augment import DSA
+    from ddbench.api import resolve_params
 
     seed, i, epochs = (int(v) for v in args.only_net.split(":"))
     ctx.seed = seed
-    proto = ctx.registry.get("protocols", "fast")
-    from ddbench.api import resolve_params
-
-    settings = resolve_params("protocol fast", proto.params, {"impl": "loop", "epochs": epochs})
+    settings = resolve_params("protocol fast", ctx.registry.get("protocols", "fast").params, {"impl": "loop", "epochs": epochs})
     syn = random_real(ds, 10)
-    net, gen = ev.init_network(ctx, i)
-    net = net.to(ctx.device)
-    images, labels = syn.images.to(ctx.device), syn.labels.to(ctx.device)
-    dsa = DSA(settings["dsa_strategy"]) if settings["dsa"] else None
-    ev._train_one(net, gen, images, labels, dsa, settings, ev._lr(syn, settings))
-    print(json.dumps({"i": i, "acc": ev.test_accuracy(net, ctx, settings["test_batch"])}))
+    acc, _ = ev.train_and_test(ctx, i, ev.prepare(syn, ctx, settings), settings, ev._lr(syn, settings))
+    print(json.dumps({"i": i, "acc": acc}))
 
 
 if __name__ == "__main__":

@@ -92,13 +92,33 @@ def network_seed(seed: int, i: int) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=g).item())
 
 
+_INIT_LOCK = threading.Lock()  # init_network seeds torch's global RNG: one thread at a time
+
+
 def init_network(ctx: RunContext, i: int) -> tuple[nn.Module, torch.Generator]:
     """Network i: weights from torch's init under its seed; a generator for its data order and DSA draws."""
     s = network_seed(ctx.seed, i)
-    with torch.random.fork_rng(devices=[]):
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(s)
         net = ctx.build_model()
     return net, torch.Generator().manual_seed(s + 1)
+
+
+def prepare(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]):
+    """(images, labels, dsa): the set as float images and hard or soft labels on the run's device, and the
+    DSA of the settings (None when off); what every implementation trains on."""
+    images = syn.images.detach().to(ctx.device, torch.float32)
+    labels = _soft_or_hard(syn.labels.detach()).to(ctx.device)
+    return images, labels, (DSA(settings["dsa_strategy"]) if settings["dsa"] else None)
+
+
+def train_and_test(ctx: RunContext, i: int, prepared, settings: dict[str, Any], lr: float, bar=None,
+                   micro: int = 0, test_batch: int = 0) -> tuple[float, float]:
+    """Network i of the loop, start to end: (test accuracy, last-epoch train accuracy), in %."""
+    net, gen = init_network(ctx, i)
+    net = net.to(ctx.device)
+    train_acc = _train_one(net, gen, *prepared, settings, lr, bar, micro=micro)
+    return test_accuracy(net, ctx, test_batch or settings["test_batch"]), train_acc
 
 
 def lr_decay_epoch(epochs: int) -> int:
@@ -176,21 +196,12 @@ def _soft_or_hard(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _evaluate_loop(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> tuple[list[float], list[float]]:
-    device = ctx.device
-    images = syn.images.detach().to(device, torch.float32)
-    labels = _soft_or_hard(syn.labels.detach()).to(device)
-    dsa = DSA(settings["dsa_strategy"]) if settings["dsa"] else None
+    prepared = prepare(syn, ctx, settings)
     epochs, n_models = settings["epochs"], settings["n_models"]
-    accs, train_accs = [], []
     bar = _progress(ctx, n_models * (epochs + 1), "evaluate (loop)")
-    for i in range(n_models):
-        net, gen = init_network(ctx, i)
-        net = net.to(device)
-        train_acc = _train_one(net, gen, images, labels, dsa, settings, _lr(syn, settings), bar)
-        accs.append(test_accuracy(net, ctx, settings["test_batch"]))
-        train_accs.append(train_acc)
+    results = [train_and_test(ctx, i, prepared, settings, _lr(syn, settings), bar) for i in range(n_models)]
     bar.close()
-    return accs, train_accs
+    return [r[0] for r in results], [r[1] for r in results]
 
 
 def _train_one(net, gen, images, labels, dsa, settings, lr, bar=None, micro: int = 0) -> float:
@@ -259,9 +270,7 @@ def test_accuracy(net: nn.Module, ctx: RunContext, batch: int) -> float:
 
 def _evaluate_stacked(syn, ctx, settings, details) -> tuple[list[float], list[float]]:
     device = ctx.device
-    images = syn.images.detach().to(device, torch.float32)
-    labels = _soft_or_hard(syn.labels.detach()).to(device)
-    dsa = DSA(settings["dsa_strategy"]) if settings["dsa"] else None
+    images, labels, dsa = prepare(syn, ctx, settings)
     epochs, n_models = settings["epochs"], settings["n_models"]
     group = settings["max_parallel"] or n_models
     group = min(group, n_models)
@@ -284,10 +293,7 @@ def _evaluate_threads(syn, ctx, settings, details) -> tuple[list[float], list[fl
     On a CPU, small convolutions split over 2 OpenMP threads synchronise at every op; giving each core a
     whole network removes that, and keeps the results exactly those of the loop run with one thread.
     """
-    device = ctx.device
-    images = syn.images.detach().to(device, torch.float32)
-    labels = _soft_or_hard(syn.labels.detach()).to(device)
-    dsa = DSA(settings["dsa_strategy"]) if settings["dsa"] else None
+    prepared = prepare(syn, ctx, settings)
     epochs, n_models = settings["epochs"], settings["n_models"]
     threads = torch.get_num_threads()
     workers = worker_count(n_models, settings["max_parallel"], threads)
@@ -298,19 +304,14 @@ def _evaluate_threads(syn, ctx, settings, details) -> tuple[list[float], list[fl
     details["micro_batch"] = micro
     bar = _progress(ctx, n_models * (epochs + 1), "evaluate (fast)")
 
-    init_lock = threading.Lock()  # init_network seeds torch's global RNG: one thread at a time
-
     per_worker = max(1, threads // workers)  # intra-op threads of each worker (1 on a 2-core machine)
     details["threads_per_worker"] = per_worker if workers > 1 else threads
+    test_batch = min(settings["test_batch"], micro) if micro else settings["test_batch"]
 
     def run(i: int) -> tuple[float, float]:
         if workers > 1:
             torch.set_num_threads(per_worker)
-        with init_lock:
-            net, gen = init_network(ctx, i)
-        net = net.to(device)
-        train_acc = _train_one(net, gen, images, labels, dsa, settings, lr, bar, micro=micro)
-        return test_accuracy(net, ctx, min(settings["test_batch"], micro) if micro else settings["test_batch"]), train_acc
+        return train_and_test(ctx, i, prepared, settings, lr, bar, micro=micro, test_batch=test_batch)
 
     try:
         if workers == 1:
