@@ -6,7 +6,6 @@ what a third-party method needs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ddbench.api import DDBenchError, ImageDataset, RunContext
+from ddbench.identity import config_hash as fingerprint, dataset_fingerprint  # noqa: F401
+from ddbench.seeds import derive_seed, generator, seeded  # noqa: F401 - re-exported for the baselines
 
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 NO_AUGMENT = ("none", "None", "")
@@ -61,23 +62,6 @@ def init_images(ctx: RunContext, mode: str) -> tuple[torch.Tensor, torch.Tensor]
     return torch.cat(images).clone().float(), labels
 
 
-def derive_seed(*keys: Any) -> int:
-    """A 63-bit seed from any printable keys (stable across processes, unlike hash())."""
-    digest = hashlib.sha256(repr(keys).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def generator(*keys: Any) -> torch.Generator:
-    """A CPU generator seeded from keys, e.g. (run seed, "dm", iteration): resuming replays the same draws."""
-    return torch.Generator().manual_seed(derive_seed(*keys))
-
-
-@contextlib.contextmanager
-def seeded(*keys: Any) -> Iterator[None]:
-    """Seed torch's global CPU RNG (used by nn.Module init) for a block, restoring it afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(*keys))
-        yield
 
 
 def make_dsa(strategy: str):
@@ -89,18 +73,6 @@ def make_dsa(strategy: str):
     return DSA(strategy=strategy)
 
 
-def fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def dataset_fingerprint(ds: ImageDataset) -> str:
-    """Cheap identity of the data itself (shape, labels, a strided sample of pixels), not just its name."""
-    h = hashlib.sha256()
-    h.update(repr((ds.name, tuple(ds.train_x.shape), ds.num_classes, ds.mean, ds.std)).encode())
-    h.update(ds.train_y.cpu().numpy().tobytes())
-    stride = max(1, len(ds.train_x) // 257)
-    h.update(ds.train_x[::stride].cpu().float().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def atomic_save(obj: Any, path: Path) -> None:

@@ -6,7 +6,8 @@ module. The host never imports a method, sampler or policy by name: it only sees
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -255,18 +256,149 @@ class Protocol:
         raise NotImplementedError
 
 
-class Sampler:
-    """Generates images from a trained generator (e.g. few-step diffusion sampling)."""
+@dataclass
+class Throughput:
+    """Measured cost of one generator call as a function of the batch size n: a + b*n seconds.
+
+    A sampler returns it from `measure`, timing whatever one denoising step really costs (with
+    classifier-free guidance, both branches); policies turn it into "how many images fit in a budget".
+    """
+
+    a: float
+    b: float
+    num_classes: int
+    batch_size: int
+    overhead: float = 0.0
+    samples: list[tuple[int, float]] = field(default_factory=list)
+
+    def seconds(self, n_images: int, steps: int) -> float:
+        """Time to generate n_images at `steps` steps in batches of at most `batch_size`."""
+        if n_images <= 0:
+            return 0.0
+        full, rest = divmod(n_images, self.batch_size)
+        t = full * (steps * (self.a + self.b * self.batch_size) + self.overhead)
+        if rest:
+            t += steps * (self.a + self.b * rest) + self.overhead
+        return t
+
+    def images_per_second(self, steps: int) -> float:
+        n = self.batch_size
+        return n / (steps * (self.a + self.b * n) + self.overhead)
+
+    def max_ipc(self, budget: float, steps: int, safety: float = 1.0) -> int:
+        """Largest IPC whose balanced generation fits `budget` seconds (with a safety factor)."""
+        k = self.num_classes
+        lo, hi = 0, 1
+        while self.seconds(hi * k, steps) * safety <= budget:
+            lo, hi = hi, hi * 2
+            if hi > 10**7:
+                break
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.seconds(mid * k, steps) * safety <= budget:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def min_budget(self, steps: int, safety: float = 1.0) -> float:
+        """The smallest budget that gives every class one image at `steps` steps."""
+        return self.seconds(self.num_classes, steps) * safety
+
+    def table(self, steps_list) -> dict[str, float]:
+        return {str(s): round(self.images_per_second(s), 2) for s in steps_list}
+
+
+@dataclass
+class SampleRequest:
+    """What a method asks of a sampler: `ipc` images per class, or (deadline set, ipc None) as many
+    class-balanced rounds as finish before `deadline` (an absolute time.perf_counter() value)."""
+
+    num_classes: int
+    steps: int
+    image_shape: tuple[int, int, int]
+    ipc: int | None = None
+    deadline: float | None = None
+    guidance: float = 1.0  # classifier-free guidance scale s (1 = the conditional model alone)
+    scheduler: str = "ddim"
+    batch_size: int = 100
+    seed: int = 0
+    throughput: Throughput | None = None  # needed with a deadline
+    safety: float = 1.1  # factor on predicted batch times under a deadline
+    progress: bool = False
+
+
+@dataclass
+class SampleResult:
+    """Images in the generator's space, their labels (every class equally often) and the sampler's stats."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Sampler(ABC):
+    """Generates images from a trained generator (e.g. few-step diffusion sampling).
+
+    `model` is whatever the method trained; the method and its sampler agree on it (ddbench_minmax passes
+    a denoiser `model(x_t, t, y) -> eps` with a `config` carrying the noise schedule and the null class).
+    """
 
     name: str = ""
     description: str = ""
 
+    @abstractmethod
+    def measure(self, model: Any, num_classes: int, image_shape: tuple[int, int, int], batch_size: int,
+                guidance: float = 1.0) -> Throughput:
+        """Time the generator on this device (its cost counts guidance), so policies can plan budgets."""
 
-class Policy:
-    """Decides how many images per class (and at what cost) a generative method produces."""
+    @abstractmethod
+    def generate(self, model: Any, request: SampleRequest) -> SampleResult:
+        """Generate a class-balanced set; under a deadline, never run past it."""
+
+
+@dataclass
+class PlanRequest:
+    """What a policy decides from: the fixed IPC or the budget, the step range and the measured cost."""
+
+    num_classes: int
+    budget: float | None
+    ipc: int
+    steps: int
+    min_steps: int
+    max_steps: int
+    throughput: Throughput
+    candidates: list[int] = field(default_factory=list)
+    # pilot(S) -> {ipc: accuracy%}: generate at S and evaluate at the pilot IPCs (for policies that pilot)
+    pilot: Callable[[int], dict[int, float]] | None = None
+    safety: float = 1.1
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Decision:
+    """A policy's answer: S steps, and the IPC (fixed, or predicted to fit the budget), with its reason."""
+
+    policy: str
+    steps: int
+    mode: str  # "ipc" or "budget"
+    ipc: int
+    reason: str
+    curve: dict[str, Any] = field(default_factory=dict)
+
+    def as_meta(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Policy(ABC):
+    """Decides how many denoising steps, and so how many images per class, a generative method produces."""
 
     name: str = ""
     description: str = ""
+
+    @abstractmethod
+    def decide(self, request: PlanRequest) -> Decision:
+        """Choose S for the request; raise DDBenchError when not even one image per class fits the budget."""
 
 
 class Launcher:

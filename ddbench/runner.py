@@ -6,7 +6,6 @@ steps: `resolve` gives the config hash that identifies a cell, `execute` runs it
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import random
@@ -23,6 +22,7 @@ import torch
 from . import __version__
 from .api import DDBenchError, RunContext, SyntheticSet, resolve_params
 from .config import Config, load_config
+from .identity import config_hash
 from .plugins import Registry, load_plugins
 from .results import DEFAULT_DB, atomic_save, record, save_grid
 
@@ -110,10 +110,6 @@ def registry_for(config: Config) -> Registry:
     )
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """Identifies a cell: same method, data, IPC, seed, protocol and settings give the same hash."""
-    blob = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved:
