@@ -174,13 +174,18 @@ class SyntheticSet:
     """What a method returns: images in the dataset's normalised space, labels, and free metadata.
 
     `meta` may carry e.g. a learned learning rate (MTT) or the sampler's step count; `lr` (if set) is
-    the learning rate the evaluation should use, as MTT evaluates with its learned lr.
+    the learning rate the evaluation should use, as MTT evaluates with its learned lr. Under a generation
+    budget the method declares what it produced: `ipc` (images per class; the host checks the set holds
+    exactly that many of every class) and `generation_seconds` (the time spent generating; the host checks
+    it is within the budget). Labels are N class indices, or an (N, num_classes) soft-label matrix.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
     lr: float | None = None
+    ipc: int | None = None
+    generation_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -189,7 +194,9 @@ class SyntheticSet:
             raise ValueError("synthetic images and labels differ in length")
 
     def per_class(self, num_classes: int) -> list[int]:
-        return torch.bincount(self.labels.cpu(), minlength=num_classes).tolist()
+        """Images of each class (soft labels count by their argmax)."""
+        labels = self.labels.argmax(1) if self.labels.ndim == 2 else self.labels
+        return torch.bincount(labels.long().cpu(), minlength=num_classes).tolist()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import DDBenchError, RunContext, SyntheticSet, resolve_params
+from .api import DDBenchError, RunContext, RunFailed, SyntheticSet, resolve_params
 from .config import Config, load_config
 from .identity import config_hash
+from .output_checks import check_output
 from .plugins import Registry, load_plugins
 from .results import DEFAULT_DB, atomic_save, record, save_grid
 
@@ -275,7 +276,9 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         raise
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, not lost
         row["status"] = "failed"
-        row["error"] = "".join(traceback.format_exception(exc))
+        # A broken contract is said in one line; anything else keeps its traceback.
+        row["error"] = (f"{type(exc).__name__}: {exc}" if isinstance(exc, RunFailed)
+                        else "".join(traceback.format_exception(exc)))
         row.setdefault("distill_seconds", time.perf_counter() - t0)
     if record_to_db:
         record(resolved.db_path, row)
@@ -297,20 +300,27 @@ def _distill_or_resume(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSe
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=False)
-            syn = SyntheticSet(saved["images"], saved["labels"], saved["meta"], saved["lr"])
+            syn = SyntheticSet(saved["images"], saved["labels"], saved["meta"], saved["lr"],
+                               saved.get("ipc"), saved.get("generation_seconds"))
+            _check(syn, resolved, ctx)
             ctx.log(f"resuming: reusing the synthetic set distilled by an interrupted run of this config ({path})")
             return syn, float(saved["distill_seconds"])
-        except Exception as exc:  # noqa: BLE001 - an unreadable leftover is replaced, not trusted
-            ctx.log(f"ignoring an unreadable {path} ({type(exc).__name__}); distilling again")
+        except Exception as exc:  # noqa: BLE001 - an unreadable or invalid leftover is replaced, not trusted
+            ctx.log(f"ignoring an unreadable or invalid {path} ({type(exc).__name__}); distilling again")
     seed_everything(resolved.request.seed)
     t0 = time.perf_counter()
     syn = resolved.method.distill(ctx)
-    if not isinstance(syn, SyntheticSet):
-        raise TypeError(f"method {resolved.request.method!r} returned {type(syn).__name__}, expected SyntheticSet")
     seconds = time.perf_counter() - t0
+    _check(syn, resolved, ctx)
     atomic_save({"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "meta": syn.meta, "lr": syn.lr,
-                 "distill_seconds": seconds}, path)
+                 "ipc": syn.ipc, "generation_seconds": syn.generation_seconds, "distill_seconds": seconds}, path)
     return syn, seconds
+
+
+def _check(syn: Any, resolved: Resolved, ctx: RunContext) -> None:
+    """The host enforces the output contract (ddbench/output_checks.py) before saving or evaluating."""
+    r = resolved.request
+    check_output(syn, method=r.method, dataset=ctx.dataset, ipc=r.ipc, budget=r.budget)
 
 
 def summary_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class Gen(Method):
         noise = 1.0 / (1.0 + (ctx.budget or 0.0))
         images = images + noise * torch.randn(images.shape, generator=g)
         labels = torch.arange(d.num_classes).repeat_interleave(ctx.ipc)
-        return SyntheticSet(images, labels, {"budget": ctx.budget})
+        return SyntheticSet(images, labels, {"budget": ctx.budget}, ipc=ctx.ipc, generation_seconds=0.0)
 
 
 @hookimpl

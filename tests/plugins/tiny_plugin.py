@@ -26,6 +26,45 @@ class _Failing(Method):
         raise RuntimeError("boom from the failing test method")
 
 
+class _Bad(Method):
+    """Returns a set that breaks the run's contract in the way `kind` says (the host must catch it)."""
+
+    description = "returns a broken set (tests)"
+    params = {}
+    supports_budget = True
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.name = f"bad-{kind}"
+
+    def distill(self, ctx):
+        import torch
+
+        from ddbench.api import SyntheticSet
+
+        d, k = ctx.dataset, ctx.dataset.num_classes
+        per = ctx.ipc + 2 if self.kind == "extra" else ctx.ipc
+        labels = torch.arange(k).repeat_interleave(per)
+        images = d.train_x[: len(labels)].clone()
+        declared = per
+        if self.kind == "nan":
+            images[1, 0, 0, 0] = float("nan")
+        elif self.kind == "size":
+            images = images[:, :, :20, :20]
+        elif self.kind == "labels":
+            labels = labels + 1
+        elif self.kind == "unbalanced":
+            labels[0] = 1
+        elif self.kind == "undeclared":
+            declared = None
+        return SyntheticSet(images, labels, ipc=declared)
+
+
+BAD_KINDS = ("extra", "nan", "size", "labels", "unbalanced", "undeclared")
+
+
 @hookimpl
 def register_methods(register):
     register(_Failing())
+    for kind in BAD_KINDS:
+        register(_Bad(kind))
