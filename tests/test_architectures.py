@@ -1,0 +1,164 @@
+"""Cross-architecture models: parameter counts against hand-computed layer sums, one training step each,
+`embed`, every input shape the benchmark's datasets have, and refusals of inputs an architecture cannot take."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddbench.api import DDBenchError
+from ddbench.plugins import load_plugins
+
+NAMES = ["mlp", "lenet", "alexnet", "vgg11", "vgg11-bn", "resnet18", "resnet18-in", "resnet18-ap", "resnet18bn-ap"]
+
+
+@pytest.fixture(scope="module")
+def models():
+    # Listed as a local module too, so the test runs before and after `pip install -e .` picks up the entry point.
+    registry = load_plugins(modules=["ddbench.architectures"])
+    return registry
+
+
+def build(models, name, c, k, s):
+    torch.manual_seed(0)
+    return models.get("models", name).build(c, k, s)
+
+
+def n_params(net) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def conv(cin, cout, k, bias=True):
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def lin(cin, cout):
+    return cin * cout + cout
+
+
+def norm(c):
+    return 2 * c  # GroupNorm(C, C) and BatchNorm2d(C) both have an affine weight and bias
+
+
+def vgg11(c, k):
+    cfg = [64, 128, 256, 256, 512, 512, 512, 512]
+    total, cin = 0, c
+    for w in cfg:
+        total += conv(cin, w, 3) + norm(w)
+        cin = w
+    return total + lin(512, k)
+
+
+def resnet18(c, k, feat_side):
+    total = conv(c, 64, 3, bias=False) + norm(64)
+    cin = 64
+    for planes in (64, 128, 256, 512):
+        for b in range(2):
+            total += conv(cin, planes, 3, False) + norm(planes) + conv(planes, planes, 3, False) + norm(planes)
+            if cin != planes:
+                total += conv(cin, planes, 1, False) + norm(planes)
+            cin = planes
+    return total + lin(512 * feat_side * feat_side, k)
+
+
+# Hand-computed from the layer lists of VICO-UoE/DatasetCondensation networks.py at the reference's two shapes.
+EXPECTED = {
+    ("mlp", 1, 28): lin(784, 128) + lin(128, 128) + lin(128, 10),
+    ("mlp", 3, 32): lin(3072, 128) + lin(128, 128) + lin(128, 10),
+    ("lenet", 1, 28): conv(1, 6, 5) + conv(6, 16, 5) + lin(400, 120) + lin(120, 84) + lin(84, 10),
+    ("lenet", 3, 32): conv(3, 6, 5) + conv(6, 16, 5) + lin(400, 120) + lin(120, 84) + lin(84, 10),
+    ("alexnet", 3, 32): conv(3, 128, 5) + conv(128, 192, 5) + conv(192, 256, 3) + conv(256, 192, 3)
+    + conv(192, 192, 3) + lin(192 * 16, 10),
+    ("alexnet", 1, 28): conv(1, 128, 5) + conv(128, 192, 5) + conv(192, 256, 3) + conv(256, 192, 3)
+    + conv(192, 192, 3) + lin(192 * 16, 10),
+    ("vgg11", 3, 32): vgg11(3, 10),
+    ("vgg11", 1, 28): vgg11(1, 10),
+    ("resnet18", 3, 32): resnet18(3, 10, 1),
+    ("resnet18", 1, 28): resnet18(1, 10, 1),
+    ("resnet18-ap", 1, 28): resnet18(1, 10, 3),  # networks.py ResNet_AP: 512*3*3 for channel 1
+    ("resnet18-ap", 3, 32): resnet18(3, 10, 4),  # and 512*4*4 otherwise
+}
+
+
+@pytest.mark.parametrize("name,c,s", sorted(EXPECTED))
+def test_parameter_counts_match_the_reference_layers(models, one_thread, name, c, s):
+    assert n_params(build(models, name, c, 10, s)) == EXPECTED[(name, c, s)]
+
+
+def test_resnet18_bn_is_the_usual_cifar_resnet18(models, one_thread):
+    # The kuangliu/pytorch-cifar ResNet18 (which networks.py acknowledges) has 11,173,962 parameters on CIFAR-10.
+    assert n_params(build(models, "resnet18", 3, 10, 32)) == 11_173_962
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_training_step_and_embed(models, one_thread, name):
+    net = build(models, name, 1, 10, 28)
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    before = [p.detach().clone() for p in net.parameters()]
+    net.train()
+    out = net(x)
+    assert out.shape == (4, 10)
+    loss = F.cross_entropy(out, y)
+    assert torch.isfinite(loss)
+    opt.zero_grad()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
+    emb = net.embed(x)
+    assert emb.ndim == 2 and emb.shape[0] == 4
+    assert emb.shape[1] == net.classifier.in_features
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net.classifier(net.embed(x)), net(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("c,s", [(1, 28), (3, 32), (3, 64)])
+def test_every_dataset_shape(models, one_thread, name, c, s):
+    if (name.startswith("vgg11"), c, s) == (True, 3, 28):
+        pytest.skip("refused, tested below")
+    net = build(models, name, c, 7, s).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, c, s, s)).shape == (2, 7)
+
+
+def test_refused_sizes_say_why(models):
+    with pytest.raises(DDBenchError, match=r"'vgg11' cannot take 3-channel 28 px images: five 2x2 max-pools need >= 32 px"):
+        models.get("models", "vgg11").build(3, 10, 28)
+    with pytest.raises(DDBenchError, match=r"'resnet18' cannot take 1-channel 16 px.*>= 25 px"):
+        models.get("models", "resnet18").build(1, 10, 16)
+    with pytest.raises(DDBenchError, match=r"'lenet' cannot take 3-channel 8 px"):
+        models.get("models", "lenet").build(3, 10, 8)
+    with pytest.raises(DDBenchError, match="must be >= 1"):
+        models.get("models", "mlp").build(1, 0, 28)
+
+
+def test_unknown_architecture_names_the_known_ones(models):
+    with pytest.raises(DDBenchError) as err:
+        models.get("models", "resnet50")
+    text = str(err.value)
+    assert "unknown model 'resnet50'" in text
+    for name in NAMES + ["convnet"]:
+        assert name in text
+
+
+def test_refused_before_anything_runs(models, tmp_path):
+    """Through the runner: the evaluation network is built in the protocol, so a bad size must surface as a
+    DDBenchError from the first build, not a failed run half-way."""
+    from ddbench.api import RunContext
+    from conftest import make_tiny_dataset
+
+    ctx = RunContext(dataset=make_tiny_dataset(channels=3, size=28), ipc=1, seed=0, device=torch.device("cpu"),
+                     params={}, model="vgg11", registry=models, work_dir=tmp_path, cache_dir=tmp_path, progress=False,
+                     log=lambda m: None)
+    with pytest.raises(DDBenchError, match="five 2x2 max-pools"):
+        ctx.build_model()
+
+
+def test_batch_norm_probe_leaves_running_stats_alone(models):
+    net = build(models, "resnet18", 3, 10, 32)
+    bn = net.features[0].bn1
+    assert torch.equal(bn.running_mean, torch.zeros(64)) and int(bn.num_batches_tracked) == 0
+    assert net.training
