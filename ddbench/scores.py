@@ -1,0 +1,306 @@
+"""DD-Ranking's scores (NUS-HPC-AI-Lab/DD-Ranking, arXiv 2505.13300) and the cross-architecture table,
+computed from rows of the results database.
+
+Definitions (DD-Ranking `ddranking/metrics/hard_label.py`, `soft_label.py`, `aug_robust.py`):
+
+- IOR, improvement over random = Acc(synthetic) - Acc(random real subset of the same IPC, evaluated the same
+  way: same dataset, architecture, protocol and protocol settings).
+- HLR, hard-label recovery = Acc(full real training set, hard labels) - Acc(synthetic). Lower is better.
+- LRS, label-robust score = (e^alpha - e^-1) / (e - e^-1) with alpha = w * IOR - (1 - w) * HLR, w = 0.5.
+- ARS, augmentation-robust score = the same map of beta = g * (syn_aug - rdm_aug) + (1 - g) * (syn_noaug -
+  rdm_noaug), g = 0.5: IOR with augmentation and IOR without it, weighted.
+
+**Units.** Accuracies, IOR and HLR are in percentage points here, as everywhere in ddbench. The exponent takes
+them as **fractions** (percentage points / 100): alpha and beta then lie in [-1, 1] and the normalisation
+(e^x - e^-1) / (e - e^-1) maps that interval onto [0, 1], with 0 for the worst possible set (no gain over
+random and no recovery of the full-data accuracy), 1 for the best, and e^0 -> 0.269 for a set that is as good
+as random and as good as the full data weighs out. LRS and ARS are returned as fractions in [0, 1] and shown
+x100. DD-Ranking's code feeds percentage points into `np.exp`, which is not what its normalisation assumes: an
+IOR of 10 points gives e^5, far outside [0, 1], and the score then ranks by an exponential of the raw gap.
+`robust_score` refuses an exponent outside [-1, 1], so that mistake cannot be made here.
+
+Where the references come from: they are runs like any other, in the same database. The random reference is
+a `random` run of the same dataset, architecture, protocol, IPC and protocol settings (any seed; seeds are
+pooled). The full-data reference is a `full` run (ddbench/references.py) of the same dataset, architecture and
+protocol; its IPC and epoch count are ignored (the whole training set is one thing, and it needs far fewer
+epochs than a 100-image set). Settings that only choose an implementation (`impl`, `parallel`, `micro_batch`,
+`max_parallel`, `test_batch`) are ignored when matching: they do not change what is computed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from .api import DDBenchError
+
+RANDOM_METHOD = "random"
+FULL_METHOD = "full"
+LRS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/hard_label.py compute_metrics(lrs_lambda=0.5)
+ARS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/aug_robust.py (ars_lambda, weighting with/without aug)
+AUG_KEY = "dsa"  # the protocol setting that switches augmentation on and off (ddbench/evaluate.py)
+IMPLEMENTATION_KEYS = frozenset({"impl", "parallel", "micro_batch", "max_parallel", "test_batch"})
+FULL_IGNORED_KEYS = frozenset({"epochs"})
+
+
+# --------------------------------------------------------------------------------------------------
+# The scores, as pure functions
+# --------------------------------------------------------------------------------------------------
+
+
+def _accuracy(name: str, value: float) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+        raise DDBenchError(f"{name}={value!r} is not an accuracy; allowed: a percentage in [0, 100]")
+    return value
+
+
+def _weight(name: str, value: float) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise DDBenchError(f"{name}={value!r} is not a weight; allowed: [0, 1]")
+    return value
+
+
+def ior(acc_syn: float, acc_random: float) -> float:
+    """Improvement over random, in percentage points: Acc(syn) - Acc(random real, same IPC, same evaluation)."""
+    return _accuracy("acc_syn", acc_syn) - _accuracy("acc_random", acc_random)
+
+
+def hlr(acc_full: float, acc_syn: float) -> float:
+    """Hard-label recovery, in percentage points: Acc(full real set) - Acc(syn). Lower is better."""
+    return _accuracy("acc_full", acc_full) - _accuracy("acc_syn", acc_syn)
+
+
+def robust_score(exponent: float) -> float:
+    """(e^x - e^-1) / (e - e^-1) for x a FRACTION in [-1, 1]; the result is in [0, 1]."""
+    x = float(exponent)
+    if not (math.isfinite(x) and -1.0 <= x <= 1.0):
+        raise DDBenchError(f"exponent {x!r} is outside [-1, 1]; pass fractions (percentage points / 100), not percentages")
+    return (math.exp(x) - math.exp(-1.0)) / (math.e - math.exp(-1.0))
+
+
+def lrs(ior_points: float, hlr_points: float, w: float = LRS_WEIGHT) -> float:
+    """Label-robust score in [0, 1] from IOR and HLR in percentage points (converted to fractions for alpha)."""
+    w = _weight("w", w)
+    for name, v in (("ior", ior_points), ("hlr", hlr_points)):
+        if not (math.isfinite(float(v)) and -100.0 <= float(v) <= 100.0):
+            raise DDBenchError(f"{name}={v!r} percentage points is impossible; allowed: [-100, 100]")
+    alpha = w * float(ior_points) / 100.0 - (1.0 - w) * float(hlr_points) / 100.0
+    return robust_score(alpha)
+
+
+def ars(syn_aug: float, random_aug: float, syn_noaug: float, random_noaug: float, w: float = ARS_WEIGHT) -> float:
+    """Augmentation-robust score in [0, 1] from four accuracies in % (the IORs with and without augmentation,
+    as fractions, weighted w and 1 - w)."""
+    w = _weight("w", w)
+    beta = w * ior(syn_aug, random_aug) / 100.0 + (1.0 - w) * ior(syn_noaug, random_noaug) / 100.0
+    return robust_score(beta)
+
+
+# --------------------------------------------------------------------------------------------------
+# From database rows
+# --------------------------------------------------------------------------------------------------
+
+
+def _settings(row: dict, ignore: Iterable[str] = ()) -> tuple:
+    skip = IMPLEMENTATION_KEYS | set(ignore)
+    settings = ((row.get("config") or {}).get("protocol_settings") or {})
+    return tuple(sorted((k, repr(v)) for k, v in settings.items() if k not in skip))
+
+
+def augmented(row: dict) -> bool | None:
+    """Whether the row's protocol trained with augmentation (None when the protocol has no such switch)."""
+    settings = (row.get("config") or {}).get("protocol_settings") or {}
+    return bool(settings[AUG_KEY]) if AUG_KEY in settings else None
+
+
+def _accuracies(rows: list[dict]) -> list[float]:
+    return [float(a) for r in rows for a in (r.get("accuracies") or [])]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _std(values: list[float]) -> float | None:
+    if not values:
+        return None
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))  # population std, as the report
+
+
+@dataclass
+class Scored:
+    """One cell (method, budget, IPC under one dataset/architecture/protocol/settings) and its scores.
+
+    Accuracies, IOR and HLR in percentage points; LRS and ARS as fractions in [0, 1] (None when a reference
+    run is missing: `missing` says which, and the command that would make it)."""
+
+    method: str
+    dataset: str
+    model: str
+    protocol: str
+    ipc: int
+    budget: float | None
+    augmented: bool | None
+    accuracy: float | None
+    std: float | None
+    n: int
+    random_accuracy: float | None = None
+    full_accuracy: float | None = None
+    ior: float | None = None
+    hlr: float | None = None
+    lrs: float | None = None
+    ars: float | None = None
+    random_runs: list[str] = field(default_factory=list)
+    full_runs: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _key(row: dict, ignore: Iterable[str] = ()) -> tuple:
+    return (row.get("dataset"), row.get("model"), row.get("protocol"), _settings(row, ignore))
+
+
+def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
+               random_method: str = RANDOM_METHOD, full_method: str = FULL_METHOD) -> list[Scored]:
+    """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; seeds pooled), references looked up in `rows`.
+
+    Pass every row of the database (or the report's selection plus the reference runs): references are
+    matched, not computed. A cell without its reference gets None and says which run is missing.
+    """
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("accuracies")]
+    cells: dict[tuple, list[dict]] = {}
+    for r in ok:
+        if r.get("method") == full_method:
+            continue
+        cells.setdefault((r.get("method"), r.get("budget"), r.get("ipc")) + _key(r), []).append(r)
+    random_of: dict[tuple, list[dict]] = {}
+    full_of: dict[tuple, list[dict]] = {}
+    for r in ok:
+        if r.get("method") == random_method:
+            random_of.setdefault((r.get("ipc"),) + _key(r), []).append(r)
+        if r.get("method") == full_method:
+            full_of.setdefault(_key(r, FULL_IGNORED_KEYS), []).append(r)
+
+    out: list[Scored] = []
+    index: dict[tuple, Scored] = {}
+    for key, members in cells.items():
+        method, budget, ipc = key[:3]
+        first = members[0]
+        accs = _accuracies(members)
+        s = Scored(method, first.get("dataset"), first.get("model"), first.get("protocol"), ipc, budget,
+                   augmented(first), _mean(accs), _std(accs), len(accs))
+        rnd = random_of.get((ipc,) + _key(first), [])
+        full = full_of.get(_key(first, FULL_IGNORED_KEYS), [])
+        if rnd:
+            s.random_accuracy = _mean(_accuracies(rnd))
+            s.random_runs = [r["run_id"] for r in rnd]
+            s.ior = ior(s.accuracy, s.random_accuracy)
+        else:
+            s.missing.append(f"random IPC {ipc}")
+        if full:
+            s.full_accuracy = _mean(_accuracies(full))
+            s.full_runs = [r["run_id"] for r in full]
+            s.hlr = hlr(s.full_accuracy, s.accuracy)
+        else:
+            s.missing.append("full")
+        if s.ior is not None and s.hlr is not None:
+            s.lrs = lrs(s.ior, s.hlr, w)
+        out.append(s)
+        index[key] = s
+    # ARS: pair each cell with its twin under the other augmentation setting.
+    for key, s in index.items():
+        if s.augmented is None:
+            continue
+        twin = _twin(index, key)
+        if twin is None:
+            s.missing.append("no-augmentation twin" if s.augmented else "augmentation twin")
+            continue
+        aug, noaug = (s, twin) if s.augmented else (twin, s)
+        if aug.random_accuracy is not None and noaug.random_accuracy is not None:
+            s.ars = ars(aug.accuracy, aug.random_accuracy, noaug.accuracy, noaug.random_accuracy, ars_w)
+    return out
+
+
+def _twin(index: dict[tuple, Scored], key: tuple) -> Scored | None:
+    method, budget, ipc, dataset, model, protocol, settings = key
+    flipped = []
+    for k, v in settings:
+        if k == AUG_KEY:
+            v = repr(not (v == "True"))
+        flipped.append((k, v))
+    return index.get((method, budget, ipc, dataset, model, protocol, tuple(flipped)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables the report shows
+# --------------------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None, digits: int = 2, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def score_table(scored: list[Scored], method_order: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Rows: cells; columns: accuracy, IOR, HLR (percentage points), LRS, ARS (x100)."""
+    order = list(method_order or [])
+    header = ["method", "model", "IPC", "aug", "accuracy", "random", "full", "IOR", "HLR", "LRS", "ARS"]
+    body = []
+    for s in sorted(scored, key=lambda s: (order.index(s.method) if s.method in order else len(order), s.method,
+                                           s.model, s.ipc, s.budget or 0, not s.augmented)):
+        name = s.method if s.budget is None else f"{s.method} ({s.budget:g} s)"
+        aug = "-" if s.augmented is None else ("on" if s.augmented else "off")
+        acc = "-" if s.accuracy is None else f"{s.accuracy:.2f} ± {s.std:.2f}"
+        body.append([name, s.model, str(s.ipc), aug, acc, _pct(s.random_accuracy), _pct(s.full_accuracy),
+                     _pct(s.ior, signed=True), _pct(s.hlr, signed=True),
+                     _pct(None if s.lrs is None else 100 * s.lrs), _pct(None if s.ars is None else 100 * s.ars)])
+    return header, body
+
+
+def cross_architecture_table(rows: list[dict], ipc: int | None = None, method_order: list[str] | None = None,
+                             model_order: list[str] | None = None, value: str = "accuracy",
+                             **score_kwargs: Any) -> tuple[list[str], list[list[str]]]:
+    """Rows: methods; columns: architectures; a cell is `mean ± std` (or IOR/HLR/LRS with `value`).
+
+    One IPC and one dataset/protocol setting at a time: pass `ipc` when the rows hold several.
+    """
+    if value not in ("accuracy", "ior", "hlr", "lrs"):
+        raise DDBenchError(f"value {value!r} is not a column of the cross-architecture table; allowed: accuracy, ior, hlr, lrs")
+    scored = [s for s in score_rows(rows, **score_kwargs) if ipc is None or s.ipc == ipc]
+    if ipc is None and len({s.ipc for s in scored}) > 1:
+        raise DDBenchError(f"rows hold IPC {sorted({s.ipc for s in scored})}; pick one with ipc=")
+    settings = {(s.dataset, s.protocol, s.augmented) for s in scored}
+    if len(settings) > 1:
+        shown = ", ".join(f"{d}/{p}/aug {a}" for d, p, a in sorted(settings, key=str))
+        raise DDBenchError(f"rows mix datasets, protocols or augmentation settings ({shown}); select one first")
+    models = list(model_order or [])
+    for s in scored:
+        if s.model not in models:
+            models.append(s.model)
+    methods = list(method_order or [])
+    for s in scored:
+        name = s.method if s.budget is None else f"{s.method} ({s.budget:g} s)"
+        if name not in methods:
+            methods.append(name)
+    cell: dict[tuple[str, str], str] = {}
+    for s in scored:
+        name = s.method if s.budget is None else f"{s.method} ({s.budget:g} s)"
+        if value == "accuracy":
+            text = "-" if s.accuracy is None else f"{s.accuracy:.2f} ± {s.std:.2f}"
+        elif value == "lrs":
+            text = _pct(None if s.lrs is None else 100 * s.lrs)
+        else:
+            text = _pct(getattr(s, value), signed=True)
+        cell[(name, s.model)] = text
+    header = ["method"] + models
+    body = [[m] + [cell.get((m, a), "-") for a in models] for m in methods if any((m, a) in cell for a in models)]
+    return header, body
+
+
+__all__ = ["ior", "hlr", "lrs", "ars", "robust_score", "score_rows", "score_table", "cross_architecture_table", "Scored"]
