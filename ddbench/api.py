@@ -9,10 +9,15 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol as Interface
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # only for annotations: the sweep and record modules import this one
+    from .plugins import Registry
+    from .records import RunRecord
+    from .sweeps import Job
 
 
 class DDBenchError(Exception):
@@ -157,12 +162,20 @@ class ImageDataset:
         return (x - mean) / std
 
 
+class DatasetLoader(Interface):
+    def __call__(self, root: Path | None = None, download: bool = False) -> ImageDataset: ...
+
+
 @dataclass
 class DatasetSpec:
-    """A dataset plugin: a name and a loader. The loader raises DDBenchError naming where it looked."""
+    """A dataset plugin: a name and a loader. The loader raises DDBenchError naming where it looked.
+
+    `image_size` (an int: images are square), `channels` and `num_classes` describe the data for
+    `ddbench list` before anything is loaded; the loaded `ImageDataset` is what runs use.
+    """
 
     name: str
-    load: Callable[..., ImageDataset]  # load(root: Path | None, download: bool) -> ImageDataset
+    load: DatasetLoader  # load(root: Path | None, download: bool) -> ImageDataset
     description: str = ""
     image_size: int = 0
     channels: int = 0
@@ -204,32 +217,41 @@ class SyntheticSet:
 # --------------------------------------------------------------------------------------------------
 
 
+class ModelBuilder(Interface):
+    def __call__(self, channels: int, num_classes: int, image_size: int) -> nn.Module: ...
+
+
 @dataclass
 class ModelSpec:
-    """An architecture: build(channels, num_classes, image_size) -> nn.Module.
+    """An architecture: build(channels, num_classes, image_size) -> nn.Module; `description` for `ddbench list`.
 
     Modules should expose `embed(x)` (features before the classifier) for methods that match embeddings.
     """
 
     name: str
-    build: Callable[[int, int, int], nn.Module]
+    build: ModelBuilder
     description: str = ""
 
 
-class Method:
-    """A distillation method. Subclass, set `name`, `params`, and implement `distill`."""
+class Method(ABC):
+    """A distillation method. Subclass, set `name`, `description`, `params`, and implement `distill`.
+
+    `params` maps each setting to a `Param` whose `source` cites where its default comes from; the host
+    resolves them (defaults < plugins.toml < --set) into `ctx.params`. Set `supports_budget = True` if the
+    method honours `--budget SECONDS` (`ctx.budget`); it then declares `SyntheticSet.ipc`.
+    """
 
     name: str = ""
     description: str = ""
     params: dict[str, Param] = {}
-    # Generative methods that can honour a wall-clock generation budget say so here.
     supports_budget: bool = False
 
     def validate(self, ctx: "RunContext") -> None:
         """Check the resolved settings against the data before any work starts (raise DDBenchError)."""
 
-    def distill(self, ctx: "RunContext") -> SyntheticSet:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def distill(self, ctx: "RunContext") -> SyntheticSet:
+        """Turn `ctx.dataset` into a synthetic set honouring the run's contract (ddbench/output_checks.py)."""
 
 
 @dataclass
@@ -252,15 +274,16 @@ class EvalResult:
         return float((sum((a - m) ** 2 for a in self.accuracies) / n) ** 0.5)
 
 
-class Protocol:
+class Protocol(ABC):
     """An evaluation protocol: train fresh networks on a synthetic set, test on the real test set."""
 
     name: str = ""
     description: str = ""
     params: dict[str, Param] = {}
 
-    def evaluate(self, syn: SyntheticSet, ctx: "RunContext", settings: dict[str, Any]) -> EvalResult:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def evaluate(self, syn: SyntheticSet, ctx: "RunContext", settings: dict[str, Any]) -> EvalResult:
+        """Accuracies (%) of the networks trained on `syn`, its time in seconds, and free details."""
 
 
 @dataclass
@@ -408,11 +431,26 @@ class Policy(ABC):
         """Choose S for the request; raise DDBenchError when not even one image per class fits the budget."""
 
 
-class Launcher:
-    """Runs a list of jobs somewhere (local processes, SLURM...) and returns their results."""
+class Launcher(ABC):
+    """Runs the jobs of a sweep (`ddbench compare --launcher NAME`) somewhere: processes, SLURM, a cluster.
+
+    The driver plans the jobs (ddbench/sweeps.py), calls `check` once, then `run`, and stores each record
+    `run` yields; a launcher never touches the database. `params` are its settings (`--launcher-set K=V`).
+    """
 
     name: str = ""
     description: str = ""
+    params: dict[str, Param] = {}
+
+    def check(self, settings: dict[str, Any], parallelism: int) -> None:
+        """Raise DDBenchError, quickly, when jobs cannot run here (a missing package, no controller...)."""
+
+    @abstractmethod
+    def run(self, jobs: list["Job"], settings: dict[str, Any], parallelism: int,
+            log: Callable[[str], None]) -> Iterator[tuple["Job", "RunRecord"]]:
+        """Yield (job, record) once per job as each finishes: `ddbench.sweeps.run_job(job)` on the worker
+        builds the record; a job that could not run gets `ddbench.sweeps.failed_record(job, why)`. When
+        the generator is closed early (the sweep was interrupted), cancel whatever was started."""
 
 
 @dataclass
@@ -425,7 +463,7 @@ class RunContext:
     device: torch.device
     params: dict[str, Any]
     model: str
-    registry: Any  # ddbench.plugins.Registry
+    registry: "Registry"
     work_dir: Path  # per-run scratch: checkpoints for resuming live here (keyed by config hash)
     cache_dir: Path  # shared across runs: expert buffers, trained generators
     budget: float | None = None  # seconds of generation (generative methods), None = fixed IPC

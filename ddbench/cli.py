@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .api import DDBenchError
+from .api import DDBenchError, RunFailed
 from .config import load_config, parse_sets
 from .plugins import KINDS
+from .records import RunRecord
 
 
 def _positive_int(text: str) -> int:
@@ -32,7 +33,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_common_run_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+def add_common_run_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by `run` and `compare` (compare takes lists for method, IPC and seed)."""
     p.add_argument("--dataset", default="fashion-mnist", help="dataset name (see `ddbench list`)")
     p.add_argument("--protocol", default="dsa", help="evaluation protocol (default: dsa)")
@@ -94,14 +95,15 @@ def _registry(config_path: str | None):
     return registry_for(load_config(config_path))
 
 
-def _warn_failed(registry) -> None:
-    for info in registry.failed:
-        print(f"warning: plugin {info.name!r} ({info.module}) failed to load: {info.error}", file=sys.stderr)
+def warn_problems(registry) -> None:
+    """Every command says which plugins were refused and why, on stderr, one line each."""
+    for line in registry.problems():
+        print(line, file=sys.stderr)
 
 
 def cmd_list(args) -> int:
     registry = _registry(args.config)
-    _warn_failed(registry)
+    warn_problems(registry)
     for kind in KINDS:
         print(f"{kind}:")
         names = registry.names(kind)
@@ -121,11 +123,17 @@ def cmd_list(args) -> int:
 def cmd_plugins(args) -> int:
     registry = _registry(args.config)
     for info in sorted(registry.plugins, key=lambda p: p.name):
-        state = f"FAILED: {info.error}" if info.error else "ok"
+        state = f"REFUSED: {info.error}" if info.error else "ok"
         provided = [f"{k[:-1]}:{n}" for k, owners in registry.owners.items() for n, o in owners.items() if o == info.name]
         print(f"{info.name:<18} {info.version or '-':<8} {info.source:<20} {info.module:<32} {state}")
+        if info.error:
+            print(f"{'':<18} {info.fix}")
         if provided:
             print(f"{'':<18} provides {', '.join(sorted(provided))}")
+    for name, why in sorted(registry.excluded.items()):
+        print(f"{name:<18} {'-':<8} {'':<20} {'':<32} not loaded: {why}")
+    for warning in registry.warnings:
+        print(f"warning: {warning}")
     return 0
 
 
@@ -137,64 +145,73 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def print_summary(row: dict[str, Any], stream=None) -> None:
+def print_summary(rec: RunRecord, stream=None) -> None:
     stream = stream or sys.stdout
+    budget = f" (budget {rec.budget} s)" if rec.budget else ""
     lines = [
-        ("run", row.get("run_id")),
-        ("status", row.get("status")),
-        ("method / dataset", f"{row.get('method')} / {row.get('dataset')}"),
-        ("IPC / images", f"{row.get('ipc')} / {row.get('images')}" + (f" (budget {row['budget']} s)" if row.get("budget") else "")),
-        ("protocol / model", f"{row.get('protocol')} / {row.get('model')}"),
-        ("accuracy", f"{_fmt(row.get('accuracy_mean'))} ± {_fmt(row.get('accuracy_std'))} % over {row.get('n_eval_models')} networks"),
-        ("distill / eval", f"{_fmt(row.get('distill_seconds'), 1)} s / {_fmt(row.get('eval_seconds'), 1)} s on {row.get('device')}"),
-        ("synthetic set", row.get("artifact")),
+        ("run", rec.run_id),
+        ("status", rec.status),
+        ("method / dataset", f"{rec.method} / {rec.dataset}"),
+        ("IPC / images", f"{rec.ipc} / {_fmt(rec.images)}{budget}"),
+        ("protocol / model", f"{rec.protocol} / {rec.model}"),
+        ("accuracy", f"{_fmt(rec.accuracy_mean)} ± {_fmt(rec.accuracy_std)} % over {_fmt(rec.n_eval_models)} networks"),
+        ("distill / eval", f"{_fmt(rec.distill_seconds, 1)} s / {_fmt(rec.eval_seconds, 1)} s on {rec.device}"),
+        ("synthetic set", _fmt(rec.artifact)),
     ]
     for key, value in lines:
         print(f"  {key:<18} {value}", file=stream)
-    if row.get("error"):
-        print(f"  error: {row['error'].strip().splitlines()[-1]}", file=stream)
+    if rec.error:
+        print(f"  error: {rec.error_line}", file=stream)
+
+
+def request_from_args(args, **overrides: Any):
+    """The RunRequest the shared run flags describe (`run` and, with lists expanded per cell, `compare`)."""
+    from .runner import RunRequest
+
+    method_sets, eval_sets = parse_sets(args.sets)
+    fields = dict(
+        dataset=args.dataset, protocol=args.protocol, model=args.model, device=args.device,
+        eval_models=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl, budget=args.budget,
+        preset=args.preset, sets=method_sets, eval_sets=eval_sets, data_root=args.data_root, download=args.download,
+        out=args.out, db=args.db, progress=not args.no_progress,
+    )
+    fields.update(overrides)
+    return RunRequest(**fields)
 
 
 def cmd_run(args) -> int:
-    from .runner import RunRequest, execute, registry_for, resolve, summary_json
+    from .runner import execute, registry_for, resolve
 
-    method_sets, eval_sets = parse_sets(args.sets)
-    request = RunRequest(
-        method=args.method, dataset=args.dataset, ipc=args.ipc, protocol=args.protocol, model=args.model,
-        seed=args.seed, device=args.device, eval_models=args.eval_models, eval_epochs=args.eval_epochs,
-        eval_impl=args.eval_impl, budget=args.budget, preset=args.preset, sets=method_sets, eval_sets=eval_sets,
-        data_root=args.data_root, download=args.download, out=args.out, db=args.db,
-        progress=not args.no_progress, skip_eval=args.no_eval,
-    )
+    request = request_from_args(args, method=args.method, ipc=args.ipc, seed=args.seed, skip_eval=args.no_eval)
     config = load_config(args.config)
     registry = registry_for(config)
-    _warn_failed(registry)
+    warn_problems(registry)
     resolved = resolve(request, config, registry)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
-    row = execute(resolved, registry, log=log)
-    print_summary(row, stream=sys.stderr if args.json else sys.stdout)
+    rec = execute(resolved, registry, log=log)
+    print_summary(rec, stream=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps(summary_json(row), default=str))
-    return 0 if row["status"] == "ok" else 1
+        print(json.dumps(rec.summary(), default=str))
+    return 0 if rec.ok else 1
 
 
 def cmd_show(args) -> int:
-    from .results import get_run
+    from .results import db_path, get_run
 
-    db = Path(args.db) if args.db else Path(args.out) / "ddbench.sqlite"
-    if not db.exists():
+    db = db_path(args.out, args.db)
+    if not db.is_file():
         raise DDBenchError(f"no results database at {db}")
-    row = get_run(db, args.run_id)
-    if row is None:
+    rec = get_run(db, args.run_id)
+    if rec is None:
         raise DDBenchError(f"no run {args.run_id!r} in {db}")
     if args.json:
-        print(json.dumps(row, default=str))
+        print(json.dumps(rec.as_dict(), default=str))
     else:
-        print_summary(row)
-        print(f"  {'config':<18} {json.dumps(row.get('config'), sort_keys=True)}")
-        if row.get("error"):
-            print(row["error"])
-    return 0 if row.get("status") == "ok" else 1
+        print_summary(rec)
+        print(f"  {'config':<18} {json.dumps(rec.config, sort_keys=True)}")
+        if rec.error:
+            print(rec.error)
+    return 0 if rec.ok else 1
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "show": cmd_show}
@@ -209,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except DDBenchError as exc:
         print(f"ddbench: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"ddbench: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ddbench: interrupted; finished runs are kept, checkpoints stay in the work folder", file=sys.stderr)
         return 130

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .api import DDBenchError, resolve_params
-from .config import load_config, parse_sets
-from .results import find_ok, record
+from .config import load_config
+from .records import RunRecord
+from .results import PENDING, db_path, open_store, record_or_keep
+from .sweeps import Job, JobState, failed_record, plan
 
 DEFAULT_LAUNCHER = "local"
 
@@ -96,7 +98,7 @@ def parse_budgets(text: str | None, dedupe: bool = True) -> list[float]:
 
 @dataclass
 class Grid:
-    jobs: list  # launchers.Job, one per unique config hash, in grid order
+    jobs: list[Job]  # one per unique config hash, in grid order
     merged: int = 0  # duplicate cells merged away
     budget_methods: list[str] = field(default_factory=list)
     fixed_methods: list[str] = field(default_factory=list)
@@ -113,7 +115,6 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     With budgets, methods that take a generation budget run one cell per (IPC, budget); the others run
     at fixed IPC only, so one command can compare both kinds.
     """
-    from .launchers import Job
     from .runner import resolve
 
     unknown = [m for m in _dedupe(methods) if m not in registry.items["methods"]]
@@ -174,7 +175,7 @@ def add_parsers(sub, add_common_run_args) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the grid and what would run; run nothing")
     _add_report_args(p)
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
-    add_common_run_args(p, sweep=True)
+    add_common_run_args(p)
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("report", help="tables, CSV, plots and report.md from the results database alone")
@@ -215,14 +216,12 @@ def _absolute(request):
     )
 
 
-def _describe(row: dict[str, Any]) -> str:
-    if row.get("status") == "ok":
-        acc = row.get("accuracy_mean")
-        acc_text = f"{acc:.2f} ± {row.get('accuracy_std') or 0.0:.2f} %" if acc is not None else "no eval"
-        return (f"ok      {acc_text}  (distill {row.get('distill_seconds') or 0:.1f} s, "
-                f"eval {row.get('eval_seconds') or 0:.1f} s)")
-    last = (row.get("error") or "").strip().splitlines()
-    return f"FAILED  {last[-1] if last else 'unknown error'}  (run {row.get('run_id')})"
+def _describe(rec: RunRecord) -> str:
+    if rec.ok:
+        acc = rec.accuracy_mean
+        acc_text = f"{acc:.2f} ± {rec.accuracy_std or 0.0:.2f} %" if acc is not None else "no eval"
+        return f"ok      {acc_text}  (distill {rec.distill_seconds or 0:.1f} s, eval {rec.eval_seconds or 0:.1f} s)"
+    return f"FAILED  {rec.error_line or 'unknown error'}  (run {rec.run_id})"
 
 
 def _shown(path: Path) -> str:
@@ -237,8 +236,27 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the kill test
     raise KeyboardInterrupt
 
 
-def cmd_compare(args) -> int:
-    from .runner import RunRequest, registry_for
+@dataclass
+class Sweep:
+    """A parsed `ddbench compare` command: the grid, its launcher, and where records go."""
+
+    args: argparse.Namespace
+    methods: list[str]
+    ipcs: list[int]
+    seeds: list[int]
+    budgets: list[float]
+    grid: Grid
+    launcher: Any
+    settings: dict[str, Any]
+    db: Path
+    pending_dir: Path
+    out: Path
+
+
+def parse_sweep(args) -> Sweep:
+    """Parse the lists, load plugins, resolve every cell; nothing is run or written (bad input: DDBenchError)."""
+    from .cli import request_from_args, warn_problems
+    from .runner import registry_for
 
     if args.jobs < 1:
         raise DDBenchError(f"--jobs {args.jobs} must be >= 1")
@@ -249,89 +267,115 @@ def cmd_compare(args) -> int:
     budgets = parse_budgets(args.budgets, dedupe=False)
     if args.budget is not None and args.budget not in budgets:
         budgets.append(args.budget)
-    method_sets, eval_sets = parse_sets(args.sets)
     config = load_config(args.config)
     registry = registry_for(config)
-    for info in registry.failed:
-        print(f"warning: plugin {info.name!r} ({info.module}) failed to load: {info.error}", file=sys.stderr)
+    warn_problems(registry)
     launcher, settings = _launcher(registry, args.launcher, args.launcher_sets)
     if args.reference is not None and args.reference not in methods:
         raise DDBenchError(f"--reference {args.reference!r} is not one of --methods: {', '.join(_dedupe(methods))}")
-
-    base = _absolute(RunRequest(
-        method=methods[0], dataset=args.dataset, protocol=args.protocol, model=args.model, device=args.device,
-        eval_models=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl,
-        preset=args.preset, sets=method_sets, eval_sets=eval_sets, data_root=args.data_root,
-        download=args.download, out=args.out, db=args.db, progress=False,
-    ))
+    base = _absolute(request_from_args(args, method=methods[0], budget=None, progress=False))
     config_path = str(config.path.absolute()) if config.path else None
     grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config_path)
-    db = Path(base.db) if base.db else Path(base.out) / "ddbench.sqlite"
+    return Sweep(args, methods, ipcs, seeds, budgets, grid, launcher, settings, db_path(base.out, base.db),
+                 Path(base.out) / PENDING, Path(base.out))
 
-    todo, done = [], 0
-    for job in grid.jobs:
-        if find_ok(db, job.config_hash) is not None:
-            done += 1
-            continue
-        if args.retry == "none" and _latest_failed(db, job.config_hash):
-            done += 1
-            continue
-        todo.append(job)
 
-    shape = f"{len(_dedupe(methods))} method(s) x {len(_dedupe(ipcs))} IPC x {len(_dedupe(seeds))} seed(s)"
-    if budgets and grid.budget_methods:
-        shape += f", budgets {', '.join(f'{b:g}' for b in _dedupe(budgets))} s for {', '.join(grid.budget_methods)}"
+def check_cells(sweep: Sweep, jobs: list[Job]) -> None:
+    """Every cell that will run passes the checks `ddbench run` makes before any work: device, data, and the
+    method's own `validate`; so bad input exits 2 before anything runs, as it does under `run`."""
+    from .config import load_config
+    from .runner import check_cell, registry_for, resolve
+
+    if not jobs:
+        return
+    config = load_config(sweep.args.config)
+    registry = registry_for(config)
+    datasets: dict[tuple, Any] = {}
+    for job in jobs:
+        try:
+            check_cell(resolve(job.request, config, registry), registry, datasets)
+        except DDBenchError as exc:
+            raise DDBenchError(f"cell {job.label}: {exc}. Nothing was run") from None
+
+
+def _run_jobs(sweep: Sweep, todo: list[Job]) -> int:
+    """Launch the jobs and store each record as it arrives (the driver alone writes); returns the failures."""
+    args = sweep.args
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None  # kill: clean up as Ctrl-C
+    start, failed, unstored = time.monotonic(), 0, 0
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    try:
+        runs = sweep.launcher.run(todo, sweep.settings, args.jobs, say)
+        try:
+            for n, (job, rec) in enumerate(runs, 1):
+                if not isinstance(rec, RunRecord):
+                    rec = failed_record(job, f"launcher {args.launcher!r} yielded {type(rec).__name__}, not a RunRecord")
+                unstored += not record_or_keep(sweep.db, rec, sweep.pending_dir, say)
+                failed += not rec.ok
+                say(f"[{n:>{len(str(len(todo)))}}/{len(todo)}] {job.label:<34} {_describe(rec)}")
+        finally:
+            runs.close()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    say(f"ran {len(todo)} cell(s) in {time.monotonic() - start:.1f} s; {failed} failed"
+        + (f"; {unstored} kept in {sweep.pending_dir} (not stored)" if unstored else ""))
+    return failed + unstored
+
+
+def _announce(sweep: Sweep, states: dict[JobState, list[Job]]) -> None:
+    args, grid, todo = sweep.args, sweep.grid, states[JobState.TODO]
+    done = len(states[JobState.DONE]) + len(states[JobState.KEPT_FAILED])
+    shape = f"{len(_dedupe(sweep.methods))} method(s) x {len(_dedupe(sweep.ipcs))} IPC x {len(_dedupe(sweep.seeds))} seed(s)"
+    if sweep.budgets and grid.budget_methods:
+        shape += f", budgets {', '.join(f'{b:g}' for b in _dedupe(sweep.budgets))} s for {', '.join(grid.budget_methods)}"
     merged = f", {grid.merged} duplicate(s) merged" if grid.merged else ""
-    print(f"grid: {len(grid.jobs)} cells ({shape}{merged}); {done} already in {_shown(db)}; "
+    print(f"grid: {len(grid.jobs)} cells ({shape}{merged}); {done} already in {_shown(sweep.db)}; "
           f"{len(todo)} to run" + (f" with launcher {args.launcher} (jobs {args.jobs})" if todo else ""), flush=True)
-    if budgets and grid.fixed_methods and grid.budget_methods:
+    if sweep.budgets and grid.fixed_methods and grid.budget_methods:
         print(f"note: {', '.join(grid.fixed_methods)} take no generation budget and run at fixed IPC only")
+
+
+def cmd_compare(args) -> int:
+    sweep = parse_sweep(args)
+    retry = args.retry == "failed"
+    states = plan(sweep.grid.jobs, sweep.db, retry_failed=retry)  # reads only: a dry run writes nothing
+    check_cells(sweep, states[JobState.TODO])
+    if states[JobState.TODO] and not args.dry_run:
+        sweep.launcher.check(sweep.settings, args.jobs)  # fail fast (no controller, missing package)
+    if not args.dry_run:
+        # Before any work: a database that cannot take a row costs nothing. Opening it also stores records
+        # an earlier run kept in OUT/pending, which may finish cells: plan again.
+        if open_store(sweep.db, sweep.pending_dir, print) and sweep.pending_dir.is_dir():
+            states = plan(sweep.grid.jobs, sweep.db, retry_failed=retry)
+    todo = states[JobState.TODO]
+    _announce(sweep, states)
     if args.dry_run:
         for job in todo:
             print(f"  would run  {job.label}  [{job.config_hash}]")
         return 0
-
-    failed = 0
-    if todo:
-        check = getattr(launcher, "check", None)
-        if check is not None:
-            check(settings, args.jobs)  # fail fast (no controller, missing package) before anything runs
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None  # kill: clean up as Ctrl-C
-        start = time.monotonic()
-        try:
-            runs = launcher.run(todo, settings, args.jobs, lambda msg: print(msg, flush=True))
-            try:
-                for n, (job, row) in enumerate(runs, 1):
-                    record(db, row)  # the driver alone writes the database, one whole row per cell
-                    failed += row.get("status") != "ok"
-                    print(f"[{n:>{len(str(len(todo)))}}/{len(todo)}] {job.label:<34} {_describe(row)}", flush=True)
-            finally:
-                runs.close()
-        finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
-        print(f"ran {len(todo)} cell(s) in {time.monotonic() - start:.1f} s; {failed} failed", flush=True)
-
+    failed = _run_jobs(sweep, todo) if todo else 0
     if not args.no_report:
-        from .report import build_report
-
-        report_dir = Path(args.report) if args.report else Path(base.out) / "report"
-        command = "ddbench compare " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "compare"
-                                                  else _argv_of(args))
-        reference = args.reference or methods[0]  # the host names no method: the first listed is the reference
-        result = build_report(db, report_dir, hashes=grid.hashes, methods=methods, reference=reference, command=command)
-        print()
-        print(result.terminal)
-        print(f"report: {_shown(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
-        failed = sum(1 for r in result.rows if r.get("status") != "ok")
+        failed = max(failed, _report(sweep))
     return 1 if failed else 0
 
 
-def _latest_failed(db: Path, config_hash: str) -> bool:
-    from .results import query
+def _report(sweep: Sweep) -> int:
+    """Write the report of this grid; returns how many of its cells failed."""
+    from .report import build_report
 
-    return bool(query(db, "WHERE config_hash = ? AND status = 'failed'", (config_hash,)))
+    args = sweep.args
+    report_dir = Path(args.report) if args.report else sweep.out / "report"
+    command = "ddbench compare " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "compare"
+                                              else _argv_of(args))
+    reference = args.reference or sweep.methods[0]  # the host names no method: the first listed is the reference
+    result = build_report(sweep.db, report_dir, hashes=sweep.grid.hashes, methods=sweep.methods, reference=reference,
+                          command=command)
+    print()
+    print(result.terminal)
+    print(f"report: {_shown(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
+    return sum(1 for r in result.rows if not r.ok)
 
 
 def _argv_of(args) -> list[str]:
@@ -348,10 +392,18 @@ def _argv_of(args) -> list[str]:
 def cmd_report(args) -> int:
     from .report import build_report
 
-    db = Path(args.db) if args.db else Path(args.out) / "ddbench.sqlite"
-    if not db.exists():
+    from .results import query
+
+    db = db_path(args.out, args.db)
+    if not db.is_file():
         raise DDBenchError(f"no results database at {db} (run `ddbench compare` or `ddbench run` first, or pass --db)")
     methods = _split("--methods", args.methods) if args.methods else None
+    present = sorted({r.method for r in query(db)})
+    for flag, names in (("--methods", methods or []), ("--reference", [args.reference] if args.reference else [])):
+        missing = [m for m in names if m not in present]
+        if missing:
+            raise DDBenchError(f"{flag}: no runs of {', '.join(map(repr, missing))} in {db}; methods there: "
+                               f"{', '.join(present) or '(none)'}")
     report_dir = Path(args.report) if args.report else Path(args.out) / "report"
     result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,
                           reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]))

@@ -1,9 +1,9 @@
-"""Launchers: where the jobs of a sweep (`ddbench compare`) run.
+"""The built-in launchers: where the jobs of a sweep (`ddbench compare`) run. They only launch.
 
-A job is one cell of the grid, (method, dataset, IPC, seed, protocol, config hash): idempotent, its
-scratch folder keyed by the hash. A launcher runs jobs somewhere and hands each job's result row back
-to the driver, which alone writes the results database (a worker never touches it), so a sweep killed
-at any point leaves only whole rows of finished cells behind.
+The sweep contract (what a job is, the worker `run_job`, job states) lives in ddbench/sweeps.py and the
+launcher contract in `ddbench.api.Launcher`. A launcher runs jobs somewhere and hands each job's
+`RunRecord` back to the driver, which alone writes the results database (a worker never touches it), so
+a sweep killed at any point leaves only whole rows of finished cells behind.
 
 Built in (registered through the `register_launchers` hook, exactly as a third-party Ray or Kubernetes
 launcher would be):
@@ -15,36 +15,23 @@ launcher would be):
   (submitit's `Checkpointable`) and resumes from the checkpoints in its hash-keyed work folder.
   `--launcher-set cluster=local` runs the same code through submitit's local executor (no SLURM).
 
-A launcher plugin subclasses `ddbench.launchers.SweepLauncher` (or provides the same three members):
-
-    class MyLauncher(SweepLauncher):
-        name = "ray"
-        params = {"address": Param("auto", help="Ray cluster address")}
-
-        def check(self, settings, parallelism): ...      # fail fast (DDBenchError) before any job runs
-        def run(self, jobs, settings, parallelism, log): # yield (job, row) as jobs finish
-            for job in jobs:
-                yield job, run_job(job)                   # run_job builds the row on the worker
-
-`run` must yield every job exactly once, with a failed row (`failed_row(job, message)`) for a job
-that could not run, and clean up (cancel what it started) when the generator is closed early.
+A launcher plugin subclasses `ddbench.api.Launcher`; docs/plugins.md has the contract and an example.
 """
 from __future__ import annotations
 
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import hookimpl
 from .api import DDBenchError, Launcher, Param
-from .runner import new_row
+from .records import RunRecord
+from .sweeps import Job, failed_record, run_job
 
 try:  # optional extra: ddbench[slurm]
     from submitit.helpers import Checkpointable as _Checkpointable
@@ -53,88 +40,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 
 # --------------------------------------------------------------------------------------------------
-# Jobs and what a worker does with one
+# SLURM's callable
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Job:
-    """One cell of a sweep, as shipped to a worker (picklable: a request and the config to resolve it)."""
-
-    index: int
-    request: Any  # ddbench.runner.RunRequest, with absolute paths
-    config_path: str | None
-    config_hash: str
-    config: dict  # the resolved configuration (the same dict the hash was computed from)
-
-    @property
-    def label(self) -> str:
-        r = self.request
-        budget = f" budget={r.budget:g}s" if r.budget else ""
-        return f"{r.method} ipc={r.ipc}{budget} seed={r.seed}"
-
-
-def _where() -> dict[str, Any]:
-    out: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
-    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
-                "CUDA_VISIBLE_DEVICES"):
-        if os.environ.get(key) is not None:
-            out[key.lower()] = os.environ[key]
-    return out
-
-
-def failed_row(job: Job, error: str, where: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The row of a job that failed before (or outside) `runner.execute`: recorded as failed with its error."""
-    return {
-        **new_row(job.config, job.config_hash),
-        "status": "failed",
-        "error": error,
-        "meta": {"worker": where or {}},
-    }
-
-
-def run_job(job: Job, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run one job where this is called (driver, pool worker or SLURM task) and return its row, unrecorded.
-
-    Every failure becomes a failed row, so the driver always gets a row back. The worker resolves the
-    request again from the same plugins.toml and checks it reaches the driver's config hash.
-    """
-    from .config import load_config
-    from .runner import execute, registry_for, resolve
-
-    where = _where()
-    try:
-        config = load_config(job.config_path)
-        registry = registry_for(config)
-        resolved = resolve(job.request, config, registry)
-        if resolved.config_hash != job.config_hash:
-            return failed_row(
-                job,
-                f"config hash mismatch: the worker resolved {resolved.config_hash}, the driver {job.config_hash} "
-                "(different plugins.toml or plugin versions on the worker?)",
-                where,
-            )
-        if log is None:
-            log = _file_logger(resolved.work_dir / "log.txt")
-        row = execute(resolved, registry, log=log, record_to_db=False)
-    except DDBenchError as exc:
-        return failed_row(job, f"bad input: {exc}", where)
-    except Exception as exc:  # noqa: BLE001 - a job that cannot start is a failed cell, not a lost one
-        return failed_row(job, "".join(traceback.format_exception(exc)), where)
-    row.setdefault("meta", {})
-    if isinstance(row["meta"], dict):
-        row["meta"]["worker"] = where
-    return row
-
-
-def _file_logger(path: Path) -> Callable[[str], None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def log(message: str) -> None:
-        with open(path, "a") as fh:
-            fh.write(f"{time.strftime('%H:%M:%S')} {message}\n")
-
-    return log
 
 
 class SweepJob(_Checkpointable):  # type: ignore[misc,valid-type]
@@ -144,11 +51,11 @@ class SweepJob(_Checkpointable):  # type: ignore[misc,valid-type]
     def __init__(self) -> None:
         self.requeues = 0
 
-    def __call__(self, job: Job) -> dict[str, Any]:
-        row = run_job(job)
-        if self.requeues and isinstance(row.get("meta"), dict):
-            row["meta"].setdefault("worker", {})["requeues"] = self.requeues
-        return row
+    def __call__(self, job: Job) -> RunRecord:
+        rec = run_job(job)
+        if self.requeues:
+            rec.meta.setdefault("worker", {})["requeues"] = self.requeues
+        return rec
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         self.requeues += 1  # pickled with the resubmission: the row says how often the job was requeued
@@ -160,17 +67,7 @@ class SweepJob(_Checkpointable):  # type: ignore[misc,valid-type]
 # --------------------------------------------------------------------------------------------------
 
 
-class SweepLauncher(Launcher):
-    """Base class of launchers: `params` (settings for `--launcher-set KEY=VALUE`), `check`, `run`."""
-
-    params: dict[str, Param] = {}
-
-    def check(self, settings: dict[str, Any], parallelism: int) -> None:
-        """Raise DDBenchError, quickly, when jobs cannot run (missing package, no controller...)."""
-
-    def run(self, jobs: list[Job], settings: dict[str, Any], parallelism: int,
-            log: Callable[[str], None]) -> Iterator[tuple[Job, dict[str, Any]]]:  # pragma: no cover
-        raise NotImplementedError
+SweepLauncher = Launcher  # the name this module used before the contract moved to ddbench.api
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,10 +158,10 @@ class LocalLauncher(SweepLauncher):
                     try:
                         row = fut.result()
                     except BrokenProcessPool as exc:
-                        row = failed_row(job, f"a worker process died while this job was queued or running "
+                        row = failed_record(job, f"a worker process died while this job was queued or running "
                                               f"({exc}); rerun the sweep to retry it")
                     except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable row
-                        row = failed_row(job, "".join(traceback.format_exception(exc)))
+                        row = failed_record(job, "".join(traceback.format_exception(exc)))
                     yield job, row
         finally:
             procs = list((getattr(pool, "_processes", None) or {}).values())
@@ -403,18 +300,18 @@ class SlurmLauncher(SweepLauncher):
                 except Exception:  # noqa: BLE001
                     pass
 
-    def _collect(self, handle, job: Job) -> dict[str, Any]:
+    def _collect(self, handle, job: Job) -> RunRecord:
         where = {"slurm_job_id": handle.job_id}
         if not handle.paths.result_pickle.exists():
-            return failed_row(job, f"job {handle.job_id} left the queue without a result (cancelled, killed, out of "
+            return failed_record(job, f"job {handle.job_id} left the queue without a result (cancelled, killed, out of "
                                    f"memory, or requeued more than max_resubmits times); its log:\n"
                                    f"{_tail(handle.paths.stderr)}", where)
         try:
             row = handle.result()
         except Exception as exc:  # noqa: BLE001 - the job raised, or submitit reports a failed job
-            return failed_row(job, f"job {handle.job_id} failed: {exc}", where)
-        if not isinstance(row, dict) or "status" not in row:
-            return failed_row(job, f"job {handle.job_id} returned {type(row).__name__}, not a result row", where)
+            return failed_record(job, f"job {handle.job_id} failed: {exc}", where)
+        if not isinstance(row, RunRecord):
+            return failed_record(job, f"job {handle.job_id} returned {type(row).__name__}, not a RunRecord", where)
         return row
 
 
@@ -458,5 +355,4 @@ def register_launchers(register):
     register(SlurmLauncher())
 
 
-__all__ = ["Job", "SweepJob", "SweepLauncher", "LocalLauncher", "SlurmLauncher", "run_job", "failed_row",
-           "ping_controller"]
+__all__ = ["SweepJob", "SweepLauncher", "LocalLauncher", "SlurmLauncher", "ping_controller"]

@@ -1,10 +1,17 @@
-"""Loading plugins and collecting what they register.
+"""Loading plugins and collecting what they register, one plugin at a time, so one bad plugin breaks nothing.
 
-Plugins come from the `ddbench` entry-point group (the host's own built-ins too, listed in
-pyproject.toml exactly as a third party lists its own) and from import paths named in plugins.toml.
-`DDBENCH_LOAD_PLUGINS` (comma-separated plugin names) restricts loading to an allow-list, so a
-published result can name exactly the plugins that were active; the host's own `ddbench.*` plugins
-always load.
+Plugins come from the `ddbench` entry-point group (the host's own built-ins too, listed in pyproject.toml
+exactly as a third party lists its own) and from import paths named in plugins.toml (`[plugins] modules`).
+
+Each plugin is isolated at every stage: importing it, pluggy's validation of its `@hookimpl`s (a
+misspelled hook name), each of its hooks (one that raises), and every object it registers (checked
+against the contract of its kind, see `CONTRACTS`; a name another plugin already registered). A plugin
+that fails any of these is refused whole, reported with a one-line reason and the fix (`ddbench plugins`,
+and a warning on every command), and the others load as usual.
+
+`DDBENCH_LOAD_PLUGINS` (comma-separated entry-point names) and `[plugins] enabled` are allow-lists,
+`[plugins] disabled` a deny-list; empty means "no restriction" for both allow-lists. The host's own
+`ddbench.*` plugins always load. Names that match no plugin are warned about.
 """
 from __future__ import annotations
 
@@ -18,21 +25,58 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .api import DDBenchError
+from .api import DatasetSpec, DDBenchError, Launcher, Method, ModelSpec, Param, Policy, Protocol, Sampler
 
 ENTRY_POINT_GROUP = "ddbench"
 ALLOW_ENV = "DDBENCH_LOAD_PLUGINS"
 
+
+@dataclass(frozen=True)
+class Contract:
+    """What a registered object of one kind must provide (the typed base in ddbench.api documents it)."""
+
+    kind: str  # "methods"
+    hook: str  # "register_methods"
+    base: type  # the class in ddbench.api a plugin subclasses (or whose members it provides)
+    members: tuple[str, ...]  # callables the host calls
+    has_params: bool = False  # a `params` dict of ddbench.api.Param
+
+    @property
+    def singular(self) -> str:
+        return {"policies": "policy"}.get(self.kind, self.kind[:-1])
+
+
+CONTRACTS: dict[str, Contract] = {c.kind: c for c in (
+    Contract("methods", "register_methods", Method, ("validate", "distill"), has_params=True),
+    Contract("datasets", "register_datasets", DatasetSpec, ("load",)),
+    Contract("protocols", "register_protocols", Protocol, ("evaluate",), has_params=True),
+    Contract("models", "register_models", ModelSpec, ("build",)),
+    Contract("samplers", "register_samplers", Sampler, ("measure", "generate")),
+    Contract("policies", "register_policies", Policy, ("decide",)),
+    Contract("launchers", "register_launchers", Launcher, ("check", "run"), has_params=True),
+)}
 # kind -> hook name. One kind of extension per hook.
-KINDS = {
-    "methods": "register_methods",
-    "datasets": "register_datasets",
-    "protocols": "register_protocols",
-    "models": "register_models",
-    "samplers": "register_samplers",
-    "policies": "register_policies",
-    "launchers": "register_launchers",
-}
+KINDS = {kind: c.hook for kind, c in CONTRACTS.items()}
+
+
+def contract_problem(kind: str, obj: Any) -> str | None:
+    """Why `obj` cannot be registered as a `kind`, or None if it honours the contract."""
+    c = CONTRACTS[kind]
+    what = f"a {c.singular} must be a ddbench.api.{c.base.__name__}"
+    if isinstance(obj, type):
+        return f"registered the class {obj.__name__} instead of an instance ({obj.__name__}())"
+    name = getattr(obj, "name", None)
+    if not name or not isinstance(name, str):
+        return f"registered a {c.singular} without a string `name`: {type(obj).__name__}"
+    missing = [m for m in c.members if not callable(getattr(obj, m, None))]
+    if missing:
+        return (f"{c.singular} {name!r} ({type(obj).__name__}) lacks {', '.join(f'{m}()' for m in missing)}; "
+                f"{what} (see docs/plugins.md)")
+    if c.has_params:
+        params = getattr(obj, "params", {})
+        if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, Param) for k, v in params.items()):
+            return f"{c.singular} {name!r}: `params` must be a dict of str -> ddbench.api.Param"
+    return None
 
 
 @dataclass
@@ -41,7 +85,17 @@ class PluginInfo:
     module: str
     version: str = ""
     source: str = ""  # distribution name, or "plugins.toml" / "registered in code"
-    error: str | None = None  # import failure, kept so `ddbench plugins` can show it
+    error: str | None = None  # why the plugin was refused (one line); `ddbench plugins` shows it
+    traceback: str | None = None
+
+    @property
+    def fix(self) -> str:
+        """What the user can do about a refused plugin."""
+        if self.source == "plugins.toml":
+            return f"fix it, or remove {self.name!r} from [plugins] modules in plugins.toml"
+        if self.source == "registered in code":
+            return "fix it"
+        return f"fix it, or stop loading it: disabled = [{self.name!r}] under [plugins] in plugins.toml"
 
 
 @dataclass
@@ -51,16 +105,23 @@ class Registry:
     items: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
     owners: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in KINDS})
     plugins: list[PluginInfo] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)  # plugin name -> which list kept it out
+    warnings: list[str] = field(default_factory=list)
 
-    def add(self, kind: str, obj: Any, plugin: str) -> None:
-        name = getattr(obj, "name", None)
-        if not name or not isinstance(name, str):
-            raise DDBenchError(f"plugin {plugin!r} registered a {kind[:-1]} without a string `name`: {obj!r}")
+    def check(self, kind: str, obj: Any, plugin: str) -> str:
+        """The object's name if it can be added; DDBenchError (one line) naming the plugin otherwise."""
+        problem = contract_problem(kind, obj)
+        if problem:
+            raise DDBenchError(f"plugin {plugin!r} {problem}")
+        name = obj.name
         if name in self.items[kind]:
             other = self.owners[kind][name]
-            raise DDBenchError(
-                f"{kind[:-1]} {name!r} is registered twice: by plugin {other!r} and by plugin {plugin!r}"
-            )
+            raise DDBenchError(f"{CONTRACTS[kind].singular} {name!r} is registered twice: by plugin {other!r} and by "
+                               f"plugin {plugin!r}")
+        return name
+
+    def add(self, kind: str, obj: Any, plugin: str) -> None:
+        name = self.check(kind, obj, plugin)
         self.items[kind][name] = obj
         self.owners[kind][name] = plugin
 
@@ -69,7 +130,14 @@ class Registry:
             return self.items[kind][name]
         except KeyError:
             valid = ", ".join(sorted(self.items[kind])) or "(none loaded)"
-            raise DDBenchError(f"unknown {kind[:-1]} {name!r}; valid: {valid}") from None
+            raise DDBenchError(f"unknown {CONTRACTS[kind].singular} {name!r}; valid: {valid}{self._not_loaded()}") from None
+
+    def _not_loaded(self) -> str:
+        if not self.excluded and not self.failed:
+            return ""
+        parts = [f"{n} ({why})" for n, why in sorted(self.excluded.items())]
+        parts += [f"{p.name} (refused: see `ddbench plugins`)" for p in self.failed]
+        return "; plugins not loaded: " + ", ".join(parts)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
@@ -78,12 +146,16 @@ class Registry:
     def failed(self) -> list[PluginInfo]:
         return [p for p in self.plugins if p.error]
 
+    def problems(self) -> list[str]:
+        """One line per refused plugin and per warning, for every command to print on stderr."""
+        out = [f"warning: plugin {p.name!r} ({p.module}) was not loaded: {p.error}; {p.fix}" for p in self.failed]
+        return out + [f"warning: {w}" for w in self.warnings]
 
-def _allow_list() -> set[str] | None:
-    raw = os.environ.get(ALLOW_ENV)
-    if raw is None:
-        return None
-    return {x.strip() for x in raw.split(",") if x.strip()}
+
+def _names(raw: Iterable[str] | None) -> set[str] | None:
+    """An allow-list, or None for "no restriction" (unset, or empty: the same for the env and the file)."""
+    names = {x.strip() for x in (raw or ()) if x and x.strip()}
+    return names or None
 
 
 def _is_host(module: str) -> bool:
@@ -96,76 +168,154 @@ def make_manager() -> pluggy.PluginManager:
     return pm
 
 
+@dataclass
+class _Candidate:
+    info: PluginInfo
+    load: Any  # () -> module or object
+    aliases: tuple[str, ...] = ()  # names an allow/deny list may use for it (entry-point name, dist name)
+
+
+def _entry_point_candidates(registry: Registry) -> list[_Candidate]:
+    """One candidate per distinct entry point; a name two distributions use is loaded under both, qualified."""
+    out: list[_Candidate] = []
+    seen: dict[str, str] = {}  # plugin name -> entry-point value
+    for dist in md.distributions():
+        dist_name = dist.metadata["Name"] or ""
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP:
+                continue
+            name = ep.name
+            if name in seen:
+                if seen[name] == ep.value:
+                    continue  # the same plugin seen twice (e.g. an editable install's two metadata folders)
+                qualified = f"{ep.name}[{dist_name}]"
+                registry.warnings.append(f"entry point {ep.name!r} is defined by two distributions ({seen[name]} and "
+                                         f"{ep.value}); both load, the second as plugin {qualified!r}")
+                name = qualified
+            seen[name] = ep.value
+            out.append(_Candidate(PluginInfo(name, ep.value, dist.version, dist_name), ep.load, (ep.name, dist_name)))
+    host = [c for c in out if _is_host(c.info.module)]
+    return host + [c for c in out if not _is_host(c.info.module)]
+
+
+def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled) -> list[_Candidate]:
+    allow_env = _names(os.environ.get(ALLOW_ENV, "").split(","))
+    allow_cfg = _names(enabled)
+    deny = _names(disabled) or set()
+    known = {c.info.name for c in candidates}
+    dists = {}
+    for c in candidates:
+        dists.setdefault(c.aliases[1] if len(c.aliases) > 1 else "", []).append(c.info.name)
+    for label, names in ((ALLOW_ENV, allow_env), ("[plugins] enabled", allow_cfg), ("[plugins] disabled", deny)):
+        for name in sorted((names or set()) - known):
+            hint = (f"; {name!r} is a distribution, its plugins are: {', '.join(dists[name])}" if name in dists
+                    else f"; plugins: {', '.join(sorted(known))}")
+            registry.warnings.append(f"{label} names {name!r}, which is no plugin{hint}")
+    chosen = []
+    for c in candidates:
+        name = c.info.name
+        if _is_host(c.info.module):
+            chosen.append(c)
+        elif name in deny:
+            registry.excluded[name] = "[plugins] disabled"
+        elif allow_env is not None and name not in allow_env:
+            registry.excluded[name] = f"not in {ALLOW_ENV}"
+        elif allow_cfg is not None and name not in allow_cfg:
+            registry.excluded[name] = "not in [plugins] enabled"
+        else:
+            chosen.append(c)
+    return chosen
+
+
 def load_plugins(
     enabled: Iterable[str] | None = None,
     disabled: Iterable[str] = (),
     modules: Iterable[str] = (),
     extra: Iterable[tuple[str, object]] = (),
 ) -> Registry:
-    """Import every plugin, then collect registrations.
+    """Import every wanted plugin, then collect its registrations; never raises for a broken plugin.
 
-    A plugin that fails to import is recorded with its error and skipped; the others keep working.
-    `enabled` (plugins.toml) and the DDBENCH_LOAD_PLUGINS env var are allow-lists; `disabled` a deny-list.
     `extra` are (name, module-or-object) pairs registered directly (tests, embedding applications).
     """
-    pm = make_manager()
     registry = Registry()
-    allow_env = _allow_list()
-    allow_cfg = set(enabled) if enabled else None
-    deny = set(disabled)
-
-    def wanted(name: str, module: str) -> bool:
-        if _is_host(module):
-            return True
-        if name in deny:
-            return False
-        for allow in (allow_env, allow_cfg):
-            if allow is not None and name not in allow:
-                return False
-        return True
-
-    for dist in md.distributions():
-        for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP:
-                continue
-            if not wanted(ep.name, ep.value) or pm.get_plugin(ep.name) is not None:
-                continue
-            info = PluginInfo(ep.name, ep.value, dist.version, dist.metadata["Name"] or "")
-            registry.plugins.append(info)
-            try:
-                pm.register(ep.load(), name=ep.name)
-            except Exception as exc:  # noqa: BLE001 - any import failure is reported, not fatal
-                info.error = f"{type(exc).__name__}: {exc}"
-                info.traceback = traceback.format_exc()  # type: ignore[attr-defined]
-
-    for path in modules:
-        name = path
-        if not wanted(name, path) or pm.get_plugin(name) is not None:
-            continue
-        info = PluginInfo(name, path, "", "plugins.toml")
-        registry.plugins.append(info)
+    candidates = _entry_point_candidates(registry)
+    candidates += [_Candidate(PluginInfo(path, path, "", "plugins.toml"), lambda p=path: importlib.import_module(p),
+                              (path,)) for path in modules]
+    chosen = _select(candidates, registry, enabled, disabled)
+    chosen += [_Candidate(PluginInfo(name, getattr(obj, "__name__", repr(obj)), "", "registered in code"),
+                          lambda o=obj: o) for name, obj in extra]
+    pm = make_manager()
+    for c in chosen:
+        if pm.has_plugin(c.info.name):
+            continue  # a module named both as an entry point and in plugins.toml loads once
+        registry.plugins.append(c.info)
         try:
-            pm.register(importlib.import_module(path), name=name)
-        except Exception as exc:  # noqa: BLE001
-            info.error = f"{type(exc).__name__}: {exc}"
-
-    for name, obj in extra:
-        registry.plugins.append(PluginInfo(name, getattr(obj, "__name__", repr(obj)), "", "registered in code"))
-        pm.register(obj, name=name)
-
-    pm.check_pending()
-    _collect(pm, registry)
+            pm.register(c.load(), name=c.info.name)
+        except Exception as exc:  # noqa: BLE001 - import or @hookimpl validation failure: reported, not fatal
+            _refuse(c.info, exc)
+    _drop_unknown_hooks(pm, registry)
+    for info in registry.plugins:
+        if not info.error:
+            _collect(pm, registry, info)
     return registry
 
 
-def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
-    for kind, hook_name in KINDS.items():
-        hook = getattr(pm.hook, hook_name)
-        # Call each implementation on its own so every registration is attributed to its plugin.
-        for impl in reversed(hook.get_hookimpls()):
-            plugin = impl.plugin_name
+def _refuse(info: PluginInfo, exc: BaseException | str) -> None:
+    """Mark a plugin refused, with a one-line reason (the traceback is kept for `ddbench plugins -v`)."""
+    if isinstance(exc, BaseException):
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        text = text.removeprefix(f"plugin {info.name!r} ")
+        info.error = text if isinstance(exc, DDBenchError) else f"{type(exc).__name__}: {text}"
+        info.traceback = "".join(traceback.format_exception(exc))
+    else:
+        info.error = exc
 
-            def register(obj: Any, _kind: str = kind, _plugin: str = plugin) -> None:
-                registry.add(_kind, obj, _plugin)
 
-            impl.function(register=register)
+def _drop_unknown_hooks(pm: pluggy.PluginManager, registry: Registry) -> None:
+    """pluggy refuses a `@hookimpl` whose name is no hook (a typo); refuse that plugin, keep the others."""
+    by_name = {info.name: info for info in registry.plugins}
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin)
+            pm.unregister(exc.plugin)
+            hooks = ", ".join(sorted(KINDS.values()))
+            _refuse(by_name[name], f"implements a hook that does not exist ({' '.join(str(exc).split())}); the hooks "
+                                   f"are: {hooks}")
+
+
+def _collect(pm: pluggy.PluginManager, registry: Registry, info: PluginInfo) -> None:
+    """Call each of one plugin's hooks; add what it registered only if every object and every hook is fine."""
+    staged: list[tuple[str, Any]] = []
+    names: dict[str, set[str]] = {k: set() for k in KINDS}
+    try:
+        for kind, hook_name in KINDS.items():
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name != info.name:
+                    continue
+
+                def register(obj: Any, _kind: str = kind) -> None:
+                    name = registry.check(_kind, obj, info.name)
+                    if name in names[_kind]:
+                        raise DDBenchError(f"plugin {info.name!r} registers {CONTRACTS[_kind].singular} {name!r} twice")
+                    names[_kind].add(name)
+                    staged.append((_kind, obj))
+
+                try:
+                    impl.function(register=register)
+                except DDBenchError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise DDBenchError(f"{hook_name} raised {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+    except DDBenchError as exc:
+        _refuse(info, exc)
+        pm.unregister(name=info.name)
+        return
+    for kind, obj in staged:
+        registry.add(kind, obj, info.name)
+
+
+__all__ = ["CONTRACTS", "KINDS", "Contract", "PluginInfo", "Registry", "contract_problem", "load_plugins",
+           "make_manager", "ENTRY_POINT_GROUP", "ALLOW_ENV"]

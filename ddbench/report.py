@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .results import atomic_write_text, query
+from .atomic import atomic_write_text
+from .records import RunRecord
+from .results import query
 
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 
@@ -31,33 +33,33 @@ STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 
 
 def select_rows(db: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,
-                dataset: str | None = None, protocol: str | None = None) -> tuple[list[dict], int]:
+                dataset: str | None = None, protocol: str | None = None) -> tuple[list[RunRecord], int]:
     """The runs a report shows, and how many older runs of the same cells and seeds it left out."""
     rows = query(Path(db))
     if hashes is not None:
         wanted = set(hashes)
-        rows = [r for r in rows if r.get("config_hash") in wanted]
+        rows = [r for r in rows if r.config_hash in wanted]
     if methods is not None:
         keep = set(methods)
-        rows = [r for r in rows if r.get("method") in keep]
+        rows = [r for r in rows if r.method in keep]
     if dataset is not None:
-        rows = [r for r in rows if r.get("dataset") == dataset]
+        rows = [r for r in rows if r.dataset == dataset]
     if protocol is not None:
-        rows = [r for r in rows if r.get("protocol") == protocol]
-    by_hash: dict[str, dict] = {}
+        rows = [r for r in rows if r.protocol == protocol]
+    by_hash: dict[str, RunRecord] = {}
     for r in rows:  # ordered by `created`: later wins, ok beats failed
-        prev = by_hash.get(r["config_hash"])
-        if prev is None or r.get("status") == "ok" or prev.get("status") != "ok":
-            by_hash[r["config_hash"]] = r
-    by_seed: dict[tuple, dict] = {}
-    for r in sorted(by_hash.values(), key=lambda r: r.get("created") or 0):
-        by_seed[_cell_key(r) + (r.get("seed"),)] = r
-    chosen = sorted(by_seed.values(), key=lambda r: r.get("created") or 0)
+        prev = by_hash.get(r.config_hash)
+        if prev is None or r.status == "ok" or prev.status != "ok":
+            by_hash[r.config_hash] = r
+    by_seed: dict[tuple, RunRecord] = {}
+    for r in sorted(by_hash.values(), key=lambda r: r.created or 0):
+        by_seed[_cell_key(r) + (r.seed,)] = r
+    chosen = sorted(by_seed.values(), key=lambda r: r.created or 0)
     return chosen, len(by_hash) - len(chosen)
 
 
-def _cell_key(r: dict) -> tuple:
-    return (r.get("dataset"), r.get("protocol"), r.get("model"), r.get("method"), r.get("budget"), r.get("ipc"))
+def _cell_key(r: RunRecord) -> tuple:
+    return (r.dataset, r.protocol, r.model, r.method, r.budget, r.ipc)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,15 +72,15 @@ class Cell:
     method: str
     budget: float | None
     ipc: int
-    ok: list[dict] = field(default_factory=list)
-    failed: list[dict] = field(default_factory=list)
+    ok: list[RunRecord] = field(default_factory=list)
+    failed: list[RunRecord] = field(default_factory=list)
     p_value: float | None = None
     is_reference: bool = False
     grid: Path | None = None  # copied image grid, relative to the report folder
 
     @property
     def accuracies(self) -> list[float]:
-        return [float(a) for r in self.ok for a in (r.get("accuracies") or [])]
+        return [float(a) for r in self.ok for a in (r.accuracies or [])]
 
     @property
     def mean(self) -> float | None:
@@ -95,10 +97,10 @@ class Cell:
 
     @property
     def seeds(self) -> list[int]:
-        return sorted({r.get("seed") for r in self.ok})
+        return sorted({r.seed for r in self.ok})
 
     def _avg(self, key: str) -> float | None:
-        vals = [float(r[key]) for r in self.ok if r.get(key) is not None]
+        vals = [float(getattr(r, key)) for r in self.ok if getattr(r, key) is not None]
         return sum(vals) / len(vals) if vals else None
 
     @property
@@ -111,7 +113,7 @@ class Cell:
 
     @property
     def images(self) -> int | None:
-        vals = [r.get("images") for r in self.ok if r.get("images") is not None]
+        vals = [r.images for r in self.ok if r.images is not None]
         return vals[0] if vals else None
 
     @property
@@ -127,7 +129,7 @@ class Cell:
         """`78.20 ± 1.30 (p=0.004 **)`; FAILED when no seed succeeded."""
         if self.mean is None:
             if self.failed:
-                error = _last_line(self.failed[-1].get("error"))
+                error = _last_line(self.failed[-1].error)
                 return f"FAILED: {error[:57] + '...' if len(error) > 60 else error}"
             return "no eval" if self.ok else "-"
         out = f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
@@ -164,7 +166,7 @@ class Section:
     cells: dict[tuple, Cell] = field(default_factory=dict)  # (method, budget, ipc) -> Cell
     variants: list[tuple[str, float | None]] = field(default_factory=list)
     ipcs: list[int] = field(default_factory=list)
-    rows: list[dict] = field(default_factory=list)
+    rows: list[RunRecord] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -187,21 +189,21 @@ def variant_name(variant: tuple[str, float | None]) -> str:
     return method if budget is None else f"{method} ({budget:g} s)"
 
 
-def summarise(rows: list[dict], reference: str | None = None, method_order: list[str] | None = None) -> list[Section]:
+def summarise(rows: list[RunRecord], reference: str | None = None, method_order: list[str] | None = None) -> list[Section]:
     sections: dict[tuple, Section] = {}
     order = list(method_order or [])
     for r in rows:
-        if r.get("method") not in order:
-            order.append(r.get("method"))
+        if r.method not in order:
+            order.append(r.method)
     if reference is None:
         reference = order[0] if order else None  # the first method listed (or seen) is the reference
     for r in rows:
-        key = (r.get("dataset"), r.get("protocol"), r.get("model"))
+        key = (r.dataset, r.protocol, r.model)
         sec = sections.setdefault(key, Section(*key, reference=reference))
         sec.rows.append(r)
-        ck = (r.get("method"), r.get("budget"), r.get("ipc"))
+        ck = (r.method, r.budget, r.ipc)
         cell = sec.cells.setdefault(ck, Cell(*ck))
-        (cell.ok if r.get("status") == "ok" else cell.failed).append(r)
+        (cell.ok if r.status == "ok" else cell.failed).append(r)
     for sec in sections.values():
         sec.ipcs = sorted({ipc for _, _, ipc in sec.cells})
         variants = {(m, b) for m, b, _ in sec.cells}
@@ -273,9 +275,9 @@ def _settings_text(sec: Section, kind: str, method: str | None = None) -> str:
     """`epochs=300, n_models=5`, or which keys differ between runs."""
     values: dict[str, set] = {}
     for r in sec.rows:
-        if method is not None and r.get("method") != method:
+        if method is not None and r.method != method:
             continue
-        for k, v in ((r.get("config") or {}).get(kind) or {}).items():
+        for k, v in ((r.config or {}).get(kind) or {}).items():
             values.setdefault(k, set()).add(repr(v) if isinstance(v, (list, dict)) else str(v))
     if not values:
         return "(defaults, none)"
@@ -288,7 +290,7 @@ def _settings_text(sec: Section, kind: str, method: str | None = None) -> str:
 
 def _n_text(sec: Section) -> str:
     seeds = sorted({len(c.seeds) for c in sec.cells.values() if c.ok})
-    nets = sorted({r.get("n_eval_models") for r in sec.rows if r.get("status") == "ok" and r.get("n_eval_models")})
+    nets = sorted({r.n_eval_models for r in sec.rows if r.status == "ok" and r.n_eval_models})
     seeds_t = "/".join(map(str, seeds)) or "0"
     nets_t = "/".join(map(str, nets)) or "0"
     return f"{seeds_t} seed(s) x {nets_t} evaluation network(s) per cell"
@@ -307,8 +309,8 @@ def terminal_text(sections: list[Section]) -> str:
         failed = [c for c in sec.cells.values() if c.failed]
         for c in failed:
             for r in c.failed:
-                out.append(f"   FAILED {r.get('method')} ipc={r.get('ipc')} seed={r.get('seed')} "
-                           f"(run {r.get('run_id')}): {_last_line(r.get('error'))}")
+                out.append(f"   FAILED {r.method} ipc={r.ipc} seed={r.seed} "
+                           f"(run {r.run_id}): {_last_line(r.error)}")
         out.append("")
     out.append("p-value marks: * < 0.05, ** < 0.01, *** < 0.001")
     return "\n".join(out)
@@ -344,8 +346,8 @@ def csv_text(sections: list[Section]) -> str:
                     len(c.seeds), len(c.failed), len(c.accuracies), _num(c.mean), _num(c.std), sec.reference,
                     "ref" if c.is_reference else _num(c.p_value, 6), c.stars, _num(c.distill_seconds, 3),
                     _num(c.eval_seconds, 3), "" if c.images is None else c.images,
-                    " ".join(r["run_id"] for r in c.ok + c.failed),
-                    " | ".join(_last_line(r.get("error")) for r in c.failed),
+                    " ".join(r.run_id for r in c.ok + c.failed),
+                    " | ".join(_last_line(r.error) for r in c.failed),
                 ])
     return buf.getvalue()
 
@@ -438,8 +440,8 @@ def _save(fig, target: Path) -> Path:
 def copy_grids(sec: Section, report_dir: Path, folder: str) -> None:
     """For each method and IPC, the image grid of its lowest-seed ok run (saved as runs/<run_id>/grid.png)."""
     for (method, budget, ipc), cell in sec.cells.items():
-        for r in sorted(cell.ok, key=lambda r: (r.get("seed") or 0)):
-            src = Path(r["artifact"]).parent / "grid.png" if r.get("artifact") else None
+        for r in sorted(cell.ok, key=lambda r: (r.seed or 0)):
+            src = Path(r.artifact).parent / "grid.png" if r.artifact else None
             if src is None or not src.is_file():
                 continue
             name = f"{method}{'' if budget is None else f'-b{budget:g}'}-ipc{ipc}.png"
@@ -458,7 +460,7 @@ def copy_grids(sec: Section, report_dir: Path, folder: str) -> None:
 def markdown_text(sections: list[Section], db: Path, command: str | None, superseded: int,
                   plots: dict[str, list[Path]], report_dir: Path) -> str:
     rows = [r for s in sections for r in s.rows]
-    ok = [r for r in rows if r.get("status") == "ok"]
+    ok = [r for r in rows if r.status == "ok"]
     md = ["# ddbench comparison", ""]
     shown = db.relative_to(Path.cwd()) if db.is_absolute() and db.is_relative_to(Path.cwd()) else db
     md.append(f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} from `{shown}` "
@@ -471,8 +473,8 @@ def markdown_text(sections: list[Section], db: Path, command: str | None, supers
     if not sections:
         md += ["", "No runs to report."]
         return "\n".join(md) + "\n"
-    versions = (ok or rows)[0].get("versions") or {}
-    devices = sorted({str(r.get("device")) for r in ok if r.get("device")})
+    versions = (ok or rows)[0].versions or {}
+    devices = sorted({str(r.device) for r in ok if r.device})
     md += ["", "## How to read this", "",
            "Each cell is the test accuracy in %, mean ± standard deviation over every evaluation network of every "
            "seed of that cell (pooled; population std). The p-value is Welch's two-sided t-test "
@@ -495,9 +497,9 @@ def markdown_text(sections: list[Section], db: Path, command: str | None, supers
         failed = [r for c in sec.cells.values() for r in c.failed]
         if failed:
             md += ["", "### Failed runs", "", "| method | IPC | seed | run | error |", "| --- | ---: | ---: | --- | --- |"]
-            for r in sorted(failed, key=lambda r: (str(r.get("method")), r.get("ipc") or 0, r.get("seed") or 0)):
-                err = _last_line(r.get("error")).replace("|", "\\|")
-                md.append(f"| {r.get('method')} | {r.get('ipc')} | {r.get('seed')} | `{r.get('run_id')}` | {err} |")
+            for r in sorted(failed, key=lambda r: (str(r.method), r.ipc or 0, r.seed or 0)):
+                err = _last_line(r.error).replace("|", "\\|")
+                md.append(f"| {r.method} | {r.ipc} | {r.seed} | `{r.run_id}` | {err} |")
             md += ["", "Full tracebacks: `ddbench show RUN_ID`."]
         with_grid = [c for c in sec.cells.values() if c.grid is not None]
         if with_grid:
@@ -513,10 +515,10 @@ def markdown_text(sections: list[Section], db: Path, command: str | None, supers
             md.append(markdown_table(header, body))
     md += ["", "## Runs", "", "| run | method | IPC | seed | status | accuracy | config hash |",
            "| --- | --- | ---: | ---: | --- | ---: | --- |"]
-    for r in sorted(rows, key=lambda r: (str(r.get("method")), r.get("ipc") or 0, r.get("budget") or 0, r.get("seed") or 0)):
-        acc = r.get("accuracy_mean")
-        md.append(f"| `{r.get('run_id')}` | {variant_name((r.get('method'), r.get('budget')))} | {r.get('ipc')} | "
-                  f"{r.get('seed')} | {r.get('status')} | {'-' if acc is None else f'{acc:.2f}'} | `{r.get('config_hash')}` |")
+    for r in sorted(rows, key=lambda r: (str(r.method), r.ipc or 0, r.budget or 0, r.seed or 0)):
+        acc = r.accuracy_mean
+        md.append(f"| `{r.run_id}` | {variant_name((r.method, r.budget))} | {r.ipc} | "
+                  f"{r.seed} | {r.status} | {'-' if acc is None else f'{acc:.2f}'} | `{r.config_hash}` |")
     return "\n".join(md) + "\n"
 
 
@@ -534,7 +536,7 @@ class ReportResult:
     grids: list[Path]
     terminal: str
     sections: list[Section]
-    rows: list[dict]
+    rows: list[RunRecord]
 
 
 def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,

@@ -1,147 +1,243 @@
-"""The results store: one SQLite row per finished run, and the saved synthetic sets.
+"""The results store: one SQLite row per finished run (a `RunRecord`), and the saved synthetic sets.
 
-A row is written in one transaction only when a run ends (ok or failed), so an interrupted run leaves
-no half row and never touches the rows of finished runs. Synthetic sets are written to a temporary
-file and renamed into place, so a file that exists is whole.
+The store is opened, migrated and test-written *before* any work (`open_store`), so a database that
+cannot take a row (a directory, an unwritable path, a corrupt or foreign file, a read-only database)
+stops a run at once with one line instead of after hours of distillation. A row is written in one
+transaction only when a run ends (ok or failed), so an interrupted run leaves no half row. If the row
+still cannot be written then (disk full, the file removed or locked meanwhile), it is kept as JSON in
+`OUT/pending/` and the next run that opens the same database stores it (`record_or_keep`).
 """
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
-import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import torch
 
-DEFAULT_DB = Path("ddbench-results") / "ddbench.sqlite"
+from .api import DDBenchError
+from .atomic import atomic_save, atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 - re-exported
+from .records import FIELD_NAMES, RunRecord
 
-COLUMNS = [
-    ("run_id", "TEXT PRIMARY KEY"),
-    ("created", "REAL"),
-    ("status", "TEXT"),
-    ("method", "TEXT"),
-    ("dataset", "TEXT"),
-    ("ipc", "INTEGER"),
-    ("budget", "REAL"),
-    ("protocol", "TEXT"),
-    ("model", "TEXT"),
-    ("seed", "INTEGER"),
-    ("config_hash", "TEXT"),
-    ("config", "TEXT"),
-    ("images", "INTEGER"),
-    ("accuracy_mean", "REAL"),
-    ("accuracy_std", "REAL"),
-    ("accuracies", "TEXT"),
-    ("n_eval_models", "INTEGER"),
-    ("distill_seconds", "REAL"),
-    ("eval_seconds", "REAL"),
-    ("device", "TEXT"),
-    ("versions", "TEXT"),
-    ("meta", "TEXT"),
-    ("artifact", "TEXT"),
-    ("error", "TEXT"),
-]
-JSON_COLUMNS = {"config", "accuracies", "versions", "meta"}
+DEFAULT_OUT = Path("ddbench-results")
+DB_NAME = "ddbench.sqlite"
+DEFAULT_DB = DEFAULT_OUT / DB_NAME
+PENDING = "pending"
+
+# Column types of the `runs` table; the names are RunRecord's fields, in order.
+_TYPES = {"run_id": "TEXT PRIMARY KEY", "created": "REAL", "status": "TEXT", "method": "TEXT", "dataset": "TEXT",
+          "ipc": "INTEGER", "budget": "REAL", "protocol": "TEXT", "model": "TEXT", "seed": "INTEGER",
+          "config_hash": "TEXT", "config": "TEXT", "images": "INTEGER", "accuracy_mean": "REAL",
+          "accuracy_std": "REAL", "accuracies": "TEXT", "n_eval_models": "INTEGER", "distill_seconds": "REAL",
+          "eval_seconds": "REAL", "device": "TEXT", "versions": "TEXT", "meta": "TEXT", "artifact": "TEXT",
+          "error": "TEXT"}
+COLUMNS = [(name, _TYPES[name]) for name in FIELD_NAMES]
+# Columns without which a `runs` table is not ours (a foreign database that happens to have one).
+_CORE = {"run_id", "status", "config_hash"}
+_PROBE_ID = "__ddbench_write_probe__"
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def db_path(out: str | Path | None, db: str | Path | None = None) -> Path:
+    """The database a command uses: `--db` if given, else OUT/ddbench.sqlite (the one place this is spelled)."""
+    return Path(db) if db else Path(out or DEFAULT_OUT) / DB_NAME
+
+
+class StoreError(DDBenchError):
+    """The results database cannot be used (exit 2, one line)."""
+
+
+def _why(path: Path, exc: BaseException) -> StoreError:
+    text = str(exc).strip() or type(exc).__name__
+    low = text.lower()
+    if "not a database" in low or "malformed" in low or "file is encrypted" in low:
+        return StoreError(f"--db {path} is not a ddbench results database (corrupt, or not SQLite: {text}); "
+                          "move it away or pass another --db")
+    if "readonly" in low or "read-only" in low:
+        return StoreError(f"--db {path} is read-only ({text}); make it writable or pass another --db")
+    if "unable to open" in low:
+        return StoreError(f"--db {path} cannot be opened ({text}); check that its folder exists and is writable")
+    if "locked" in low:
+        return StoreError(f"--db {path} is locked by another process ({text}); try again when it finishes")
+    return StoreError(f"--db {path}: {text}")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=30)
-    con.execute("PRAGMA journal_mode=WAL")  # readers (reports) never block the writer
-    con.execute(f"CREATE TABLE IF NOT EXISTS runs ({', '.join(f'{n} {t}' for n, t in COLUMNS)})")
-    con.execute("CREATE INDEX IF NOT EXISTS runs_hash ON runs (config_hash, status)")
+    con.row_factory = sqlite3.Row
     return con
 
 
-def record(path: Path, row: dict[str, Any]) -> None:
-    """Insert one finished run, atomically."""
-    values = []
-    for name, _ in COLUMNS:
-        value = row.get(name)
-        if name in JSON_COLUMNS and value is not None:
-            value = json.dumps(value, sort_keys=True, default=str)
-        values.append(value)
-    with closing(connect(path)) as con, con:
-        con.execute(
-            f"INSERT OR REPLACE INTO runs ({', '.join(n for n, _ in COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-            values,
-        )
+def _columns(con: sqlite3.Connection) -> dict[str, list[str]]:
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {t: [r[1] for r in con.execute(f"PRAGMA table_info('{t}')")] for t in tables}
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for key in JSON_COLUMNS:
-        if out.get(key) is not None:
-            out[key] = json.loads(out[key])
-    return out
+def open_store(path: Path | str, pending_dir: Path | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """Create or open the database, migrate it to today's columns and prove a row can be written.
+
+    Raises StoreError (one line) for a directory, an unwritable path, a corrupt or foreign file, or a
+    read-only database. Then stores any rows an earlier run kept in `pending_dir` for this database.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"--db {path} is a folder; give a file such as {path / DB_NAME}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"--db {path}: cannot create its folder ({exc.strerror or exc})") from None
+    existed = path.exists() and path.stat().st_size > 0
+    try:
+        with closing(_connect(path)) as con:
+            tables = _columns(con)
+            if existed and "runs" not in tables:
+                listed = ", ".join(sorted(tables)) or "none"
+                raise StoreError(f"--db {path} is an SQLite database of another application (tables: {listed}); "
+                                 "pass another --db")
+            if "runs" in tables and not _CORE <= set(tables["runs"]):
+                raise StoreError(f"--db {path} has a `runs` table that is not ddbench's (columns: "
+                                 f"{', '.join(tables['runs'])}); pass another --db")
+            with con:
+                con.execute(f"CREATE TABLE IF NOT EXISTS runs ({', '.join(f'{n} {t}' for n, t in COLUMNS)})")
+                for name, kind in COLUMNS:  # migrate: a database written by older code gains the new columns
+                    if "runs" in tables and name not in tables["runs"]:
+                        con.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
+                con.execute("CREATE INDEX IF NOT EXISTS runs_hash ON runs (config_hash, status)")
+            con.execute("PRAGMA journal_mode=WAL")  # readers (reports) never block the writer
+            con.execute("BEGIN IMMEDIATE")  # the write probe: take the write lock, write, roll back
+            con.execute("INSERT OR REPLACE INTO runs (run_id, status) VALUES (?, 'probe')", (_PROBE_ID,))
+            con.rollback()
+    except StoreError:
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        raise _why(path, exc) from None
+    if pending_dir is not None:
+        flush_pending(path, pending_dir, log or (lambda msg: None))
+    return path
 
 
-def query(path: Path, where: str = "", args: tuple = ()) -> list[dict[str, Any]]:
+def _insert(path: Path, rec: RunRecord) -> None:
+    cols = rec.to_columns()
+    with closing(_connect(path)) as con, con:
+        con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    list(cols.values()))
+
+
+def record(path: Path | str, rec: RunRecord) -> None:
+    """Insert one finished run in one transaction. Raises StoreError when the database refuses it."""
+    path = Path(path)
+    open_store(path)  # creates and migrates a new or old database; cheap next to a run
+    try:
+        _insert(path, rec)
+    except (sqlite3.Error, OSError, OverflowError) as exc:
+        raise _why(path, exc) from None
+
+
+def record_or_keep(path: Path | str, rec: RunRecord, pending_dir: Path, log: Callable[[str], None]) -> bool:
+    """Record `rec`; if the database refuses it, keep it in `pending_dir` for the next run. True if stored."""
+    path = Path(path)
+    try:
+        record(path, rec)
+        return True
+    except StoreError as exc:
+        target = pending_dir / f"{rec.run_id}.json"
+        try:
+            atomic_write_json({"db": str(path.absolute()), "record": rec.as_dict()}, target, default=str)
+        except OSError as write_exc:
+            log(f"ddbench: error: {exc}; could not keep run {rec.run_id} in {target} either ({write_exc}); "
+                f"its record: {json.dumps(rec.summary(), default=str)}")
+            return False
+        log(f"ddbench: error: {exc}; run {rec.run_id} is kept in {target} and stored by the next run with this --db")
+        return False
+
+
+def flush_pending(path: Path, pending_dir: Path, log: Callable[[str], None]) -> int:
+    """Store the rows earlier runs kept in `pending_dir` for this database; returns how many."""
+    if not pending_dir.is_dir():
+        return 0
+    stored = 0
+    for item in sorted(pending_dir.glob("*.json")):
+        try:
+            data = json.loads(item.read_text())
+            if Path(data["db"]) != path.absolute():
+                continue
+            _insert(path, RunRecord(**data["record"]))
+        except (OSError, ValueError, KeyError, TypeError, sqlite3.Error, OverflowError) as exc:
+            log(f"warning: could not store the kept run {item} ({type(exc).__name__}: {exc}); it stays there")
+            continue
+        item.unlink()
+        stored += 1
+    if stored:
+        log(f"stored {stored} run(s) kept in {pending_dir} by earlier runs")
+    return stored
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+def query(path: Path | str, where: str = "", args: tuple = ()) -> list[RunRecord]:
+    """Records matching an SQL condition, oldest first; [] if there is no database yet.
+
+    Never creates or changes anything; a corrupt or foreign file is a StoreError (one line).
+    """
+    path = Path(path)
     if not path.exists():
         return []
-    with closing(connect(path)) as con:
-        con.row_factory = sqlite3.Row
-        rows = con.execute(f"SELECT * FROM runs {where} ORDER BY created", args).fetchall()
-    return [_decode(r) for r in rows]
+    if path.is_dir():
+        raise StoreError(f"--db {path} is a folder; give a file such as {path / DB_NAME}")
+    try:
+        with closing(_connect(path)) as con:
+            tables = _columns(con)
+            if "runs" not in tables or not _CORE <= set(tables["runs"]):
+                if not tables:
+                    return []
+                raise StoreError(f"--db {path} is not a ddbench results database (tables: "
+                                 f"{', '.join(sorted(tables))}); pass another --db")
+            rows = con.execute(f"SELECT * FROM runs {('WHERE ' + where) if where else ''} ORDER BY created",
+                               args).fetchall()
+    except StoreError:
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        raise _why(path, exc) from None
+    return [RunRecord.from_columns(r) for r in rows]
 
 
-def iter_runs(path: Path) -> Iterator[dict[str, Any]]:
-    yield from query(path)
-
-
-def find_ok(path: Path, config_hash: str) -> dict[str, Any] | None:
+def find_ok(path: Path | str, config_hash: str) -> RunRecord | None:
     """The latest successful run with this exact configuration, if any (sweeps skip such cells)."""
-    rows = query(path, "WHERE config_hash = ? AND status = 'ok'", (config_hash,))
+    rows = query(path, "config_hash = ? AND status = 'ok'", (config_hash,))
     return rows[-1] if rows else None
 
 
-def get_run(path: Path, run_id: str) -> dict[str, Any] | None:
-    """A run by id or by a unique id prefix."""
-    rows = query(path, "WHERE run_id LIKE ?", (run_id.replace("%", "") + "%",))
-    exact = [r for r in rows if r["run_id"] == run_id]
+def latest_failed(path: Path | str, config_hash: str) -> bool:
+    return bool(query(path, "config_hash = ? AND status = 'failed'", (config_hash,)))
+
+
+def get_run(path: Path | str, run_id: str) -> RunRecord | None:
+    """A run by id or by a unique id prefix (compared literally: `_` and `%` are not wildcards)."""
+    rows = query(path, "substr(run_id, 1, ?) = ?", (len(run_id), run_id))
+    exact = [r for r in rows if r.run_id == run_id]
     if exact:
         return exact[0]
     if len(rows) > 1:
-        from .api import DDBenchError
-
-        raise DDBenchError(f"run id prefix {run_id!r} is ambiguous: {', '.join(r['run_id'] for r in rows[:5])}")
+        raise DDBenchError(f"run id prefix {run_id!r} is ambiguous: {', '.join(r.run_id for r in rows[:5])}")
     return rows[0] if rows else None
 
 
-def atomic_save(obj: Any, target: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: the file is whole or absent."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(text: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+# --------------------------------------------------------------------------------------------------
+# Artifacts
+# --------------------------------------------------------------------------------------------------
 
 
 def save_grid(images01: torch.Tensor, labels: torch.Tensor, num_classes: int, target: Path, max_per_class: int = 10) -> None:
     """A PNG grid, one row per class (at most `max_per_class` images each), images already in [0, 1]."""
-    from torchvision.utils import make_grid
     from PIL import Image
+    from torchvision.utils import make_grid
 
+    if labels.ndim == 2:  # soft labels: each image's class is its argmax
+        labels = labels.argmax(1)
     rows = []
     for c in range(num_classes):
         idx = (labels == c).nonzero(as_tuple=True)[0][:max_per_class]
@@ -154,11 +250,9 @@ def save_grid(images01: torch.Tensor, labels: torch.Tensor, num_classes: int, ta
     array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     if array.shape[2] == 1:
         array = array[:, :, 0]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
-def now() -> float:
-    return time.time()
+__all__ = ["RunRecord", "StoreError", "open_store", "record", "record_or_keep", "flush_pending", "query", "find_ok",
+           "latest_failed", "get_run", "save_grid", "db_path", "atomic_save", "atomic_write_text", "DEFAULT_DB",
+           "COLUMNS"]

@@ -6,12 +6,10 @@ steps: `resolve` gives the config hash that identifies a cell, `execute` runs it
 """
 from __future__ import annotations
 
-import json
 import platform
 import random
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,17 +18,20 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import DDBenchError, RunContext, RunFailed, SyntheticSet, resolve_params
+from .api import DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, resolve_params
 from .config import Config, load_config
-from .identity import config_hash
+from .atomic import atomic_save
+from .identity import config_hash, dataset_fingerprint
 from .output_checks import check_output
 from .plugins import Registry, load_plugins
-from .results import DEFAULT_DB, atomic_save, record, save_grid
+from .records import FAILED, OK, RunRecord
+from .results import PENDING, db_path, open_store, record_or_keep, save_grid
 
 DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_PROTOCOL = "dsa"
 DEFAULT_MODEL = "convnet"
 PRESETS = ("default", "paper")
+MAX_SEED = 2**63 - 1  # an SQLite INTEGER
 
 
 @dataclass
@@ -74,7 +75,11 @@ class Resolved:
 
     @property
     def db_path(self) -> Path:
-        return Path(self.request.db) if self.request.db else self.out_dir / DEFAULT_DB.name
+        return db_path(self.request.out, self.request.db)
+
+    @property
+    def pending_dir(self) -> Path:
+        return self.out_dir / PENDING
 
     @property
     def work_dir(self) -> Path:
@@ -117,6 +122,8 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     """Check names and settings and compute the config hash; no data is loaded and nothing is written."""
     if not isinstance(request.ipc, int) or request.ipc < 1:
         raise DDBenchError(f"--ipc {request.ipc!r} must be an integer >= 1")
+    if isinstance(request.seed, bool) or not isinstance(request.seed, int) or not 0 <= request.seed <= MAX_SEED:
+        raise DDBenchError(f"--seed {request.seed!r} is out of range; allowed: integers 0..{MAX_SEED}")
     if request.preset not in PRESETS:
         raise DDBenchError(f"--preset {request.preset!r} is not one of: {', '.join(PRESETS)}")
     method = registry.get("methods", request.method)
@@ -163,7 +170,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def versions(registry: Registry, method_name: str) -> dict[str, str]:
+def versions(registry: Registry, request: RunRequest) -> dict[str, str]:
+    """Library versions, and the version (or source) of every plugin the run used: method, dataset, protocol, model."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "ddbench": __version__}
@@ -172,9 +180,11 @@ def versions(registry: Registry, method_name: str) -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    owner = registry.owners["methods"].get(method_name)
+    used = {registry.owners[kind].get(name) for kind, name in (
+        ("methods", request.method), ("datasets", request.dataset), ("protocols", request.protocol),
+        ("models", request.model))}
     for info in registry.plugins:
-        if info.name == owner:
+        if info.name in used:
             out[f"plugin:{info.name}"] = info.version or info.source
     return out
 
@@ -195,96 +205,112 @@ def load_dataset(registry: Registry, name: str, root: str | None, download: bool
     return spec.load(root=Path(root) if root else None, download=download)
 
 
-def new_row(config: dict[str, Any], config_hash: str) -> dict[str, Any]:
-    """The identifying columns of a results row (a fresh run id, the cell's config and hash)."""
-    return {
-        "run_id": time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-        "created": time.time(),
-        **{key: config[key] for key in ("method", "dataset", "ipc", "budget", "protocol", "model", "seed")},
-        "config_hash": config_hash,
-        "config": config,
-    }
+class NotStored(RunFailed):
+    """A finished run the database refused; its record was kept in OUT/pending for the next run (exit 1)."""
 
 
-def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: bool = True) -> dict[str, Any]:
-    """Run one resolved request and record it. Bad input raises DDBenchError before anything is written.
-
-    `record_to_db=False` returns the row without writing it: sweep workers hand rows to the driver, which
-    alone writes the database.
-    """
+def context(resolved: Resolved, registry: Registry, log=print, dataset: ImageDataset | None = None) -> RunContext:
+    """The run's context once the device exists, the data loads and the method's `validate` accepts it."""
     r = resolved.request
     device = pick_device(r.device)
-    dataset = load_dataset(registry, r.dataset, r.data_root, r.download)
-    ctx = RunContext(
-        dataset=dataset,
-        ipc=r.ipc,
-        seed=r.seed,
-        device=device,
-        params=resolved.method_params,
-        model=r.model,
-        registry=registry,
-        work_dir=resolved.work_dir,
-        cache_dir=resolved.cache_dir,
-        budget=r.budget,
-        progress=r.progress,
-        log=log,
-        protocol=r.protocol,
-    )
+    if dataset is None:
+        dataset = load_dataset(registry, r.dataset, r.data_root, r.download)
+    ctx = RunContext(dataset=dataset, ipc=r.ipc, seed=r.seed, device=device, params=resolved.method_params,
+                     model=r.model, registry=registry, work_dir=resolved.work_dir, cache_dir=resolved.cache_dir,
+                     budget=r.budget, progress=r.progress, log=log, protocol=r.protocol)
     resolved.method.validate(ctx)
-    # Folders only once the method accepted its settings: a refused run leaves nothing behind.
+    return ctx
+
+
+def check_cell(resolved: Resolved, registry: Registry, datasets: dict[tuple, ImageDataset]) -> None:
+    """The checks `context` makes, for a sweep's cell, loading each dataset once (`datasets` caches them)."""
+    r = resolved.request
+    key = (r.dataset, r.data_root, r.download)
+    if key not in datasets:
+        datasets[key] = load_dataset(registry, r.dataset, r.data_root, r.download)
+    context(resolved, registry, log=lambda msg: None, dataset=datasets[key])
+
+
+def prepare(resolved: Resolved, registry: Registry, log=print, open_db: bool = True) -> RunContext:
+    """Everything before the work: device, data, the method's own checks, the store, the folders.
+
+    Each step can refuse the run with a one-line DDBenchError; nothing is written before the store is
+    known to take a row, and no folder exists before the method accepted its settings.
+    """
+    ctx = context(resolved, registry, log)
+    if open_db:
+        open_store(resolved.db_path, resolved.pending_dir, log)
     resolved.work_dir.mkdir(parents=True, exist_ok=True)
     resolved.cache_dir.mkdir(parents=True, exist_ok=True)
+    return ctx
 
-    config = resolved.config()
-    row: dict[str, Any] = {
-        **new_row(config, resolved.config_hash),
-        "device": str(device),
-        "versions": versions(registry, r.method),
-    }
+
+def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: bool = True) -> RunRecord:
+    """Run one resolved request and record it. Bad input raises DDBenchError before anything is written.
+
+    `record_to_db=False` returns the record without writing it: sweep workers hand records to the driver,
+    which alone writes the database. A record the database refuses at the end is kept (NotStored).
+    """
+    ctx = prepare(resolved, registry, log, open_db=record_to_db)
+    rec = RunRecord.start(resolved.config(), resolved.config_hash)
+    rec.device = str(ctx.device)
+    rec.versions = versions(registry, resolved.request)
     t0 = time.perf_counter()
     try:
-        syn, row["distill_seconds"] = _distill_or_resume(resolved, ctx)
-        row["images"] = int(syn.images.shape[0])
-        row["meta"] = {**syn.meta, "per_class": syn.per_class(dataset.num_classes), "lr": syn.lr}
-        run_dir = resolved.out_dir / "runs" / row["run_id"]
-        atomic_save(
-            {"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "lr": syn.lr, "meta": syn.meta,
-             "config": config, "dataset": {"name": dataset.name, "mean": dataset.mean, "std": dataset.std,
-                                                       "class_names": dataset.class_names}},
-            run_dir / "synset.pt",
-        )
-        save_grid(dataset.denormalise(syn.images.detach().cpu().float()), syn.labels.cpu(), dataset.num_classes,
-                  run_dir / "grid.png")
-        row["artifact"] = str(run_dir / "synset.pt")
-        if r.skip_eval:
-            row["eval_seconds"] = 0.0
-            row["accuracies"] = []
-            row["n_eval_models"] = 0
-        else:
-            seed_everything(r.seed)
-            result = resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings)
-            row["eval_seconds"] = result.seconds
-            row["accuracies"] = [float(a) for a in result.accuracies]
-            row["accuracy_mean"] = result.mean
-            row["accuracy_std"] = result.std
-            row["n_eval_models"] = len(result.accuracies)
-            row["meta"]["eval"] = result.details
-        row["status"] = "ok"
+        syn = _distill_and_save(resolved, ctx, rec)
+        _evaluate(resolved, ctx, syn, rec)
+        rec.status = OK
     except (KeyboardInterrupt, SystemExit):
         raise  # no row: an interrupted run leaves nothing half-written; its checkpoints stay in work_dir
     except DDBenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, not lost
-        row["status"] = "failed"
+        rec.status = FAILED
         # A broken contract is said in one line; anything else keeps its traceback.
-        row["error"] = (f"{type(exc).__name__}: {exc}" if isinstance(exc, RunFailed)
-                        else "".join(traceback.format_exception(exc)))
-        row.setdefault("distill_seconds", time.perf_counter() - t0)
-    if record_to_db:
-        record(resolved.db_path, row)
-    if row["status"] == "ok":
+        rec.error = (f"{type(exc).__name__}: {exc}" if isinstance(exc, RunFailed)
+                     else "".join(traceback.format_exception(exc)))
+        if rec.distill_seconds is None:
+            rec.distill_seconds = time.perf_counter() - t0
+    if record_to_db and not record_or_keep(resolved.db_path, rec, resolved.pending_dir, log):
+        raise NotStored(f"run {rec.run_id} finished ({rec.status}) but is not in {resolved.db_path} yet")
+    if rec.ok:
         (resolved.work_dir / DISTILLED).unlink(missing_ok=True)
-    return row
+    return rec
+
+
+def _distill_and_save(resolved: Resolved, ctx: RunContext, rec: RunRecord) -> SyntheticSet:
+    """Distill (or resume), then save the set and its image grid under OUT/runs/RUN_ID."""
+    syn, rec.distill_seconds = _distill_or_resume(resolved, ctx)
+    ds = ctx.dataset
+    rec.images = int(syn.images.shape[0])
+    rec.meta = {**syn.meta, "per_class": syn.per_class(ds.num_classes), "lr": syn.lr,
+                "dataset_fingerprint": dataset_fingerprint(ds)}
+    if syn.ipc is not None:
+        rec.meta["ipc_declared"] = syn.ipc
+    if syn.generation_seconds is not None:
+        rec.meta["generation_seconds"] = syn.generation_seconds
+    run_dir = resolved.out_dir / "runs" / rec.run_id
+    atomic_save({"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "lr": syn.lr, "meta": syn.meta,
+                 "ipc": syn.ipc, "config": rec.config,
+                 "dataset": {"name": ds.name, "mean": ds.mean, "std": ds.std, "class_names": ds.class_names}},
+                run_dir / "synset.pt")
+    save_grid(ds.denormalise(syn.images.detach().cpu().float()), syn.labels.cpu(), ds.num_classes,
+              run_dir / "grid.png")
+    rec.artifact = str(run_dir / "synset.pt")
+    return syn
+
+
+def _evaluate(resolved: Resolved, ctx: RunContext, syn: SyntheticSet, rec: RunRecord) -> None:
+    if resolved.request.skip_eval:
+        rec.eval_seconds, rec.accuracies, rec.n_eval_models = 0.0, [], 0
+        return
+    seed_everything(resolved.request.seed)
+    result = resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings)
+    rec.eval_seconds = result.seconds
+    rec.accuracies = [float(a) for a in result.accuracies]
+    rec.accuracy_mean, rec.accuracy_std = result.mean, result.std
+    rec.n_eval_models = len(result.accuracies)
+    rec.meta["eval"] = result.details
 
 
 DISTILLED = "distilled.pt"
@@ -323,20 +349,11 @@ def _check(syn: Any, resolved: Resolved, ctx: RunContext) -> None:
     check_output(syn, method=r.method, dataset=ctx.dataset, ipc=r.ipc, budget=r.budget)
 
 
-def summary_json(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ["run_id", "status", "method", "dataset", "ipc", "budget", "images", "protocol", "model",
-            "accuracy_mean", "accuracy_std", "accuracies", "n_eval_models", "distill_seconds", "eval_seconds",
-            "device", "seed", "versions", "config_hash", "artifact", "error"]
-    out = {k: row.get(k) for k in keys}
-    out["eval_impl"] = ((row.get("meta") or {}).get("eval") or {}).get("impl")
-    return out
-
-
-def run(request: RunRequest, config_path: str | None = None, log=print) -> dict[str, Any]:
+def run(request: RunRequest, config_path: str | None = None, log=print) -> RunRecord:
     """Programmatic entry point: resolve and execute one request."""
     config = load_config(config_path)
     registry = registry_for(config)
     return execute(resolve(request, config, registry), registry, log=log)
 
 
-__all__ = ["RunRequest", "Resolved", "resolve", "execute", "run", "config_hash", "registry_for", "summary_json"]
+__all__ = ["RunRequest", "Resolved", "NotStored", "resolve", "prepare", "execute", "run", "registry_for"]

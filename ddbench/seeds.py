@@ -19,7 +19,7 @@ def derive_seed(*keys: Any) -> int:
 
 
 def generator(*keys: Any) -> torch.Generator:
-    """A CPU generator seeded from keys, e.g. (run seed, "dm", iteration): resuming replays the same draws."""
+    """A CPU generator seeded from keys, e.g. (run seed, "my-method", iteration): resuming replays the same draws."""
     return torch.Generator().manual_seed(derive_seed(*keys))
 
 

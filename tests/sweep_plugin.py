@@ -9,7 +9,7 @@ import time
 import torch
 
 from ddbench import hookimpl
-from ddbench.api import DatasetSpec, EvalResult, ImageDataset, Method, Param, Protocol
+from ddbench.api import DatasetSpec, EvalResult, ImageDataset, Launcher, Method, Param, Protocol
 
 
 def tiny_dataset(num_classes: int = 3, per_class: int = 12, size: int = 8, test_per_class: int = 10) -> ImageDataset:
@@ -97,9 +97,9 @@ def register_methods(register):
     register(Gen())
 
 
-class ReverseLauncher:
-    """A third-party launcher, registered through the hook like Ray or Kubernetes would be: runs the jobs in
-    this process, last first, and tags each row."""
+class ReverseLauncher(Launcher):
+    """A third-party launcher written from ddbench.api and docs/plugins.md, registered through the hook as Ray
+    or Kubernetes would be: runs the jobs in this process, last first, and tags each record."""
 
     name = "reverse"
     description = "test launcher: in-process, last job first"
@@ -109,12 +109,12 @@ class ReverseLauncher:
         pass
 
     def run(self, jobs, settings, parallelism, log):
-        from ddbench.launchers import run_job
+        from ddbench.sweeps import run_job
 
         for job in reversed(jobs):
-            row = run_job(job)
-            row.setdefault("meta", {})["launcher"] = settings["tag"]
-            yield job, row
+            rec = run_job(job)
+            rec.meta["launcher"] = settings["tag"]
+            yield job, rec
 
 
 @hookimpl

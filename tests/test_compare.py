@@ -94,11 +94,11 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(sweep, capsys):
     assert rc == 1
     rows = query(db)
     assert len(rows) == 6
-    ok = {(r["method"], r["ipc"]) for r in rows if r["status"] == "ok"}
+    ok = {(r.method, r.ipc) for r in rows if r.status == "ok"}
     assert ok == {("random", 1), ("random", 3)}
-    by_cell = {(r["method"], r["ipc"]): r for r in rows}
-    assert "boom: this method always fails" in by_cell[("boom", 1)]["error"]
-    assert "told to fail at IPC 2" in by_cell[("random", 2)]["error"]
+    by_cell = {(r.method, r.ipc): r for r in rows}
+    assert "boom: this method always fails" in by_cell[("boom", 1)].error
+    assert "told to fail at IPC 2" in by_cell[("random", 2)].error
     text = capsys.readouterr().out
     assert "FAILED" in text and "ran 6 cell(s)" in text
     report = (out / "report" / "report.md").read_text()
@@ -173,7 +173,7 @@ def test_killed_sweep_resumes_with_only_the_missing_cells(tmp_path, capsys):
     assert len(after) == 6 and len({h for _, h in after}) == 6  # each cell exactly once
     rows = query(db)
     assert len(rows) == 6
-    assert sorted((r["ipc"], r["seed"]) for r in rows) == [(i, s) for i in (1, 2, 3) for s in (0, 1)]
+    assert sorted((r.ipc, r.seed) for r in rows) == [(i, s) for i in (1, 2, 3) for s in (0, 1)]
 
 
 def test_budgets_apply_to_methods_that_take_one(sweep, capsys):
@@ -182,7 +182,7 @@ def test_budgets_apply_to_methods_that_take_one(sweep, capsys):
     text = capsys.readouterr().out
     assert "grid: 6 cells" in text and "random take no generation budget" in text
     rows = query(db)
-    assert sorted((r["method"], r["budget"]) for r in rows) == [
+    assert sorted((r.method, r.budget) for r in rows) == [
         ("gen", 1.0), ("gen", 1.0), ("gen", 5.0), ("gen", 5.0), ("random", None), ("random", None)]
     md = (out / "report" / "report.md").read_text()
     assert "| gen (1 s) |" in md and "| gen (5 s) |" in md

@@ -47,27 +47,27 @@ def test_a_third_party_launcher_runs_the_sweep(tmp_path):
     assert _compare(tmp_path, "--methods", "random", "--ipc", "1,2", "--launcher", "reverse",
                     "--launcher-set", "tag=mine", "--no-report") == 0
     rows = query(tmp_path / "out" / "ddbench.sqlite")
-    assert [r["ipc"] for r in rows] == [2, 1]  # it ran them last first
-    assert all(r["meta"]["launcher"] == "mine" for r in rows)
+    assert [r.ipc for r in rows] == [2, 1]  # it ran them last first
+    assert all(r.meta["launcher"] == "mine" for r in rows)
 
 
 def test_worker_rows_are_not_written_by_the_worker(tmp_path):
     row = run_job(_job(tmp_path))
-    assert row["status"] == "ok" and row["accuracies"]
+    assert row.status == "ok" and row.accuracies
     assert not (tmp_path / "out" / "ddbench.sqlite").exists()
-    assert row["meta"]["worker"]["pid"] == os.getpid()
+    assert row.meta["worker"]["pid"] == os.getpid()
 
 
 def test_a_worker_that_resolves_another_hash_fails_the_cell(tmp_path):
     job = _job(tmp_path)
     wrong = Job(0, job.request, job.config_path, "0" * 16, job.config)
     row = run_job(wrong)
-    assert row["status"] == "failed" and "config hash mismatch" in row["error"]
+    assert row.status == "failed" and "config hash mismatch" in row.error
 
 
 def test_a_bad_cell_detected_on_the_worker_is_a_failed_cell(tmp_path):
     row = run_job(_job(tmp_path, ipc=500))  # more than the tiny dataset has per class: method.validate says so
-    assert row["status"] == "failed" and row["error"].startswith("bad input:") and "--ipc 500" in row["error"]
+    assert row.status == "failed" and row.error.startswith("bad input:") and "--ipc 500" in row.error
 
 
 def test_local_settings_are_checked():
@@ -99,8 +99,8 @@ def test_local_pool_of_two_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])  # spawned workers import the test plugin
     assert _compare(tmp_path, "--methods", "random,boom", "--ipc", "1", "--jobs", "2", "--no-report") == 1
     rows = query(tmp_path / "out" / "ddbench.sqlite")
-    assert sorted(r["status"] for r in rows) == ["failed", "ok"]
-    workers = {r["meta"]["worker"]["pid"] for r in rows}
+    assert sorted(r.status for r in rows) == ["failed", "ok"]
+    workers = {r.meta["worker"]["pid"] for r in rows}
     assert os.getpid() not in workers
 
 
@@ -110,8 +110,8 @@ def test_submitit_local_executor(tmp_path, monkeypatch, capsys):
     assert _compare(tmp_path, "--methods", "random", "--ipc", "1,2", "--launcher", "slurm", "--jobs", "2",
                     "--launcher-set", "cluster=local", "--launcher-set", "poll_seconds=0.2", "--no-report") == 0
     rows = query(tmp_path / "out" / "ddbench.sqlite")
-    assert sorted(r["ipc"] for r in rows) == [1, 2] and all(r["status"] == "ok" for r in rows)
-    assert all(r["meta"]["worker"]["pid"] != os.getpid() for r in rows)
+    assert sorted(r.ipc for r in rows) == [1, 2] and all(r.status == "ok" for r in rows)
+    assert all(r.meta["worker"]["pid"] != os.getpid() for r in rows)
     assert list((tmp_path / "out" / "slurm").glob("*_result.pkl"))
 
 

@@ -13,6 +13,7 @@ from scipy import stats
 
 from ddbench.cli import main
 from ddbench.report import build_report, welch
+from ddbench.records import RunRecord
 from ddbench.results import record, save_grid
 
 ACC = {  # (method, ipc, seed) -> accuracies of the evaluation networks
@@ -43,7 +44,7 @@ def _row(tmp_path, method, ipc, seed, accs=None, status="ok", budget=None, creat
                    n_eval_models=len(accs))
     else:
         row["error"] = error or "Traceback (most recent call last):\nRuntimeError: CUDA out of memory"
-    return row
+    return RunRecord(**row)
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ def test_sections_per_dataset_and_protocol(tmp_path):
     db = tmp_path / "ddbench.sqlite"
     record(db, _row(tmp_path, "random", 1, 0, [10.0, 11.0]))
     other = _row(tmp_path, "random", 1, 0, [20.0, 21.0], config_hash="other")
-    other["protocol"] = "dsa"
+    other.protocol = "dsa"
     record(db, other)
     result = build_report(db, tmp_path / "r")
     assert len(result.sections) == 2 and len(result.plots) == 2

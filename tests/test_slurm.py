@@ -68,9 +68,9 @@ def test_two_cell_sweep_through_slurm(slurm, on_pythonpath, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "submitted 2 SLURM job(s) as array" in text
     rows = query(out / "ddbench.sqlite")
-    assert sorted(r["ipc"] for r in rows) == [1, 2] and all(r["status"] == "ok" for r in rows)
+    assert sorted(r.ipc for r in rows) == [1, 2] and all(r.status == "ok" for r in rows)
     for r in rows:  # each row came from a SLURM array task, and only the driver wrote it
-        worker = r["meta"]["worker"]
+        worker = r.meta["worker"]
         assert worker.get("slurm_array_job_id") and worker.get("slurm_job_id")
         assert worker["pid"] != os.getpid()
     assert len(list((out / "slurm").glob("*_result.pkl"))) == 2
@@ -127,6 +127,6 @@ def test_preempted_job_is_requeued_and_its_row_still_comes_back(slurm, on_python
         time.sleep(0.5)
     runner.join(timeout=120)
     assert not runner.is_alive()
-    assert len(rows) == 1 and rows[0]["status"] == "ok", rows
-    assert rows[0]["meta"]["worker"].get("requeues") == 1
+    assert len(rows) == 1 and rows[0].status == "ok", rows
+    assert rows[0].meta["worker"].get("requeues") == 1
     assert marker.exists()  # evaluated again after the requeue

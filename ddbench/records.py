@@ -1,0 +1,133 @@
+"""`RunRecord`: the one type of a run's result, shared by the runner, the store, sweeps and reports.
+
+It is stored as the columns the results database has always had (one column per field, the dict and list
+fields as JSON), so databases written before this type existed still open and report.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+OK = "ok"
+FAILED = "failed"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class RunRecord:
+    """One finished run (ok or failed): what was asked, what came out, how long it took, where it ran."""
+
+    run_id: str
+    created: float
+    status: str
+    method: str
+    dataset: str
+    ipc: int
+    budget: float | None
+    protocol: str
+    model: str
+    seed: int
+    config_hash: str
+    config: dict[str, Any] = field(default_factory=dict)
+    images: int | None = None
+    accuracy_mean: float | None = None
+    accuracy_std: float | None = None
+    accuracies: list[float] = field(default_factory=list)
+    n_eval_models: int | None = None
+    distill_seconds: float | None = None
+    eval_seconds: float | None = None
+    device: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    artifact: str | None = None
+    error: str | None = None
+
+    # -- building ---------------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, config: Mapping[str, Any], config_hash: str, status: str = FAILED) -> "RunRecord":
+        """A fresh record of the cell `config` (run id, time, the identifying fields); status until it ends."""
+        keys = ("method", "dataset", "ipc", "budget", "protocol", "model", "seed")
+        return cls(run_id=new_run_id(), created=time.time(), status=status, config_hash=config_hash,
+                   config=dict(config), **{k: config.get(k) for k in keys})
+
+    @classmethod
+    def failure(cls, config: Mapping[str, Any], config_hash: str, error: str,
+                where: Mapping[str, Any] | None = None) -> "RunRecord":
+        """The record of a cell that failed before or outside the runner (a worker that died, a bad job)."""
+        rec = cls.start(config, config_hash)
+        rec.error = error
+        rec.meta = {"worker": dict(where or {})}
+        return rec
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def error_line(self) -> str:
+        """The last line of the error (the exception and its message), for one-line summaries."""
+        lines = (self.error or "").strip().splitlines()
+        return lines[-1] if lines else ""
+
+    def summary(self) -> dict[str, Any]:
+        """What `ddbench run --json` prints."""
+        keys = ["run_id", "status", "method", "dataset", "ipc", "budget", "images", "protocol", "model",
+                "accuracy_mean", "accuracy_std", "accuracies", "n_eval_models", "distill_seconds", "eval_seconds",
+                "device", "seed", "versions", "config_hash", "artifact", "error"]
+        out = {k: getattr(self, k) for k in keys}
+        out["eval_impl"] = (self.meta.get("eval") or {}).get("impl") if isinstance(self.meta, dict) else None
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Mapping-style read, kept for scripts written when a record was a dict; new code reads attributes."""
+        value = getattr(self, key, default)
+        return default if value is None else value
+
+    # -- the stored form --------------------------------------------------------------------------
+
+    def to_columns(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = json.dumps(value, sort_keys=True, default=str) if f.name in JSON_FIELDS else value
+        return out
+
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any]) -> "RunRecord":
+        """From a database row (any schema version: missing columns become None/empty, extra ones are kept
+        out). JSON columns that do not parse are kept as text under meta['unreadable']."""
+        values: dict[str, Any] = {}
+        unreadable: dict[str, str] = {}
+        for f in fields(cls):
+            value = row[f.name] if f.name in row.keys() else None
+            if f.name in JSON_FIELDS:
+                if isinstance(value, str):
+                    try:
+                        value = json.loads(value)
+                    except ValueError:
+                        unreadable[f.name], value = value, None
+                if value is None:
+                    value = [] if f.name == "accuracies" else {}
+            values[f.name] = value
+        rec = cls(**values)
+        if unreadable and isinstance(rec.meta, dict):
+            rec.meta["unreadable"] = unreadable
+        return rec
+
+
+JSON_FIELDS = frozenset({"config", "accuracies", "versions", "meta"})
+FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
+
+__all__ = ["RunRecord", "OK", "FAILED", "JSON_FIELDS", "FIELD_NAMES", "new_run_id"]
