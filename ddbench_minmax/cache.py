@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import torch
 
 from ddbench.api import DDBenchError
+from ddbench.identity import config_hash
+from ddbench.results import atomic_save, atomic_write_text
 
 from .model import Denoiser
 
@@ -28,21 +30,10 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def config_key(prefix: str, config: dict[str, Any]) -> str:
-    blob = json.dumps(config, sort_keys=True, default=str)
-    return f"{prefix}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+    return f"{prefix}-{config_hash(config)}"
 
 
-def dataset_fingerprint(train_x: torch.Tensor, train_y: torch.Tensor) -> str:
-    """Cheap identity of the training data: shape, label counts and a few moments (not a full hash)."""
-    h = hashlib.sha256()
-    h.update(str(tuple(train_x.shape)).encode())
-    h.update(str(torch.bincount(train_y).tolist()).encode())
-    x = train_x.double()
-    h.update(f"{x.sum().item():.6e} {(x * x).sum().item():.6e} {x[::97].sum().item():.6e}".encode())
-    return h.hexdigest()[:16]
-
-
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -51,9 +42,13 @@ def _sha256(path: Path) -> str:
 
 
 class GeneratorCache:
-    def __init__(self, cache_dir: Path, key: str):
-        self.root = Path(cache_dir) / "minmax-diffusion" / key
-        self.key = key
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.key = self.root.name
+
+    @classmethod
+    def for_key(cls, cache_dir: Path, key: str) -> "GeneratorCache":
+        return cls(Path(cache_dir) / "minmax-diffusion" / key)
 
     @property
     def generator_dir(self) -> Path:
@@ -81,7 +76,7 @@ class GeneratorCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def load(self, arch: str) -> tuple[Denoiser, dict[str, Any]]:
+    def load(self) -> tuple[Denoiser, dict[str, Any]]:
         """The cached generator and its meta. Raises CorruptCache when anything is missing or altered."""
         if not self.meta_path.is_file():
             raise CorruptCache(f"{self.meta_path} is missing (an interrupted save?)")
@@ -92,15 +87,15 @@ class GeneratorCache:
         weights = self.generator_dir / WEIGHTS
         if not weights.is_file():
             raise CorruptCache(f"{weights} is missing")
-        if meta.get("sha256") and _sha256(weights) != meta["sha256"]:
+        if meta.get("sha256") and sha256_file(weights) != meta["sha256"]:
             raise CorruptCache(f"{weights} does not match the sha256 recorded in meta.json")
         try:
-            model = Denoiser.load(self.generator_dir, arch)
+            model = Denoiser.load(self.generator_dir)
         except Exception as exc:  # noqa: BLE001 - any loader failure means a corrupt cache entry
             raise CorruptCache(f"{self.generator_dir} does not load: {type(exc).__name__}: {exc}") from None
         return model, meta
 
-    def save(self, model: Denoiser, meta: dict[str, Any]) -> None:
+    def save(self, model: Denoiser, meta: dict[str, Any]) -> dict[str, Any]:
         """save_pretrained into a temporary folder, swap it in, then write meta.json last."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / "generator.tmp"
@@ -110,12 +105,11 @@ class GeneratorCache:
         if self.generator_dir.exists():
             shutil.rmtree(self.generator_dir)
         os.replace(tmp, self.generator_dir)
-        meta = {**meta, "sha256": _sha256(self.generator_dir / WEIGHTS), "complete": True}
-        tmp_meta = self.root / "meta.json.tmp"
-        tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        os.replace(tmp_meta, self.meta_path)
+        meta = {**meta, "sha256": sha256_file(self.generator_dir / WEIGHTS), "complete": True}
+        atomic_write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), self.meta_path)
         with contextlib.suppress(FileNotFoundError):
             self.checkpoint_path.unlink()
+        return meta
 
     def clear(self) -> None:
         """Remove the generator and its meta (a corrupt entry); a training checkpoint is kept."""
@@ -128,9 +122,7 @@ class GeneratorCache:
     # -- training checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        atomic_save(state, self.checkpoint_path)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The saved training state, or None (absent, or unreadable: then it is removed and training restarts)."""

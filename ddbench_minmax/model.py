@@ -1,12 +1,20 @@
-"""The class-conditional denoiser: a diffusers UNet2DModel (default) or DiTTransformer2DModel.
+"""The class-conditional denoiser and its one config: architecture, classes (+ the null class), noise schedule.
 
-Both predict the noise epsilon of x_t in pixel space scaled to [-1, 1], conditioned on the timestep and
-the class label, behind one call: `Denoiser(x, t, y) -> eps`. Architectures are sized per image size in
-ARCH_CONFIGS, the one place that says how big the generator is.
+A diffusers UNet2DModel (default) or DiTTransformer2DModel predicts the noise epsilon of x_t in pixel space
+scaled to [-1, 1], conditioned on the timestep and the class label. The label table has one extra entry,
+the *null class* (index = num_classes), which training uses for label dropout and sampling for the
+unconditional branch of classifier-free guidance (Ho & Salimans 2022; facebookresearch/DiT `models.py`
+LabelEmbedder: `class_dropout_prob=0.1`, the null label is `num_classes`).
+
+`GeneratorConfig` is the one place that says what a generator is; it is saved beside the diffusers weights
+(`ddbench_generator.json`), so a loaded generator brings its schedule and class count with it and the
+sampler never has to be told them again.
 """
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +23,9 @@ from torch import nn
 
 from ddbench.api import DDBenchError
 
-# One config place per (architecture, image size). The 28/32 px UNet is the one measured in REFERENCE.md §8
-# (~1.1 M parameters, no attention: ~0.52 s per training step of batch 64 at 28x28x1 on 2 CPU cores).
-# 64 px adds a fourth level with one attention block at 8x8 (not measured here).
+# One config place per (architecture, image size). 28/32 px: channels (32, 64, 64), one ResNet layer per
+# level, no attention anywhere (the mid-block attention diffusers adds by default cost 10 % of a step and is
+# not needed at 7x7; measured in benchmarks/bench_generator.py). 64 px adds a level with attention at 8x8.
 ARCH_CONFIGS: dict[str, dict[int, dict[str, Any]]] = {
     "unet": {
         28: dict(
@@ -25,12 +33,14 @@ ARCH_CONFIGS: dict[str, dict[int, dict[str, Any]]] = {
             layers_per_block=1,
             down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+            add_attention=False,
         ),
         32: dict(
             block_out_channels=(32, 64, 64),
             layers_per_block=1,
             down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+            add_attention=False,
         ),
         64: dict(
             block_out_channels=(32, 64, 128, 128),
@@ -39,14 +49,16 @@ ARCH_CONFIGS: dict[str, dict[int, dict[str, Any]]] = {
             up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
         ),
     },
-    # A small DiT (the anchor Minimax Diffusion fine-tunes DiT-XL/2: patch 2, adaLN-zero, 28 layers, 1152
-    # wide). Here 6 layers of width 128 (4 heads x 32), patch 2, trained from scratch in pixel space.
+    # A small DiT (the anchor fine-tunes DiT-XL/2: patch 2, adaLN-zero, 28 layers, 1152 wide).
+    # Here 6 layers of width 128 (4 heads x 32), patch 2, in pixel space.
     "dit": {
         28: dict(num_layers=6, num_attention_heads=4, attention_head_dim=32, patch_size=2),
         32: dict(num_layers=6, num_attention_heads=4, attention_head_dim=32, patch_size=2),
         64: dict(num_layers=6, num_attention_heads=4, attention_head_dim=32, patch_size=4),
     },
 }
+
+BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 
 
 def arch_config(arch: str, image_size: int) -> dict[str, Any]:
@@ -61,13 +73,47 @@ def arch_config(arch: str, image_size: int) -> dict[str, Any]:
     return copy.deepcopy(sizes[image_size])
 
 
-class Denoiser(nn.Module):
-    """eps = net(x_t, t, y) for either diffusers backbone."""
+@dataclass
+class GeneratorConfig:
+    """What a generator is. Everything a sampler or a loader needs, saved beside the weights."""
 
-    def __init__(self, net: nn.Module, arch: str):
+    arch: str
+    channels: int
+    image_size: int
+    num_classes: int  # real classes; the label table holds num_classes + 1 entries (the last = null)
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+    net: dict[str, Any] = field(default_factory=dict)  # the diffusers constructor arguments (ARCH_CONFIGS)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GeneratorConfig":
+        d = json.loads(text)
+        d["net"] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.get("net", {}).items()}
+        return cls(**d)
+
+
+CONFIG_FILE = "ddbench_generator.json"
+
+
+class Denoiser(nn.Module):
+    """eps = net(x_t, t, y) for either diffusers backbone; `y` may hold the null class."""
+
+    def __init__(self, net: nn.Module, config: GeneratorConfig):
         super().__init__()
         self.net = net
-        self.arch = arch
+        self.config = config
+
+    @property
+    def arch(self) -> str:
+        return self.config.arch
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if t.ndim == 0:
@@ -77,14 +123,15 @@ class Denoiser(nn.Module):
         return self.net(x, t, class_labels=y).sample
 
     def save(self, path: Path) -> None:
-        """diffusers `save_pretrained` with safetensors."""
+        """diffusers `save_pretrained` with safetensors, plus the GeneratorConfig."""
         self.net.save_pretrained(str(path), safe_serialization=True)
+        (Path(path) / CONFIG_FILE).write_text(self.config.to_json())
 
     @classmethod
-    def load(cls, path: Path, arch: str) -> "Denoiser":
-        net_cls = _net_class(arch)
-        net = net_cls.from_pretrained(str(path), use_safetensors=True, low_cpu_mem_usage=False)
-        return cls(net, arch)
+    def load(cls, path: Path) -> "Denoiser":
+        config = GeneratorConfig.from_json((Path(path) / CONFIG_FILE).read_text())
+        net = _net_class(config.arch).from_pretrained(str(path), use_safetensors=True, low_cpu_mem_usage=False)
+        return cls(net, config)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -96,29 +143,34 @@ def _net_class(arch: str):
     return {"unet": UNet2DModel, "dit": DiTTransformer2DModel}[arch]
 
 
-def build_denoiser(arch: str, channels: int, num_classes: int, image_size: int) -> Denoiser:
-    cfg = arch_config(arch, image_size)
-    if arch == "unet":
+def build_denoiser(config: GeneratorConfig) -> Denoiser:
+    cfg = dict(config.net)
+    n_labels = config.num_classes + 1  # + the null class of classifier-free guidance
+    if config.arch == "unet":
         from diffusers import UNet2DModel
 
-        net = UNet2DModel(
-            sample_size=image_size,
-            in_channels=channels,
-            out_channels=channels,
-            num_class_embeds=num_classes,  # class embedding added to the timestep embedding
-            **cfg,
-        )
+        net = UNet2DModel(sample_size=config.image_size, in_channels=config.channels,
+                          out_channels=config.channels, num_class_embeds=n_labels, **cfg)
     else:
         from diffusers import DiTTransformer2DModel
 
-        if image_size % cfg["patch_size"]:
-            raise DDBenchError(f"image size {image_size} is not a multiple of the DiT patch size {cfg['patch_size']}")
-        net = DiTTransformer2DModel(
-            sample_size=image_size,
-            in_channels=channels,
-            out_channels=channels,
-            num_embeds_ada_norm=num_classes,  # class labels for the adaLN-zero conditioning
-            norm_type="ada_norm_zero",
-            **cfg,
-        )
-    return Denoiser(net, arch)
+        if config.image_size % cfg["patch_size"]:
+            raise DDBenchError(f"image size {config.image_size} is not a multiple of the DiT patch size {cfg['patch_size']}")
+        net = DiTTransformer2DModel(sample_size=config.image_size, in_channels=config.channels,
+                                    out_channels=config.channels, num_embeds_ada_norm=n_labels,
+                                    norm_type="ada_norm_zero", **cfg)
+    return Denoiser(net, config)
+
+
+def guided_eps(model: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance in DiT's form, eps_u + s * (eps_c - eps_u) (facebookresearch/DiT `models.py`
+    forward_with_cfg), both branches in one batched call. s = 1 is the conditional model alone (one call)."""
+    n = x.shape[0]
+    if t.ndim == 0:
+        t = t.expand(n)
+    if scale == 1.0:
+        return model(x, t, y)
+    null = torch.full_like(y, model.config.null_class)
+    eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+    eps_c, eps_u = eps[:n], eps[n:]
+    return eps_u + scale * (eps_c - eps_u)

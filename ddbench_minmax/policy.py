@@ -11,47 +11,14 @@ deadline with every class served equally; the policy picks S, and the measured t
   at a fixed IPC can also fall with S, docs/minmax.md), and picks the S that maximises the predicted
   accuracy at the IPC that S reaches within the budget (or at the fixed IPC). It logs and records the curve.
 
-Contract for third-party policies (registered under `policies`, looked up by the method's `policy` param):
-    decide(request: PlanRequest) -> Decision
+The contract (`ddbench.api.Policy`): decide(request: PlanRequest) -> Decision.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from ddbench.api import DDBenchError, Policy
-
-from .sampler import Throughput
-
-
-@dataclass
-class PlanRequest:
-    num_classes: int
-    budget: float | None
-    ipc: int
-    steps: int
-    min_steps: int
-    max_steps: int
-    throughput: Throughput
-    candidates: list[int] = field(default_factory=list)
-    # pilot(S) -> {ipc: accuracy%}: generate at S and evaluate at the pilot IPCs (calibrated policy only)
-    pilot: Callable[[int], dict[int, float]] | None = None
-    safety: float = 1.1
-    log: Callable[[str], None] = print
-
-
-@dataclass
-class Decision:
-    policy: str
-    steps: int
-    mode: str  # "ipc" or "budget"
-    ipc: int  # fixed IPC, or the IPC predicted to fit the budget
-    reason: str
-    curve: dict[str, Any] = field(default_factory=dict)
-
-    def as_meta(self) -> dict[str, Any]:
-        return asdict(self)
+from ddbench.api import DDBenchError, Decision, PlanRequest, Policy
 
 
 def _predicted_ipc(req: PlanRequest, steps: int) -> int:

@@ -1,55 +1,73 @@
-"""Training the generator: L = L_diff + L_r + L_d with DDPMScheduler, in two cached phases.
+"""Training the generator: L = w(t)·L_diff + L_r + L_d, resumable, one phase at a time.
 
-The anchor (Minimax Diffusion, `train_dit.py`) fine-tunes a *pretrained* class-conditional DiT with the
-min-max losses. No pretrained model exists here, so training has two phases, each cached on its own:
+The anchors (vimar-gu/MinimaxDiffusion `train_dit.py`, FanJunqiao/DD_Track2) fine-tune a *pretrained,
+converged* class-conditional DiT with the min-max losses. Here the pretrained model is a base generator
+trained by `python -m ddbench_minmax.base train` (shipped for Fashion-MNIST, trained on demand for any other
+dataset), and a run fine-tunes it (`ddbench_minmax/generator.py`). Both phases use `train_phase`:
 
-1. base: plain diffusion (L_diff only) from scratch for `base_steps`; its key does not depend on the
-   min-max settings, so every lambda / embedding variant reuses the same base;
-2. fine-tune: `finetune_steps` more steps of L_diff + L_r + L_d from the base, as the anchor does.
+- DDPMScheduler for the forward process (schedule in the model's GeneratorConfig), t uniform;
+- label dropout `p_uncond` to the null class, so the model can be sampled with classifier-free guidance
+  (facebookresearch/DiT `models.py`: `class_dropout_prob=0.1`);
+- Min-SNR-γ loss weighting (Hang et al., ICCV 2023; diffusers `train_text_to_image.py --snr_gamma 5.0`);
+- AdamW with linear warm-up and cosine decay (diffusers `get_scheduler("cosine")`);
+- diffusers `EMAModel` with warm-up (decay 1 − (1+k)^−3/4, capped at `ema_decay`); the EMA weights are kept;
+- bf16 autocast on CPU (`precision`), fp32 master weights: 1.7x faster steps here, same loss curve
+  (benchmarks/bench_generator.py);
+- `trainable`: all parameters, or DiffFit's subset (bias, norm and class-embedding parameters; Xie et al.
+  2023, as FanJunqiao/DD_Track2 `train_dit.py` fine-tunes).
 
-Each phase checkpoints every `checkpoint_every` steps and resumes from the checkpoint after an
-interruption. The weights kept are an EMA of the trained weights (anchor: `update_ema`, decay 0.9999,
-EMA initialised to the model at the start of fine-tuning), with diffusers' EMAModel warm-up
-`min(decay, (1 + k) / (10 + k))` so that a short CPU training still averages over a sensible window.
+A checkpoint (model, EMA, optimizer, lr schedule, RNG, memories, data order) is written atomically every
+`checkpoint_every` steps; a killed training resumes from it.
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
-from ddbench.api import DDBenchError, RunContext
+from ddbench.api import DDBenchError
 
-from .cache import CorruptCache, GeneratorCache, config_key, dataset_fingerprint
 from .losses import ClassMemory, minmax_losses
-from .model import Denoiser, arch_config, build_denoiser
+from .model import Denoiser
+
+TRAINABLE = ("all", "difffit")
+PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass
-class PhaseSpec:
+class TrainSpec:
+    """One training phase. Every field is part of the phase's cache identity."""
+
     steps: int
     batch_size: int
     lr: float
-    ema_decay: float
-    lambda_pos: float
-    lambda_neg: float
-    memory_size: int
-    embedding: str
-    checkpoint_every: int
     seed: int
+    warmup_steps: int = 0
+    lr_schedule: str = "cosine"  # or "constant"
+    ema_decay: float = 0.9999
+    p_uncond: float = 0.1
+    snr_gamma: float = 5.0  # 0 = plain MSE
+    lambda_pos: float = 0.0
+    lambda_neg: float = 0.0
+    memory_size: int = 64
+    embedding: str = "x0"
+    trainable: str = "all"
+    precision: str = "bf16"
+    checkpoint_every: int = 100
+    snapshot_every: int = 0  # keep EMA snapshots for the quality curve (base training)
     name: str = "train"
 
 
-def make_train_scheduler(num_train_timesteps: int):
+def make_train_scheduler(model: Denoiser):
     from diffusers import DDPMScheduler
 
-    # Linear betas 1e-4..0.02 over 1000 steps: DiT's create_diffusion default (the anchor) and DDPM's.
-    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear",
-                         beta_start=0.0001, beta_end=0.02)
+    c = model.config
+    return DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                         prediction_type=c.prediction_type)
 
 
 def to_model_space(ctx_dataset, x_normalised: torch.Tensor) -> torch.Tensor:
@@ -61,241 +79,187 @@ def from_model_space(ctx_dataset, x: torch.Tensor) -> torch.Tensor:
     return ctx_dataset.normalise(((x.clamp(-1, 1) + 1) / 2).float())
 
 
-def make_embedder(kind: str, ctx: RunContext | None, dataset=None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The embedding the min-max losses compare: the predicted clean image itself (anchor) or the
-    features (`embed`) of a frozen, randomly initialised evaluation ConvNet (the DM embedder kind)."""
-    if kind == "x0":
-        return lambda x: x.flatten(start_dim=1)
-    if kind == "convnet":
-        assert ctx is not None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed * 1_000_003 + 424_242)
-            net = ctx.build_model()
-        net.to(ctx.device).eval()
-        for p in net.parameters():
+def trainable_parameters(model: Denoiser, which: str) -> list[torch.nn.Parameter]:
+    """All parameters, or DiffFit's: biases, norm scales/shifts and the class embedding (DiT's y_embedder)."""
+    if which not in TRAINABLE:
+        raise DDBenchError(f"trainable={which!r} is not allowed; choose one of {', '.join(TRAINABLE)}")
+    out = []
+    for name, p in model.named_parameters():
+        keep = which == "all" or name.endswith(".bias") or "norm" in name or "class_embedding" in name
+        p.requires_grad_(keep)
+        if keep:
+            out.append(p)
+    return out
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ weights for epsilon prediction: min(SNR, γ) / SNR (Hang et al. 2023, eq. 6)."""
+    if not gamma:
+        return torch.ones_like(t, dtype=torch.float32)
+    a = alphas_cumprod[t]
+    snr = a / (1 - a)
+    return torch.clamp(snr, max=gamma) / snr.clamp_min(1e-12)
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed phase needs besides the weights; one object instead of a dozen loose values."""
+
+    step: int = 0
+    ptr: int = 0
+    perm: torch.Tensor | None = None
+    elapsed: float = 0.0
+    sums: dict[str, float] = field(default_factory=lambda: {"diff": 0.0, "pos": 0.0, "neg": 0.0})
+    snapshots: list[int] = field(default_factory=list)
+
+
+class Phase:
+    """The objects of one training phase and their (re)storage."""
+
+    def __init__(self, model: Denoiser, spec: TrainSpec, device, embed=None):
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        self.model, self.spec, self.device = model.to(device), spec, device
+        self.params = trainable_parameters(model, spec.trainable)
+        self.ema = EMAModel(self.params, decay=spec.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
+        self.opt = torch.optim.AdamW(self.params, lr=spec.lr, weight_decay=0.0)
+        self.lr_sched = get_scheduler(spec.lr_schedule, self.opt, num_warmup_steps=spec.warmup_steps,
+                                      num_training_steps=max(1, spec.steps))
+        self.gen = torch.Generator().manual_seed(spec.seed)
+        self.real_mem, self.pseudo_mem = ClassMemory(spec.memory_size), ClassMemory(spec.memory_size)
+        self.sched = make_train_scheduler(model)
+        self.alphas = self.sched.alphas_cumprod.to(torch.float32).to(device)
+        self.embed = embed or (lambda x: x.flatten(start_dim=1))
+        self.state = TrainState()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"spec": asdict(self.spec), "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "opt": self.opt.state_dict(), "lr_sched": self.lr_sched.state_dict(), "rng": self.gen.get_state(),
+                "real_mem": self.real_mem.state_dict(), "pseudo_mem": self.pseudo_mem.state_dict(),
+                "state": asdict(self.state)}
+
+    def load_state_dict(self, d: dict[str, Any]) -> bool:
+        if d.get("spec") != asdict(self.spec):
+            return False
+        self.model.load_state_dict(d["model"])
+        self.ema.load_state_dict(d["ema"])
+        self.opt.load_state_dict(d["opt"])
+        self.lr_sched.load_state_dict(d["lr_sched"])
+        self.gen.set_state(d["rng"])
+        self.real_mem.load_state_dict(d["real_mem"])
+        self.pseudo_mem.load_state_dict(d["pseudo_mem"])
+        self.state = TrainState(**d["state"])
+        return True
+
+    def ema_model(self) -> Denoiser:
+        """A copy of the model holding the EMA weights (the weights sampled, as the anchors do)."""
+        import copy
+
+        out = copy.deepcopy(self.model).cpu()
+        self.ema.copy_to([p for n, p in out.named_parameters() if p.requires_grad])
+        for p in out.parameters():
             p.requires_grad_(False)
-        ds = dataset or ctx.dataset
-        return lambda x: net.embed(ds.normalise((x + 1) / 2)).flatten(start_dim=1)
-    raise DDBenchError(f"embedding={kind!r} is not allowed; choose one of x0, convnet")
+        return out.eval()
 
+    def batch(self, data: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s, n = self.state, data.shape[0]
+        if s.perm is None or s.ptr + self.spec.batch_size > n:  # a fresh shuffle each epoch
+            s.perm, s.ptr = torch.randperm(n, generator=self.gen), 0
+        idx = s.perm[s.ptr:s.ptr + self.spec.batch_size]
+        s.ptr += self.spec.batch_size
+        return data[idx].to(self.device), labels[idx].to(self.device)
 
-@torch.no_grad()
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
+    def step(self, x0: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        spec, model = self.spec, self.model
+        k = model.config.num_classes
+        noise = torch.randn(x0.shape, generator=self.gen).to(self.device)
+        t = torch.randint(0, model.config.num_train_timesteps, (x0.shape[0],), generator=self.gen).to(self.device)
+        drop = torch.rand(x0.shape[0], generator=self.gen).to(self.device) < spec.p_uncond
+        y_in = torch.where(drop, torch.full_like(y, k), y)
+        xt = self.sched.add_noise(x0, noise, t)
+        amp = torch.autocast(self.device.type if hasattr(self.device, "type") else str(self.device),
+                             dtype=torch.bfloat16) if spec.precision == "bf16" else contextlib.nullcontext()
+        with amp:
+            eps = model(xt, t, y_in)
+        eps = eps.float()
+        w = min_snr_weights(self.alphas, t, spec.snr_gamma)
+        loss_diff = ((eps - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).mean()
+        pos = neg = loss_diff.new_zeros(())
+        if spec.lambda_pos or spec.lambda_neg:
+            a = self.alphas[t].view(-1, 1, 1, 1).clamp_min(1e-5)
+            x0_hat = (xt - (1 - a).sqrt() * eps) / a.sqrt()  # the anchor's `output` (pred_xstart)
+            keep = ~drop  # the null-class samples belong to no class memory
+            with torch.no_grad():
+                real_emb = self.embed(x0[keep])
+            pos, neg = minmax_losses(self.embed(x0_hat[keep]), real_emb, y[keep], self.real_mem, self.pseudo_mem,
+                                     spec.lambda_pos, spec.lambda_neg)
+        loss = loss_diff + pos + neg
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.lr_sched.step()
+        self.ema.step(self.params)
+        return {"diff": loss_diff.item(), "pos": float(pos.detach()), "neg": float(neg.detach())}
 
 
 def train_phase(
     model: Denoiser,
     data: torch.Tensor,
     labels: torch.Tensor,
-    spec: PhaseSpec,
-    num_train_timesteps: int,
-    cache: GeneratorCache,
+    spec: TrainSpec,
+    checkpoint_path: Path | None = None,
+    snapshot_dir: Path | None = None,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: torch.device | str = "cpu",
 ) -> tuple[Denoiser, dict[str, Any]]:
-    """Train `model` (in place) for spec.steps; return (EMA model, stats). Resumes from cache's checkpoint."""
+    """Train `model` (in place) for spec.steps; return (EMA model, stats). Resumes from checkpoint_path."""
     from tqdm.auto import tqdm
 
-    sched = make_train_scheduler(num_train_timesteps)
-    alphas = sched.alphas_cumprod.to(torch.float32).to(device)
-    model.to(device)
-    ema = copy.deepcopy(model)
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(spec.seed)
-    real_mem, pseudo_mem = ClassMemory(spec.memory_size), ClassMemory(spec.memory_size)
-    use_minmax = bool(spec.lambda_pos or spec.lambda_neg)
-    embed = embed or (lambda x: x.flatten(start_dim=1))
-    n = data.shape[0]
-    step, ptr, elapsed = 0, n, 0.0
-    perm = torch.arange(n)
-    sums = {"diff": 0.0, "pos": 0.0, "neg": 0.0}
+    from ddbench.results import atomic_save
 
-    state = cache.load_checkpoint()
-    if state is not None and state.get("spec") == asdict(spec):
-        model.load_state_dict(state["model"])
-        model.to(device)
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["rng"])
-        real_mem.load_state_dict(state["real_mem"])
-        pseudo_mem.load_state_dict(state["pseudo_mem"])
-        step, ptr, perm, elapsed, sums = state["step"], state["ptr"], state["perm"], state["elapsed"], state["sums"]
-        log(f"minmax-diffusion: resuming {spec.name} from the checkpoint at step {step}/{spec.steps}")
-
-    def checkpoint() -> None:
-        cache.save_checkpoint({
-            "spec": asdict(spec), "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-            "rng": gen.get_state(), "real_mem": real_mem.state_dict(), "pseudo_mem": pseudo_mem.state_dict(),
-            "step": step, "ptr": ptr, "perm": perm, "elapsed": elapsed, "sums": sums,
-        })
-
+    device = torch.device(device)
+    if spec.p_uncond and not 0 <= spec.p_uncond < 1:
+        raise DDBenchError(f"p_uncond={spec.p_uncond} is not allowed; it must lie in [0, 1)")
+    ph = Phase(model, spec, device, embed)
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        try:
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a truncated checkpoint is discarded, training restarts
+            state = {}
+        if ph.load_state_dict(state):
+            log(f"minmax-diffusion: resuming {spec.name} from the checkpoint at step {ph.state.step}/{spec.steps}")
+    st = ph.state
     model.train()
-    bar = tqdm(total=spec.steps, initial=step, desc=f"minmax {spec.name}", disable=not progress, leave=False)
-    t_start = time.perf_counter() - elapsed
-    while step < spec.steps:
-        if ptr + spec.batch_size > n:  # a fresh shuffle each epoch (the anchor's DataLoader shuffles)
-            perm, ptr = torch.randperm(n, generator=gen), 0
-        idx = perm[ptr:ptr + spec.batch_size]
-        ptr += spec.batch_size
-        x0, y = data[idx].to(device), labels[idx].to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
-        xt = sched.add_noise(x0, noise, t)
-        eps = model(xt, t, y)
-        loss_diff = F.mse_loss(eps, noise)
-        pos = neg = loss_diff.new_zeros(())
-        if use_minmax:
-            a = alphas[t].view(-1, 1, 1, 1)
-            x0_hat = (xt - (1 - a).sqrt() * eps) / a.sqrt()  # the anchor's `output` (pred_xstart)
-            with torch.no_grad():
-                real_emb = embed(x0)
-            pos, neg = minmax_losses(embed(x0_hat), real_emb, y, real_mem, pseudo_mem, spec.lambda_pos, spec.lambda_neg)
-        loss = loss_diff + pos + neg
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        _ema_update(ema, model, min(spec.ema_decay, (1 + step) / (10 + step)))
-        sums["diff"] += loss_diff.item()
-        sums["pos"] += float(pos.detach())
-        sums["neg"] += float(neg.detach())
+    bar = tqdm(total=spec.steps, initial=st.step, desc=f"minmax {spec.name}", disable=not progress, leave=False)
+    t_start = time.perf_counter() - st.elapsed
+    while st.step < spec.steps:
+        losses = ph.step(*ph.batch(data, labels))
+        st.step += 1
+        for key, v in losses.items():
+            st.sums[key] += v
         bar.update(1)
-        bar.set_postfix(diff=f"{loss_diff.item():.4f}", r=f"{float(pos.detach()):.5f}", d=f"{float(neg.detach()):.5f}")
-        elapsed = time.perf_counter() - t_start
-        if spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < spec.steps:
-            checkpoint()
+        bar.set_postfix(diff=f"{losses['diff']:.4f}", r=f"{losses['pos']:.5f}", d=f"{losses['neg']:.5f}")
+        st.elapsed = time.perf_counter() - t_start
+        if snapshot_dir is not None and spec.snapshot_every and st.step % spec.snapshot_every == 0:
+            ph.ema_model().save(snapshot_dir / f"step-{st.step:06d}")
+            st.snapshots.append(st.step)
+        if checkpoint_path is not None and spec.checkpoint_every and st.step % spec.checkpoint_every == 0 \
+                and st.step < spec.steps:
+            atomic_save(ph.state_dict(), checkpoint_path)
     bar.close()
-    ema.eval()
-    ema.cpu()
     steps = max(1, spec.steps)
     stats = {
         "steps": spec.steps,
-        "seconds": round(elapsed, 2),
-        "seconds_per_step": round(elapsed / steps, 4),
-        "mean_loss_diff": sums["diff"] / steps,
-        "mean_loss_r": sums["pos"] / steps,
-        "mean_loss_d": sums["neg"] / steps,
+        "seconds": round(st.elapsed, 2),
+        "seconds_per_step": round(st.elapsed / steps, 4),
+        "mean_loss_diff": st.sums["diff"] / steps,
+        "mean_loss_r": st.sums["pos"] / steps,
+        "mean_loss_d": st.sums["neg"] / steps,
+        "trainable_parameters": sum(p.numel() for p in ph.params),
+        "threads": torch.get_num_threads(),
     }
-    return ema, stats
+    return ph.ema_model(), stats
 
-
-# --------------------------------------------------------------------------------------------------
-# The cached two-phase generator of a run
-# --------------------------------------------------------------------------------------------------
-
-
-def generator_keys(ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    p, ds = ctx.params, ctx.dataset
-    base = {
-        "dataset": ds.name,
-        "data": dataset_fingerprint(ds.train_x, ds.train_y),
-        "shape": [ds.channels, ds.image_size, ds.image_size],
-        "num_classes": ds.num_classes,
-        "arch": p["arch"],
-        "arch_config": arch_config(p["arch"], ds.image_size),
-        "num_train_timesteps": p["num_train_timesteps"],
-        "steps": p["base_steps"],
-        "batch_size": p["batch_size"],
-        "lr": p["lr"],
-        "ema_decay": p["ema_decay"],
-        "seed": ctx.seed,
-    }
-    fine = {
-        "base": config_key("base", base),
-        "steps": p["finetune_steps"],
-        "batch_size": p["batch_size"],
-        "lr": p["lr"],
-        "ema_decay": p["ema_decay"],
-        "lambda_pos": p["lambda_pos"],
-        "lambda_neg": p["lambda_neg"],
-        "memory_size": p["memory_size"],
-        "embedding": p["embedding"],
-        "seed": ctx.seed,
-    }
-    return base, fine
-
-
-def _phase_spec(ctx: RunContext, name: str, steps: int, minmax: bool, seed_offset: int) -> PhaseSpec:
-    p = ctx.params
-    return PhaseSpec(
-        steps=steps, batch_size=p["batch_size"], lr=p["lr"], ema_decay=p["ema_decay"],
-        lambda_pos=p["lambda_pos"] if minmax else 0.0, lambda_neg=p["lambda_neg"] if minmax else 0.0,
-        memory_size=p["memory_size"], embedding=p["embedding"], checkpoint_every=p["checkpoint_every"],
-        seed=ctx.seed * 1_000_003 + seed_offset, name=name,
-    )
-
-
-def _obtain(ctx: RunContext, key_cfg: dict[str, Any], prefix: str, train_fn) -> tuple[Denoiser, dict[str, Any]]:
-    key = f"{ctx.dataset.name}-{ctx.params['arch']}-" + config_key(prefix, key_cfg)
-    cache = GeneratorCache(ctx.cache_dir, key)
-    with cache.lock():
-        if cache.exists():
-            try:
-                model, meta = cache.load(ctx.params["arch"])
-                ctx.log(f"minmax-diffusion: {prefix} generator loaded from cache {cache.root}")
-                return model, {**meta, "cache": "hit", "cache_path": str(cache.root)}
-            except CorruptCache as exc:
-                if ctx.params["on_corrupt_cache"] == "error":
-                    raise DDBenchError(
-                        f"cached generator is corrupt: {exc}; delete {cache.root} or set on_corrupt_cache=rebuild"
-                    ) from None
-                ctx.log(f"minmax-diffusion: cached generator is corrupt ({exc}); rebuilding it")
-                cache.clear()
-        model, stats = train_fn(cache)
-        meta = {"key": key, "config": key_cfg, "train": stats, "parameters": model.num_parameters()}
-        cache.save(model, meta)
-        return model, {**meta, "cache": "miss", "cache_path": str(cache.root)}
-
-
-def obtain_generator(ctx: RunContext) -> tuple[Denoiser, dict[str, Any]]:
-    """The run's generator: from the cache when present, otherwise trained (and cached) phase by phase."""
-    p, ds = ctx.params, ctx.dataset
-    base_cfg, fine_cfg = generator_keys(ctx)
-    data = to_model_space(ds, ds.train_x.float())
-    labels = ds.train_y.long()
-    info: dict[str, Any] = {}
-    torch.manual_seed(ctx.seed)  # DiT's label dropout draws from the global generator
-
-    def train_base(cache: GeneratorCache):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed * 1_000_003 + 11)
-            model = build_denoiser(p["arch"], ds.channels, ds.num_classes, ds.image_size)
-        ctx.log(f"minmax-diffusion: training the base generator ({p['arch']}, {model.num_parameters():,} "
-                f"parameters) for {p['base_steps']} steps of batch {p['batch_size']}")
-        return train_phase(model, data, labels, _phase_spec(ctx, "base", p["base_steps"], False, 1),
-                           p["num_train_timesteps"], cache, progress=ctx.progress, log=ctx.log, device=ctx.device)
-
-    if p["base_steps"] > 0:
-        base, info["base"] = _obtain(ctx, base_cfg, "base", train_base)
-    else:
-        base = None
-    if p["finetune_steps"] <= 0:
-        assert base is not None  # validate() refuses base_steps = finetune_steps = 0
-        return base, info
-
-    def train_fine(cache: GeneratorCache):
-        if base is not None:
-            model = copy.deepcopy(base)  # the anchor fine-tunes from the pretrained (EMA) weights
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(ctx.seed * 1_000_003 + 11)
-                model = build_denoiser(p["arch"], ds.channels, ds.num_classes, ds.image_size)
-        for prm in model.parameters():
-            prm.requires_grad_(True)
-        ctx.log(f"minmax-diffusion: fine-tuning with the min-max losses for {p['finetune_steps']} steps "
-                f"(lambda_r={p['lambda_pos']}, lambda_d={p['lambda_neg']}, embedding={p['embedding']})")
-        embed = make_embedder(p["embedding"], ctx)
-        return train_phase(model, data, labels, _phase_spec(ctx, "fine-tune", p["finetune_steps"], True, 2),
-                           p["num_train_timesteps"], cache, embed=embed, progress=ctx.progress, log=ctx.log,
-                           device=ctx.device)
-
-    model, info["finetune"] = _obtain(ctx, fine_cfg, "finetune", train_fine)
-    return model, info
