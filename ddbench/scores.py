@@ -24,7 +24,8 @@ a `random` run of the same dataset, architecture, protocol, IPC and protocol set
 pooled). The full-data reference is a `full` run (ddbench/references.py) of the same dataset, architecture and
 protocol; its IPC and epoch count are ignored (the whole training set is one thing, and it needs far fewer
 epochs than a 100-image set). Settings that only choose an implementation (`impl`, `parallel`, `micro_batch`,
-`max_parallel`, `test_batch`) are ignored when matching: they do not change what is computed.
+`max_parallel`, `test_batch`) and the number of networks (`n_models`, a sample size: runs are pooled) are
+ignored when matching: they do not change what is computed.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ FULL_METHOD = "full"
 LRS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/hard_label.py compute_metrics(lrs_lambda=0.5)
 ARS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/aug_robust.py (ars_lambda, weighting with/without aug)
 AUG_KEY = "dsa"  # the protocol setting that switches augmentation on and off (ddbench/evaluate.py)
-IMPLEMENTATION_KEYS = frozenset({"impl", "parallel", "micro_batch", "max_parallel", "test_batch"})
+IMPLEMENTATION_KEYS = frozenset({"impl", "parallel", "micro_batch", "max_parallel", "test_batch", "n_models"})
 FULL_IGNORED_KEYS = frozenset({"epochs"})
 
 
@@ -115,6 +116,11 @@ def augmented(row: dict) -> bool | None:
     return bool(settings[AUG_KEY]) if AUG_KEY in settings else None
 
 
+def _epochs(row: dict) -> int | None:
+    value = ((row.get("config") or {}).get("protocol_settings") or {}).get("epochs")
+    return int(value) if value is not None else None
+
+
 def _accuracies(rows: list[dict]) -> list[float]:
     return [float(a) for r in rows for a in (r.get("accuracies") or [])]
 
@@ -144,6 +150,7 @@ class Scored:
     ipc: int
     budget: float | None
     augmented: bool | None
+    epochs: int | None
     accuracy: float | None
     std: float | None
     n: int
@@ -169,8 +176,8 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
                random_method: str = RANDOM_METHOD, full_method: str = FULL_METHOD) -> list[Scored]:
     """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; seeds pooled), references looked up in `rows`.
 
-    Pass every row of the database (or the report's selection plus the reference runs): references are
-    matched, not computed. A cell without its reference gets None and says which run is missing.
+    Rows are dicts or anything with a dict-like `.get` (the store's run records). Pass every row of the
+    database (or the report's selection plus the reference runs): references are matched, not computed. A cell without its reference gets None and says which run is missing.
     """
     ok = [r for r in rows if r.get("status") == "ok" and r.get("accuracies")]
     cells: dict[tuple, list[dict]] = {}
@@ -193,18 +200,18 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
         first = members[0]
         accs = _accuracies(members)
         s = Scored(method, first.get("dataset"), first.get("model"), first.get("protocol"), ipc, budget,
-                   augmented(first), _mean(accs), _std(accs), len(accs))
+                   augmented(first), _epochs(first), _mean(accs), _std(accs), len(accs))
         rnd = random_of.get((ipc,) + _key(first), [])
         full = full_of.get(_key(first, FULL_IGNORED_KEYS), [])
         if rnd:
             s.random_accuracy = _mean(_accuracies(rnd))
-            s.random_runs = [r["run_id"] for r in rnd]
+            s.random_runs = [r.get("run_id") for r in rnd]
             s.ior = ior(s.accuracy, s.random_accuracy)
         else:
             s.missing.append(f"random IPC {ipc}")
         if full:
             s.full_accuracy = _mean(_accuracies(full))
-            s.full_runs = [r["run_id"] for r in full]
+            s.full_runs = [r.get("run_id") for r in full]
             s.hlr = hlr(s.full_accuracy, s.accuracy)
         else:
             s.missing.append("full")
@@ -250,14 +257,14 @@ def _pct(x: float | None, digits: int = 2, signed: bool = False) -> str:
 def score_table(scored: list[Scored], method_order: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Rows: cells; columns: accuracy, IOR, HLR (percentage points), LRS, ARS (x100)."""
     order = list(method_order or [])
-    header = ["method", "model", "IPC", "aug", "accuracy", "random", "full", "IOR", "HLR", "LRS", "ARS"]
+    header = ["method", "model", "IPC", "aug", "epochs", "accuracy", "random", "full", "IOR", "HLR", "LRS", "ARS"]
     body = []
     for s in sorted(scored, key=lambda s: (order.index(s.method) if s.method in order else len(order), s.method,
-                                           s.model, s.ipc, s.budget or 0, not s.augmented)):
+                                           s.model, s.ipc, s.budget or 0, not s.augmented, s.epochs or 0)):
         name = s.method if s.budget is None else f"{s.method} ({s.budget:g} s)"
         aug = "-" if s.augmented is None else ("on" if s.augmented else "off")
         acc = "-" if s.accuracy is None else f"{s.accuracy:.2f} ± {s.std:.2f}"
-        body.append([name, s.model, str(s.ipc), aug, acc, _pct(s.random_accuracy), _pct(s.full_accuracy),
+        body.append([name, s.model, str(s.ipc), aug, "-" if s.epochs is None else str(s.epochs), acc, _pct(s.random_accuracy), _pct(s.full_accuracy),
                      _pct(s.ior, signed=True), _pct(s.hlr, signed=True),
                      _pct(None if s.lrs is None else 100 * s.lrs), _pct(None if s.ars is None else 100 * s.ars)])
     return header, body

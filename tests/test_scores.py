@@ -60,12 +60,13 @@ _ids = itertools.count()
 
 
 def row(method, accs, ipc=10, model="convnet", protocol="fast", dsa=True, epochs=300, budget=None, seed=0,
-        status="ok", dataset="fashion-mnist", impl="fast"):
+        status="ok", dataset="fashion-mnist", impl="fast", n_models=None):
     return {
         "run_id": f"r{next(_ids)}", "status": status, "method": method, "dataset": dataset, "ipc": ipc,
         "budget": budget, "protocol": protocol, "model": model, "seed": seed, "accuracies": list(accs),
         "accuracy_mean": sum(accs) / len(accs) if accs else None,
-        "config": {"protocol_settings": {"epochs": epochs, "dsa": dsa, "lr": 0.01, "impl": impl}},
+        "config": {"protocol_settings": {"epochs": epochs, "dsa": dsa, "lr": 0.01, "impl": impl,
+                                         "n_models": n_models or len(accs)}},
     }
 
 
@@ -116,11 +117,11 @@ def test_ars_pairs_the_augmentation_twins():
 def test_score_table_columns():
     rows = [row("random", [70.0]), row("full", [93.0], ipc=6000), row("dm", [80.0])]
     header, body = S.score_table(S.score_rows(rows), method_order=["dm", "random"])
-    assert header == ["method", "model", "IPC", "aug", "accuracy", "random", "full", "IOR", "HLR", "LRS", "ARS"]
-    assert body[0][:5] == ["dm", "convnet", "10", "on", "80.00 ± 0.00"]
-    assert body[0][7:9] == ["+10.00", "+13.00"]
-    assert body[0][9] == f"{100 * S.lrs(10, 13):.2f}"
-    assert body[0][10] == "-"
+    assert header == ["method", "model", "IPC", "aug", "epochs", "accuracy", "random", "full", "IOR", "HLR", "LRS", "ARS"]
+    assert body[0][:6] == ["dm", "convnet", "10", "on", "300", "80.00 ± 0.00"]
+    assert body[0][8:10] == ["+10.00", "+13.00"]
+    assert body[0][10] == f"{100 * S.lrs(10, 13):.2f}"
+    assert body[0][11] == "-"
 
 
 def test_cross_architecture_table():
