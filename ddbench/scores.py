@@ -311,3 +311,76 @@ def cross_architecture_table(rows: list[dict], ipc: int | None = None, method_or
 
 
 __all__ = ["ior", "hlr", "lrs", "ars", "robust_score", "score_rows", "score_table", "cross_architecture_table", "Scored"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The report's extra sections
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreReport:
+    """What `ddbench report` adds: the scores table, cross-architecture tables, and their JSON."""
+
+    terminal: str
+    markdown: str
+    scored: list[Scored]
+    cross: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"scores": [s.as_json() for s in self.scored], "cross_architecture": self.cross,
+                "units": {"accuracy": "%", "ior": "percentage points", "hlr": "percentage points",
+                          "lrs": "fraction in [0, 1] (shown x100)", "ars": "fraction in [0, 1] (shown x100)"}}
+
+
+def _cell(row) -> tuple:
+    return (row.get("method"), row.get("budget"), row.get("ipc"), row.get("dataset"), row.get("model"), row.get("protocol"))
+
+
+def score_report(all_rows: list, shown_rows: list, method_order: list[str] | None = None,
+                 model_order: list[str] | None = None, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT) -> ScoreReport:
+    """Scores of the cells in `shown_rows` (the report's selection), references looked up in `all_rows` (the
+    whole database), and one cross-architecture table per (dataset, protocol, IPC, augmentation) that has
+    more than one architecture. Plain-text and markdown renderings share the same tables."""
+    from .report import markdown_table, plain_table
+
+    shown = {_cell(r) for r in shown_rows if r.get("method") != FULL_METHOD}
+    shown_ok = [r for r in shown_rows if r.get("status") == "ok"]
+    # score every shown cell; references come from the whole database
+    everything = {r.get("run_id"): r for r in list(all_rows) + list(shown_rows)}  # a run counts once
+    scored = [s for s in score_rows(list(everything.values()), w, ars_w)
+              if (s.method, s.budget, s.ipc, s.dataset, s.model, s.protocol) in shown]
+    text = ["== scores (DD-Ranking): IOR, HLR in percentage points; LRS, ARS x100 (fractions in the exponent)"]
+    md = ["## Scores (DD-Ranking)", "",
+          "IOR = accuracy − random real subset of the same IPC, evaluated the same way; HLR = full real training set "
+          "− accuracy (lower is better); both in percentage points. LRS = (e^α − e^−1)/(e − e^−1), α = "
+          f"{w:g}·IOR − {1 - w:g}·HLR with IOR and HLR as fractions; ARS the same map of the IORs with and without "
+          "augmentation. LRS and ARS are shown ×100. A `-` means the reference run is missing: `random` at that "
+          "IPC, `full` (`--method full --ipc <images per class>`), or the other augmentation setting.", ""]
+    if scored:
+        header, body = score_table(scored, method_order)
+        text.append(plain_table(header, body))
+        md.append(markdown_table(header, body))
+        missing = sorted({m for s in scored for m in s.missing})
+        if missing:
+            text.append(f"   missing references: {', '.join(missing)}")
+    else:
+        text.append("(no evaluated cells)")
+        md.append("No evaluated cells.")
+    cross: list[dict[str, Any]] = []
+    groups: dict[tuple, list] = {}
+    for r in shown_ok:
+        if r.get("method") == FULL_METHOD:
+            continue
+        groups.setdefault((r.get("dataset"), r.get("protocol"), r.get("ipc"), augmented(r)), []).append(r)
+    for (dataset, protocol, ipc, aug), members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        if len({r.get("model") for r in members}) < 2:
+            continue
+        header, body = cross_architecture_table(members, ipc=ipc, method_order=method_order, model_order=model_order)
+        title = f"{dataset} · protocol {protocol} · IPC {ipc}" + ("" if aug is None else f" · augmentation {'on' if aug else 'off'}")
+        text += ["", f"== cross-architecture accuracy % — {title} (rows: methods, columns: evaluation architectures)",
+                 plain_table(header, body)]
+        md += ["", f"### Cross-architecture accuracy (%): {title}", "", markdown_table(header, body)]
+        cross.append({"dataset": dataset, "protocol": protocol, "ipc": ipc, "augmented": aug, "header": header,
+                      "rows": body})
+    return ScoreReport("\n".join(text), "\n".join(md) + "\n", scored, cross)

@@ -187,3 +187,24 @@ def test_full_method_names_the_right_ipc(full_ctx):
     ctx.dataset.train_y[0] = 1  # now 19 / 21 / 20 images per class
     with pytest.raises(DDBenchError, match="class-balanced dataset; tiny has 19..21"):
         method.validate(ctx)
+
+
+def test_score_report_for_the_report(tmp_path):
+    rows = []
+    for model in ("convnet", "alexnet"):
+        rows += [row("random", [70.0], model=model), row("dm", [78.0], model=model)]
+    refs = [row("full", [90.0], model="convnet", ipc=6000), row("random", [10.0], ipc=1)]
+    rep = S.score_report(rows + refs, rows, method_order=["random", "dm"], model_order=["convnet", "alexnet"])
+    assert "IOR" in rep.terminal and "cross-architecture accuracy % — fashion-mnist · protocol fast · IPC 10" in rep.terminal
+    assert "| method | convnet | alexnet |" in rep.markdown
+    dm_conv = next(s for s in rep.scored if s.method == "dm" and s.model == "convnet")
+    assert dm_conv.hlr == pytest.approx(12.0) and dm_conv.lrs is not None
+    dm_alex = next(s for s in rep.scored if s.method == "dm" and s.model == "alexnet")
+    assert dm_alex.hlr is None and "full" in dm_alex.missing  # no full run on alexnet
+    assert {s.ipc for s in rep.scored} == {10}  # the IPC-1 random reference is not a shown cell
+    assert "missing references: full" in rep.terminal
+    js = rep.as_json()
+    assert js["units"]["lrs"].startswith("fraction") and js["cross_architecture"][0]["header"] == ["method", "convnet", "alexnet"]
+    # one architecture only: no cross table
+    one = S.score_report(rows[:2], rows[:2])
+    assert one.cross == [] and "cross-architecture" not in one.terminal
