@@ -1,209 +1,278 @@
-"""The minmax-diffusion studies of docs/minmax.md, as plain `ddbench run` commands.
+"""The minmax-diffusion studies of docs/minmax.md: every cell a plain `ddbench run` command, resumable.
 
-    python benchmarks/bench_minmax.py ablation   # lambda_r/lambda_d ablation (+ the frozen-ConvNet embedding)
-    python benchmarks/bench_minmax.py tradeoff   # DSR: S vs IPC vs accuracy under a fixed generation budget
-    python benchmarks/bench_minmax.py baseline   # random real images, same protocol
-    python benchmarks/bench_minmax.py all
+    python benchmarks/bench_minmax.py curve       # quality of the base vs training steps (its EMA snapshots)
+    python benchmarks/bench_minmax.py headline    # IPC 1 (dsa, 1000 epochs) and IPC 10 vs random real, 3 seeds
+    python benchmarks/bench_minmax.py budget      # 10 s and 60 s generation budgets vs random real IPC 10
+    python benchmarks/bench_minmax.py ablation    # plain / L_r / L_d / both (x embeddings, lambda_d), 3 seeds
+    python benchmarks/bench_minmax.py dsr         # S in {5,10,20,30,50}, guidance 1 and 4 (quality figures)
+    python benchmarks/bench_minmax.py report      # the tables of docs/minmax.md from the stored cells
 
-Every cell is one CLI command (printed, and stored with its result), so any number in docs/minmax.md can be
-re-run on its own. The generator variants share the cached 750-step base (the CPU preset in plugins.toml),
-so each variant costs only its 250 fine-tuning steps. Results: docs/minmax/results.json; image grids:
-docs/minmax/*.png. Wrap in `flock /tmp/ddbench-cpu.lock` on a shared machine.
-
-Reduced design (2 CPU cores): evaluation uses the `fast` protocol with EPOCHS epochs instead of the
-standard 1000, and the trade-off uses fewer networks; the numbers are therefore lower than the standard
-protocol's, but every cell of a study uses the same protocol, so the comparisons within a study hold.
+Each cell's command, its JSON summary and the run's meta (quality figures, timings) are stored atomically in
+benchmarks/results/minmax/<cell>.json; a cell already stored is not run again, so a killed study restarted with
+the same command runs only what is missing. Seeds are *method* seeds (fine-tuning, sampling, and the random
+subset), each evaluated by 5 networks; statistics are over the seeds' mean accuracies (Welch t-test), with the
+pooled networks given beside. Wrap in `flock /tmp/ddbench-cpu.lock` on a shared machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT_DOCS = ROOT / "docs" / "minmax"
+CELLS = ROOT / "benchmarks" / "results" / "minmax"
 DDBENCH = str(Path(sys.executable).with_name("ddbench"))
+OUT = os.environ.get("DDBENCH_STUDY_OUT", str(ROOT / "ddbench-results"))
+SEEDS = (0, 1, 2)
 
-EPOCHS = 60
-ABLATION_MODELS = 5
-TRADEOFF_MODELS = 2
-BUDGET = 10.0
-TRADEOFF_STEPS = (5, 20, 50)
-PILOT_STEPS = "5,20,50"  # 3 S x 2 pilot IPCs = 6 points for the 4-parameter fit
-
-# Every ablation variant fine-tunes the shared cached 750-step base for ABLATION_FINETUNE steps (the CPU
-# preset fine-tunes 250; 100 here so that four variants fit the compute of this machine).
-ABLATION_FINETUNE = 100
-_FT = f"finetune_steps={ABLATION_FINETUNE}"
+# The evaluation of the IPC-10 and budget studies: the `fast` protocol (DC/DSA main.py's 300 epochs) with fewer
+# epochs, because one 1000-epoch evaluation of 5 networks at IPC 10 takes ~28 min on this 2-core CPU.
+IPC10_EVAL = ["--protocol", "fast", "--eval-epochs", "300", "--eval-models", "5"]
+IPC1_EVAL = ["--protocol", "dsa", "--eval-models", "5"]  # the standard protocol, 1000 epochs
 ABLATION = {
-    "plain (lambda_r=lambda_d=0)": [_FT, "lambda_pos=0", "lambda_neg=0"],
-    "both (lambda_r=0.002, lambda_d=0.008)": [_FT],
-    "L_d only (lambda_d=0.008)": [_FT, "lambda_pos=0"],
-    "L_r only (lambda_r=0.002)": [_FT, "lambda_neg=0"],
+    "plain": ["--set", "lambda_pos=0", "--set", "lambda_neg=0"],
+    "L_r": ["--set", "lambda_neg=0"],
+    "L_d": ["--set", "lambda_pos=0"],
+    "both": [],
+    "both-ld0.008": ["--set", "lambda_neg=0.008"],
+    "both-classifier": ["--set", "embedding=classifier"],
+    "both-all-params": ["--set", "trainable=all"],
 }
-EMBEDDING_VARIANT = {"both, ConvNet embedding": [_FT, "embedding=convnet"]}
 
 
-def run_cell(name: str, args: list[str], out: str) -> dict:
-    cmd = [DDBENCH, "run", "--method", args[0], *args[1:], "--out", out, "--json", "--no-progress"]
-    shown = "ddbench " + " ".join(shlex.quote(a) for a in cmd[1:])
+def atomic_json(obj: Any, path: Path) -> None:
+    from ddbench.results import atomic_write_text
+
+    atomic_write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), path)
+
+
+def run_cell(name: str, method: str, args: list[str]) -> dict[str, Any] | None:
+    path = CELLS / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    cmd = [DDBENCH, "run", "--method", method, *args, "--out", OUT, "--json", "--no-progress"]
+    shown = "ddbench " + " ".join(shlex.quote(a) for a in cmd[1:] if a not in ("--out", OUT))
     print(f"\n### {name}\n$ {shown}", flush=True)
+    load = os.getloadavg()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        print(proc.stdout[-3000:], proc.stderr[-3000:])
-        return {"name": name, "command": shown, "error": proc.stderr.strip().splitlines()[-1:] or ["?"], "wall_seconds": wall}
-    row = json.loads(proc.stdout.strip().splitlines()[-1])
-    logs = [line for line in proc.stderr.splitlines() + proc.stdout.splitlines()
-            if line.startswith(("minmax-diffusion:", "calibrated policy:"))]
-    for line in logs:
-        print("  " + line)
-    row.update({"name": name, "command": shown, "wall_seconds": round(wall, 1), "log": logs})
-    print(f"  -> {row.get('accuracy_mean')} ± {row.get('accuracy_std')} %  ({wall:.0f} s)", flush=True)
-    return row
+        print(proc.stdout[-2000:], proc.stderr[-3000:], flush=True)
+        return None
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    meta = {}
+    if summary.get("artifact"):
+        import torch
+
+        meta = torch.load(summary["artifact"], map_location="cpu", weights_only=False).get("meta", {})
+    cell = {"name": name, "command": shown, "summary": summary, "meta": meta, "wall_seconds": round(wall, 1),
+            "load_before": [round(v, 2) for v in load], "load_after": [round(v, 2) for v in os.getloadavg()],
+            "log_tail": proc.stderr[-1500:]}
+    atomic_json(cell, path)
+    acc = summary.get("accuracy_mean")
+    q = meta.get("quality", {})
+    print(f"  -> accuracy {acc}, quality {q.get('class_accuracy')} % / FD {q.get('fd')}, {wall:.0f} s", flush=True)
+    return cell
 
 
-def copy_grid(row: dict, out: str, target: str) -> None:
-    run_dir = Path(out) / "runs" / str(row.get("run_id"))
-    grid = run_dir / "grid.png"
-    if grid.is_file():
-        OUT_DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(grid, OUT_DOCS / target)
+# --------------------------------------------------------------------------------------------------
+# Studies
+# --------------------------------------------------------------------------------------------------
 
 
-def ablation(out: str, with_embedding: bool = False, models: int = ABLATION_MODELS, skip: int = 0,
-             previous: list[dict] | None = None, save=None) -> list[dict]:
-    rows = list(previous or [])[:skip]
-    cells = {**ABLATION, **(EMBEDDING_VARIANT if with_embedding else {})}
-    for i, (name, sets) in enumerate(cells.items()):
-        if i < skip:
-            continue
-        args = ["minmax-diffusion", "--ipc", "10", "--protocol", "fast", "--eval-epochs", str(EPOCHS),
-                "--eval-models", str(models)]
-        for s in sets:
-            args += ["--set", s]
-        row = run_cell(name, args, out)
-        row["study"] = "ablation"
-        copy_grid(row, out, f"ablation-{i}.png")
-        rows.append(row)
-        if save is not None:
-            save(rows)
-    return rows
+def study_headline() -> None:
+    for seed in SEEDS:
+        run_cell(f"ipc1-minmax-s{seed}", "minmax-diffusion", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
+        run_cell(f"ipc1-random-s{seed}", "random", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
+    for seed in SEEDS:
+        run_cell(f"ipc10-minmax-s{seed}", "minmax-diffusion", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
+        run_cell(f"ipc10-random-s{seed}", "random", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
 
 
-def tradeoff(out: str) -> list[dict]:
-    rows = []
-    base = ["minmax-diffusion", "--budget", str(BUDGET), "--protocol", "fast", "--eval-epochs", str(EPOCHS),
-            "--eval-models", str(TRADEOFF_MODELS)]
-    for s in TRADEOFF_STEPS:
-        row = run_cell(f"fixed-steps S={s}", base + ["--set", f"steps={s}"], out)
-        row["study"] = "tradeoff"
-        copy_grid(row, out, f"budget-S{s}.png")
-        rows.append(row)
-    row = run_cell("calibrated", base + ["--set", "policy=calibrated", "--set", f"pilot_epochs={EPOCHS}",
-                                         "--set", f"pilot_steps={PILOT_STEPS}"], out)
-    row["study"] = "tradeoff"
-    copy_grid(row, out, "budget-calibrated.png")
-    rows.append(row)
-    return rows
+def study_budget() -> None:
+    for budget in (10, 60):
+        for seed in SEEDS:
+            run_cell(f"budget{budget}-minmax-s{seed}", "minmax-diffusion",
+                     ["--budget", str(budget), "--seed", str(seed), *IPC10_EVAL])
 
 
-def baseline(out: str) -> list[dict]:
-    rows = []
-    row = run_cell("random real IPC 10", ["random", "--ipc", "10", "--protocol", "fast", "--eval-epochs", str(EPOCHS),
-                                          "--eval-models", str(ABLATION_MODELS)], out)
-    row["study"] = "baseline"
-    copy_grid(row, out, "random-ipc10.png")
-    rows.append(row)
-    return rows
+def study_ablation(evaluate: bool) -> None:
+    """Quality figures of every variant (no evaluation); with --evaluate, IPC 1 under the dsa protocol."""
+    for variant, sets in ABLATION.items():
+        for seed in SEEDS:
+            if evaluate:
+                if variant != "both":  # "both" is the default: the headline cells
+                    run_cell(f"ipc1-{variant}-s{seed}", "minmax-diffusion",
+                             ["--ipc", "1", "--seed", str(seed), *sets, *IPC1_EVAL])
+            else:
+                run_cell(f"ablation-{variant}-s{seed}", "minmax-diffusion",
+                         ["--ipc", "10", "--seed", str(seed), "--no-eval", *sets])
 
 
-def _meta(out: str, run_id: str) -> dict:
-    from ddbench.results import get_run
-
-    if not run_id:
-        return {}
-    row = get_run(Path(out) / "ddbench.sqlite", run_id) or {}
-    return row.get("meta") or {}
-
-
-def report(out: str) -> str:
-    """Markdown tables of docs/minmax/results.json (+ each run's meta from the results database)."""
-    results = json.loads((OUT_DOCS / "results.json").read_text())
-    lines = []
-
-    def acc(r):
-        if r.get("accuracy_mean") is None:
-            return "failed: " + " ".join(r.get("error") or [])
-        return f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}"
-
-    if "ablation" in results:
-        lines += ["| variant | accuracy % (5 nets) | diversity (NN cos. dist.) | mean L_r / L_d in fine-tuning | run |",
-                  "|---|---|---|---|---|"]
-        for r in results["ablation"]:
-            m = _meta(out, r.get("run_id", ""))
-            ft = ((m.get("generator") or {}).get("finetune") or {}).get("train") or {}
-            lines.append(f"| {r['name']} | {acc(r)} | {m.get('diversity_nn_cosine_distance', '-')} | "
-                         f"{ft.get('mean_loss_r', 0):.5f} / {ft.get('mean_loss_d', 0):.5f} | {r.get('run_id')} |")
-        lines.append("")
-    if "tradeoff" in results:
-        lines += ["| policy | S | IPC reached | images | generation s (budget) | images/s | accuracy % | diversity | run |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in results["tradeoff"]:
-            m = _meta(out, r.get("run_id", ""))
-            smp = m.get("sampler") or {}
-            lines.append(f"| {r['name']} | {smp.get('steps')} | {smp.get('ipc')} | {smp.get('images')} | "
-                         f"{smp.get('seconds')} ({m.get('budget')}) | {smp.get('images_per_second')} | {acc(r)} | "
-                         f"{m.get('diversity_nn_cosine_distance', '-')} | {r.get('run_id')} |")
-            if (m.get("policy") or {}).get("policy") == "calibrated":
-                cal = m["policy"]
-                lines.append("")
-                lines.append(f"calibrated decision: {cal['reason']}; pilot {m.get('pilot_seconds')} s")
-                lines.append(f"pilot points (S, IPC, acc%): {cal['curve'].get('pilot_points')}")
-                lines.append(f"fit: {json.dumps(cal['curve'].get('fit'))}")
-                lines.append("predicted: " + ", ".join(
-                    f"S={p['steps']}: IPC {p['ipc']} -> {p['predicted_accuracy']}%" for p in cal['curve'].get('predicted', [])))
-        lines.append("")
-    if "baseline" in results:
-        for r in results["baseline"]:
-            lines.append(f"- {r['name']}: {acc(r)} % (run {r.get('run_id')}, eval {r.get('eval_seconds', 0):.0f} s)")
-    return "\n".join(lines)
+def study_dsr() -> None:
+    for guidance in (1, 4):
+        for steps in (5, 10, 20, 30, 50):
+            run_cell(f"dsr-S{steps}-g{guidance}", "minmax-diffusion",
+                     ["--ipc", "10", "--seed", "0", "--no-eval", "--set", f"steps={steps}",
+                      "--set", f"guidance={guidance}"])
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("study", choices=["ablation", "tradeoff", "baseline", "all", "report"])
-    ap.add_argument("--out", default=str(ROOT / "ddbench-results"))
-    ap.add_argument("--with-embedding", action="store_true", help="ablation: also the frozen-ConvNet embedding")
-    ap.add_argument("--eval-models", type=int, default=ABLATION_MODELS, help="ablation: networks per cell")
-    ap.add_argument("--skip", type=int, default=0, help="ablation: keep the first N recorded cells, run the rest")
-    args = ap.parse_args(argv)
-    OUT_DOCS.mkdir(parents=True, exist_ok=True)
+def study_curve() -> None:
+    """Class accuracy and FD of 200 guided samples (S=10) of each EMA snapshot of the base's training."""
+    from ddbench.identity import dataset_fingerprint
+    from ddbench.plugins import load_plugins
+    from ddbench.runner import load_dataset
+    from ddbench_minmax.base import shipped_cache
+    from ddbench_minmax.model import Denoiser
+    from ddbench_minmax.quality import reference_classifier
+    from ddbench_minmax.sampler import DSRSampler
+    from ddbench_minmax.train import from_model_space
+    from ddbench.api import SampleRequest
+
+    path = CELLS / "curve.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    reg = load_plugins()
+    ds = load_dataset(reg, "fashion-mnist", None, False)
+    clf = reference_classifier(ds, lambda: reg.get("models", "convnet").build(1, 10, 28), Path(OUT) / "cache",
+                               dataset_fingerprint(ds))
+    done["classifier"] = clf.meta
+    snaps = sorted((ROOT / "ddbench-results" / "cache" / "minmax-base").glob("*/snapshots/step-*"))
+    shipped = shipped_cache("fashion-mnist").meta_path
+    meta = json.loads(shipped.read_text()) if shipped.is_file() else {}
+    for folder in snaps:
+        step = int(folder.name.split("-")[1])
+        for guidance in (1.0, 4.0):
+            key = f"{step}-g{guidance:g}"
+            if key in done:
+                continue
+            model = Denoiser.load(folder)
+            out = DSRSampler().generate(model, SampleRequest(num_classes=10, steps=10, image_shape=(1, 28, 28), ipc=20,
+                                                             guidance=guidance, seed=0))
+            fig = clf.figures(from_model_space(ds, out.images), out.labels)
+            done[key] = {"step": step, "guidance": guidance, "epochs": round(step * 128 / 60000, 2),
+                         **{k: fig[k] for k in ("class_accuracy", "fd", "images")}}
+            print(key, done[key], flush=True)
+            atomic_json(done, path)
+    done["base_train"] = meta.get("train")
+    atomic_json(done, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def _cells(prefix: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(CELLS.glob(f"{prefix}-s*.json"))]
+
+
+def seed_stats(prefix: str) -> dict[str, Any] | None:
+    cells = [c for c in _cells(prefix) if c["summary"].get("accuracy_mean") is not None]
+    if not cells:
+        return None
+    import statistics
+
+    means = [c["summary"]["accuracy_mean"] for c in cells]
+    pooled = [a for c in cells for a in c["summary"]["accuracies"]]
+    return {"n_seeds": len(means), "mean": statistics.mean(means),
+            "std": statistics.stdev(means) if len(means) > 1 else 0.0, "means": means, "pooled": pooled,
+            "nets": len(pooled) // len(means), "ipc": [c["summary"].get("images", 0) // 10 for c in cells],
+            "cells": cells}
+
+
+def welch(a: list[float], b: list[float]) -> float | None:
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def compare_row(label: str, a: dict | None, b: dict | None) -> str:
+    if not a or not b:
+        return f"| {label} | (not run) | | | |"
+    p_seeds, p_nets = welch(a["means"], b["means"]), welch(a["pooled"], b["pooled"])
+    fmt = lambda p: "n/a" if p is None else f"{p:.2g}"  # noqa: E731
+    return (f"| {label} | {a['mean']:.2f} ± {a['std']:.2f} ({a['n_seeds']} seeds x {a['nets']} nets; IPC "
+            f"{','.join(map(str, a['ipc']))}) | {b['mean']:.2f} ± {b['std']:.2f} ({b['n_seeds']} seeds) | "
+            f"{a['mean'] - b['mean']:+.2f} | {fmt(p_seeds)} / {fmt(p_nets)} |")
+
+
+def report() -> None:
+    print("| comparison | minmax-diffusion % | random real % | difference | Welch p (seed means / pooled nets) |")
+    print("|---|---|---|---|---|")
+    print(compare_row("IPC 1, dsa (1000 epochs)", seed_stats("ipc1-minmax"), seed_stats("ipc1-random")))
+    print(compare_row("IPC 10, fast (300 epochs)", seed_stats("ipc10-minmax"), seed_stats("ipc10-random")))
+    for budget in (10, 60):
+        print(compare_row(f"{budget} s budget vs random IPC 10, fast (300 epochs)", seed_stats(f"budget{budget}-minmax"),
+                          seed_stats("ipc10-random")))
+    print("\n| variant | IPC 1 dsa accuracy % | Welch p vs plain (seed means) | class accuracy % (IPC 10) | FD (IPC 10) |")
+    print("|---|---|---|---|---|")
+    plain = seed_stats("ipc1-plain")
+    for variant in ABLATION:
+        ev = seed_stats("ipc1-minmax" if variant == "both" else f"ipc1-{variant}")
+        q = [c["meta"].get("quality", {}) for c in _cells(f"ablation-{variant}")]
+        qa = [x["class_accuracy"] for x in q if x]
+        fd = [x["fd"] for x in q if x]
+        acc = f"{ev['mean']:.2f} ± {ev['std']:.2f} ({ev['n_seeds']} seeds)" if ev else "(not run)"
+        p = welch(ev["means"], plain["means"]) if ev and plain and variant != "plain" else None
+        qtxt = f"{_ms(qa)} ({len(qa)} seeds)" if qa else "(not run)"
+        print(f"| {variant} | {acc} | {'' if p is None else f'{p:.2g}'} | {qtxt} | {_ms(fd) if fd else ''} |")
+    print("\n| S | guidance | class accuracy % | FD | images/s (measured) |")
+    print("|---|---|---|---|---|")
+    for guidance in (1, 4):
+        for steps in (5, 10, 20, 30, 50):
+            p = CELLS / f"dsr-S{steps}-g{guidance}.json"
+            if p.is_file():
+                c = json.loads(p.read_text())
+                q = c["meta"].get("quality", {})
+                print(f"| {steps} | {guidance} | {q.get('class_accuracy')} | {q.get('fd')} | "
+                      f"{c['meta'].get('sampler', {}).get('images_per_second')} |")
+    curve = CELLS / "curve.json"
+    if curve.is_file():
+        d = json.loads(curve.read_text())
+        print("\n| base step | epochs | class accuracy % (g=1 / g=4) | FD (g=1 / g=4) |")
+        print("|---|---|---|---|")
+        steps = sorted({v["step"] for k, v in d.items() if isinstance(v, dict) and "step" in v})
+        for s in steps:
+            a, b = d.get(f"{s}-g1"), d.get(f"{s}-g4")
+            if a and b:
+                print(f"| {s} | {a['epochs']} | {a['class_accuracy']} / {b['class_accuracy']} | {a['fd']} / {b['fd']} |")
+
+
+def _ms(v: list[float]) -> str:
+    import statistics
+
+    return f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", choices=("curve", "headline", "budget", "ablation", "dsr", "report", "all"))
+    ap.add_argument("--evaluate", action="store_true", help="ablation: evaluate IPC 1 sets with the dsa protocol")
+    args = ap.parse_args()
+    CELLS.mkdir(parents=True, exist_ok=True)
+    if args.study in ("curve", "all"):
+        study_curve()
+    if args.study in ("headline", "all"):
+        study_headline()
+    if args.study in ("dsr", "all"):
+        study_dsr()
+    if args.study in ("ablation", "all"):
+        study_ablation(args.evaluate)
+    if args.study in ("budget", "all"):
+        study_budget()
     if args.study == "report":
-        print(report(args.out))
-        return
-    results_path = OUT_DOCS / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    studies = ["baseline", "tradeoff", "ablation"] if args.study == "all" else [args.study]
-    for study in studies:
-        if study == "ablation":
-            def save(rows):
-                results["ablation"] = rows
-                results_path.write_text(json.dumps(results, indent=1, default=str))
-
-            results[study] = ablation(args.out, args.with_embedding, args.eval_models, args.skip,
-                                      results.get("ablation"), save)
-        else:
-            results[study] = {"tradeoff": tradeoff, "baseline": baseline}[study](args.out)
-        results_path.write_text(json.dumps(results, indent=1, default=str))
-    print(f"\nresults: {results_path}")
+        report()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

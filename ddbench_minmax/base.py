@@ -3,7 +3,7 @@
 The anchors fine-tune a *pretrained, converged* generator (DiT-XL/2). Nothing can be downloaded here, so the
 base is trained on this machine by
 
-    python -m ddbench_minmax.base train [--steps N] [--threads 2] [--out DIR]
+    python -m ddbench_minmax.base train [--steps N] [--threads auto|N] [--out DIR]
 
 (resumable: rerun the same command after an interruption), and the result for Fashion-MNIST ships inside the
 package under `ddbench_minmax/weights/fashion-mnist/`: `generator/` (diffusers safetensors, its config and
@@ -72,7 +72,7 @@ def load_verified(cache: GeneratorCache):
 
 
 def train_base(dataset, recipe: BaseRecipe, work_dir: Path, out: GeneratorCache, progress: bool = True, log=print,
-               device: str = "cpu") -> dict[str, Any]:
+               device: str = "cpu", threads: int | str = "auto", stop_at: int | None = None) -> dict[str, Any]:
     """Train the base with `recipe` on `dataset`, resumable through work_dir; save it into `out`."""
     from ddbench.identity import dataset_fingerprint
     from ddbench.seeds import seeded
@@ -93,7 +93,7 @@ def train_base(dataset, recipe: BaseRecipe, work_dir: Path, out: GeneratorCache,
     load_before = os.getloadavg()
     ema, stats = train_phase(model, to_model_space(dataset, dataset.train_x.float()), dataset.train_y.long(), spec,
                              checkpoint_path=work_dir / "checkpoint.pt", snapshot_dir=work_dir / "snapshots",
-                             progress=progress, log=log, device=device)
+                             progress=progress, log=log, device=device, threads=threads, stop_at=stop_at)
     import torch
 
     meta = {
@@ -126,21 +126,25 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--data-root", default=None)
     tr.add_argument("--steps", type=int, default=BaseRecipe.steps)
     tr.add_argument("--seed", type=int, default=BaseRecipe.seed)
-    tr.add_argument("--threads", type=int, default=2, help="torch intra-op threads (fixed, so timings compare)")
+    tr.add_argument("--stop-at", type=int, default=None,
+                    help="end at this step (the lr schedule stays that of --steps) and save the EMA there")
+    tr.add_argument("--threads", default="auto",
+                    help="torch intra-op threads: a number, or auto (2 alone, 1 when another process shares the cores)")
     tr.add_argument("--work", default="ddbench-results/cache/minmax-base", help="checkpoints and snapshots")
     tr.add_argument("--out", default=None, help="where the base goes (default: the shipped folder)")
     args = ap.parse_args(argv)
     import torch
 
-    if args.threads < 1:
-        raise SystemExit(f"--threads {args.threads} is not allowed; it must be >= 1")
-    torch.set_num_threads(args.threads)
+    threads = args.threads if args.threads == "auto" else int(args.threads) if args.threads.isdigit() else 0
+    if threads == 0:
+        raise SystemExit(f"error: --threads {args.threads!r} is not allowed; give a number >= 1 or auto")
+    torch.set_num_threads(2 if threads == "auto" else threads)
     try:
         ds = _load_dataset(args.dataset, args.data_root)
         recipe = BaseRecipe(steps=args.steps, seed=args.seed)
         work = Path(args.work) / f"{args.dataset}-seed{args.seed}-steps{args.steps}"
         out = GeneratorCache(Path(args.out)) if args.out else shipped_cache(args.dataset)
-        meta = train_base(ds, recipe, work, out)
+        meta = train_base(ds, recipe, work, out, threads=threads, stop_at=args.stop_at)
     except DDBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

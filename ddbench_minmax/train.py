@@ -101,6 +101,47 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float)
     return torch.clamp(snr, max=gamma) / snr.clamp_min(1e-12)
 
 
+class ThreadGovernor:
+    """Picks the intra-op thread count step by step, so training does not collapse when the cores are shared.
+
+    With 2 threads on 2 cores, a second process that takes one core stalls every OpenMP barrier (measured here:
+    0.57 s per base step alone, 2.5 s beside a niced test run). 1 thread is ~1.7x slower alone but keeps its pace under contention. The governor runs the
+    faster of {max_threads, 1} by the median of recent step times and re-tries the other every `probe_every`
+    steps for `probe_len` steps (benchmarks/bench_generator.py measures all three policies).
+    """
+
+    def __init__(self, max_threads: int, probe_every: int = 50, probe_len: int = 4, window: int = 8):
+        from collections import deque
+
+        self.options = sorted({max(1, max_threads), 1}, reverse=True)
+        self.times = {n: deque(maxlen=window) for n in self.options}
+        self.probe_every, self.probe_len = probe_every, probe_len
+        self.current = self.options[0]
+        self.switches = 0
+
+    def _best(self) -> int:
+        med = {n: sorted(t)[len(t) // 2] for n, t in self.times.items() if t}
+        return min(med, key=med.get) if med else self.options[0]
+
+    def choose(self, step: int) -> int:
+        if len(self.options) > 1:
+            best = self._best()
+            other = [n for n in self.options if n != best][0]
+            n = other if step % self.probe_every < self.probe_len or not self.times[other] else best
+            if n != self.current:
+                torch.set_num_threads(n)
+                self.current = n
+                self.switches += 1
+        return self.current
+
+    def record(self, seconds: float) -> None:
+        self.times[self.current].append(seconds)
+
+    def summary(self) -> dict[str, Any]:
+        return {"policy": "auto", "options": self.options, "switches": self.switches,
+                "median_step_seconds": {str(n): round(sorted(t)[len(t) // 2], 4) for n, t in self.times.items() if t}}
+
+
 @dataclass
 class TrainState:
     """Everything a resumed phase needs besides the weights; one object instead of a dozen loose values."""
@@ -214,8 +255,14 @@ def train_phase(
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: torch.device | str = "cpu",
+    threads: int | str = "auto",
+    stop_at: int | None = None,
 ) -> tuple[Denoiser, dict[str, Any]]:
-    """Train `model` (in place) for spec.steps; return (EMA model, stats). Resumes from checkpoint_path."""
+    """Train `model` (in place) for spec.steps; return (EMA model, stats). Resumes from checkpoint_path.
+
+    stop_at: end early at this step (the schedule stays that of spec.steps) and return the EMA there.
+    threads: a fixed intra-op thread count, or "auto" (ThreadGovernor over {torch's current count, 1}).
+    """
     from tqdm.auto import tqdm
 
     from ddbench.results import atomic_save
@@ -235,8 +282,18 @@ def train_phase(
     model.train()
     bar = tqdm(total=spec.steps, initial=st.step, desc=f"minmax {spec.name}", disable=not progress, leave=False)
     t_start = time.perf_counter() - st.elapsed
-    while st.step < spec.steps:
+    before = torch.get_num_threads()
+    governor = ThreadGovernor(before) if threads == "auto" and device.type == "cpu" else None
+    if isinstance(threads, int):
+        torch.set_num_threads(threads)
+    end = spec.steps if stop_at is None else min(stop_at, spec.steps)
+    while st.step < end:
+        if governor is not None:
+            governor.choose(st.step)
+        t_step = time.perf_counter()
         losses = ph.step(*ph.batch(data, labels))
+        if governor is not None:
+            governor.record(time.perf_counter() - t_step)
         st.step += 1
         for key, v in losses.items():
             st.sums[key] += v
@@ -250,16 +307,18 @@ def train_phase(
                 and st.step < spec.steps:
             atomic_save(ph.state_dict(), checkpoint_path)
     bar.close()
-    steps = max(1, spec.steps)
+    torch.set_num_threads(before)
+    steps = max(1, st.step)
     stats = {
-        "steps": spec.steps,
+        "steps": st.step,
+        "schedule_steps": spec.steps,
         "seconds": round(st.elapsed, 2),
         "seconds_per_step": round(st.elapsed / steps, 4),
         "mean_loss_diff": st.sums["diff"] / steps,
         "mean_loss_r": st.sums["pos"] / steps,
         "mean_loss_d": st.sums["neg"] / steps,
         "trainable_parameters": sum(p.numel() for p in ph.params),
-        "threads": torch.get_num_threads(),
+        "threads": governor.summary() if governor is not None else threads,
     }
     return ph.ema_model(), stats
 

@@ -430,6 +430,27 @@ def test_difffit_trains_only_biases_norms_and_the_class_embedding(tmp_path):
     assert stats["trainable_parameters"] < sum(p.numel() for p in model.parameters()) / 5
 
 
+def test_thread_governor_follows_the_faster_thread_count():
+    from ddbench_minmax.train import ThreadGovernor
+
+    before = torch.get_num_threads()
+    try:
+        gov = ThreadGovernor(2, probe_every=10, probe_len=2)
+        cost = {2: 1.0, 1: 0.6}  # contended: 2 threads slower than 1
+        used = []
+        for step in range(40):
+            n = gov.choose(step)
+            used.append(n)
+            gov.record(cost[n])
+        assert used[-5:] == [1] * 5 and 2 in used[10:12]  # settled on 1, still probes 2 now and then
+        cost = {2: 0.3, 1: 0.6}  # the other process ended: back to 2 threads after the next probe
+        for step in range(40, 80):
+            gov.record(cost[gov.choose(step)])
+        assert gov.choose(85) == 2 and gov.summary()["switches"] >= 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_plugins_are_registered(registry):
     assert "minmax-diffusion" in registry.names("methods")
     assert "dsr" in registry.names("samplers")
