@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_run_args(p)
 
     p = sub.add_parser("list", help="methods, datasets, protocols, models, samplers, policies, launchers")
-    p.add_argument("--params", action="store_true", help="also list each method's and protocol's settings")
+    p.add_argument("--params", action="store_true",
+                   help="also list each setting: its effective value, the layer that set it, and its source")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset whose per-dataset settings --params shows")
+    p.add_argument("--preset", default="default", choices=["default", "paper"], help="as for `run`")
     p.add_argument("--config", default=None)
 
     p = sub.add_parser("plugins", help="loaded plugins, versions and where they come from")
@@ -80,30 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None)
     p.add_argument("--json", action="store_true")
 
-    try:
-        from . import compare
-    except ImportError:  # pragma: no cover - the sweep module is optional for the host to start
-        compare = None
-    if compare is not None and hasattr(compare, "add_parsers"):
-        compare.add_parsers(sub, add_common_run_args)
+    from . import compare
+
+    compare.add_parsers(sub, add_common_run_args)
     return parser
 
 
-def _registry(config_path: str | None):
+def load(config_path: str | None):
+    """(config, registry) for a command, after printing every plugin and settings problem as a warning."""
     from .runner import registry_for
 
-    return registry_for(load_config(config_path))
+    config = load_config(config_path)
+    registry = registry_for(config)
+    warn_problems(registry, config)
+    return config, registry
 
 
-def warn_problems(registry) -> None:
-    """Every command says which plugins were refused and why, on stderr, one line each."""
-    for line in registry.problems():
+def warn_problems(registry, config=None) -> None:
+    """Every command says which plugins were refused and which settings tables are typos, on stderr."""
+    from .config import config_warnings
+
+    lines = registry.problems() + ([f"warning: {w}" for w in config_warnings(config, registry)] if config else [])
+    for line in lines:
         print(line, file=sys.stderr)
 
 
 def cmd_list(args) -> int:
-    registry = _registry(args.config)
-    warn_problems(registry)
+    config, registry = load(args.config)
     for kind in KINDS:
         print(f"{kind}:")
         names = registry.names(kind)
@@ -114,14 +120,26 @@ def cmd_list(args) -> int:
             desc = getattr(obj, "description", "") or ""
             print(f"  {name:<20} [{registry.owners[kind][name]}] {desc}")
             if args.params and getattr(obj, "params", None):
-                for key, param in obj.params.items():
-                    src = f"  ({param.source})" if param.source else ""
-                    print(f"      {key} = {param.default!r}{src}")
+                _print_params(obj.params, config, kind, name, args)
     return 0
 
 
+def _print_params(spec, config, kind: str, name: str, args) -> None:
+    """`key = effective value  [the layer that set it]  (where the default comes from)`."""
+    from .config import effective
+
+    layers = config.sources(kind, name, args.dataset) if kind in ("methods", "protocols") else []
+    for key, (value, layer) in effective(spec, layers, preset=args.preset).items():
+        param = spec[key]
+        set_by = "" if layer == "default" else f"  [set by {layer}; default {param.default!r}]"
+        src = f"  ({param.source})" if param.source else ""
+        print(f"      {key} = {value!r}{set_by}{src}")
+
+
 def cmd_plugins(args) -> int:
-    registry = _registry(args.config)
+    from .runner import registry_for
+
+    registry = registry_for(load_config(args.config))
     for info in sorted(registry.plugins, key=lambda p: p.name):
         state = f"REFUSED: {info.error}" if info.error else "ok"
         provided = [f"{k[:-1]}:{n}" for k, owners in registry.owners.items() for n, o in owners.items() if o == info.name]
@@ -180,12 +198,10 @@ def request_from_args(args, **overrides: Any):
 
 
 def cmd_run(args) -> int:
-    from .runner import execute, registry_for, resolve
+    from .runner import execute, resolve
 
     request = request_from_args(args, method=args.method, ipc=args.ipc, seed=args.seed, skip_eval=args.no_eval)
-    config = load_config(args.config)
-    registry = registry_for(config)
-    warn_problems(registry)
+    config, registry = load(args.config)
     resolved = resolve(request, config, registry)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     rec = execute(resolved, registry, log=log)

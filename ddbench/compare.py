@@ -109,7 +109,7 @@ class Grid:
 
 
 def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budgets: list[float],
-               config, registry, config_path: str | None) -> Grid:
+               config, registry, config_paths: tuple[str, ...]) -> Grid:
     """Resolve every cell (request -> config hash) before anything runs; duplicates merged by hash.
 
     With budgets, methods that take a generation budget run one cell per (IPC, budget); the others run
@@ -140,7 +140,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
                     if resolved.config_hash in seen:
                         continue
                     seen.add(resolved.config_hash)
-                    grid.jobs.append(Job(len(grid.jobs), request, config_path, resolved.config_hash, resolved.config()))
+                    grid.jobs.append(Job(len(grid.jobs), request, config_paths, resolved.config_hash, resolved.config()))
     grid.merged = total - len(grid.jobs)
     if budgets and not grid.budget_methods:
         able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
@@ -255,8 +255,7 @@ class Sweep:
 
 def parse_sweep(args) -> Sweep:
     """Parse the lists, load plugins, resolve every cell; nothing is run or written (bad input: DDBenchError)."""
-    from .cli import request_from_args, warn_problems
-    from .runner import registry_for
+    from .cli import load, request_from_args
 
     if args.jobs < 1:
         raise DDBenchError(f"--jobs {args.jobs} must be >= 1")
@@ -267,15 +266,12 @@ def parse_sweep(args) -> Sweep:
     budgets = parse_budgets(args.budgets, dedupe=False)
     if args.budget is not None and args.budget not in budgets:
         budgets.append(args.budget)
-    config = load_config(args.config)
-    registry = registry_for(config)
-    warn_problems(registry)
+    config, registry = load(args.config)
     launcher, settings = _launcher(registry, args.launcher, args.launcher_sets)
     if args.reference is not None and args.reference not in methods:
         raise DDBenchError(f"--reference {args.reference!r} is not one of --methods: {', '.join(_dedupe(methods))}")
     base = _absolute(request_from_args(args, method=methods[0], budget=None, progress=False))
-    config_path = str(config.path.absolute()) if config.path else None
-    grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config_path)
+    grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config.paths)
     return Sweep(args, methods, ipcs, seeds, budgets, grid, launcher, settings, db_path(base.out, base.db),
                  Path(base.out) / PENDING, Path(base.out))
 
@@ -283,12 +279,11 @@ def parse_sweep(args) -> Sweep:
 def check_cells(sweep: Sweep, jobs: list[Job]) -> None:
     """Every cell that will run passes the checks `ddbench run` makes before any work: device, data, and the
     method's own `validate`; so bad input exits 2 before anything runs, as it does under `run`."""
-    from .config import load_config
     from .runner import check_cell, registry_for, resolve
 
     if not jobs:
         return
-    config = load_config(sweep.args.config)
+    config = load_config(jobs[0].config_path)
     registry = registry_for(config)
     datasets: dict[tuple, Any] = {}
     for job in jobs:

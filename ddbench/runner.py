@@ -6,6 +6,7 @@ steps: `resolve` gives the config hash that identifies a cell, `execute` runs it
 """
 from __future__ import annotations
 
+import os
 import platform
 import random
 import time
@@ -19,11 +20,11 @@ import torch
 
 from . import __version__
 from .api import DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, resolve_params
-from .config import Config, load_config
+from .config import Config, Layer, load_config
 from .atomic import atomic_save
 from .identity import config_hash, dataset_fingerprint
 from .output_checks import check_output
-from .plugins import Registry, load_plugins
+from .plugins import ALLOW_ENV, Registry, load_plugins
 from .records import FAILED, OK, RunRecord
 from .results import PENDING, db_path, open_store, record_or_keep, save_grid
 
@@ -106,16 +107,31 @@ class Resolved:
 
 
 @lru_cache(maxsize=4)
-def _cached_registry(config_path: str | None, enabled: tuple, disabled: tuple, modules: tuple) -> Registry:
+def _cached_registry(paths: tuple, enabled: tuple, disabled: tuple, modules: tuple, allow_env: str | None) -> Registry:
     return load_plugins(enabled=enabled, disabled=disabled, modules=modules)
 
 
 def registry_for(config: Config) -> Registry:
-    return _cached_registry(
-        str(config.path) if config.path else None, tuple(config.enabled), tuple(config.disabled), tuple(config.modules)
-    )
+    """The plugins this configuration loads (cached per configuration and DDBENCH_LOAD_PLUGINS value)."""
+    return _cached_registry(config.paths, tuple(config.enabled), tuple(config.disabled), tuple(config.modules),
+                            os.environ.get(ALLOW_ENV))
 
 
+def _check_budget(request: RunRequest, method: Any, registry: Registry) -> None:
+    if not getattr(method, "supports_budget", False):
+        able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
+        raise DDBenchError(
+            f"method {request.method!r} does not take a generation budget; methods that do: {', '.join(able) or '(none)'}"
+        )
+    if not request.budget > 0:
+        raise DDBenchError(f"--budget {request.budget!r} must be a positive number of seconds")
+
+
+def _settings(owner: str, spec: dict, layers: list[Layer], cli: dict[str, Any]) -> dict[str, Any]:
+    """Resolve one method's or protocol's settings; a bad value in a file names the file and table."""
+    for layer in layers:
+        resolve_params(f"{owner} (from {layer.label})", spec, layer.values)
+    return resolve_params(owner, spec, *(layer.values for layer in layers), cli)
 
 
 def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved:
@@ -131,30 +147,18 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     protocol = registry.get("protocols", request.protocol)
     registry.get("models", request.model)
     if request.budget is not None:
-        if not getattr(method, "supports_budget", False):
-            able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
-            raise DDBenchError(
-                f"method {request.method!r} does not take a generation budget; methods that do: {', '.join(able) or '(none)'}"
-            )
-        if not request.budget > 0:
-            raise DDBenchError(f"--budget {request.budget!r} must be a positive number of seconds")
+        _check_budget(request, method, registry)
     use_config = request.preset != "paper"
-    method_layers = config.layers("methods", request.method, request.dataset) if use_config else []
-    protocol_layers = config.layers("protocols", request.protocol, request.dataset) if use_config else []
-    where = f" (from {config.path})" if config.path else ""
-    try:
-        resolve_params(f"method {request.method}{where}", method.params, *method_layers)
-        resolve_params(f"protocol {request.protocol}{where}", protocol.params, *protocol_layers)
-    except DDBenchError as exc:
-        raise DDBenchError(str(exc)) from None
-    method_params = resolve_params(f"method {request.method}", method.params, *method_layers, request.sets)
+    method_layers = config.sources("methods", request.method, request.dataset) if use_config else []
+    protocol_layers = config.sources("protocols", request.protocol, request.dataset) if use_config else []
+    method_params = _settings(f"method {request.method}", method.params, method_layers, request.sets)
     cli_eval: dict[str, Any] = dict(request.eval_sets)
     for key, value in (("n_models", request.eval_models), ("epochs", request.eval_epochs), ("impl", request.eval_impl)):
         if value is not None:
             if key not in protocol.params:
                 raise DDBenchError(f"protocol {request.protocol!r} has no setting {key!r}")
             cli_eval[key] = value
-    protocol_settings = resolve_params(f"protocol {request.protocol}", protocol.params, *protocol_layers, cli_eval)
+    protocol_settings = _settings(f"protocol {request.protocol}", protocol.params, protocol_layers, cli_eval)
     resolved = Resolved(request, method, protocol, method_params, protocol_settings, "")
     resolved.config_hash = config_hash(resolved.config())
     return resolved

@@ -28,7 +28,7 @@ class Job:
 
     index: int
     request: Any  # ddbench.runner.RunRequest, with absolute paths
-    config_path: str | None
+    config_path: tuple[str, ...] | str | None  # the driver's plugins.toml layers (ddbench.config.load_config)
     config_hash: str
     config: dict  # the resolved configuration (the same dict the hash was computed from)
 

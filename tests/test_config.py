@@ -4,15 +4,19 @@ from __future__ import annotations
 import pytest
 
 from ddbench.api import DDBenchError, Param, resolve_params
-from ddbench.config import load_config, parse_sets
+from ddbench.config import PACKAGED, config_warnings, effective, load_config, parse_sets
+
+
+def _of(cfg, path, *args):
+    return [layer.values for layer in cfg.sources(*args) if layer.label.startswith(str(path))]
 
 
 def test_layers_per_dataset(tmp_path):
     cfg_file = tmp_path / "plugins.toml"
     cfg_file.write_text('[methods.dm]\niterations = 100\n[methods.dm.fashion-mnist]\niterations = 7\nlr_img = 2.0\n')
     cfg = load_config(str(cfg_file))
-    assert cfg.layers("methods", "dm", "fashion-mnist") == [{"iterations": 100}, {"iterations": 7, "lr_img": 2.0}]
-    assert cfg.layers("methods", "dm", "cifar10") == [{"iterations": 100}, {}]
+    assert _of(cfg, cfg_file, "methods", "dm", "fashion-mnist") == [{"iterations": 100}, {"iterations": 7, "lr_img": 2.0}]
+    assert _of(cfg, cfg_file, "methods", "dm", "cifar10") == [{"iterations": 100}, {}]
 
 
 def test_malformed_toml_names_the_line(tmp_path):
@@ -51,3 +55,44 @@ def test_parse_sets_splits_protocol_keys():
     assert parse_sets(["a=1", "eval.epochs=3"]) == ({"a": "1"}, {"epochs": "3"})
     with pytest.raises(DDBenchError, match="expected key=value"):
         parse_sets(["novalue"])
+
+
+def test_files_layer_packaged_then_working_folder_then_config(tmp_path, monkeypatch):
+    # A plugins.toml in the working folder adds to the packaged presets instead of replacing them (issue 12.3).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plugins.toml").write_text('[plugins]\nmodules = ["x_local"]\n[methods.dm.fashion-mnist]\nbatch_real = 16\n')
+    explicit = tmp_path / "mine.toml"
+    explicit.write_text('[methods.dm.fashion-mnist]\nbatch_real = 8\n')
+    cfg = load_config(str(explicit))
+    assert [f.layer for f in cfg.files] == ["packaged presets", "working folder", "--config"]
+    assert cfg.modules == ["x_local"]
+    from ddbench.runner import RunRequest, registry_for, resolve
+
+    reg = registry_for(load_config(str(PACKAGED)))
+    spec = reg.get("methods", "dm").params
+    values = effective(spec, cfg.sources("methods", "dm", "fashion-mnist"))
+    assert values["iterations"][0] == 100 and "packaged presets" in values["iterations"][1]  # kept from the preset
+    assert values["batch_real"] == (8, f"{explicit} (--config) [methods.dm.fashion-mnist]")
+    assert effective(spec, cfg.sources("methods", "dm", "fashion-mnist"), preset="paper")["iterations"] == (20000, "default")
+    resolved = resolve(RunRequest(method="dm"), cfg, reg)
+    assert resolved.method_params["iterations"] == 100 and resolved.method_params["batch_real"] == 8
+
+
+def test_typos_in_tables_and_keys_are_warned_with_a_suggestion(tmp_path, registry):
+    cfg_file = tmp_path / "plugins.toml"
+    cfg_file.write_text('[methods.DM]\niterations = 1\n[methods.dm.fashion_mnist]\niterations = 2\n'
+                        '[methods.nosuch]\n[methods.mtt]\niteration = 3\n[protocols.dsaa]\n')
+    warnings = " | ".join(config_warnings(load_config(str(cfg_file)), registry))
+    assert "[methods.DM] names no loaded method; did you mean 'dm'?" in warnings
+    assert "[methods.dm.fashion_mnist] names no dataset; did you mean 'fashion-mnist'?" in warnings
+    assert "[methods.nosuch] names no loaded method; valid: " in warnings
+    assert "[methods.mtt] 'iteration' is no setting of method mtt; did you mean 'iterations'?" in warnings
+    assert "[protocols.dsaa] names no loaded protocol; did you mean 'dsa'?" in warnings
+    assert not [w for w in config_warnings(load_config(str(PACKAGED)), registry)]  # the shipped file is clean
+
+
+def test_binary_config_is_one_line(tmp_path):
+    cfg_file = tmp_path / "plugins.toml"
+    cfg_file.write_bytes(b"\x00\xff\xfe binary")
+    with pytest.raises(DDBenchError, match="not a text file"):
+        load_config(str(cfg_file))
