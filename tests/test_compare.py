@@ -195,3 +195,24 @@ def test_budgets_without_a_method_that_takes_one(sweep, capsys):
     err = capsys.readouterr().err.strip()
     assert "none of random takes a generation budget" in err and "gen" in err and len(err.splitlines()) == 1
     assert not db.exists()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--methods", "random", "--ipc", "1,6001"], "cell random ipc=6001 seed=0: --ipc 6001 is larger than"),
+    (["--methods", "random", "--ipc", "1", "--device", "cuda"], "--device cuda was asked for but no CUDA device"),
+])
+@pytest.mark.parametrize("dry", [False, True])
+def test_every_cell_is_validated_before_anything_runs(sweep, capsys, flags, needle, dry):
+    # Issue 12.5: what `run` refuses with exit 2, `compare` refuses too (dry run included), recording nothing.
+    if "cuda" in flags:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")  # the CPU-only case is the one under test
+    run, db, _, out = sweep
+    assert run(*flags, *(["--dry-run"] if dry else [])) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "Nothing was run" in err, err
+    assert "would run" not in captured.out
+    assert not db.exists() and not (out / "runs").exists() and not (out / "work").exists()
