@@ -305,7 +305,7 @@ def add_parser(sub, add_common_run_args) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     add_common_run_args(p)
-    p.set_defaults(handler=cmd_challenge, protocol="eccv2024", model="convnet-d3")
+    p.set_defaults(handler=cmd_challenge, protocol="eccv2024", model="convnet-d3", dataset=None)
 
 
 def cmd_challenge(args: argparse.Namespace) -> int:
@@ -315,6 +315,9 @@ def cmd_challenge(args: argparse.Namespace) -> int:
     from .runner import RunRequest, registry_for
 
     method_sets, eval_sets = parse_sets(args.sets)
+    if args.dataset is not None:
+        raise DDBenchError(f"--dataset {args.dataset}: the challenge runs both {' and '.join(d.name for d in DATASETS)}; "
+                           "drop --dataset")
     if args.protocol != "eccv2024":
         raise DDBenchError(f"--protocol {args.protocol!r}: the challenge is evaluated with eccv2024 only")
     config = load_config(args.config)

@@ -206,3 +206,30 @@ def test_strict_challenge_refuses_a_partial_copy(registry, data_root, tmp_path, 
                      device="cpu", data_root=str(data_root), out=str(tmp_path / "out"), progress=False)
     with pytest.raises(DDBenchError, match="tiny-imagenet has 4 classes"):
         execute(resolve(req, config, registry), registry, log=lambda m: None)
+
+
+def test_challenge_command(data_root, tmp_path, one_thread, capsys):
+    """`ddbench challenge` as the CLI will call it (the parser is added by eccv2024.add_parser)."""
+    import argparse
+    import json
+
+    from ddbench.cli import add_common_run_args
+
+    cfg = tmp_path / "plugins.toml"
+    cfg.write_text('[plugins]\nmodules = ["ddbench.eccv2024", "ddbench.architectures"]\n')
+    parser = argparse.ArgumentParser(prog="ddbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    C.add_parser(sub, add_common_run_args)
+    common = ["--config", str(cfg), "--data-root", str(data_root), "--out", str(tmp_path / "out"), "--device", "cpu",
+              "--no-progress", "--set", "eval.strict=false", "--set", "eval.epochs=0", "--set", "eval.n_models=1",
+              "--set", "eval.impl=loop"]
+    args = parser.parse_args(["challenge", "--method", "random", "--json"] + common)
+    assert (args.protocol, args.model) == ("eccv2024", "convnet-d3")
+    assert args.handler(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["budget"] is None  # random takes no budget: track 1
+    assert set(out["per_dataset"]) == {"cifar100", "tiny-imagenet"}
+    assert out["score"] == pytest.approx(sum(out["per_dataset"].values()) / 2)
+    with pytest.raises(DDBenchError, match="drop --dataset"):
+        bad = parser.parse_args(["challenge", "--method", "random", "--dataset", "cifar100"] + common)
+        bad.handler(bad)
