@@ -5,18 +5,15 @@ what a third-party method needs.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from tqdm.auto import tqdm
 
 from ddbench.api import DDBenchError, ImageDataset, RunContext
+from ddbench.atomic import atomic_save  # noqa: F401 - re-exported for the baselines
 from ddbench.identity import config_hash as fingerprint, dataset_fingerprint  # noqa: F401
 from ddbench.seeds import derive_seed, generator, seeded  # noqa: F401 - re-exported for the baselines
 
@@ -73,21 +70,6 @@ def make_dsa(strategy: str):
     return DSA(strategy=strategy)
 
 
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: a file that exists is whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def try_load(path: Path, device: torch.device | str = "cpu", mmap: bool = False) -> tuple[Any, str | None]:

@@ -80,7 +80,7 @@ class DM(Method):
 
     def distill(self, ctx: RunContext) -> SyntheticSet:
         p = ctx.params
-        ds, dev, ipc = ctx.dataset, ctx.device, ctx.ipc
+        ds, dev = ctx.dataset, ctx.device
         n_cls = ds.num_classes
         fp = self._fingerprint(ctx)
         ckpt_path = ctx.work_dir / CHECKPOINT
@@ -99,38 +99,7 @@ class DM(Method):
         t0 = time.perf_counter()
         bar = progress(range(start, p["iterations"]), ctx, "dm", total=p["iterations"], initial=start)
         for it in bar:
-            gen = generator(ctx.seed, "dm", it)
-            with seeded(ctx.seed, "dm-net", it):
-                net = ctx.build_model()  # a fresh random embedder every iteration (main_DM.py)
-            net = net.to(dev).train()
-            for q in net.parameters():
-                q.requires_grad_(False)
-
-            reals, syns = [], []
-            for c in range(n_cls):
-                idx = idx_by_class[c]
-                pick = idx[torch.randperm(len(idx), generator=gen)[: p["batch_real"]].to(dev)]
-                real = train_x[pick]
-                syn = image_syn[c * ipc:(c + 1) * ipc]
-                if dsa is not None:
-                    # main_DM.py: one seed per class, the same DSA parameters for real and synthetic
-                    params = dsa.sample(real, gen, siamese=True)
-                    real = dsa.apply(real, params)
-                    syn = dsa.apply(syn, params)
-                reals.append(real)
-                syns.append(syn)
-            with torch.no_grad():
-                emb_real = net.embed(torch.cat(reals))
-            emb_syn = net.embed(torch.cat(syns))
-            loss = emb_syn.new_zeros(())
-            offset = 0
-            for c in range(n_cls):
-                n_real = reals[c].shape[0]
-                mean_real = emb_real[offset:offset + n_real].mean(0)
-                offset += n_real
-                mean_syn = emb_syn[c * ipc:(c + 1) * ipc].mean(0)
-                loss = loss + ((mean_real - mean_syn) ** 2).sum()
-
+            loss = _iteration_loss(ctx, it, image_syn, train_x, idx_by_class, dsa)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -151,6 +120,40 @@ class DM(Method):
             "seconds_this_session": time.perf_counter() - t0,
         }
         return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)
+
+
+def _iteration_loss(ctx: RunContext, it: int, image_syn: torch.Tensor, train_x: torch.Tensor,
+                    idx_by_class: list[torch.Tensor], dsa) -> torch.Tensor:
+    """One main_DM.py iteration: a fresh random embedder, then the squared distance between the mean real
+    and mean synthetic embedding of every class (the same DSA parameters for both sides of a class)."""
+    p, ipc, dev, n_cls = ctx.params, ctx.ipc, ctx.device, ctx.dataset.num_classes
+    gen = generator(ctx.seed, "dm", it)
+    with seeded(ctx.seed, "dm-net", it):
+        net = ctx.build_model()  # a fresh random embedder every iteration (main_DM.py)
+    net = net.to(dev).train()
+    for q in net.parameters():
+        q.requires_grad_(False)
+    reals, syns = [], []
+    for c in range(n_cls):
+        idx = idx_by_class[c]
+        real = train_x[idx[torch.randperm(len(idx), generator=gen)[: p["batch_real"]].to(dev)]]
+        syn = image_syn[c * ipc:(c + 1) * ipc]
+        if dsa is not None:  # main_DM.py: one seed per class, the same DSA parameters for real and synthetic
+            params = dsa.sample(real, gen, siamese=True)
+            real, syn = dsa.apply(real, params), dsa.apply(syn, params)
+        reals.append(real)
+        syns.append(syn)
+    with torch.no_grad():
+        emb_real = net.embed(torch.cat(reals))
+    emb_syn = net.embed(torch.cat(syns))
+    loss = emb_syn.new_zeros(())
+    offset = 0
+    for c in range(n_cls):
+        n_real = reals[c].shape[0]
+        mean_real = emb_real[offset:offset + n_real].mean(0)
+        offset += n_real
+        loss = loss + ((mean_real - emb_syn[c * ipc:(c + 1) * ipc].mean(0)) ** 2).sum()
+    return loss
 
 
 @hookimpl

@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +43,8 @@ from torch.func import functional_call
 
 from ddbench import hookimpl
 from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
+
+from ddbench.atomic import atomic_write_json
 
 from ._common import (
     DSA_STRATEGY,
@@ -180,56 +179,59 @@ class MTT(Method):
         t0 = time.perf_counter()
         bar = progress(range(start, p["iterations"]), ctx, "mtt", total=p["iterations"], initial=start)
         for it in bar:
-            gen = generator(ctx.seed, "mtt", it)
-            expert = int(torch.randint(p["num_experts"], (1,), generator=gen))
-            start_epoch = int(torch.randint(p["max_start_epoch"], (1,), generator=gen))
-            theta_start, theta_target = buffer.pair(expert, start_epoch, start_epoch + p["expert_epochs"], dev)
-
-            params = [theta_start.clone().requires_grad_(True)]
-            chunks: list[torch.Tensor] = []
-            for _ in range(p["syn_steps"]):
-                if not chunks:
-                    chunks = list(torch.randperm(n_syn, generator=gen).to(dev).split(batch_syn))
-                ind = chunks.pop()
-                x = image_syn[ind]
-                if dsa is not None:
-                    x = dsa(x, gen)  # per-sample DSA, not siamese (distill.py: DiffAugment without seed)
-                out = functional_call(student, as_params(params[-1]), (x,))
-                ce = F.cross_entropy(out, labels_dev[ind])
-                grad = torch.autograd.grad(ce, params[-1], create_graph=True)[0]
-                params.append(params[-1] - syn_lr * grad)
-
-            # distill.py: mse(sum)/num_params over mse(sum)/num_params; num_params cancels
-            loss = ((params[-1] - theta_target) ** 2).sum() / ((theta_start - theta_target) ** 2).sum()
+            loss = _trajectory_loss(ctx, it, buffer, student, as_params, image_syn, labels_dev, syn_lr, dsa, batch_syn)
             opt_img.zero_grad()
             opt_lr.zero_grad()
             loss.backward()
             opt_img.step()
             opt_lr.step()
-            del params, out, ce, grad
             losses.append(loss.item())
             if ctx.progress:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{syn_lr.item():.4g}")
             if (it + 1) % p["checkpoint_every"] == 0 or it + 1 == p["iterations"]:
                 save(it + 1)
 
-        final_lr = float(syn_lr.detach())
-        if not final_lr > 0:
-            ctx.log(f"mtt: the learned lr went to {final_lr:.3g} (<= 0); lower lr_lr")
-        out_images = image_syn.detach()
-        if zca is not None:
-            out_images = zca.to_normalised(out_images, ctx.dataset)
-        meta = {
-            "iterations": p["iterations"],
-            "syn_lr": final_lr,
-            "losses": losses,
-            "final_loss": losses[-1] if losses else None,
-            "resumed_from": ckpt.resumed_from,
-            "buffer": str(buffer.dir),
-            "zca": bool(zca is not None),
-            "seconds_this_session": time.perf_counter() - t0,
-        }
-        return SyntheticSet(out_images.cpu(), labels.clone(), meta=meta, lr=final_lr)
+        meta = {"iterations": p["iterations"], "losses": losses, "final_loss": losses[-1] if losses else None,
+                "resumed_from": ckpt.resumed_from, "buffer": str(buffer.dir), "zca": bool(zca is not None),
+                "seconds_this_session": time.perf_counter() - t0}
+        return _result(ctx, image_syn, labels, syn_lr, zca, meta)
+
+
+def _result(ctx: RunContext, image_syn: torch.Tensor, labels: torch.Tensor, syn_lr: torch.Tensor, zca,
+            meta: dict) -> SyntheticSet:
+    """The set in the dataset's normalised space (ZCA undone) with its learned evaluation lr."""
+    final_lr = float(syn_lr.detach())
+    if not final_lr > 0:
+        ctx.log(f"mtt: the learned lr went to {final_lr:.3g} (<= 0); lower lr_lr")
+    out_images = image_syn.detach()
+    if zca is not None:
+        out_images = zca.to_normalised(out_images, ctx.dataset)
+    return SyntheticSet(out_images.cpu(), labels.clone(), meta={**meta, "syn_lr": final_lr}, lr=final_lr)
+
+
+def _trajectory_loss(ctx: RunContext, it: int, buffer: "ExpertBuffer", student, as_params, image_syn: torch.Tensor,
+                     labels: torch.Tensor, syn_lr: torch.Tensor, dsa, batch_syn: int) -> torch.Tensor:
+    """One distill.py iteration: from a random expert's epoch, `syn_steps` student steps on the synthetic set,
+    then the distance to the expert `expert_epochs` later, normalised by the expert's own move."""
+    p, dev, n_syn = ctx.params, ctx.device, len(labels)
+    gen = generator(ctx.seed, "mtt", it)
+    expert = int(torch.randint(p["num_experts"], (1,), generator=gen))
+    start_epoch = int(torch.randint(p["max_start_epoch"], (1,), generator=gen))
+    theta_start, theta_target = buffer.pair(expert, start_epoch, start_epoch + p["expert_epochs"], dev)
+    params = [theta_start.clone().requires_grad_(True)]
+    chunks: list[torch.Tensor] = []
+    for _ in range(p["syn_steps"]):
+        if not chunks:
+            chunks = list(torch.randperm(n_syn, generator=gen).to(dev).split(batch_syn))
+        ind = chunks.pop()
+        x = image_syn[ind]
+        if dsa is not None:
+            x = dsa(x, gen)  # per-sample DSA, not siamese (distill.py: DiffAugment without seed)
+        ce = F.cross_entropy(functional_call(student, as_params(params[-1]), (x,)), labels[ind])
+        grad = torch.autograd.grad(ce, params[-1], create_graph=True)[0]
+        params.append(params[-1] - syn_lr * grad)
+    # distill.py: mse(sum)/num_params over mse(sum)/num_params; num_params cancels
+    return ((params[-1] - theta_target) ** 2).sum() / ((theta_start - theta_target) ** 2).sum()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,10 +328,7 @@ class ExpertBuffer:
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest = self.dir / "manifest.json"
         if not manifest.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump({**self.settings, "num_params": self.num_params()}, fh, indent=1)
-            os.replace(tmp, manifest)
+            atomic_write_json({**self.settings, "num_params": self.num_params()}, manifest, indent=1)
         self.ctx.log(f"mtt: training {len(todo)} expert(s) into {self.dir}")
         real_x, real_y = self._expert_data()
         for i in progress(todo, self.ctx, "mtt experts"):

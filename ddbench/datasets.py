@@ -24,6 +24,7 @@ import torch
 
 from . import hookimpl
 from .api import DatasetSpec, DDBenchError, ImageDataset
+from .atomic import atomic_save
 
 DEFAULT_DATASET = "fashion-mnist"
 CACHE_ENV = "DDBENCH_CACHE"
@@ -476,10 +477,7 @@ def _tiny_loader() -> Callable[..., ImageDataset]:
         if data is None:
             data = _tiny_decode(folder)
             try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(f".tmp{os.getpid()}")
-                torch.save(data, tmp)
-                os.replace(tmp, cache)
+                atomic_save(data, cache)
             except OSError:
                 pass  # read-only cache: still usable, just decoded again next time
         return ImageDataset(

@@ -26,7 +26,7 @@ import subprocess
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import hookimpl
 from .api import DDBenchError, Launcher, Param

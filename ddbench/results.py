@@ -13,7 +13,7 @@ import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 

@@ -120,14 +120,9 @@ def fit_zca(dataset: ImageDataset, eps: float = MTT_ZCA_EPS, cache_dir: Path | N
                 pass
     zca = ZCA.fit(dataset.denormalise(dataset.train_x.float()), eps)
     if path is not None:
-        import os
-        import tempfile
+        from .atomic import atomic_save
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(zca.state_dict(), tmp)
-        os.replace(tmp, path)
+        atomic_save(zca.state_dict(), path)
     return zca
 
 
