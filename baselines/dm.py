@@ -54,7 +54,7 @@ class DM(Method):
         "init": Param("real", f"{REF}: --init real", "initial synthetic images", choices=("real", "noise")),
         "dsa_strategy": Param(DSA_STRATEGY, f"{REF}: --dsa_strategy {DSA_STRATEGY}", "'none' disables DSA"),
         "checkpoint_every": Param(
-            500, "ddbench (not in the paper): iterations between checkpoints in the run's work_dir", min=1
+            500, "docs/baselines.md (ddbench's resume granularity, not in the paper): iterations between checkpoints in the run's work_dir", min=1
         ),
     }
 

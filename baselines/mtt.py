@@ -63,8 +63,8 @@ from ._common import (
     try_load,
 )
 
-DISTILL = "mtt-distillation distill.py"
-BUFFER = "mtt-distillation buffer.py"
+DISTILL = "GeorgeCazenavette/mtt-distillation distill.py"
+BUFFER = "GeorgeCazenavette/mtt-distillation buffer.py"
 CHECKPOINT = "mtt_checkpoint.pt"
 BUFFER_FORMAT = 1
 # settings that define the expert buffer (part of its cache key)
@@ -96,14 +96,14 @@ class MTT(Method):
         "expert_momentum": Param(0.0, f"{BUFFER}: --mom 0", "expert SGD momentum", min=0, max=1),
         "expert_l2": Param(0.0, f"{BUFFER}: --l2 0", "expert weight decay", min=0),
         "expert_images_per_class": Param(
-            0, "ddbench CPU economy (not in the paper): experts train on this many real images per class; 0 = all", min=0
+            0, "docs/baselines.md (MTT: a ddbench CPU economy, not in the paper): experts train on this many real images per class; 0 = all", min=0
         ),
         "zca": Param(False, f"{BUFFER} / {DISTILL}: --zca (off by default; the README uses it for CIFAR)",
                      "distill in ZCA-whitened space (ddbench.zca); the set is returned in normalised space"),
-        "zca_eps": Param(0.1, "mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1)", min=0),
-        "buffer": Param("auto", "ddbench: auto = build missing/corrupt experts; require = error unless complete",
+        "zca_eps": Param(0.1, "GeorgeCazenavette/mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1)", min=0),
+        "buffer": Param("auto", "docs/baselines.md (MTT, ddbench's setting): auto = build missing/corrupt experts; require = error unless complete",
                         choices=("auto", "require")),
-        "checkpoint_every": Param(100, "ddbench (not in the paper): iterations between checkpoints in work_dir", min=1),
+        "checkpoint_every": Param(100, "docs/baselines.md (ddbench's resume granularity, not in the paper): iterations between checkpoints in work_dir", min=1),
     }
 
     # ----------------------------------------------------------------------------------------------

@@ -482,4 +482,8 @@ class RunContext:
         return proto.evaluate(syn, self, settings)
 
     def generator(self, offset: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+        """A CPU generator for stream `offset` of this run's seed (ddbench.seeds: a keyed hash, so no stream
+        of a method collides with another method's, the evaluation's, or another seed's)."""
+        from .seeds import generator
+
+        return generator(self.seed, "run-context", offset)

@@ -35,11 +35,11 @@ from torch import nn
 
 from . import hookimpl
 from .api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
+from .seeds import derive_seed
 from .augment import DEFAULT_STRATEGY, DSA, DSAParams
 from .networks import ConvNet, StackedConvNet
 
 REF = "VICO-UoE/DatasetCondensation"
-EVAL_SEED_OFFSET = 7_919  # keeps evaluation generators apart from a method's ctx.generator(k) streams
 
 
 def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
@@ -54,17 +54,17 @@ def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
         "dsa": Param(True, f"{REF} utils.py epoch(aug=True) with args.dsa: DiffAugment on every training batch",
                      "DSA augmentation on every training batch"),
         "dsa_strategy": Param(DEFAULT_STRATEGY, f"{REF} main_DM.py --dsa_strategy", "DSA groups, '_'-joined"),
-        "impl": Param("fast", "ddbench issue 6: fast implementation by default; 'loop' is the plain reference",
+        "impl": Param("fast", "docs/evaluation.md#two-implementations-of-the-protocol: ddbench's fast implementation by default; 'loop' is the plain reference",
                       "fast (N networks at once) or loop (one after another)", choices=("fast", "loop")),
-        "parallel": Param("auto", "ddbench issue 6, measured in docs/evaluation.md: threads beat grouped convs on CPU",
+        "parallel": Param("auto", "docs/evaluation.md#two-implementations-of-the-protocol, measured: threads beat grouped convs on CPU",
                           "how the fast impl trains networks together: threads (one network per core, single-threaded "
                           "ops), stacked (one grouped-conv model), auto (threads on CPU, stacked on CUDA)",
                           choices=("auto", "threads", "stacked")),
-        "micro_batch": Param(16, "ddbench: measured on this 2-core CPU (docs/evaluation.md): 16-image chunks keep activations "
+        "micro_batch": Param(16, "docs/evaluation.md (measured on a 2-core CPU): 16-image chunks keep activations "
                              "in cache, 1.5-1.9x faster per image than 256", "fast impl: forward/backward each batch in chunks "
                              "of this many images, accumulating gradients (exact: instance norm and DSA are per-sample); "
                              "also the test chunk; 0 = whole batches", min=0),
-        "max_parallel": Param(0, "ddbench: memory cap, 0 = all n_models at once", "networks trained at once (fast impl)", min=0),
+        "max_parallel": Param(0, "docs/evaluation.md#peak-memory (ddbench's memory cap): 0 = all n_models at once", "networks trained at once (fast impl)", min=0),
         "use_syn_lr": Param(True, "GeorgeCazenavette/mtt-distillation distill.py: args.lr_net = syn_lr.item() before evaluate_synset",
                             "train with SyntheticSet.lr when the method learned one"),
         "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1),
@@ -87,9 +87,8 @@ class DSAProtocol(Protocol):
 
 
 def network_seed(seed: int, i: int) -> int:
-    """The seed of evaluation network i of a run with seed `seed`."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + EVAL_SEED_OFFSET + i)
-    return int(torch.randint(0, 2**62, (1,), generator=g).item())
+    """The seed of evaluation network i of a run with seed `seed` (a keyed hash: apart from every method stream)."""
+    return derive_seed(seed, "evaluation-network", i)
 
 
 _INIT_LOCK = threading.Lock()  # init_network seeds torch's global RNG: one thread at a time

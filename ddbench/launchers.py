@@ -69,6 +69,10 @@ class SweepJob(_Checkpointable):  # type: ignore[misc,valid-type]
 
 SweepLauncher = Launcher  # the name this module used before the contract moved to ddbench.api
 
+# Launcher settings are ddbench's own (no paper has them); each is explained where it is documented.
+LOCAL_SOURCE = "docs/compare.md#local (ddbench's launcher setting)"
+SLURM_SOURCE = "docs/compare.md#slurm-pip-install-ddbenchslurm; facebookincubator/submitit AutoExecutor parameters"
+
 
 # --------------------------------------------------------------------------------------------------
 # local
@@ -106,8 +110,8 @@ class LocalLauncher(SweepLauncher):
     name = "local"
     description = "this machine: --jobs 1 in the driver's process, --jobs N a process pool, one GPU each where GPUs exist"
     params = {
-        "gpus": Param("auto", help="GPUs to spread workers over: auto (every visible GPU), none, or ids like 0,2"),
-        "start_method": Param("spawn", choices=("spawn", "forkserver", "fork"),
+        "gpus": Param("auto", LOCAL_SOURCE, help="GPUs to spread workers over: auto (every visible GPU), none, or ids like 0,2"),
+        "start_method": Param("spawn", LOCAL_SOURCE, choices=("spawn", "forkserver", "fork"),
                               help="multiprocessing start method of the pool (spawn is safe with CUDA)"),
     }
 
@@ -189,19 +193,19 @@ class SlurmLauncher(SweepLauncher):
     name = "slurm"
     description = "a SLURM job array through submitit (pip install 'ddbench[slurm]'), requeued after preemption"
     params = {
-        "partition": Param("", help="SLURM partition (empty: the cluster's default)"),
-        "account": Param("", help="SLURM account (empty: none)"),
-        "qos": Param("", help="SLURM QOS (empty: none)"),
-        "constraint": Param("", help="SLURM node constraint (empty: none)"),
-        "timeout_min": Param(240, min=1, help="time limit of one job in minutes; a job past it is requeued"),
-        "cpus_per_task": Param(2, min=1, help="CPU cores per job"),
-        "gpus_per_node": Param(0, min=0, help="GPUs per job (0: CPU jobs)"),
-        "mem_gb": Param(0.0, min=0, help="memory per job in GB (0: the cluster's default)"),
-        "max_resubmits": Param(3, min=0, help="requeues after preemption or timeout before a job counts as failed"),
-        "folder": Param("", help="submitit's folder for scripts, logs and results (default: OUT/slurm)"),
-        "ping_timeout": Param(10.0, min=0.1, help="seconds to wait for the controller to answer `scontrol ping`"),
-        "poll_seconds": Param(2.0, min=0.05, help="seconds between looks at finished jobs"),
-        "cluster": Param("slurm", choices=("slurm", "local", "debug"),
+        "partition": Param("", SLURM_SOURCE, help="SLURM partition (empty: the cluster's default)"),
+        "account": Param("", SLURM_SOURCE, help="SLURM account (empty: none)"),
+        "qos": Param("", SLURM_SOURCE, help="SLURM QOS (empty: none)"),
+        "constraint": Param("", SLURM_SOURCE, help="SLURM node constraint (empty: none)"),
+        "timeout_min": Param(240, SLURM_SOURCE, min=1, help="time limit of one job in minutes; a job past it is requeued"),
+        "cpus_per_task": Param(2, SLURM_SOURCE, min=1, help="CPU cores per job"),
+        "gpus_per_node": Param(0, SLURM_SOURCE, min=0, help="GPUs per job (0: CPU jobs)"),
+        "mem_gb": Param(0.0, SLURM_SOURCE, min=0, help="memory per job in GB (0: the cluster's default)"),
+        "max_resubmits": Param(3, SLURM_SOURCE, min=0, help="requeues after preemption or timeout before a job counts as failed"),
+        "folder": Param("", SLURM_SOURCE, help="submitit's folder for scripts, logs and results (default: OUT/slurm)"),
+        "ping_timeout": Param(10.0, SLURM_SOURCE, min=0.1, help="seconds to wait for the controller to answer `scontrol ping`"),
+        "poll_seconds": Param(2.0, SLURM_SOURCE, min=0.05, help="seconds between looks at finished jobs"),
+        "cluster": Param("slurm", SLURM_SOURCE, choices=("slurm", "local", "debug"),
                          help="submitit executor: slurm; local (subprocesses, no SLURM); debug (in-process)"),
     }
 
