@@ -63,11 +63,11 @@ PARAMS: dict[str, Param] = {
     "memory_size": Param(64, f"{ANCHOR} train_dit.py --memory-size 64", "entries per class in each memory", min=1),
     "embedding": Param("x0", f"{ANCHOR} train_dit.py: the losses compare pred_xstart (x̂0); 'classifier' = features "
                        "of the real-data ConvNet of the quality figures; 'random-convnet' = a frozen random ConvNet "
-                       "(DM's embedder); measured in docs/minmax.md#min-max-losses",
+                       "(DM's embedder); measured in docs/minmax.md#the-min-max-losses",
                        "space of the min-max losses", choices=("x0", "classifier", "random-convnet")),
-    "checkpoint_every": Param(100, "docs/minmax.md: resume granularity (the anchors' --ckpt-every 12000 is for GPU runs)",
+    "checkpoint_every": Param(100, "docs/minmax.md#min-max-fine-tuning: resume granularity (the anchors' --ckpt-every 12000 is for GPU runs)",
                               "training steps between checkpoints (0 = none)", min=0),
-    "on_corrupt_cache": Param("rebuild", "docs/minmax.md#cache: a corrupt cached generator is rebuilt or refused",
+    "on_corrupt_cache": Param("rebuild", "docs/minmax.md#min-max-fine-tuning: a corrupt cached generator is rebuilt or refused",
                               "what to do with a corrupt cached generator", choices=("rebuild", "error")),
     # -- sampling (DSR) and the IPC-budget policy --------------------------------------------------
     "sampler": Param("dsr", "Fan et al. (seed paper): Diffusion Step Reduction", "registered sampler name"),
@@ -78,21 +78,21 @@ PARAMS: dict[str, Param] = {
                       "classifier-free guidance scale s (DiT form; 1 = no guidance)", min=1.0),
     "steps": Param(10, f"{SEED_CODE} sample.py: --num-sampling-steps 10 (DSR)", "denoising steps S (fixed-steps policy)",
                    min=1),
-    "min_steps": Param(5, "docs/minmax.md#dsr: smallest step count tried (the seed paper's Fig. 2 shows 10 and 30)",
+    "min_steps": Param(5, "docs/minmax.md#dsr-sampler-and-policies: smallest step count tried (the seed paper's Fig. 2 shows 10 and 30)",
                        "fewest steps any policy may use (max-images uses it)", min=1),
     "policy": Param("fixed-steps", "the classic fixed-IPC benchmark (DC/DSA/DM papers)",
                     "registered policy: fixed-steps, max-images, calibrated"),
-    "pilot_steps": Param((5, 10, 20, 30, 50), "docs/minmax.md#dsr: candidate S (seed paper Fig. 2: 10 and 30)",
+    "pilot_steps": Param((5, 10, 20, 30, 50), "docs/minmax.md#dsr-sampler-and-policies: candidate S (seed paper Fig. 2: 10 and 30)",
                          "calibrated policy: candidate S of the pilot"),
-    "pilot_ipcs": Param((2, 10), "docs/minmax.md#dsr: two IPCs so the fit sees the IPC axis", "calibrated: pilot IPCs"),
+    "pilot_ipcs": Param((2, 10), "docs/minmax.md#dsr-sampler-and-policies: two IPCs so the fit sees the IPC axis", "calibrated: pilot IPCs"),
     "pilot_epochs": Param(300, "VICO-UoE/DatasetCondensation main.py: epoch_eval_train 300 (the `fast` protocol)",
                           "calibrated: epochs per pilot network", min=1),
-    "pilot_models": Param(1, "docs/minmax.md#dsr: one network per pilot point (cost)", "calibrated: networks per pilot point", min=1),
-    "sample_batch": Param(100, "docs/minmax.md#dsr: batches of 100 images (whole rounds of 10 classes)",
+    "pilot_models": Param(1, "docs/minmax.md#dsr-sampler-and-policies: one network per pilot point (cost)", "calibrated: networks per pilot point", min=1),
+    "sample_batch": Param(100, "docs/minmax.md#dsr-sampler-and-policies: batches of 100 images (whole rounds of 10 classes)",
                           "images per sampling batch", min=1),
-    "budget_safety": Param(1.1, "docs/minmax.md#budget-mode: 10% margin so the last batch ends inside the budget",
+    "budget_safety": Param(1.1, "docs/minmax.md#dsr-sampler-and-policies: 10% margin so the last batch ends inside the budget",
                            "factor on predicted batch times under a budget", min=1.0),
-    "quality": Param(True, "docs/minmax.md#quality: class accuracy and Fréchet distance of the set under a real-data "
+    "quality": Param(True, "docs/minmax.md#quality-figures: class accuracy and Fréchet distance of the set under a real-data "
                      "ConvNet (trained once, cached)", "record generator-quality figures in the run's meta"),
 }
 
