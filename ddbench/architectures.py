@@ -16,6 +16,11 @@ so that a distilled set evaluated here on e.g. AlexNet means what it means in DC
   norm, `ResNet18`), `resnet18-ap` (`ResNet18_AP`: instance norm, strided convs replaced by a stride-1 conv and
   2x2 average pooling) and `resnet18bn-ap` (`ResNet18BN_AP`).
 
+- ConvNet variants of `utils.py: get_network` (the DC-BENCH axes): `convnet-w32/-w64/-w256`, `convnet-d1/-d2`
+  (the host's ConvNet, so the fast evaluation stacks them), and `convnet-bn/-ln/-gn/-nn` (norm), `convnet-as`
+  (sigmoid), `convnet-al` (leaky ReLU), `convnet-mp` (max pooling), `convnet-np` (no pooling), whose depth
+  follows the host's `convnet` (3 up to 32 px, 4 at 64 px).
+
 "Instance norm" is `GroupNorm(C, C, affine=True)`, exactly as the reference writes it (and as the host's
 ConvNet does).
 
@@ -42,6 +47,7 @@ from . import hookimpl
 from .api import DDBenchError, ModelSpec
 
 REF = "VICO-UoE/DatasetCondensation networks.py"
+UTILS = "VICO-UoE/DatasetCondensation utils.py get_network"
 
 
 def instance_norm(channels: int) -> nn.Module:
@@ -244,6 +250,83 @@ class ResNet18(_Features):
 
 
 # --------------------------------------------------------------------------------------------------
+# ConvNet variants (DC-BENCH's width / depth / norm / activation / pooling axes)
+# --------------------------------------------------------------------------------------------------
+
+
+def conv_norm(kind: str, width: int, side: int) -> nn.Module | None:
+    """networks.py ConvNet._get_normlayer: layernorm over (C, H, W); groupnorm with 4 groups; none."""
+    if kind == "instance":
+        return instance_norm(width)
+    if kind == "batch":
+        return nn.BatchNorm2d(width)
+    if kind == "layer":
+        return nn.LayerNorm([width, side, side], elementwise_affine=True)
+    if kind == "group":
+        return nn.GroupNorm(4, width, affine=True)
+    if kind == "none":
+        return None
+    raise DDBenchError(f"norm {kind!r} is not known; allowed: instance, batch, layer, group, none")
+
+
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid,
+               "leakyrelu": lambda: nn.LeakyReLU(negative_slope=0.01)}
+POOLS = {"avg": lambda: nn.AvgPool2d(2, 2), "max": lambda: nn.MaxPool2d(2, 2), "none": None}
+
+
+class ConvNetVariant(_Features):
+    """networks.py ConvNet with another norm, activation or pooling (get_network's ConvNetBN, ConvNetAS, ...):
+    [conv3x3 - norm - act - pool] x depth - linear; first conv padding 3 for 1 channel (28 -> 32 px).
+
+    Kept apart from the host's `ddbench.networks.ConvNet` (instance norm, ReLU, average pooling), which the
+    fast evaluation stacks; these train with the protocols' loop."""
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, depth: int, width: int = 128,
+                 norm: str = "instance", act: str = "relu", pool: str = "avg", name: str = "convnet"):
+        super().__init__()
+        layers: list[nn.Module] = []
+        side = image_size + 2 * (3 if channels == 1 else 1) - 2  # the first 3x3 conv's output side
+        in_ch = channels
+        for d in range(depth):
+            layers.append(nn.Conv2d(in_ch, width, kernel_size=3, padding=3 if channels == 1 and d == 0 else 1))
+            if side < 1:
+                break
+            norm_layer = conv_norm(norm, width, side)
+            if norm_layer is not None:
+                layers.append(norm_layer)
+            layers.append(ACTIVATIONS[act]())
+            if POOLS[pool] is not None:
+                layers.append(POOLS[pool]())
+                side //= 2
+            in_ch = width
+        self.features = nn.Sequential(*layers)
+        n = self._probe(name, channels, image_size, f"{depth} 2x2 poolings need >= {2 ** depth} px")
+        self.classifier = nn.Linear(n, num_classes)
+
+
+def _variant(name: str, **kw):
+    """A ConvNetVariant builder; depth as the host's `convnet` (3 up to 32 px, 4 at 64 px) unless given."""
+
+    def build(c: int, k: int, s: int) -> nn.Module:
+        from .networks import depth_for
+
+        return ConvNetVariant(c, k, s, depth=depth_for(s), name=name, **kw)
+
+    return build
+
+
+def _host_convnet(width: int | None = None, depth: int | None = None):
+    """Width/depth variants are the host's ConvNet itself, so the fast evaluation stacks them too."""
+
+    def build(c: int, k: int, s: int) -> nn.Module:
+        from .networks import DEFAULT_WIDTH, ConvNet, depth_for
+
+        return ConvNet(c, k, s, width=width or DEFAULT_WIDTH, depth=depth or depth_for(s))
+
+    return build
+
+
+# --------------------------------------------------------------------------------------------------
 # Registration
 # --------------------------------------------------------------------------------------------------
 
@@ -281,6 +364,20 @@ ARCHITECTURES: tuple[Architecture, ...] = (
                  "ResNet-18-AP: instance norm, average pooling instead of strided convs"),
     Architecture("resnet18bn-ap", lambda c, k, s: ResNet18(c, k, s, "batch", True, "resnet18bn-ap"), f"{REF}: ResNet18BN_AP",
                  "ResNet-18-AP with batch norm"),
+    # ConvNet variants: VICO-UoE/DatasetCondensation utils.py get_network (ConvNetW32 ... ConvNetNP)
+    Architecture("convnet-w32", _host_convnet(width=32), f"{UTILS}: ConvNetW32", "ConvNet, width 32"),
+    Architecture("convnet-w64", _host_convnet(width=64), f"{UTILS}: ConvNetW64", "ConvNet, width 64"),
+    Architecture("convnet-w256", _host_convnet(width=256), f"{UTILS}: ConvNetW256", "ConvNet, width 256"),
+    Architecture("convnet-d1", _host_convnet(depth=1), f"{UTILS}: ConvNetD1", "ConvNet, depth 1"),
+    Architecture("convnet-d2", _host_convnet(depth=2), f"{UTILS}: ConvNetD2", "ConvNet, depth 2"),
+    Architecture("convnet-bn", _variant("convnet-bn", norm="batch"), f"{UTILS}: ConvNetBN", "ConvNet, batch norm"),
+    Architecture("convnet-ln", _variant("convnet-ln", norm="layer"), f"{UTILS}: ConvNetLN", "ConvNet, layer norm"),
+    Architecture("convnet-gn", _variant("convnet-gn", norm="group"), f"{UTILS}: ConvNetGN", "ConvNet, group norm (4 groups)"),
+    Architecture("convnet-nn", _variant("convnet-nn", norm="none"), f"{UTILS}: ConvNetNN", "ConvNet, no norm"),
+    Architecture("convnet-as", _variant("convnet-as", act="sigmoid"), f"{UTILS}: ConvNetAS", "ConvNet, sigmoid activations"),
+    Architecture("convnet-al", _variant("convnet-al", act="leakyrelu"), f"{UTILS}: ConvNetAL", "ConvNet, leaky ReLU (0.01)"),
+    Architecture("convnet-mp", _variant("convnet-mp", pool="max"), f"{UTILS}: ConvNetMP", "ConvNet, max pooling"),
+    Architecture("convnet-np", _variant("convnet-np", pool="none"), f"{UTILS}: ConvNetNP", "ConvNet, no pooling"),
 )
 
 
@@ -290,4 +387,4 @@ def register_models(register):
         register(arch.spec())
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "MLP", "LeNet", "AlexNet", "VGG11", "ResNet18", "BasicBlock"]
+__all__ = ["ARCHITECTURES", "Architecture", "MLP", "LeNet", "AlexNet", "VGG11", "ResNet18", "BasicBlock", "ConvNetVariant"]

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from ddbench.api import DDBenchError
 from ddbench.plugins import load_plugins
 
-NAMES = ["mlp", "lenet", "alexnet", "vgg11", "vgg11-bn", "resnet18", "resnet18-in", "resnet18-ap", "resnet18bn-ap"]
+NAMES = ["mlp", "lenet", "alexnet", "vgg11", "vgg11-bn", "resnet18", "resnet18-in", "resnet18-ap", "resnet18bn-ap",
+         "convnet-w32", "convnet-w64", "convnet-w256", "convnet-d1", "convnet-d2", "convnet-bn", "convnet-ln",
+         "convnet-gn", "convnet-nn", "convnet-as", "convnet-al", "convnet-mp", "convnet-np"]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,16 @@ def resnet18(c, k, feat_side):
     return total + lin(512 * feat_side * feat_side, k)
 
 
+def convnet(c, k, width=128, depth=3, side=32, norm=lambda w, side: 2 * w, pool=True):
+    """ConvNet of networks.py: conv3x3 (+ norm) per block, a linear layer on the last map (28 px padded to 32)."""
+    total, cin = 0, c
+    for _ in range(depth):
+        total += conv(cin, width, 3) + norm(width, side)
+        side = side // 2 if pool else side
+        cin = width
+    return total + lin(width * side * side, k)
+
+
 # Hand-computed from the layer lists of VICO-UoE/DatasetCondensation networks.py at the reference's two shapes.
 EXPECTED = {
     ("mlp", 1, 28): lin(784, 128) + lin(128, 128) + lin(128, 10),
@@ -77,6 +89,16 @@ EXPECTED = {
     ("resnet18", 1, 28): resnet18(1, 10, 1),
     ("resnet18-ap", 1, 28): resnet18(1, 10, 3),  # networks.py ResNet_AP: 512*3*3 for channel 1
     ("resnet18-ap", 3, 32): resnet18(3, 10, 4),  # and 512*4*4 otherwise
+    ("convnet-w32", 1, 28): convnet(1, 10, width=32),
+    ("convnet-w256", 3, 32): convnet(3, 10, width=256),
+    ("convnet-d1", 1, 28): convnet(1, 10, depth=1),
+    ("convnet-d2", 3, 32): convnet(3, 10, depth=2),
+    ("convnet-bn", 1, 28): convnet(1, 10),
+    ("convnet-gn", 3, 32): convnet(3, 10),
+    ("convnet-ln", 1, 28): convnet(1, 10, norm=lambda w, side: 2 * w * side * side),  # LayerNorm over (C, H, W)
+    ("convnet-nn", 3, 32): convnet(3, 10, norm=lambda w, side: 0),
+    ("convnet-mp", 1, 28): convnet(1, 10),
+    ("convnet-np", 3, 32): convnet(3, 10, pool=False),
 }
 
 
@@ -124,11 +146,37 @@ def test_every_dataset_shape(models, one_thread, name, c, s):
         assert net(torch.randn(2, c, s, s)).shape == (2, 7)
 
 
+def test_convnet_variants(models, one_thread):
+    """Width/depth variants are the host's ConvNet (the fast evaluation stacks them); the others carry the norm,
+    activation and pooling they are named for."""
+    from torch import nn
+
+    from ddbench.networks import ConvNet
+
+    assert n_params(build(models, "convnet-bn", 1, 10, 28)) == n_params(build(models, "convnet", 1, 10, 28))
+    for name, width, depth in (("convnet-w64", 64, 3), ("convnet-d2", 128, 2)):
+        net = build(models, name, 3, 10, 32)
+        assert isinstance(net, ConvNet) and (net.width, net.depth) == (width, depth)
+    assert build(models, "convnet-w32", 3, 10, 64).depth == 4  # depth as `convnet`: 4 at 64 px
+    kinds = {"convnet-bn": nn.BatchNorm2d, "convnet-ln": nn.LayerNorm, "convnet-gn": nn.GroupNorm,
+             "convnet-as": nn.Sigmoid, "convnet-al": nn.LeakyReLU, "convnet-mp": nn.MaxPool2d}
+    for name, kind in kinds.items():
+        net = build(models, name, 1, 10, 28)
+        assert not isinstance(net, ConvNet)
+        assert sum(isinstance(m, kind) for m in net.modules()) == 3, name
+    gn = next(m for m in build(models, "convnet-gn", 1, 10, 28).modules() if isinstance(m, nn.GroupNorm))
+    assert gn.num_groups == 4  # networks.py 'groupnorm': GroupNorm(4, C)
+    assert not any(isinstance(m, (nn.GroupNorm, nn.BatchNorm2d, nn.LayerNorm)) for m in build(models, "convnet-nn", 1, 10, 28).modules())
+    assert not any(isinstance(m, (nn.AvgPool2d, nn.MaxPool2d)) for m in build(models, "convnet-np", 1, 10, 28).modules())
+
+
 def test_refused_sizes_say_why(models):
     with pytest.raises(DDBenchError, match=r"'vgg11' cannot take 3-channel 28 px images: five 2x2 max-pools need >= 32 px"):
         models.get("models", "vgg11").build(3, 10, 28)
     with pytest.raises(DDBenchError, match=r"'resnet18' cannot take 1-channel 16 px.*>= 25 px"):
         models.get("models", "resnet18").build(1, 10, 16)
+    with pytest.raises(DDBenchError, match=r"'convnet-mp' cannot take 3-channel 4 px images: 3 2x2 poolings"):
+        models.get("models", "convnet-mp").build(3, 10, 4)
     with pytest.raises(DDBenchError, match=r"'lenet' cannot take 3-channel 8 px"):
         models.get("models", "lenet").build(3, 10, 8)
     with pytest.raises(DDBenchError, match="must be >= 1"):
@@ -197,3 +245,21 @@ def test_resnet18_learns_real_fashion_mnist():
             correct += int((net(ds.test_x[s:s + 500].to(device)).argmax(1).cpu() == ds.test_y[s:s + 500]).sum())
     accuracy = 100.0 * correct / len(ds.test_x)
     assert accuracy > 85.0, f"ResNet-18 reached only {accuracy:.2f}% after one epoch"
+
+
+@pytest.mark.parametrize("name,impl", [("convnet-w32", "fast"), ("convnet-bn", "loop"), ("lenet", "loop")])
+def test_protocol_trains_new_architectures(models, tmp_path, one_thread, name, impl):
+    """The host's dsa protocol evaluates on any of them; width/depth variants keep its fast (stacked) path."""
+    from ddbench.api import RunContext, SyntheticSet, resolve_params
+    from ddbench.evaluate import evaluate
+    from conftest import make_tiny_dataset
+
+    ds = make_tiny_dataset()
+    ctx = RunContext(dataset=ds, ipc=2, seed=0, device=torch.device("cpu"), params={}, model=name, registry=models,
+                     work_dir=tmp_path, cache_dir=tmp_path, progress=False, log=lambda m: None)
+    idx = torch.cat([ds.indices_of_class(c)[:2] for c in range(ds.num_classes)])
+    settings = resolve_params("protocol dsa", models.get("protocols", "dsa").params,
+                              {"epochs": 1, "n_models": 2, "parallel": "stacked"})
+    result = evaluate(SyntheticSet(ds.train_x[idx], ds.train_y[idx]), ctx, settings)
+    assert len(result.accuracies) == 2 and all(0 <= a <= 100 for a in result.accuracies)
+    assert result.details["impl"] == impl
