@@ -115,7 +115,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     With budgets, methods that take a generation budget run one cell per (IPC, budget); the others run
     at fixed IPC only, so one command can compare both kinds.
     """
-    from .runner import resolve
+    from .runner import plugin_versions, resolve
 
     unknown = [m for m in _dedupe(methods) if m not in registry.items["methods"]]
     if unknown:
@@ -140,7 +140,8 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
                     if resolved.config_hash in seen:
                         continue
                     seen.add(resolved.config_hash)
-                    grid.jobs.append(Job(len(grid.jobs), request, config_paths, resolved.config_hash, resolved.config()))
+                    grid.jobs.append(Job(len(grid.jobs), request, config_paths, resolved.config_hash, resolved.config(),
+                                         plugin_versions(registry, request)))
     grid.merged = total - len(grid.jobs)
     if budgets and not grid.budget_methods:
         able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]

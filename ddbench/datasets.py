@@ -3,10 +3,10 @@
 Files are read in their official formats directly (IDX, the CIFAR python pickles, the tiny-imagenet-200
 folder) rather than through torchvision's dataset classes, so that (a) the Debian `dataset-fashion-mnist`
 package's gzipped IDX files work offline, and (b) small test-written folders work, where torchvision's
-CIFAR classes would refuse them on MD5 (REFERENCE.md §7). torchvision is used only to download.
+CIFAR classes would refuse them on MD5. torchvision is used only to download.
 
 Normalisation constants are those of the DC/DSA/DM reference code, VICO-UoE/DatasetCondensation
-`utils.py: get_dataset` (REFERENCE.md §1), so results are comparable with the published tables.
+`utils.py: get_dataset`, so results are comparable with the published tables.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .atomic import atomic_save
 DEFAULT_DATASET = "fashion-mnist"
 CACHE_ENV = "DDBENCH_CACHE"
 
-# Where system packages put datasets (Debian `dataset-fashion-mnist`, REFERENCE.md §7).
+# Where system packages put datasets (Debian `dataset-fashion-mnist`).
 SYSTEM_DIRS: dict[str, list[Path]] = {
     "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
     "mnist": [Path("/usr/share/datasets/mnist")],
@@ -107,7 +107,7 @@ def read_idx(path: Path | str) -> np.ndarray:
     """Parse an IDX file of unsigned bytes (gz or raw); any defect is a one-line error naming the file.
 
     We parse it ourselves because the Debian package ships only .gz files, which torchvision would
-    try to re-download (REFERENCE.md §7).
+    try to re-download.
     """
     path = Path(path)
     try:
@@ -162,8 +162,9 @@ def _idx_loader(
     mean, std = NORMALISATION[name]
 
     def candidates(root: Path | None) -> list[Path]:
-        dirs = [root, root / subdir / "raw"] if root is not None else []
-        return dirs + SYSTEM_DIRS.get(name, [])
+        # An explicit --data-root is where the data must be: falling back to the system copy would record a
+        # result computed on other data than the user named.
+        return [root, root / subdir / "raw"] if root is not None else list(SYSTEM_DIRS.get(name, []))
 
     def load(root: Path | None, download: bool) -> ImageDataset:
         dirs = candidates(root)
@@ -172,11 +173,13 @@ def _idx_loader(
             _torchvision_download(name, tv_class, root)
             hit = _find_idx_dir(dirs)
         if hit is None:
-            looked = "; ".join(_describe(d) for d in dirs)
+            looked = "; ".join(_describe(d) for d in dirs) or "(no folder)"
             how = f"`apt-get install {apt_hint}`, or " if apt_hint else ""
+            system = [str(d) for d in SYSTEM_DIRS.get(name, []) if d.is_dir()]
+            other = f"; drop --data-root to use the system copy in {system[0]}" if root is not None and system else ""
             raise DDBenchError(
                 f"{name} not found (IDX files {IDX_FILES['train_x']}[.gz] etc.); looked in: {looked}; "
-                f"get it with {how}`--data-root DIR --download`"
+                f"get it with {how}`--data-root DIR --download`{other}"
             )
         _, files = hit
         arrays = {k: read_idx(p) for k, p in files.items()}

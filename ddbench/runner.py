@@ -103,6 +103,8 @@ class Resolved:
             "preset": r.preset,
             "method_params": self.method_params,
             "protocol_settings": self.protocol_settings,
+            # Only when given, so the hashes of runs on the default data stay what they were.
+            **({"data_root": str(Path(r.data_root).absolute())} if r.data_root else {}),
         }
 
 
@@ -174,8 +176,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def plugin_versions(registry: Registry, request: RunRequest) -> dict[str, str]:
+    """`plugin:NAME` -> version (or source) of every plugin the run uses: method, dataset, protocol, model."""
+    used = {registry.owners[kind].get(name) for kind, name in (
+        ("methods", request.method), ("datasets", request.dataset), ("protocols", request.protocol),
+        ("models", request.model))}
+    return {f"plugin:{info.name}": info.version or info.source for info in registry.plugins if info.name in used}
+
+
 def versions(registry: Registry, request: RunRequest) -> dict[str, str]:
-    """Library versions, and the version (or source) of every plugin the run used: method, dataset, protocol, model."""
+    """Library versions, and the version (or source) of every plugin the run used."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "ddbench": __version__}
@@ -184,13 +194,7 @@ def versions(registry: Registry, request: RunRequest) -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    used = {registry.owners[kind].get(name) for kind, name in (
-        ("methods", request.method), ("datasets", request.dataset), ("protocols", request.protocol),
-        ("models", request.model))}
-    for info in registry.plugins:
-        if info.name in used:
-            out[f"plugin:{info.name}"] = info.version or info.source
-    return out
+    return {**out, **plugin_versions(registry, request)}
 
 
 def seed_everything(seed: int) -> None:

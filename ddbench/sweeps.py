@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +31,7 @@ class Job:
     config_path: tuple[str, ...] | str | None  # the driver's plugins.toml layers (ddbench.config.load_config)
     config_hash: str
     config: dict  # the resolved configuration (the same dict the hash was computed from)
+    plugins: dict = field(default_factory=dict)  # `plugin:NAME` -> version of the plugins the cell uses
 
     @property
     def label(self) -> str:
@@ -42,7 +43,7 @@ class Job:
 class JobState(enum.Enum):
     """Where a job stands before a sweep runs."""
 
-    DONE = "done"  # an ok record with this config hash exists: skipped
+    DONE = "done"  # an ok record with this config hash, made by the same plugin versions, exists: skipped
     KEPT_FAILED = "kept-failed"  # its last run failed and `--retry none` keeps that failure
     TODO = "todo"  # to run
 
@@ -51,13 +52,19 @@ def plan(jobs: list[Job], db: Path, retry_failed: bool = True) -> dict[JobState,
     """Sort jobs by state against the database (a killed sweep resumes with only the missing cells)."""
     out: dict[JobState, list[Job]] = {state: [] for state in JobState}
     for job in jobs:
-        if find_ok(db, job.config_hash) is not None:
+        done = find_ok(db, job.config_hash)
+        if done is not None and same_plugins(done.versions, job.plugins):
             out[JobState.DONE].append(job)
         elif not retry_failed and latest_failed(db, job.config_hash):
             out[JobState.KEPT_FAILED].append(job)
         else:
             out[JobState.TODO].append(job)
     return out
+
+
+def same_plugins(recorded: dict[str, str], current: dict[str, str]) -> bool:
+    """Whether a record was made by the plugin versions a cell would use now (plugins it names in both)."""
+    return all(recorded[k] == v for k, v in current.items() if k in recorded)
 
 
 def where() -> dict[str, Any]:

@@ -216,3 +216,26 @@ def test_every_cell_is_validated_before_anything_runs(sweep, capsys, flags, need
     assert len(err.splitlines()) == 1 and needle in err and "Nothing was run" in err, err
     assert "would run" not in captured.out
     assert not db.exists() and not (out / "runs").exists() and not (out / "work").exists()
+
+
+def test_a_cell_recorded_by_other_plugin_code_or_data_is_not_reused(sweep, capsys):
+    # Issue 12.8: compare never reuses a result computed with other plugin versions or on other data.
+    import json
+    import sqlite3
+
+    run, db, _, out = sweep
+    assert run("--methods", "random", "--ipc", "1", "--no-report") == 0
+    assert run("--methods", "random", "--ipc", "1", "--no-report") == 0
+    assert "1 already in" in capsys.readouterr().out
+    with sqlite3.connect(db) as con:
+        (versions,) = con.execute("SELECT versions FROM runs").fetchone()
+        versions = json.loads(versions)
+        assert "plugin:random" in versions and "plugin:sweep_plugin" in versions  # method and dataset plugins
+        versions["plugin:random"] = "0.0.0-older"
+        con.execute("UPDATE runs SET versions = ?", (json.dumps(versions),))
+    assert run("--methods", "random", "--ipc", "1", "--no-report") == 0
+    assert "0 already in" in capsys.readouterr().out and len(query(db)) == 2
+    assert run("--methods", "random", "--ipc", "1", "--no-report", "--data-root", str(out.parent)) == 0
+    assert "0 already in" in capsys.readouterr().out  # another data root is another cell
+    rows = query(db)
+    assert len(rows) == 3 and rows[-1].config["data_root"] == str(out.parent.absolute())

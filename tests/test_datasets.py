@@ -157,13 +157,16 @@ def test_mnist_from_torchvision_layout(tmp_path):
     assert ds.mean == (0.1307,) and ds.std == (0.3081,)
 
 
-def test_system_folder_is_used_when_root_lacks_data(tmp_path, monkeypatch):
+def test_system_folder_is_used_without_a_root_and_never_behind_one(tmp_path, monkeypatch):
+    # Issue 12.8: an empty or missing --data-root is an error, not a silent fallback to other data.
     system = tmp_path / "system"
     write_idx_set(system)
     monkeypatch.setattr(D, "SYSTEM_DIRS", {"fashion-mnist": [system]})
-    assert len(spec("fashion-mnist").load(tmp_path / "empty").train_x) == 12
-    D.clear_cache()
     assert len(spec("fashion-mnist").load().train_x) == 12
+    for root in (tmp_path / "missing", tmp_path):
+        D.clear_cache()
+        with pytest.raises(DDBenchError, match=rf"looked in: {root}.*drop --data-root to use the system copy in {system}"):
+            spec("fashion-mnist").load(root)
 
 
 def test_in_process_cache_pays_once(tmp_path, monkeypatch):
@@ -181,9 +184,12 @@ def test_missing_dataset_lists_every_place(tmp_path):
         spec("fashion-mnist").load(tmp_path / "nowhere")
     msg = str(err.value)
     assert "\n" not in msg
-    for place in (tmp_path / "nowhere", tmp_path / "nowhere" / "FashionMNIST" / "raw", tmp_path / "no-system"):
+    for place in (tmp_path / "nowhere", tmp_path / "nowhere" / "FashionMNIST" / "raw"):
         assert str(place) in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "--data-root DIR --download" in msg
+    with pytest.raises(DDBenchError) as err:
+        spec("fashion-mnist").load()  # without a root: the system folders
+    assert str(tmp_path / "no-system") in str(err.value)
 
 
 def test_download_without_root_is_refused():
