@@ -31,6 +31,7 @@ Not done here: DD-Ranking's learning-rate search over {0.001, ..., 0.1} and "bes
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from torch import nn
 from . import hookimpl
 from .api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
 from .augment import DEFAULT_STRATEGY, DSA
-from .evaluate import _check, init_network, lr_decay_epoch, test_accuracy
+from .evaluate import _check, init_network, lr_decay_epoch, test_accuracy, worker_count
 from .identity import config_hash, dataset_fingerprint
 from .results import atomic_save
 from .seeds import derive_seed, seeded
@@ -81,6 +82,8 @@ PARAMS: dict[str, Param] = {
     "teacher_seed": Param(0, "ddbench: one teacher per dataset and architecture, shared by every run seed",
                           "seed of the teacher's initialisation and data order", min=0),
     "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1),
+    "max_parallel": Param(0, "ddbench evaluate.py worker_count: on a CPU, students train one per core (0 = all at once)",
+                          "students trained at once on a CPU (1 = one after another with all threads)", min=0),
 }
 
 
@@ -230,13 +233,28 @@ class SoftLabelProtocol(Protocol):
         images = syn.images.detach().to(ctx.device, torch.float32)
         dsa = DSA(settings["dsa_strategy"]) if settings["dsa"] else None
         lr = float(syn.lr) if syn.lr is not None else float(settings["lr"])
-        accs, agreement = [], []
-        for i in range(settings["n_models"]):
-            net, gen = init_network(ctx, i)
+        n = settings["n_models"]
+        threads = torch.get_num_threads()
+        workers = worker_count(n, settings["max_parallel"], threads) if torch.device(ctx.device).type == "cpu" else 1
+
+        def student(i: int) -> tuple[float, float]:
+            if workers > 1:
+                torch.set_num_threads(max(1, threads // workers))  # as the dsa protocol's threads mode
+            net, gen = init_network(ctx, i)  # each student's draws depend only on (seed, i): same result either way
             net = net.to(ctx.device)
-            agreement.append(train_student(net, gen, images, teacher.net, dsa, settings, lr))
-            accs.append(test_accuracy(net, ctx, settings["test_batch"]))
-        details = {"impl": "soft", "lr": lr, "epochs": settings["epochs"], "n_models": settings["n_models"],
+            agree = train_student(net, gen, images, teacher.net, dsa, settings, lr)
+            return test_accuracy(net, ctx, settings["test_batch"]), agree
+
+        try:
+            if workers > 1:
+                with ThreadPoolExecutor(workers, thread_name_prefix="ddbench-soft") as pool:
+                    results = list(pool.map(student, range(n)))
+            else:
+                results = [student(i) for i in range(n)]
+        finally:
+            torch.set_num_threads(threads)
+        accs, agreement = [r[0] for r in results], [r[1] for r in results]
+        details = {"impl": "soft", "workers": workers, "lr": lr, "epochs": settings["epochs"], "n_models": n,
                    "images": int(images.shape[0]), "temperature": settings["temperature"],
                    "teacher": teacher.describe(), "teacher_agreement": agreement}
         return EvalResult(accuracies=accs, seconds=time.perf_counter() - start, details=details)

@@ -122,3 +122,18 @@ def test_bad_settings_are_refused(registry):
         settings(registry, temperature=0.0)
     with pytest.raises(DDBenchError, match="unknown setting 'temp' for protocol soft"):
         settings(registry, temp=2.0)
+
+
+def test_students_in_threads_match_one_after_another(registry, ctx):
+    """Each student's draws depend only on (seed, index): training them at once changes nothing but time."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        proto = registry.get("protocols", "soft")
+        together = proto.evaluate(random_real(ctx.dataset), ctx, settings(registry, n_models=2, max_parallel=0))
+        torch.set_num_threads(1)  # one thread per student either way: the same arithmetic, bit for bit
+        serial = proto.evaluate(random_real(ctx.dataset), ctx, settings(registry, n_models=2, max_parallel=1))
+    finally:
+        torch.set_num_threads(before)
+    assert together.details["workers"] == 2 and serial.details["workers"] == 1
+    assert together.accuracies == serial.accuracies
