@@ -10,6 +10,10 @@ class, so the whole set is a fixed-IPC run only on a class-balanced dataset: Fas
 train_and_eval.py: REAL_DATA_TRAINING_CONFIG`), ddbench's protocols count E+1 passes over the set. The
 scores ignore the IPC and epoch count of a `full` run when matching it to a cell.
 
+Disk: the runner saves every set it evaluates (`OUT/runs/RUN_ID/synset.pt`, and a resumable copy in the work
+folder until the run is recorded), so a `full` run writes the whole normalised training set as float32:
+~190 MB for Fashion-MNIST, ~600 MB for CIFAR-100, ~4.9 GB for Tiny-ImageNet.
+
 The random-subset reference is the existing `random` method (baselines/random_real.py).
 """
 from __future__ import annotations
