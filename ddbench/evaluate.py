@@ -68,6 +68,11 @@ def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
         "use_syn_lr": Param(True, "GeorgeCazenavette/mtt-distillation distill.py: args.lr_net = syn_lr.item() before evaluate_synset",
                             "train with SyntheticSet.lr when the method learned one"),
         "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1),
+        "zca": Param(False, "GeorgeCazenavette/mtt-distillation distill.py: with --zca, evaluate_synset trains and tests on "
+                            "ZCA-whitened images (kornia ZCAWhitening fitted on the real training set)",
+                     "train on the whitened synthetic set and test on the whitened real test set (MTT's --zca evaluation)"),
+        "zca_eps": Param(0.1, "GeorgeCazenavette/mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1)",
+                         "ZCA regularisation when zca=true", min=0.0),
     }
 
 
@@ -161,6 +166,8 @@ def evaluate(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> Ev
     """Train settings['n_models'] networks on `syn`, return their test accuracies (in %)."""
     _check(syn, ctx, settings)
     start = time.perf_counter()
+    if settings["zca"]:
+        syn, ctx = _whitened(syn, ctx, settings["zca_eps"])
     impl = settings["impl"]
     details: dict[str, Any] = {"impl": impl, "lr": _lr(syn, settings), "epochs": settings["epochs"],
                                "n_models": settings["n_models"], "images": int(syn.images.shape[0])}
@@ -183,6 +190,18 @@ def evaluate(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> Ev
             accs, train_acc = _evaluate_stacked(syn, ctx, settings, details)
     details["train_accuracies"] = train_acc
     return EvalResult(accuracies=accs, seconds=time.perf_counter() - start, details=details)
+
+
+def _whitened(syn: SyntheticSet, ctx: RunContext, eps: float) -> tuple[SyntheticSet, RunContext]:
+    """The set and the run's data (training and test images alike) in ZCA-whitened space, as MTT evaluates
+    with --zca: both sides of the evaluation are always in the same space."""
+    import dataclasses
+
+    from .zca import fit_zca, whiten_dataset
+
+    zca = fit_zca(ctx.dataset, eps, ctx.cache_dir)
+    white = dataclasses.replace(syn, images=zca.from_normalised(syn.images.detach().cpu().float(), ctx.dataset))
+    return white, dataclasses.replace(ctx, dataset=whiten_dataset(ctx.dataset, zca))
 
 
 def _soft_or_hard(labels: torch.Tensor) -> torch.Tensor:

@@ -194,3 +194,31 @@ def test_bad_synthetic_sets(ctx, syn):
     syn.lr = -1.0
     with pytest.raises(DDBenchError, match="lr=-1.0"):
         ctx.evaluate(syn, "fast", **TINY)
+
+
+@pytest.mark.parametrize("impl", ["loop", "fast"])
+def test_zca_evaluation_whitens_the_set_and_the_test_set_alike(ctx, syn, monkeypatch, impl):
+    # Issue 12.10: never train in one space and test in another; eval.zca=true is MTT's --zca evaluation.
+    from ddbench.zca import fit_zca
+
+    seen = {}
+    real_test = ev.test_accuracy
+
+    def spy(net, run_ctx, batch):
+        seen["test"] = run_ctx.dataset
+        return real_test(net, run_ctx, batch)
+
+    monkeypatch.setattr(ev, "test_accuracy", spy)
+    real_prepare = ev.prepare
+
+    def spy_prepare(s, run_ctx, settings):
+        seen["syn"] = s.images.clone()
+        return real_prepare(s, run_ctx, settings)
+
+    monkeypatch.setattr(ev, "prepare", spy_prepare)
+    r = ctx.evaluate(syn, "fast", impl=impl, zca=True, **TINY)
+    assert len(r.accuracies) == 2
+    zca = fit_zca(ctx.dataset, 0.1, ctx.cache_dir)
+    torch.testing.assert_close(seen["syn"], zca.from_normalised(syn.images, ctx.dataset))
+    torch.testing.assert_close(seen["test"].test_x, zca.from_normalised(ctx.dataset.test_x, ctx.dataset))
+    assert seen["test"].name == "tiny+zca"
