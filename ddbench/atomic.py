@@ -30,6 +30,22 @@ def atomic_write(target: Path | str, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def writable_dir(path: Path | str, flag: str) -> Path:
+    """Create `path` and prove a file can be written in it; DDBenchError (one line, naming `flag`) if not.
+
+    Called before any work, so an unwritable --out or --report costs nothing."""
+    from .api import DDBenchError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(b"", path / ".ddbench-write-probe")
+        (path / ".ddbench-write-probe").unlink()
+    except OSError as exc:
+        raise DDBenchError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
 def atomic_write_bytes(data: bytes, target: Path | str) -> Path:
     return atomic_write(target, lambda tmp: tmp.write_bytes(data))
 
@@ -49,4 +65,4 @@ def atomic_save(obj: Any, target: Path | str) -> Path:
     return atomic_write(target, lambda tmp: torch.save(obj, tmp))
 
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save"]
+__all__ = ["writable_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save"]

@@ -244,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as exc:
         print(f"ddbench: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `ddbench list | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("ddbench: interrupted; finished runs are kept, checkpoints stay in the work folder", file=sys.stderr)
         return 130

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import DDBenchError, resolve_params
+from .atomic import writable_dir
 from .config import load_config
 from .records import RunRecord
 from .results import PENDING, db_path, open_store, record_or_keep
@@ -340,6 +341,8 @@ def cmd_compare(args) -> int:
     check_cells(sweep, states[JobState.TODO])
     if states[JobState.TODO] and not args.dry_run:
         sweep.launcher.check(sweep.settings, args.jobs)  # fail fast (no controller, missing package)
+    if not args.dry_run and not args.no_report:
+        writable_dir(_report_dir(sweep), "--report")
     if not args.dry_run:
         # Before any work: a database that cannot take a row costs nothing. Opening it also stores records
         # an earlier run kept in OUT/pending, which may finish cells: plan again.
@@ -357,12 +360,16 @@ def cmd_compare(args) -> int:
     return 1 if failed else 0
 
 
+def _report_dir(sweep: Sweep) -> Path:
+    return Path(sweep.args.report) if sweep.args.report else sweep.out / "report"
+
+
 def _report(sweep: Sweep) -> int:
     """Write the report of this grid; returns how many of its cells failed."""
     from .report import build_report
 
     args = sweep.args
-    report_dir = Path(args.report) if args.report else sweep.out / "report"
+    report_dir = _report_dir(sweep)
     command = "ddbench compare " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "compare"
                                               else _argv_of(args))
     reference = args.reference or sweep.methods[0]  # the host names no method: the first listed is the reference
@@ -400,7 +407,7 @@ def cmd_report(args) -> int:
         if missing:
             raise DDBenchError(f"{flag}: no runs of {', '.join(map(repr, missing))} in {db}; methods there: "
                                f"{', '.join(present) or '(none)'}")
-    report_dir = Path(args.report) if args.report else Path(args.out) / "report"
+    report_dir = writable_dir(Path(args.report) if args.report else Path(args.out) / "report", "--report")
     result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,
                           reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]))
     print(result.terminal)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -313,10 +314,26 @@ class SlurmLauncher(SweepLauncher):
         try:
             row = handle.result()
         except Exception as exc:  # noqa: BLE001 - the job raised, or submitit reports a failed job
-            return failed_record(job, f"job {handle.job_id} failed: {exc}", where)
+            return failed_record(job, job_failure(handle.job_id, str(exc)), where)
         if not isinstance(row, RunRecord):
             return failed_record(job, f"job {handle.job_id} returned {type(row).__name__}, not a RunRecord", where)
         return row
+
+
+def job_failure(job_id: str, text: str) -> str:
+    """The full text of a failed job, ending with one line that says what failed (not where the logs are):
+    reports and the sweep's progress lines show that last line."""
+    trace = text
+    parts = re.split(r"\n-{10,}\n", text)
+    if len(parts) >= 3:  # submitit: "... trace:\n-----\n<traceback>\n-----\nYou can check full logs ..."
+        trace = parts[1]
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "unknown error"
+    shadow = Path.cwd() / "ddbench"
+    if ("ModuleNotFoundError" in trace or "ImportError" in trace) and shadow.is_dir() and \
+            shadow.resolve() != Path(__file__).resolve().parent:
+        last += f" (a folder {shadow} shadows the ddbench package in jobs started here: submit from another folder)"
+    return f"{text.rstrip()}\njob {job_id} failed: {last}"
 
 
 def _squeue_ids() -> set[str] | None:

@@ -21,7 +21,7 @@ import torch
 from . import __version__
 from .api import DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, resolve_params
 from .config import Config, Layer, load_config
-from .atomic import atomic_save
+from .atomic import atomic_save, writable_dir
 from .identity import config_hash, dataset_fingerprint
 from .output_checks import check_output
 from .plugins import ALLOW_ENV, Registry, load_plugins
@@ -246,10 +246,11 @@ def prepare(resolved: Resolved, registry: Registry, log=print, open_db: bool = T
     known to take a row, and no folder exists before the method accepted its settings.
     """
     ctx = context(resolved, registry, log)
+    writable_dir(resolved.out_dir, "--out")
     if open_db:
         open_store(resolved.db_path, resolved.pending_dir, log)
-    resolved.work_dir.mkdir(parents=True, exist_ok=True)
-    resolved.cache_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (resolved.work_dir, resolved.cache_dir):
+        writable_dir(folder, "--out")
     return ctx
 
 

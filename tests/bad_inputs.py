@@ -1,0 +1,239 @@
+"""Every class of bad input tried against the CLI: what it is, the command, the exit code and the message.
+
+tests/test_bad_input.py runs each case and checks it; `python tests/bad_inputs.py` runs them all and prints
+docs/bad-input.md (the table of what a user actually sees), so the documented messages are the real ones.
+Cases use the tiny dataset of tests/plugins/tiny_plugin.py, so none does real work.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress"]
+
+
+@dataclass
+class Case:
+    what: str  # the input class, as the table shows it
+    argv: Callable[[Path], list[str]]  # tmp folder -> argv after `ddbench`
+    code: int
+    message: str  # a part of the last stderr line (or of stdout for warnings)
+    setup: Callable[[Path], None] = lambda tmp: None
+    env: dict[str, str] = field(default_factory=dict)
+    needs_no_gpu: bool = False
+
+
+def _write(name: str, data: bytes | str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        target = tmp / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return setup
+
+
+def _foreign_db(tmp: Path) -> None:
+    with sqlite3.connect(tmp / "foreign.sqlite") as con:
+        con.execute("CREATE TABLE users (id INTEGER)")
+
+
+def _ok_db(tmp: Path) -> None:
+    from ddbench.results import open_store
+
+    open_store(tmp / "out" / "ddbench.sqlite")
+
+
+def run(*extra: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["run", "--config", str(tmp / "plugins.toml"), "--out", str(tmp / "out"), "--dataset", "tiny",
+                        *FAST, *[a.replace("TMP", str(tmp)) for a in extra]]
+
+
+def cmd(*args: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: [a.replace("TMP", str(tmp)) for a in args]
+
+
+def compare(*extra: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["compare", "--config", str(tmp / "plugins.toml"), "--out", str(tmp / "out"), "--dataset", "tiny",
+                        *FAST, *[a.replace("TMP", str(tmp)) for a in extra]]
+
+
+CORRUPT = b"not SQLite, just text someone pointed --db at\n" * 40
+
+CASES: list[Case] = [
+    # ---- run: names and numbers
+    Case("unknown method", run("--method", "nope"), 2, "unknown method 'nope'; valid: "),
+    Case("unknown dataset", run("--method", "random", "--dataset", "imagenet-1k"), 2, "unknown dataset 'imagenet-1k'; valid: "),
+    Case("unknown protocol", run("--method", "random", "--protocol", "nope"), 2, "unknown protocol 'nope'; valid: "),
+    Case("unknown model", run("--method", "random", "--model", "nope"), 2, "unknown model 'nope'; valid: "),
+    Case("IPC zero", run("--method", "random", "--ipc", "0"), 2, "argument --ipc: 0 must be >= 1"),
+    Case("IPC not a number", run("--method", "random", "--ipc", "ten"), 2, "argument --ipc: 'ten' is not an integer"),
+    Case("IPC above the smallest class", run("--method", "random", "--ipc", "13"), 2,
+         "--ipc 13 is larger than the 12 real training images of class 0"),
+    Case("negative seed", run("--method", "random", "--seed", "-1"), 2, "--seed -1 is out of range; allowed: integers 0.."),
+    Case("seed beyond 64 bits", run("--method", "random", "--seed", "99999999999999999999999"), 2,
+         "--seed 99999999999999999999999 is out of range"),
+    Case("negative budget", run("--method", "random", "--budget", "-5"), 2, "argument --budget: '-5' must be a positive"),
+    Case("infinite budget", run("--method", "random", "--budget", "inf"), 2, "argument --budget: 'inf' must be a positive"),
+    Case("budget for a fixed-IPC method", run("--method", "random", "--budget", "60"), 2,
+         "method 'random' does not take a generation budget; methods that do: "),
+    Case("unknown method setting", run("--method", "random", "--set", "chunk=3"), 2,
+         "unknown setting 'chunk' for method random; allowed: "),
+    Case("--set without =", run("--method", "random", "--set", "chunk"), 2, "--set 'chunk': expected key=value"),
+    Case("--set with an empty key", run("--method", "random", "--set", "=3"), 2, "--set '=3': empty key"),
+    Case("unknown protocol setting", run("--method", "random", "--set", "eval.epochz=3"), 2,
+         "unknown setting 'epochz' for protocol fast"),
+    Case("setting of the wrong type", run("--method", "random", "--set", "eval.batch_size=two"), 2,
+         "batch_size='two' is not a valid int (default 256)"),
+    Case("setting below its minimum", run("--method", "random", "--set", "eval.lr=-1"), 2, "lr='-1' is below the minimum 0.0"),
+    Case("setting outside its choices", run("--method", "random", "--set", "eval.impl=gpu"), 2,
+         "impl='gpu' is not allowed; choose one of fast, loop"),
+    Case("NaN setting", run("--method", "random", "--set", "eval.lr=nan"), 2, "lr='nan' is not a valid float"),
+    Case("unknown preset", run("--method", "random", "--preset", "huge"), 2, "argument --preset: invalid choice: 'huge'"),
+    Case("unknown device", run("--method", "random", "--device", "tpu"), 2, "argument --device: invalid choice: 'tpu'"),
+    Case("CUDA without a GPU", run("--method", "random", "--device", "cuda"), 2,
+         "--device cuda was asked for but no CUDA device is available", needs_no_gpu=True),
+    # ---- run: files
+    Case("missing --config", run("--method", "random", "--config", "TMP/nope.toml"), 2, "config file"),
+    Case("malformed plugins.toml", run("--method", "random", "--config", "TMP/bad.toml"), 2, "malformed TOML",
+         _write("bad.toml", "[methods.random]\nfoo = \n")),
+    Case("binary plugins.toml", run("--method", "random", "--config", "TMP/bin.toml"), 2, "not a text file",
+         _write("bin.toml", b"\x00\xff\xfe\x00")),
+    Case("unknown plugins.toml section", run("--method", "random", "--config", "TMP/sec.toml"), 2,
+         "unknown section [plugin]; allowed: methods, plugins, protocols", _write("sec.toml", "[plugin]\n")),
+    Case("plugins list that is not a list", run("--method", "random", "--config", "TMP/lst.toml"), 2,
+         "plugins.enabled must be a list of strings", _write("lst.toml", '[plugins]\nenabled = "random"\n')),
+    Case("bad value in plugins.toml", run("--method", "random", "--config", "TMP/val.toml"), 2,
+         "[protocols.fast]); allowed: ", _write("val.toml", '[plugins]\nmodules = ["tiny_plugin"]\n[protocols.fast]\nepochz = 3\n')),
+    Case("--db is a folder", run("--method", "random", "--db", "TMP"), 2, "is a folder; give a file such as"),
+    Case("--db under a file", run("--method", "random", "--db", "TMP/afile/db.sqlite"), 2, "cannot create its folder",
+         _write("afile", "x")),
+    Case("--db corrupt", run("--method", "random", "--db", "TMP/c.sqlite"), 2, "is not a ddbench results database",
+         _write("c.sqlite", CORRUPT)),
+    Case("--db another application's SQLite", run("--method", "random", "--db", "TMP/foreign.sqlite"), 2,
+         "is an SQLite database of another application (tables: users)", _foreign_db),
+    Case("--out is a file", run("--method", "random", "--out", "TMP/afile"), 2, "--out TMP/afile: cannot write there",
+         _write("afile", "x")),
+    Case("--data-root empty", cmd("run", "--method", "random", "--data-root", "TMP/empty", "--out", "TMP/out", *FAST), 2,
+         "fashion-mnist not found", lambda tmp: (tmp / "empty").mkdir()),
+    # ---- run: a method's broken output is the method's failure (recorded, exit 1)
+    Case("method returns extra images per class", run("--method", "bad-extra", "--ipc", "1"), 1,
+         "method 'bad-extra' broke the IPC contract"),
+    Case("method returns NaN images", run("--method", "bad-nan", "--ipc", "1"), 1,
+         "method 'bad-nan' returned 1 image(s) containing NaN or inf"),
+    Case("method returns the wrong image size", run("--method", "bad-size", "--ipc", "1"), 1,
+         "method 'bad-size' returned images of shape (1, 20, 20)"),
+    Case("method returns out-of-range labels", run("--method", "bad-labels", "--ipc", "1"), 1,
+         "method 'bad-labels' returned labels 1..3"),
+    Case("method raises", run("--method", "failing", "--ipc", "1"), 1, "RuntimeError: boom from the failing test method"),
+    # ---- show / report
+    Case("show an unknown run", cmd("show", "nosuch", "--out", "TMP/out"), 2, "no run 'nosuch' in", _ok_db),
+    Case("show with SQL wildcards", cmd("show", "%", "--out", "TMP/out"), 2, "no run '%' in", _ok_db),
+    Case("show without a database", cmd("show", "x", "--out", "TMP/none"), 2, "no results database at"),
+    Case("show on a corrupt database", cmd("show", "x", "--db", "TMP/c.sqlite"), 2, "is not a ddbench results database",
+         _write("c.sqlite", CORRUPT)),
+    Case("report without a database", cmd("report", "--out", "TMP/none"), 2, "no results database at"),
+    Case("report on a corrupt database", cmd("report", "--db", "TMP/c.sqlite"), 2, "is not a ddbench results database",
+         _write("c.sqlite", CORRUPT)),
+    Case("report --methods naming no run", cmd("report", "--out", "TMP/out", "--methods", "nosuch"), 2,
+         "--methods: no runs of 'nosuch' in", _ok_db),
+    Case("report --reference naming no run", cmd("report", "--out", "TMP/out", "--reference", "nosuch"), 2,
+         "--reference: no runs of 'nosuch' in", _ok_db),
+    Case("report into a file", cmd("report", "--out", "TMP/out", "--report", "TMP/afile"), 2,
+         "--report TMP/afile: cannot write there", lambda tmp: (_ok_db(tmp), _write("afile", "x")(tmp))),
+    # ---- compare
+    Case("compare: unknown methods", compare("--methods", "random,nope,alsonope"), 2,
+         "unknown methods 'nope', 'alsonope' in --methods; valid: "),
+    Case("compare: empty list entry", compare("--methods", "random", "--ipc", "1,,2"), 2,
+         "--ipc '1,,2': expected a comma-separated list without empty entries"),
+    Case("compare: seeds not a number", compare("--methods", "random", "--seeds", "zero"), 2, "--seeds 'zero'"),
+    Case("compare: zero jobs", compare("--methods", "random", "--jobs", "0"), 2, "--jobs 0 must be >= 1"),
+    Case("compare: unknown launcher", compare("--methods", "random", "--launcher", "moon"), 2, "unknown launcher 'moon'"),
+    Case("compare: unknown launcher setting", compare("--methods", "random", "--launcher-set", "color=red"), 2,
+         "unknown setting 'color' for launcher local"),
+    Case("compare: negative budget", compare("--methods", "random", "--budgets", "10,-1"), 2,
+         "--budgets '10,-1': '-1' must be a positive"),
+    Case("compare: reference not compared", compare("--methods", "random", "--reference", "failing"), 2,
+         "--reference 'failing' is not one of --methods: random"),
+    Case("compare: a cell the method refuses", compare("--methods", "random", "--ipc", "1,6001"), 2,
+         "cell random ipc=6001 seed=0: --ipc 6001 is larger than"),
+    Case("compare --dry-run: a cell the method refuses", compare("--methods", "random", "--ipc", "6001", "--dry-run"), 2,
+         "Nothing was run"),
+    Case("compare: --db is a folder", compare("--methods", "random", "--ipc", "1", "--db", "TMP"), 2, "is a folder"),
+    Case("compare: --report into a file", compare("--methods", "random", "--ipc", "1", "--report", "TMP/afile"), 2,
+         "--report TMP/afile: cannot write there", _write("afile", "x")),
+    # ---- plugins
+    Case("DDBENCH_LOAD_PLUGINS naming no plugin", cmd("list"), 0,
+         "warning: DDBENCH_LOAD_PLUGINS names 'nosuch', which is no plugin", env={"DDBENCH_LOAD_PLUGINS": "random,nosuch"}),
+    Case("a typo in a plugins.toml table", cmd("list", "--config", "TMP/typo.toml"), 0,
+         "[methods.DM] names no loaded method; did you mean 'dm'?", _write("typo.toml", "[methods.DM]\niterations = 1\n")),
+    Case("a plugin module that does not import", cmd("plugins", "--config", "TMP/mod.toml"), 0,
+         "REFUSED: ModuleNotFoundError: No module named 'no_such_plugin_module'",
+         _write("mod.toml", '[plugins]\nmodules = ["no_such_plugin_module"]\n')),
+]
+
+
+def prepare(tmp: Path) -> None:
+    (tmp / "plugins.toml").write_text('[plugins]\nmodules = ["tiny_plugin"]\n')
+
+
+def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of the case, run in this process."""
+    from ddbench.cli import main
+    from ddbench.runner import _cached_registry
+
+    prepare(tmp)
+    case.setup(tmp)
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in case.env}
+    os.environ.update(case.env)
+    _cached_registry.cache_clear()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(case.argv(tmp))
+            except SystemExit as exc:  # argparse
+                code = int(exc.code or 0)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _cached_registry.cache_clear()
+    return code, out.getvalue(), err.getvalue()
+
+
+def shown(text: str, tmp: Path) -> str:
+    return text.replace(str(tmp), "TMP")
+
+
+def main() -> None:
+    import tempfile
+
+    import torch
+
+    sys.path[:0] = [str(HERE), str(HERE / "plugins")]
+    print("| input | command (after `ddbench`) | exit | message |")
+    print("|---|---|---:|---|")
+    for case in CASES:
+        if case.needs_no_gpu and torch.cuda.is_available():
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            code, out, err = run_case(case, tmp)
+            lines = [l for l in (err + out).splitlines() if case.message.replace("TMP", str(tmp)) in l] or \
+                    (err.strip().splitlines() or ["(no message)"])[-1:]
+            argv = " ".join(case.argv(tmp))
+            argv = argv.replace(f"--config {tmp}/plugins.toml ", "").replace(" ".join(FAST), "…")
+            msg = shown(lines[0], tmp).replace("|", "\\|")
+            print(f"| {case.what} | `{shown(argv, tmp)}` | {code} | {msg} |")
+
+
+if __name__ == "__main__":
+    main()
