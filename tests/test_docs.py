@@ -127,3 +127,18 @@ def test_the_source_check_refuses_what_it_should():
     assert "no heading" in followable("docs/evaluation.md#nosuch-heading")
     assert "cites no" in followable("ddbench: a memory cap")
     assert followable("") == "no source"
+
+
+def test_every_test_named_in_the_guarantees_exists():
+    text = (ROOT / "docs" / "guarantees.md").read_text()
+    named = re.findall(r"`(tests/test_\w+\.py)((?:::\w+)?)`", text)
+    current = None
+    for path, test in named:
+        current = ROOT / path
+        assert current.is_file(), path
+        if test:
+            assert re.search(rf"^def {test[2:]}\(", current.read_text(), re.M), f"{path}{test} does not exist"
+    chained = re.findall(r"`::(\w+)`", text)  # `::name` continues the file named just before it
+    every = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    for test in chained:
+        assert re.search(rf"^def {test}\(", every, re.M), f"::{test} does not exist"
