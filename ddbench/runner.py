@@ -299,10 +299,8 @@ def _distill_and_save(resolved: Resolved, ctx: RunContext, rec: RunRecord) -> Sy
     if syn.generation_seconds is not None:
         rec.meta["generation_seconds"] = syn.generation_seconds
     run_dir = resolved.out_dir / "runs" / rec.run_id
-    atomic_save({"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "lr": syn.lr, "meta": syn.meta,
-                 "ipc": syn.ipc, "config": rec.config,
-                 "dataset": {"name": ds.name, "mean": ds.mean, "std": ds.std, "class_names": ds.class_names}},
-                run_dir / "synset.pt")
+    save_synset(syn, run_dir / "synset.pt", config=rec.config,
+                dataset={"name": ds.name, "mean": ds.mean, "std": ds.std, "class_names": ds.class_names})
     save_grid(ds.denormalise(syn.images.detach().cpu().float()), syn.labels.cpu(), ds.num_classes,
               run_dir / "grid.png")
     rec.artifact = str(run_dir / "synset.pt")
@@ -334,9 +332,7 @@ def _distill_or_resume(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSe
     path = resolved.work_dir / DISTILLED
     if path.exists():
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-            syn = SyntheticSet(saved["images"], saved["labels"], saved["meta"], saved["lr"],
-                               saved.get("ipc"), saved.get("generation_seconds"))
+            syn, saved = load_synset(path)
             _check(syn, resolved, ctx)
             ctx.log(f"resuming: reusing the synthetic set distilled by an interrupted run of this config ({path})")
             return syn, float(saved["distill_seconds"])
@@ -347,9 +343,24 @@ def _distill_or_resume(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSe
     syn = resolved.method.distill(ctx)
     seconds = time.perf_counter() - t0
     _check(syn, resolved, ctx)
-    atomic_save({"images": syn.images.detach().cpu(), "labels": syn.labels.cpu(), "meta": syn.meta, "lr": syn.lr,
-                 "ipc": syn.ipc, "generation_seconds": syn.generation_seconds, "distill_seconds": seconds}, path)
+    save_synset(syn, path, distill_seconds=seconds)
     return syn, seconds
+
+
+SYNSET_FIELDS = ("images", "labels", "meta", "lr", "ipc", "generation_seconds")
+
+
+def save_synset(syn: SyntheticSet, path: Path, **extra: Any) -> None:
+    """The one file format of a synthetic set (the resumable leftover and OUT/runs/RUN_ID/synset.pt alike):
+    the SyntheticSet's fields on the CPU, plus `extra` (config, dataset, distill_seconds...)."""
+    atomic_save({"images": syn.images.detach().cpu(), "labels": syn.labels.detach().cpu(), "meta": syn.meta,
+                 "lr": syn.lr, "ipc": syn.ipc, "generation_seconds": syn.generation_seconds, **extra}, path)
+
+
+def load_synset(path: Path) -> tuple[SyntheticSet, dict[str, Any]]:
+    """(the set, everything the file holds) from a file `save_synset` wrote."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return SyntheticSet(*(saved.get(k) if k != "meta" else saved.get(k) or {} for k in SYNSET_FIELDS)), saved
 
 
 def _check(syn: Any, resolved: Resolved, ctx: RunContext) -> None:
