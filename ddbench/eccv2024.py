@@ -120,6 +120,14 @@ class ECCV2024Protocol(DSAProtocol):
         p["batch_size"] = Param(256, f"{OFFICIAL}: DataLoader(batch_size=256, shuffle=True)", "training batch", min=1)
         p["use_syn_lr"] = Param(False, f"{OFFICIAL}: the lr is fixed at 0.01 whatever the submission",
                                 "train with a method's learned lr (off: the official script has none)")
+        p["dsa"] = Param(True, f"{OFFICIAL}: epoch('train', ..., aug=True): DiffAugment on every batch",
+                         "DSA augmentation on every training batch")
+        p["dsa_strategy"] = Param("color_crop_cutout_flip_scale_rotate",
+                                  f"{OFFICIAL}: dsa_strategy = 'color_crop_cutout_flip_scale_rotate', ParamDiffAug() (mode S)",
+                                  "DSA groups, '_'-joined")
+        p["test_batch"] = Param(256, f"{OFFICIAL}: testloader batch_size=256", "test images per forward", min=1)
+        if "zca" in p:
+            p["zca"] = Param(False, f"{OFFICIAL}: no whitening (the script normalises nothing)", p["zca"].help)
         p["strict"] = Param(True, f"{OFFICIAL}: asserts data.shape == (10*num_classes, 3, H, H)",
                             "refuse sets and datasets that are not the challenge's (off: tests, partial copies)")
 

@@ -71,7 +71,10 @@ def test_protocol_has_the_official_settings(registry):
     assert s["dsa"] is True and s["dsa_strategy"] == "color_crop_cutout_flip_scale_rotate"
     assert s["use_syn_lr"] is False and s["strict"] is True
     assert lr_decay_epoch(s["epochs"]) == 501  # evaluate.py: lr_schedule = [Epoch//2+1]
-    assert all("ECCV2024" in p.params[k].source for k in ("epochs", "n_models", "lr", "strict"))
+    assert all("ECCV2024" in p.params[k].source for k in ("epochs", "n_models", "lr", "strict", "dsa", "dsa_strategy"))
+    assert all(v.source and "REFERENCE" not in v.source for v in p.params.values())
+    if "zca" in s:
+        assert s["zca"] is False
 
 
 def test_normalisation_is_the_official_one():
