@@ -20,6 +20,7 @@ A launcher plugin subclasses `ddbench.api.Launcher`; docs/plugins.md has the con
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from typing import Any
 
 from . import hookimpl
 from .api import DDBenchError, Launcher, Param
+from .atomic import atomic_write_json
 from .records import RunRecord
 from .sweeps import Job, failed_record, run_job
 
@@ -257,53 +259,68 @@ class SlurmLauncher(SweepLauncher):
         folder = folder.absolute()
         executor = self._executor(settings, folder, parallelism)
         cluster = settings["cluster"]
-        poll = float(settings["poll_seconds"])
+        ledger = Ledger(folder / LEDGER) if cluster == "slurm" else None
         pending: dict[Any, Job] = {}
         queue = list(jobs)
+        taken: Job | None = None
         try:
-            if cluster == "slurm":  # one array; SLURM keeps `parallelism` tasks running
+            if ledger is not None:
+                pending, queue = ledger.reattach(queue, log)
+            if cluster == "slurm" and queue:  # one array; SLURM keeps `parallelism` tasks running
                 with executor.batch():
                     handles = [executor.submit(SweepJob(), job) for job in queue]
-                pending = dict(zip(handles, queue))
+                pending.update(zip(handles, queue))
+                ledger.add({job.config_hash: h.job_id for h, job in zip(handles, queue)})
                 queue = []
                 ids = sorted({h.job_id.split("_")[0] for h in handles})
                 log(f"submitted {len(handles)} SLURM job(s) as {'array ' if len(handles) > 1 else ''}{', '.join(ids)} "
                     f"(at most {parallelism} at once); logs in {folder}")
-            missing_since: dict[Any, float] = {}
-            last_squeue = 0.0
-            while pending or queue:
-                while queue and len(pending) < max(1, parallelism):  # submitit-local: throttle ourselves
-                    job = queue.pop(0)
-                    pending[executor.submit(SweepJob(), job)] = job
-                finished = []
-                alive: set[str] | None = None
-                if cluster == "slurm" and time.monotonic() - last_squeue > max(5 * poll, 2.0):
-                    alive = _squeue_ids()
-                    last_squeue = time.monotonic()
-                for handle, job in pending.items():
-                    if cluster == "slurm":
-                        # No accounting database needed: the result file, else the queue, tells.
-                        if handle.paths.result_pickle.exists():
-                            finished.append(handle)
-                        elif alive is not None and handle.job_id not in alive:
-                            first = missing_since.setdefault(handle, time.monotonic())
-                            if time.monotonic() - first > max(3 * poll, 5.0):
-                                finished.append(handle)
-                        elif alive is not None:
-                            missing_since.pop(handle, None)
-                    elif handle.done():
-                        finished.append(handle)
-                for handle in finished:
-                    job = pending.pop(handle)
-                    yield job, self._collect(handle, job)
-                if pending and not finished:
-                    time.sleep(poll)
+            for handle, job in self._wait(executor, pending, queue, settings, parallelism):
+                taken = job
+                yield job, self._collect(handle, job)
+                if ledger is not None:  # the driver has the record: the job leaves the ledger
+                    ledger.remove(job.config_hash)
+                taken = None
         finally:
-            for handle in pending:  # interrupted: no orphan keeps computing a row nobody records
+            if ledger is not None and taken is not None:  # closed right after handing over a record
+                ledger.remove(taken.config_hash)
+            for handle, job in pending.items():  # interrupted: no orphan keeps computing a row nobody records
                 try:
                     handle.cancel(check=False)
                 except Exception:  # noqa: BLE001
                     pass
+                if ledger is not None:
+                    ledger.remove(job.config_hash)
+
+    def _wait(self, executor, pending: dict[Any, Job], queue: list[Job], settings: dict[str, Any], parallelism: int):
+        """Yield (handle, job) as jobs finish; `pending` shrinks as they do (the caller cancels what is left)."""
+        cluster, poll = settings["cluster"], float(settings["poll_seconds"])
+        missing_since: dict[Any, float] = {}
+        last_squeue = 0.0
+        while pending or queue:
+            while queue and len(pending) < max(1, parallelism):  # submitit-local: throttle ourselves
+                job = queue.pop(0)
+                pending[executor.submit(SweepJob(), job)] = job
+            finished = []
+            alive: set[str] | None = None
+            if cluster == "slurm" and time.monotonic() - last_squeue > max(5 * poll, 2.0):
+                alive = _squeue_ids()
+                last_squeue = time.monotonic()
+            for handle in pending:
+                if cluster != "slurm":
+                    if handle.done():
+                        finished.append(handle)
+                elif handle.paths.result_pickle.exists():  # no accounting database needed: the result file,
+                    finished.append(handle)  # else the queue, tells
+                elif alive is not None and handle.job_id not in alive:
+                    if time.monotonic() - missing_since.setdefault(handle, time.monotonic()) > max(3 * poll, 5.0):
+                        finished.append(handle)
+                elif alive is not None:
+                    missing_since.pop(handle, None)
+            for handle in finished:
+                yield handle, pending.pop(handle)
+            if pending and not finished:
+                time.sleep(poll)
 
     def _collect(self, handle, job: Job) -> RunRecord:
         where = {"slurm_job_id": handle.job_id}
@@ -318,6 +335,55 @@ class SlurmLauncher(SweepLauncher):
         if not isinstance(row, RunRecord):
             return failed_record(job, f"job {handle.job_id} returned {type(row).__name__}, not a RunRecord", where)
         return row
+
+
+LEDGER = "submitted.json"
+
+
+class Ledger:
+    """Which SLURM job computes which cell (config hash -> job id), kept in the submitit folder.
+
+    A driver killed with SIGKILL cannot cancel its jobs; the restarted sweep reads the ledger and collects
+    those still queued, running or finished instead of submitting the same cells again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.ids: dict[str, str] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.ids = {}
+
+    def _save(self) -> None:
+        atomic_write_json(self.ids, self.path, indent=1)
+
+    def add(self, ids: dict[str, str]) -> None:
+        self.ids.update(ids)
+        self._save()
+
+    def remove(self, config_hash: str) -> None:
+        if self.ids.pop(config_hash, None) is not None:
+            self._save()
+
+    def reattach(self, jobs: list[Job], log) -> tuple[dict[Any, Job], list[Job]]:
+        """(handles of earlier jobs still alive or finished, the jobs to submit)."""
+        from submitit.slurm.slurm import SlurmJob
+
+        known = [job for job in jobs if job.config_hash in self.ids]
+        if not known:
+            return {}, jobs
+        alive = _squeue_ids() or set()
+        found: dict[Any, Job] = {}
+        for job in known:
+            handle = SlurmJob(self.path.parent, self.ids[job.config_hash])
+            if handle.paths.result_pickle.exists() or handle.job_id in alive:
+                found[handle] = job
+            else:
+                self.ids.pop(job.config_hash)
+        self._save()
+        if found:
+            log(f"collecting {len(found)} SLURM job(s) an earlier, killed driver submitted: "
+                f"{', '.join(sorted(h.job_id for h in found))}")
+        return found, [job for job in jobs if job not in found.values()]
 
 
 def job_failure(job_id: str, text: str) -> str:

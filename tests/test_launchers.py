@@ -10,7 +10,8 @@ import pytest
 
 from ddbench.api import DDBenchError, resolve_params
 from ddbench.cli import main
-from ddbench.launchers import Job, LocalLauncher, SlurmLauncher, run_job
+from ddbench.launchers import LocalLauncher, SlurmLauncher
+from ddbench.sweeps import Job, run_job
 from ddbench.plugins import load_plugins
 from ddbench.results import query
 
@@ -146,3 +147,50 @@ def test_slurm_without_submitit_names_the_extra(monkeypatch):
     launcher = SlurmLauncher()
     with pytest.raises(DDBenchError, match=r"pip install 'ddbench\[slurm\]'"):
         launcher.check(resolve_params("launcher slurm", launcher.params, {}), 1)
+
+
+def test_a_killed_drivers_slurm_jobs_are_collected_not_submitted_again(tmp_path, monkeypatch, capsys):
+    # Issue 12.10: after a SIGKILL of the driver its jobs keep running; the restarted sweep must collect them.
+    import json
+
+    from submitit.core import utils
+    from submitit.slurm.slurm import SlurmJob
+
+    import ddbench.launchers as L
+
+    done, running, gone = _job(tmp_path, ipc=1), _job(tmp_path, ipc=2), _job(tmp_path, ipc=3)
+    folder = tmp_path / "slurm"
+    folder.mkdir()
+    (folder / L.LEDGER).write_text(json.dumps({done.config_hash: "700_0", running.config_hash: "700_1",
+                                               gone.config_hash: "700_2"}))
+    utils.cloudpickle_dump(("success", run_job(done)), SlurmJob(folder, "700_0").paths.result_pickle)
+    squeue = [{"700_1"}]
+    monkeypatch.setattr(L, "_squeue_ids", lambda: squeue[0])
+    submitted = []
+
+    class Executor:
+        def batch(self):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def submit(self, fn, job):
+            submitted.append(job.config_hash)
+            return SlurmJob(folder, f"701_{len(submitted) - 1}")
+
+    monkeypatch.setattr(SlurmLauncher, "_executor", lambda self, settings, folder, parallelism: Executor())
+    launcher = SlurmLauncher()
+    settings = resolve_params("launcher slurm", launcher.params, {"folder": str(folder), "poll_seconds": 0.05})
+    runs = launcher.run([done, running, gone], settings, 2, print)
+    job, rec = next(runs)
+    assert job is done and rec.status == "ok"  # finished while nobody watched: collected
+    assert submitted == [gone.config_hash]  # only the cell whose job left no trace is submitted again
+    assert "collecting 2 SLURM job(s) an earlier, killed driver submitted: 700_0, 700_1" in capsys.readouterr().out
+    utils.cloudpickle_dump(("success", run_job(running)), SlurmJob(folder, "700_1").paths.result_pickle)
+    job, rec = next(runs)
+    assert job is running and rec.status == "ok"
+    # A collected job leaves the ledger once the driver has taken its record (it asks for the next one).
+    assert json.loads((folder / L.LEDGER).read_text()) == {running.config_hash: "700_1", gone.config_hash: "701_0"}
+    monkeypatch.setattr(SlurmJob, "cancel", lambda self, check=True: None)
+    runs.close()  # interrupted: the last job is cancelled and leaves the ledger
+    assert json.loads((folder / L.LEDGER).read_text()) == {}
