@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.add_argument("--no-eval", action="store_true", help="distill and save only")
+    p.add_argument("--reference", default=None, metavar="METHOD",
+                   help="afterwards, print METHOD's recorded runs under the same evaluation beside this one "
+                        "(e.g. random), or the command that computes them once")
     add_common_run_args(p)
 
     p = sub.add_parser("list", help="methods, datasets, protocols, models, samplers, policies, launchers")
@@ -202,9 +205,17 @@ def cmd_run(args) -> int:
     request = request_from_args(args, method=args.method, ipc=args.ipc, seed=args.seed, skip_eval=args.no_eval)
     config, registry = load(args.config)
     resolved = resolve(request, config, registry)
+    if args.reference is not None:
+        registry.get("methods", args.reference)  # an unknown reference is bad input, before any work
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     rec = execute(resolved, registry, log=log)
-    print_summary(rec, stream=sys.stderr if args.json else sys.stdout)
+    stream = sys.stderr if args.json else sys.stdout
+    print_summary(rec, stream=stream)
+    if args.reference is not None and rec.ok and rec.accuracies:
+        from .reference import reference_lines
+
+        for line in reference_lines(resolved.db_path, rec, args.reference):
+            print(line, file=stream)
     if args.json:
         print(json.dumps(rec.summary(), default=str))
     return 0 if rec.ok else 1
