@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/ddbench run --method minmax-diffusion
+	$(BIN)/ddbench run --method minmax-diffusion --reference random
 
 test: setup
 	$(BIN)/pytest -q -m "not slow"
