@@ -8,18 +8,23 @@ Every hook receives one `register` callable and calls it once per object it adds
     def register_methods(register):
         register(MyMethod())
 
-Each registered object carries a unique `name`; registering a name that another plugin already
-registered is an error naming both plugins. Plugins are found through the `ddbench` entry-point group.
+Each registered object carries a unique `name` and honours the contract of its kind (ddbench.plugins.CONTRACTS,
+checked at `register` time); a plugin that breaks either is refused whole and reported, and the others load.
+Plugins are found through the `ddbench` entry-point group.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import pluggy
+
+from .api import DatasetSpec, Launcher, Method, ModelSpec, Policy, Protocol, Sampler
 
 hookspec = pluggy.HookspecMarker("ddbench")
 
 
 @hookspec
-def register_methods(register):
+def register_methods(register: Callable[[Method], None]) -> None:
     """Add distillation methods: `register(method)` with a `ddbench.api.Method` instance.
 
     A method turns a real dataset into a synthetic set (`distill(ctx) -> SyntheticSet`).
@@ -27,12 +32,12 @@ def register_methods(register):
 
 
 @hookspec
-def register_datasets(register):
+def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
     """Add datasets: `register(spec)` with a `ddbench.api.DatasetSpec` (a name and a loader)."""
 
 
 @hookspec
-def register_protocols(register):
+def register_protocols(register: Callable[[Protocol], None]) -> None:
     """Add evaluation protocols: `register(protocol)` with a `ddbench.api.Protocol` instance.
 
     A protocol trains fresh networks on a synthetic set and reports test accuracy on the real test set.
@@ -40,7 +45,7 @@ def register_protocols(register):
 
 
 @hookspec
-def register_models(register):
+def register_models(register: Callable[[ModelSpec], None]) -> None:
     """Add network architectures: `register(spec)` with a `ddbench.api.ModelSpec`.
 
     Used by protocols (the networks trained for evaluation) and by methods (embedders, experts).
@@ -48,12 +53,12 @@ def register_models(register):
 
 
 @hookspec
-def register_samplers(register):
+def register_samplers(register: Callable[[Sampler], None]) -> None:
     """Add samplers: `register(sampler)` with a `ddbench.api.Sampler`, e.g. few-step diffusion sampling."""
 
 
 @hookspec
-def register_policies(register):
+def register_policies(register: Callable[[Policy], None]) -> None:
     """Add IPC / budget policies: `register(policy)` with a `ddbench.api.Policy`.
 
     A policy decides how many images per class a generative method makes, e.g. within a time budget.
@@ -61,5 +66,5 @@ def register_policies(register):
 
 
 @hookspec
-def register_launchers(register):
+def register_launchers(register: Callable[[Launcher], None]) -> None:
     """Add launchers: `register(launcher)` with a `ddbench.api.Launcher` that runs sweep jobs somewhere."""

@@ -457,6 +457,40 @@ def copy_grids(sec: Section, report_dir: Path, folder: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _section_markdown(sec: Section, plots: dict[str, list[Path]], report_dir: Path) -> list[str]:
+    """One section of report.md: accuracy and time tables, plots, settings, failed runs, image grids."""
+    md: list[str] = []
+    md += ["", f"## {sec.title}", ""]
+    md.append(f"Reference for the t-test: **{sec.reference}**. {_n_text(sec).capitalize()}.")
+    md += ["", "### Accuracy (%)", "", markdown_table(*accuracy_table(sec)), ""]
+    md += ["### Time per run (seconds, distill / eval, mean over seeds)", "", markdown_table(*time_table(sec)), ""]
+    for p in plots.get(sec.slug, []):
+        md += [f"![{p.stem}]({p.relative_to(report_dir).as_posix()})", ""]
+    md += ["### Settings", "", f"- protocol `{sec.protocol}`: {_settings_text(sec, 'protocol_settings')}"]
+    for method in dict.fromkeys(m for m, _ in sec.variants):
+        md.append(f"- method `{method}`: {_settings_text(sec, 'method_params', method)}")
+    failed = [r for c in sec.cells.values() for r in c.failed]
+    if failed:
+        md += ["", "### Failed runs", "", "| method | IPC | seed | run | error |", "| --- | ---: | ---: | --- | --- |"]
+        for r in sorted(failed, key=lambda r: (str(r.method), r.ipc or 0, r.seed or 0)):
+            err = _last_line(r.error).replace("|", "\\|")
+            md.append(f"| {r.method} | {r.ipc} | {r.seed} | `{r.run_id}` | {err} |")
+        md += ["", "Full tracebacks: `ddbench show RUN_ID`."]
+    with_grid = [c for c in sec.cells.values() if c.grid is not None]
+    if with_grid:
+        md += ["", "### Synthetic images (lowest seed; one row per class)", ""]
+        header = ["method"] + [f"IPC {ipc}" for ipc in sec.ipcs]
+        body = []
+        for v in sec.variants:
+            line = [variant_name(v)]
+            for ipc in sec.ipcs:
+                c = sec.cell(v, ipc)
+                line.append(f"![{variant_name(v)} IPC {ipc}]({c.grid.as_posix()})" if c and c.grid else "-")
+            body.append(line)
+        md.append(markdown_table(header, body))
+    return md
+
+
 def markdown_text(sections: list[Section], db: Path, command: str | None, superseded: int,
                   plots: dict[str, list[Path]], report_dir: Path) -> str:
     rows = [r for s in sections for r in s.rows]
@@ -485,34 +519,7 @@ def markdown_text(sections: list[Section], db: Path, command: str | None, supers
         md.append(f"Devices: {', '.join(devices)}. "
                   + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if not k.startswith("plugin:")) + ".")
     for sec in sections:
-        md += ["", f"## {sec.title}", ""]
-        md.append(f"Reference for the t-test: **{sec.reference}**. {_n_text(sec).capitalize()}.")
-        md += ["", "### Accuracy (%)", "", markdown_table(*accuracy_table(sec)), ""]
-        md += ["### Time per run (seconds, distill / eval, mean over seeds)", "", markdown_table(*time_table(sec)), ""]
-        for p in plots.get(sec.slug, []):
-            md += [f"![{p.stem}]({p.relative_to(report_dir).as_posix()})", ""]
-        md += ["### Settings", "", f"- protocol `{sec.protocol}`: {_settings_text(sec, 'protocol_settings')}"]
-        for method in dict.fromkeys(m for m, _ in sec.variants):
-            md.append(f"- method `{method}`: {_settings_text(sec, 'method_params', method)}")
-        failed = [r for c in sec.cells.values() for r in c.failed]
-        if failed:
-            md += ["", "### Failed runs", "", "| method | IPC | seed | run | error |", "| --- | ---: | ---: | --- | --- |"]
-            for r in sorted(failed, key=lambda r: (str(r.method), r.ipc or 0, r.seed or 0)):
-                err = _last_line(r.error).replace("|", "\\|")
-                md.append(f"| {r.method} | {r.ipc} | {r.seed} | `{r.run_id}` | {err} |")
-            md += ["", "Full tracebacks: `ddbench show RUN_ID`."]
-        with_grid = [c for c in sec.cells.values() if c.grid is not None]
-        if with_grid:
-            md += ["", "### Synthetic images (lowest seed; one row per class)", ""]
-            header = ["method"] + [f"IPC {ipc}" for ipc in sec.ipcs]
-            body = []
-            for v in sec.variants:
-                line = [variant_name(v)]
-                for ipc in sec.ipcs:
-                    c = sec.cell(v, ipc)
-                    line.append(f"![{variant_name(v)} IPC {ipc}]({c.grid.as_posix()})" if c and c.grid else "-")
-                body.append(line)
-            md.append(markdown_table(header, body))
+        md += _section_markdown(sec, plots, report_dir)
     md += ["", "## Runs", "", "| run | method | IPC | seed | status | accuracy | config hash |",
            "| --- | --- | ---: | ---: | --- | ---: | --- |"]
     for r in sorted(rows, key=lambda r: (str(r.method), r.ipc or 0, r.budget or 0, r.seed or 0)):
