@@ -11,7 +11,6 @@ Normalisation constants are those of the DC/DSA/DM reference code, VICO-UoE/Data
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pickle
 import threading
@@ -24,6 +23,7 @@ import torch
 
 from . import hookimpl
 from .api import DatasetSpec, DDBenchError, ImageDataset
+from .identity import config_hash
 from .atomic import atomic_save
 
 DEFAULT_DATASET = "fashion-mnist"
@@ -437,7 +437,7 @@ def _tiny_cache_file(folder: Path) -> Path:
     for rel in ("wnids.txt", "val/val_annotations.txt", "train", "val/images"):
         p = folder / rel
         stamp.append(f"{rel}:{p.stat().st_mtime_ns if p.exists() else 0}")
-    key = hashlib.sha1("|".join(stamp).encode()).hexdigest()[:16]
+    key = config_hash(stamp)
     return cache_dir() / f"tiny-imagenet-{key}.pt"
 
 

@@ -22,12 +22,12 @@ The fit costs one D x D covariance and eigendecomposition (D = C*H*W: 784 for 28
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import torch
 
 from .api import DDBenchError, ImageDataset
+from .identity import config_hash, dataset_fingerprint
 
 MTT_ZCA_EPS = 0.1  # mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1, compute_inv=True)
 
@@ -98,11 +98,8 @@ class ZCA:
 
 
 def _cache_key(dataset: ImageDataset, eps: float) -> str:
-    h = hashlib.sha256()
-    h.update(repr((dataset.name, tuple(dataset.train_x.shape), dataset.mean, dataset.std, float(eps))).encode())
-    stride = max(1, len(dataset.train_x) // 257)
-    h.update(dataset.train_x[::stride].float().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """The data's fingerprint (ddbench.identity, the one used everywhere) and the regularisation."""
+    return config_hash({"data": dataset_fingerprint(dataset), "eps": float(eps)})
 
 
 def fit_zca(dataset: ImageDataset, eps: float = MTT_ZCA_EPS, cache_dir: Path | None = None) -> ZCA:
