@@ -182,3 +182,101 @@ def test_empty_allow_list_means_no_restriction_like_enabled(monkeypatch):
     monkeypatch.delenv("DDBENCH_LOAD_PLUGINS")
     assert everything.names("methods") == load_plugins(enabled=[]).names("methods")
     assert "random" in everything.names("methods") and "dm" in everything.names("methods")
+
+
+THIRD_PARTY = '''
+"""A sampler, a policy, a launcher and a method that uses the first two, written from ddbench.api and
+docs/plugins.md alone."""
+import torch
+
+from ddbench import hookimpl
+from ddbench.api import (Decision, Launcher, Method, PlanRequest, Policy, SampleRequest, SampleResult, Sampler,
+                         SyntheticSet, Throughput)
+from ddbench.sweeps import run_job
+
+
+class NoiseSampler(Sampler):
+    name = "noise-sampler"
+
+    def measure(self, model, num_classes, image_shape, batch_size, guidance=1.0):
+        return Throughput(a=0.001, b=0.0001, num_classes=num_classes, batch_size=batch_size)
+
+    def generate(self, model, request):
+        g = torch.Generator().manual_seed(request.seed)
+        n = request.ipc * request.num_classes
+        return SampleResult(torch.randn(n, *request.image_shape, generator=g),
+                            torch.arange(request.num_classes).repeat_interleave(request.ipc), {"steps": request.steps})
+
+
+class AsAskedPolicy(Policy):
+    name = "as-asked"
+
+    def decide(self, request):
+        return Decision(self.name, request.min_steps, "ipc", request.ipc, "the asked IPC at the fewest steps")
+
+
+class ThirdGen(Method):
+    name = "third-gen"
+    description = "noise through a third-party sampler and policy"
+
+    def distill(self, ctx):
+        ds = ctx.dataset
+        shape = (ds.channels, ds.image_size, ds.image_size)
+        sampler, policy = ctx.registry.get("samplers", "noise-sampler"), ctx.registry.get("policies", "as-asked")
+        thr = sampler.measure(None, ds.num_classes, shape, 16)
+        decision = policy.decide(PlanRequest(ds.num_classes, None, ctx.ipc, 10, 2, 50, thr))
+        out = sampler.generate(None, SampleRequest(ds.num_classes, decision.steps, shape, ipc=decision.ipc,
+                                                   seed=ctx.seed))
+        return SyntheticSet(out.images, out.labels, {"policy": decision.as_meta(), **out.stats})
+
+
+class InProcess(Launcher):
+    name = "in-process"
+
+    def run(self, jobs, settings, parallelism, log):
+        for job in jobs:
+            rec = run_job(job)
+            rec.meta["launched_by"] = self.name
+            yield job, rec
+
+
+@hookimpl
+def register_samplers(register):
+    register(NoiseSampler())
+
+
+@hookimpl
+def register_policies(register):
+    register(AsAskedPolicy())
+
+
+@hookimpl
+def register_methods(register):
+    register(ThirdGen())
+
+
+@hookimpl
+def register_launchers(register):
+    register(InProcess())
+'''
+
+
+def test_a_third_party_sampler_policy_and_launcher_work_end_to_end(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from ddbench.results import query
+
+    (tmp_path / "third_party_mod.py").write_text(THIRD_PARTY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "plugins"))
+    cfg = tmp_path / "plugins.toml"
+    cfg.write_text('[plugins]\nmodules = ["tiny_plugin", "third_party_mod"]\n')
+    base = ["--config", str(cfg), "--out", str(tmp_path / "out"), "--dataset", "tiny", "--protocol", "fast",
+            "--eval-epochs", "1", "--eval-models", "1", "--no-progress"]
+    assert main(["run", "--method", "third-gen", "--ipc", "2", *base]) == 0
+    assert main(["compare", "--methods", "third-gen", "--ipc", "1", "--launcher", "in-process", "--no-report", *base]) == 0
+    rows = query(tmp_path / "out" / "ddbench.sqlite")
+    assert [(r.status, r.ipc, r.images) for r in rows] == [("ok", 2, 6), ("ok", 1, 3)]
+    assert rows[0].meta["policy"]["policy"] == "as-asked" and rows[0].meta["steps"] == 2
+    assert rows[1].meta["launched_by"] == "in-process"
+    assert "warning" not in capsys.readouterr().err
