@@ -87,3 +87,20 @@ def test_every_hook_is_documented_in_the_plugin_guide():
     assert set(hooks) == set(KINDS.values())
     for hook in hooks:
         assert re.search(rf"^#+ .*`{hook}\(register\)`", guide, re.M), f"{hook} has no heading in docs/plugins.md"
+
+
+def test_the_host_kernel_imports_no_built_in_plugin_module():
+    # Issue 10: `compare` (and every other kernel module) uses contracts from ddbench.api and ddbench.sweeps,
+    # never a plugin module such as ddbench.launchers, so a built-in plugin can be replaced like any other.
+    import tomllib
+
+    entry_points = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["ddbench"]
+    plugin_modules = {v.split(":")[0] for v in entry_points.values() if v.startswith("ddbench.")}
+    assert {"ddbench.launchers", "ddbench.evaluate", "ddbench.networks", "ddbench.datasets"} <= plugin_modules
+    names = "|".join(re.escape(m.split(".", 1)[1]) for m in plugin_modules)
+    pattern = re.compile(rf"^\s*(from\s+(ddbench)?\.({names})\s+import|import\s+ddbench\.({names})\b)", re.M)
+    for path in (ROOT / "ddbench").glob("*.py"):
+        if f"ddbench.{path.stem}" in plugin_modules:
+            continue
+        found = pattern.search(path.read_text())
+        assert found is None, f"{path.name} imports a built-in plugin module: {found.group(0).strip()}"
