@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup run test test-all bench
+.PHONY: setup run test test-all bench bad-input-table
 
 setup: $(VENV)/.installed $(FMNIST)
 
@@ -32,3 +32,8 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_eval.py
+
+# docs/bad-input.md: every bad-input class of tests/bad_inputs.py, run, with its exit code and message.
+bad-input-table: setup
+	{ sed '/^| input |/,$$d' docs/bad-input.md; $(BIN)/python tests/bad_inputs.py; } > docs/bad-input.md.new
+	mv docs/bad-input.md.new docs/bad-input.md
