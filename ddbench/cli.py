@@ -10,6 +10,7 @@ from .api import DDBenchError, RunFailed
 from .config import load_config, parse_sets
 from .plugins import KINDS
 from .records import RunRecord
+from .results import DEFAULT_OUT
 
 
 def _positive_int(text: str) -> int:
@@ -48,7 +49,7 @@ def add_common_run_args(p: argparse.ArgumentParser) -> None:
                    help="method setting (eval.KEY=VALUE for the protocol); repeatable")
     p.add_argument("--data-root", default=None, help="folder holding datasets")
     p.add_argument("--download", action="store_true", help="allow torchvision to download a missing dataset")
-    p.add_argument("--out", default="ddbench-results", help="results folder (database, runs, caches)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (database, runs, caches)")
     p.add_argument("--db", default=None, help="results database (default: OUT/ddbench.sqlite)")
     p.add_argument("--config", default=None, help="plugins.toml to use")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="one recorded run")
     p.add_argument("run_id")
-    p.add_argument("--out", default="ddbench-results")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--db", default=None)
     p.add_argument("--json", action="store_true")
 

@@ -29,7 +29,7 @@ from .api import DDBenchError, resolve_params
 from .atomic import writable_dir
 from .config import load_config
 from .records import RunRecord
-from .results import PENDING, db_path, open_store, record_or_keep
+from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
 from .sweeps import Job, JobState, failed_record, plan
 
 DEFAULT_LAUNCHER = "local"
@@ -181,7 +181,7 @@ def add_parsers(sub, add_common_run_args) -> None:
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("report", help="tables, CSV, plots and report.md from the results database alone")
-    p.add_argument("--out", default="ddbench-results", help="results folder (database, runs)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (database, runs)")
     p.add_argument("--db", default=None, help="results database (default: OUT/ddbench.sqlite)")
     p.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     p.add_argument("--dataset", default=None, help="only this dataset")

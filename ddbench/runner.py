@@ -26,7 +26,7 @@ from .identity import config_hash, dataset_fingerprint
 from .output_checks import check_output
 from .plugins import ALLOW_ENV, Registry, load_plugins
 from .records import FAILED, OK, RunRecord
-from .results import PENDING, db_path, open_store, record_or_keep, save_grid
+from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep, save_grid
 
 DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_PROTOCOL = "dsa"
@@ -55,7 +55,7 @@ class RunRequest:
     eval_sets: dict[str, Any] = field(default_factory=dict)  # protocol settings
     data_root: str | None = None
     download: bool = False
-    out: str = "ddbench-results"
+    out: str = str(DEFAULT_OUT)
     db: str | None = None
     progress: bool = True
     skip_eval: bool = False
