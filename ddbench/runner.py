@@ -24,7 +24,7 @@ from .config import Config, Layer, load_config
 from .atomic import atomic_save, writable_dir
 from .identity import config_hash, dataset_fingerprint
 from .output_checks import check_output
-from .plugins import ALLOW_ENV, Registry, load_plugins
+from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import FAILED, OK, RunRecord
 from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep, save_grid
 
@@ -217,16 +217,35 @@ class NotStored(RunFailed):
     """A finished run the database refused; its record was kept in OUT/pending for the next run (exit 1)."""
 
 
+class PluginFailed(RunFailed):
+    """A plugin crashed before the run started (its dataset loader, its method's validate): exit 1, one line
+    naming the plugin; nothing is recorded because nothing ran."""
+
+
+def _guarded(registry: Registry, kind: str, name: str, what: str, call):
+    """Run a plugin's code; a DDBenchError is the user's (exit 2), any other exception the plugin's."""
+    try:
+        return call()
+    except (DDBenchError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        owner = registry.owners[kind].get(name, "?")
+        text = " ".join(str(exc).split())
+        raise PluginFailed(f"{CONTRACTS[kind].singular} {name!r} (plugin {owner!r}) crashed in {what}: "
+                           f"{type(exc).__name__}: {text}") from exc
+
+
 def context(resolved: Resolved, registry: Registry, log=print, dataset: ImageDataset | None = None) -> RunContext:
     """The run's context once the device exists, the data loads and the method's `validate` accepts it."""
     r = resolved.request
     device = pick_device(r.device)
     if dataset is None:
-        dataset = load_dataset(registry, r.dataset, r.data_root, r.download)
+        dataset = _guarded(registry, "datasets", r.dataset, "load()",
+                           lambda: load_dataset(registry, r.dataset, r.data_root, r.download))
     ctx = RunContext(dataset=dataset, ipc=r.ipc, seed=r.seed, device=device, params=resolved.method_params,
                      model=r.model, registry=registry, work_dir=resolved.work_dir, cache_dir=resolved.cache_dir,
                      budget=r.budget, progress=r.progress, log=log, protocol=r.protocol)
-    resolved.method.validate(ctx)
+    _guarded(registry, "methods", r.method, "validate()", lambda: resolved.method.validate(ctx))
     return ctx
 
 
@@ -235,7 +254,8 @@ def check_cell(resolved: Resolved, registry: Registry, datasets: dict[tuple, Ima
     r = resolved.request
     key = (r.dataset, r.data_root, r.download)
     if key not in datasets:
-        datasets[key] = load_dataset(registry, r.dataset, r.data_root, r.download)
+        datasets[key] = _guarded(registry, "datasets", r.dataset, "load()",
+                                 lambda: load_dataset(registry, r.dataset, r.data_root, r.download))
     context(resolved, registry, log=lambda msg: None, dataset=datasets[key])
 
 
@@ -376,4 +396,4 @@ def run(request: RunRequest, config_path: str | None = None, log=print) -> RunRe
     return execute(resolve(request, config, registry), registry, log=log)
 
 
-__all__ = ["RunRequest", "Resolved", "NotStored", "resolve", "prepare", "execute", "run", "registry_for"]
+__all__ = ["RunRequest", "Resolved", "NotStored", "PluginFailed", "resolve", "prepare", "execute", "run", "registry_for"]

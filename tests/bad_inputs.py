@@ -131,6 +131,8 @@ CASES: list[Case] = [
     Case("method returns out-of-range labels", run("--method", "bad-labels", "--ipc", "1"), 1,
          "method 'bad-labels' returned labels 1..3"),
     Case("method raises", run("--method", "failing", "--ipc", "1"), 1, "RuntimeError: boom from the failing test method"),
+    Case("method's validate() has a bug", run("--method", "crash-validate", "--ipc", "1"), 1,
+         "method 'crash-validate' (plugin 'tiny_plugin') crashed in validate(): AttributeError: "),
     # ---- show / report
     Case("show an unknown run", cmd("show", "nosuch", "--out", "TMP/out"), 2, "no run 'nosuch' in", _ok_db),
     Case("show with SQL wildcards", cmd("show", "%", "--out", "TMP/out"), 2, "no run '%' in", _ok_db),

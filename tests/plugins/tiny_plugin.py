@@ -63,8 +63,22 @@ class _Bad(Method):
 BAD_KINDS = ("extra", "nan", "size", "labels", "unbalanced", "undeclared")
 
 
+class _CrashingValidate(Method):
+    """A method whose validate() has a bug (not a DDBenchError): the host names the plugin, exit 1."""
+
+    name = "crash-validate"
+    params = {}
+
+    def validate(self, ctx):
+        return ctx.no_such_attribute
+
+    def distill(self, ctx):  # pragma: no cover - never reached
+        raise AssertionError
+
+
 @hookimpl
 def register_methods(register):
     register(_Failing())
     for kind in BAD_KINDS:
         register(_Bad(kind))
+    register(_CrashingValidate())
