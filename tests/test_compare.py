@@ -1,7 +1,6 @@
 """`ddbench compare`: grid expansion, bad input, failed cells, skipping done cells, kill and resume."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sqlite3
