@@ -18,7 +18,8 @@ whole file):
 
 Within the files a setting resolves as: the plugin's cited default < [methods.M] < [methods.M.<dataset>],
 file by file, then `--set key=value`. `--preset paper` skips every file's method and protocol tables.
-`[plugins]` lists are merged across files (enabled/disabled/modules: the union). Tables or keys that name
+`[plugins]` lists are merged across files (enabled/disabled/modules: the union); a module listed in a file
+is imported from that file's folder first (then from sys.path). Tables or keys that name
 no loaded method, protocol, dataset or setting are warned about with the nearest valid name.
 """
 from __future__ import annotations
@@ -89,6 +90,11 @@ class Config:
     @property
     def modules(self) -> list[str]:
         return self._merged("modules")
+
+    @property
+    def module_dirs(self) -> list[str]:
+        """The folders of the files that list `modules`: a local plugin next to its plugins.toml imports."""
+        return list(dict.fromkeys(str(f.path.absolute().parent) for f in self.files if f.plugins.get("modules")))
 
     def sources(self, section: str, name: str, dataset: str) -> list[Layer]:
         """The override layers for one method/protocol on one dataset, lowest first, with their labels."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -232,11 +233,16 @@ def load_plugins(
     disabled: Iterable[str] = (),
     modules: Iterable[str] = (),
     extra: Iterable[tuple[str, object]] = (),
+    module_dirs: Iterable[str] = (),
 ) -> Registry:
     """Import every wanted plugin, then collect its registrations; never raises for a broken plugin.
 
-    `extra` are (name, module-or-object) pairs registered directly (tests, embedding applications).
+    `extra` are (name, module-or-object) pairs registered directly (tests, embedding applications);
+    `module_dirs` are folders put on sys.path for `modules` (the folders of the plugins.toml files naming them).
     """
+    for folder in reversed(list(module_dirs)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     registry = Registry()
     candidates = _entry_point_candidates(registry)
     candidates += [_Candidate(PluginInfo(path, path, "", "plugins.toml"), lambda p=path: importlib.import_module(p),

@@ -109,14 +109,15 @@ class Resolved:
 
 
 @lru_cache(maxsize=4)
-def _cached_registry(paths: tuple, enabled: tuple, disabled: tuple, modules: tuple, allow_env: str | None) -> Registry:
-    return load_plugins(enabled=enabled, disabled=disabled, modules=modules)
+def _cached_registry(paths: tuple, enabled: tuple, disabled: tuple, modules: tuple, allow_env: str | None,
+                     module_dirs: tuple = ()) -> Registry:
+    return load_plugins(enabled=enabled, disabled=disabled, modules=modules, module_dirs=module_dirs)
 
 
 def registry_for(config: Config) -> Registry:
     """The plugins this configuration loads (cached per configuration and DDBENCH_LOAD_PLUGINS value)."""
     return _cached_registry(config.paths, tuple(config.enabled), tuple(config.disabled), tuple(config.modules),
-                            os.environ.get(ALLOW_ENV))
+                            os.environ.get(ALLOW_ENV), tuple(config.module_dirs))
 
 
 def _check_budget(request: RunRequest, method: Any, registry: Registry) -> None:

@@ -96,3 +96,21 @@ def test_binary_config_is_one_line(tmp_path):
     cfg_file.write_bytes(b"\x00\xff\xfe binary")
     with pytest.raises(DDBenchError, match="not a text file"):
         load_config(str(cfg_file))
+
+
+def test_a_local_plugin_next_to_its_plugins_toml_imports(tmp_path, monkeypatch):
+    import sys
+
+    from ddbench.runner import registry_for
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "ddbench_local_plugin_x.py").write_text(
+        "from ddbench import hookimpl\nfrom ddbench.api import Method\n\n"
+        "class M(Method):\n    name = 'local-x'\n\n    def distill(self, ctx):\n        raise NotImplementedError\n\n"
+        "@hookimpl\ndef register_methods(register):\n    register(M())\n")
+    (folder / "plugins.toml").write_text('[plugins]\nmodules = ["ddbench_local_plugin_x"]\n')
+    monkeypatch.chdir(tmp_path)  # not the plugin's folder: it is found through its plugins.toml
+    registry = registry_for(load_config(str(folder / "plugins.toml")))
+    assert registry.owners["methods"]["local-x"] == "ddbench_local_plugin_x" and not registry.failed
