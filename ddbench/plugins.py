@@ -30,6 +30,7 @@ from .api import DatasetSpec, DDBenchError, Launcher, Method, ModelSpec, Param, 
 
 ENTRY_POINT_GROUP = "ddbench"
 ALLOW_ENV = "DDBENCH_LOAD_PLUGINS"
+HOST_DISTRIBUTION = "ddbench"  # pyproject.toml [project] name: the host and its bundled plugins
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,9 @@ def _entry_point_candidates(registry: Registry) -> list[_Candidate]:
                 name = qualified
             seen[name] = ep.value
             out.append(_Candidate(PluginInfo(name, ep.value, dist.version, dist_name), ep.load, (ep.name, dist_name)))
-    host = [c for c in out if _is_host(c.info.module)]
-    return host + [c for c in out if not _is_host(c.info.module)]
+    # The host's plugins first, then the rest of its distribution (the bundled methods), then third parties:
+    # on a duplicate name the earlier plugin keeps it, so a third party cannot displace a built-in.
+    return sorted(out, key=lambda c: 0 if _is_host(c.info.module) else 1 if c.info.source == HOST_DISTRIBUTION else 2)
 
 
 def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled) -> list[_Candidate]:

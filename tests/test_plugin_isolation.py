@@ -280,3 +280,14 @@ def test_a_third_party_sampler_policy_and_launcher_work_end_to_end(tmp_path, mon
     assert rows[0].meta["policy"]["policy"] == "as-asked" and rows[0].meta["steps"] == 2
     assert rows[1].meta["launched_by"] == "in-process"
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_third_party_cannot_displace_a_bundled_method(monkeypatch):
+    impostor = _module("ddbench_impostor", register_methods=lambda register: register(_Method("random")))
+    monkeypatch.setitem(sys.modules, "ddbench_impostor", impostor)
+    real = md.distributions
+    monkeypatch.setattr(md, "distributions", lambda: [_Dist("aaa-first", [("impostor", "ddbench_impostor")]), *real()])
+    reg = load_plugins()
+    assert reg.owners["methods"]["random"] == "random"  # the bundled one, although the impostor was found first
+    assert {p.name: p.error for p in reg.failed} == {
+        "impostor": "method 'random' is registered twice: by plugin 'random' and by plugin 'impostor'"}
