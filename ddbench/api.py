@@ -238,13 +238,15 @@ class Method(ABC):
 
     `params` maps each setting to a `Param` whose `source` cites where its default comes from; the host
     resolves them (defaults < plugins.toml < --set) into `ctx.params`. Set `supports_budget = True` if the
-    method honours `--budget SECONDS` (`ctx.budget`); it then declares `SyntheticSet.ipc`.
+    method honours `--budget SECONDS` (`ctx.budget`); it then declares `SyntheticSet.ipc`. `role` marks a
+    reference the scores are measured against: "random-real" (IOR) or "full-data" (HLR); "" otherwise.
     """
 
     name: str = ""
     description: str = ""
     params: dict[str, Param] = {}
     supports_budget: bool = False
+    role: str = ""
 
     def validate(self, ctx: "RunContext") -> None:
         """Check the resolved settings against the data before any work starts (raise DDBenchError)."""

@@ -29,6 +29,7 @@ def balanced_count(counts: list[int]) -> int | None:
 
 class FullData(Method):
     name = "full"
+    role = "full-data"  # the reference of HLR (ddbench/scores.py)
     description = "The whole real training set, hard labels: the full-data reference of HLR (--ipc = images per class)"
     params = {}
 

@@ -35,8 +35,18 @@ from typing import Any, Iterable
 
 from .api import DDBenchError
 
-RANDOM_METHOD = "random"
-FULL_METHOD = "full"
+RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)
+FULL_ROLE = "full-data"  # `Method.role` of the whole-training-set reference (HLR)
+
+
+def reference_names(registry=None) -> tuple[str, str]:
+    """The names of the methods registered with the random-real and full-data roles (the host names none)."""
+    if registry is None:
+        from .plugins import load_plugins
+
+        registry = load_plugins()
+    roles = {getattr(m, "role", ""): name for name, m in registry.items["methods"].items()}
+    return roles.get(RANDOM_ROLE, ""), roles.get(FULL_ROLE, "")
 LRS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/hard_label.py compute_metrics(lrs_lambda=0.5)
 ARS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/aug_robust.py (ars_lambda, weighting with/without aug)
 AUG_KEY = "dsa"  # the protocol setting that switches augmentation on and off (ddbench/evaluate.py)
@@ -173,12 +183,15 @@ def _key(row: dict, ignore: Iterable[str] = ()) -> tuple:
 
 
 def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
-               random_method: str = RANDOM_METHOD, full_method: str = FULL_METHOD) -> list[Scored]:
+               random_method: str | None = None, full_method: str | None = None) -> list[Scored]:
     """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; seeds pooled), references looked up in `rows`.
 
     Rows are dicts or anything with a dict-like `.get` (the store's run records). Pass every row of the
     database (or the report's selection plus the reference runs): references are matched, not computed. A cell without its reference gets None and says which run is missing.
     """
+    if random_method is None or full_method is None:
+        names = reference_names()
+        random_method, full_method = random_method or names[0], full_method or names[1]
     ok = [r for r in rows if r.get("status") == "ok" and r.get("accuracies")]
     cells: dict[tuple, list[dict]] = {}
     for r in ok:
@@ -257,7 +270,7 @@ def _pct(x: float | None, digits: int = 2, signed: bool = False) -> str:
 def score_table(scored: list[Scored], method_order: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Rows: cells; columns: accuracy, IOR, HLR (percentage points), LRS, ARS (x100)."""
     order = list(method_order or [])
-    header = ["method", "model", "IPC", "aug", "epochs", "accuracy", "random", "full", "IOR", "HLR", "LRS", "ARS"]
+    header = ["method", "model", "IPC", "aug", "epochs", "accuracy", "random real", "full data", "IOR", "HLR", "LRS", "ARS"]
     body = []
     for s in sorted(scored, key=lambda s: (order.index(s.method) if s.method in order else len(order), s.method,
                                            s.model, s.ipc, s.budget or 0, not s.augmented, s.epochs or 0)):
@@ -344,11 +357,12 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
     more than one architecture. Plain-text and markdown renderings share the same tables."""
     from .report import markdown_table, plain_table
 
-    shown = {_cell(r) for r in shown_rows if r.get("method") != FULL_METHOD}
+    random_method, full_method = reference_names()
+    shown = {_cell(r) for r in shown_rows if r.get("method") != full_method}
     shown_ok = [r for r in shown_rows if r.get("status") == "ok"]
     # score every shown cell; references come from the whole database
     everything = {r.get("run_id"): r for r in list(all_rows) + list(shown_rows)}  # a run counts once
-    scored = [s for s in score_rows(list(everything.values()), w, ars_w)
+    scored = [s for s in score_rows(list(everything.values()), w, ars_w, random_method, full_method)
               if (s.method, s.budget, s.ipc, s.dataset, s.model, s.protocol) in shown]
     text = ["== scores (DD-Ranking): IOR, HLR in percentage points; LRS, ARS x100 (fractions in the exponent)"]
     md = ["## Scores (DD-Ranking)", "",
@@ -370,7 +384,7 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
     cross: list[dict[str, Any]] = []
     groups: dict[tuple, list] = {}
     for r in shown_ok:
-        if r.get("method") == FULL_METHOD:
+        if r.get("method") == full_method:
             continue
         groups.setdefault((r.get("dataset"), r.get("protocol"), r.get("ipc"), augmented(r)), []).append(r)
     for (dataset, protocol, ipc, aug), members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):

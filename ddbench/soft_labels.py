@@ -79,10 +79,10 @@ PARAMS: dict[str, Param] = {
     "teacher_momentum": Param(0.9, f"{DDR} REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] momentum 0.9", min=0.0, max=1.0),
     "teacher_weight_decay": Param(0.0005, f"{DDR} REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] weight_decay 0.0005",
                                   min=0.0),
-    "teacher_seed": Param(0, "ddbench: one teacher per dataset and architecture, shared by every run seed",
+    "teacher_seed": Param(0, "docs/benchmark-axes.md#soft-labels---protocol-soft: one teacher per dataset and architecture, shared by every run seed",
                           "seed of the teacher's initialisation and data order", min=0),
     "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1),
-    "max_parallel": Param(0, "ddbench evaluate.py worker_count: on a CPU, students train one per core (0 = all at once)",
+    "max_parallel": Param(0, "docs/evaluation.md: worker_count, on a CPU students train one per core (0 = all at once)",
                           "students trained at once on a CPU (1 = one after another with all threads)", min=0),
 }
 

@@ -198,7 +198,8 @@ class MinMaxDiffusion(Method):
             meta["budget_honoured"] = gen_stats["seconds"] <= ctx.budget
         ctx.log(f"minmax-diffusion: {gen_stats['images']} images ({gen_stats['ipc']}/class) at S={decision.steps}, "
                 f"guidance {p['guidance']:g}, in {gen_stats['seconds']:.1f}s ({gen_stats['images_per_second']} images/s)")
-        return SyntheticSet(images=images, labels=y, meta=meta)
+        return SyntheticSet(images=images, labels=y, meta=meta, ipc=gen_stats["ipc"],
+                            generation_seconds=gen_stats["seconds"])
 
     @staticmethod
     def _request(ctx: RunContext, steps: int, ipc: int | None, **kw: Any) -> SampleRequest:

@@ -59,8 +59,8 @@ def test_duplicate_name_names_both_plugins_and_refuses_the_second():
 def test_allow_list_env_restricts_third_party_plugins(monkeypatch):
     monkeypatch.setenv("DDBENCH_LOAD_PLUGINS", "random")
     reg = load_plugins()
-    assert reg.names("methods") == ["random"]
-    assert "fashion-mnist" in reg.names("datasets")  # the host's own plugins always load
+    assert "random" in reg.names("methods") and not {"dm", "mtt", "minmax-diffusion"} & set(reg.names("methods"))
+    assert "fashion-mnist" in reg.names("datasets")  # the host's own plugins always load (its methods too)
 
 
 def test_disabled_plugin_is_not_loaded():

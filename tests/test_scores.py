@@ -117,7 +117,7 @@ def test_ars_pairs_the_augmentation_twins():
 def test_score_table_columns():
     rows = [row("random", [70.0]), row("full", [93.0], ipc=6000), row("dm", [80.0])]
     header, body = S.score_table(S.score_rows(rows), method_order=["dm", "random"])
-    assert header == ["method", "model", "IPC", "aug", "epochs", "accuracy", "random", "full", "IOR", "HLR", "LRS", "ARS"]
+    assert header == ["method", "model", "IPC", "aug", "epochs", "accuracy", "random real", "full data", "IOR", "HLR", "LRS", "ARS"]
     assert body[0][:6] == ["dm", "convnet", "10", "on", "300", "80.00 ± 0.00"]
     assert body[0][8:10] == ["+10.00", "+13.00"]
     assert body[0][10] == f"{100 * S.lrs(10, 13):.2f}"
