@@ -110,7 +110,7 @@ class Grid:
 
 
 def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budgets: list[float],
-               config, registry, config_paths: tuple[str, ...]) -> Grid:
+               config, registry, config_paths: tuple[str, ...], models: list[str] | None = None) -> Grid:
     """Resolve every cell (request -> config hash) before anything runs; duplicates merged by hash.
 
     With budgets, methods that take a generation budget run one cell per (IPC, budget); the others run
@@ -134,9 +134,9 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
             bucket.append(method)
         for ipc in ipcs:
             for budget in method_budgets:
-                for seed in seeds:
+                for eval_model, seed in ((m, s) for m in models or [None] for s in seeds):
                     total += 1
-                    request = replace(base, method=method, ipc=ipc, seed=seed, budget=budget)
+                    request = replace(base, method=method, ipc=ipc, seed=seed, budget=budget, eval_model=eval_model)
                     resolved = resolve(request, config, registry)
                     if resolved.config_hash in seen:
                         continue
@@ -166,6 +166,9 @@ def add_parsers(sub, add_common_run_args) -> None:
     p.add_argument("--methods", required=True, help="comma-separated methods, e.g. random,dm,mtt,minmax-diffusion")
     p.add_argument("--ipc", default="10", help="comma-separated images per class, e.g. 1,10,50 (default 10)")
     p.add_argument("--seeds", default="1", help="number of seeds (3 = seeds 0,1,2) or a list like 0,5,7 (default 1)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated evaluation architectures, e.g. convnet,resnet18,alexnet,vgg11,mlp: each set "
+                        "is evaluated on each (the method distils with --model); adds a cross-architecture table")
     p.add_argument("--budgets", default=None,
                    help="comma-separated generation budgets in seconds, for methods that take one (also --budget)")
     p.add_argument("--launcher", default=DEFAULT_LAUNCHER, help="where jobs run: local (default), slurm, or a plugin's")
@@ -186,6 +189,8 @@ def add_parsers(sub, add_common_run_args) -> None:
     p.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     p.add_argument("--dataset", default=None, help="only this dataset")
     p.add_argument("--protocol", default=None, help="only this protocol")
+    p.add_argument("--models", default=None, help="order of the architecture columns (comma-separated)")
+    p.add_argument("--json", action="store_true", help="print the scores and cross-architecture tables as one JSON object")
     _add_report_args(p)
     p.set_defaults(handler=cmd_report)
 
@@ -244,6 +249,7 @@ class Sweep:
 
     args: argparse.Namespace
     methods: list[str]
+    models: list[str]
     ipcs: list[int]
     seeds: list[int]
     budgets: list[float]
@@ -262,6 +268,7 @@ def parse_sweep(args) -> Sweep:
     if args.jobs < 1:
         raise DDBenchError(f"--jobs {args.jobs} must be >= 1")
     methods = _split("--methods", args.methods)
+    models = _dedupe(_split("--models", args.models)) if args.models else []
     # Lists keep their duplicates here: the grid merges cells by config hash and says how many it merged.
     ipcs = parse_ints("--ipc", args.ipc, 1, dedupe=False)
     seeds = parse_seeds(args.seeds, dedupe=False)
@@ -273,8 +280,8 @@ def parse_sweep(args) -> Sweep:
     if args.reference is not None and args.reference not in methods:
         raise DDBenchError(f"--reference {args.reference!r} is not one of --methods: {', '.join(_dedupe(methods))}")
     base = _absolute(request_from_args(args, method=methods[0], budget=None, progress=False))
-    grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config.paths)
-    return Sweep(args, methods, ipcs, seeds, budgets, grid, launcher, settings, db_path(base.out, base.db),
+    grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config.paths, models)
+    return Sweep(args, methods, models, ipcs, seeds, budgets, grid, launcher, settings, db_path(base.out, base.db),
                  Path(base.out) / PENDING, Path(base.out))
 
 
@@ -373,7 +380,8 @@ def _report(sweep: Sweep) -> int:
     command = "ddbench compare " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "compare"
                                               else _argv_of(args))
     reference = args.reference or sweep.methods[0]  # the host names no method: the first listed is the reference
-    result = build_report(sweep.db, report_dir, hashes=sweep.grid.hashes, methods=sweep.methods, reference=reference,
+    result = build_report(sweep.db, report_dir, hashes=sweep.grid.hashes, methods=sweep.methods, models=sweep.models,
+                          reference=reference,
                           command=command)
     print()
     print(result.terminal)
@@ -408,8 +416,14 @@ def cmd_report(args) -> int:
             raise DDBenchError(f"{flag}: no runs of {', '.join(map(repr, missing))} in {db}; methods there: "
                                f"{', '.join(present) or '(none)'}")
     report_dir = writable_dir(Path(args.report) if args.report else Path(args.out) / "report", "--report")
+    models = _split("--models", args.models) if args.models else None
     result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,
-                          reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]))
+                          reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]), models=models)
+    if args.json:
+        import json
+
+        print(json.dumps({"report": str(result.markdown), **result.scores.as_json()}, default=str))
+        return 0
     print(result.terminal)
     print(f"report: {_shown(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
     return 0

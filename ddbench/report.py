@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text
 from .records import RunRecord
 from .results import query
 
@@ -544,11 +544,12 @@ class ReportResult:
     terminal: str
     sections: list[Section]
     rows: list[RunRecord]
+    scores: Any = None  # ddbench.scores.ScoreReport
 
 
 def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,
                  dataset: str | None = None, protocol: str | None = None, reference: str | None = None,
-                 command: str | None = None) -> ReportResult:
+                 command: str | None = None, models: Iterable[str] | None = None) -> ReportResult:
     """Write report.md, results.csv, plots and image grids into `report_dir` from the database alone."""
     db = Path(db)
     report_dir = Path(report_dir)
@@ -573,8 +574,14 @@ def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None
     md_path = report_dir / "report.md"
     csv_path = report_dir / "results.csv"
     atomic_write_text(csv_text(sections), csv_path)
-    atomic_write_text(markdown_text(sections, db, command, superseded, plots, report_dir), md_path)
-    return ReportResult(report_dir, md_path, csv_path, all_plots, grids, terminal_text(sections), sections, rows)
+    from .scores import score_report
+
+    latest_everywhere, _ = select_rows(db)  # references too: the latest run of each cell and seed
+    scores = score_report(latest_everywhere, rows, method_order=methods, model_order=list(models) if models else None)
+    atomic_write_text(markdown_text(sections, db, command, superseded, plots, report_dir) + "\n" + scores.markdown, md_path)
+    atomic_write_json(scores.as_json(), report_dir / "scores.json")
+    return ReportResult(report_dir, md_path, csv_path, all_plots, grids,
+                        terminal_text(sections) + "\n\n" + scores.terminal, sections, rows, scores)
 
 
 __all__ = ["build_report", "select_rows", "summarise", "welch", "ReportResult", "Section", "Cell"]

@@ -11,7 +11,7 @@ import platform
 import random
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ class RunRequest:
     ipc: int = 10
     protocol: str = DEFAULT_PROTOCOL
     model: str = DEFAULT_MODEL
+    eval_model: str | None = None  # evaluation architecture when it differs from `model` (compare --models)
     seed: int = 0
     device: str = "auto"
     eval_models: int | None = None
@@ -92,7 +93,8 @@ class Resolved:
 
     def config(self) -> dict[str, Any]:
         r = self.request
-        return {
+        extra = {"eval_model": r.eval_model} if r.eval_model else {}  # absent when unset: old hashes unchanged
+        return {**extra,
             "method": r.method,
             "dataset": r.dataset,
             "ipc": r.ipc,
@@ -149,6 +151,8 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     registry.get("datasets", request.dataset)
     protocol = registry.get("protocols", request.protocol)
     registry.get("models", request.model)
+    if request.eval_model is not None:
+        registry.get("models", request.eval_model)
     if request.budget is not None:
         _check_budget(request, method, registry)
     use_config = request.preset != "paper"
@@ -181,7 +185,7 @@ def plugin_versions(registry: Registry, request: RunRequest) -> dict[str, str]:
     """`plugin:NAME` -> version (or source) of every plugin the run uses: method, dataset, protocol, model."""
     used = {registry.owners[kind].get(name) for kind, name in (
         ("methods", request.method), ("datasets", request.dataset), ("protocols", request.protocol),
-        ("models", request.model))}
+        ("models", request.model), ("models", request.eval_model or request.model))}
     return {f"plugin:{info.name}": info.version or info.source for info in registry.plugins if info.name in used}
 
 
@@ -283,6 +287,8 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     """
     ctx = prepare(resolved, registry, log, open_db=record_to_db)
     rec = RunRecord.start(resolved.config(), resolved.config_hash)
+    if resolved.request.eval_model:
+        rec.model = resolved.request.eval_model  # the architecture the accuracy is of; the config keeps both
     rec.device = str(ctx.device)
     rec.versions = versions(registry, resolved.request)
     t0 = time.perf_counter()
@@ -333,6 +339,8 @@ def _evaluate(resolved: Resolved, ctx: RunContext, syn: SyntheticSet, rec: RunRe
         rec.eval_seconds, rec.accuracies, rec.n_eval_models = 0.0, [], 0
         return
     seed_everything(resolved.request.seed)
+    if resolved.request.eval_model:
+        ctx = replace(ctx, model=resolved.request.eval_model)
     result = resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings)
     rec.eval_seconds = result.seconds
     rec.accuracies = [float(a) for a in result.accuracies]

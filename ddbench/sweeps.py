@@ -37,7 +37,8 @@ class Job:
     def label(self) -> str:
         r = self.request
         budget = f" budget={r.budget:g}s" if r.budget else ""
-        return f"{r.method} ipc={r.ipc}{budget} seed={r.seed}"
+        model = f" model={r.eval_model}" if getattr(r, "eval_model", None) else ""
+        return f"{r.method} ipc={r.ipc}{budget}{model} seed={r.seed}"
 
 
 class JobState(enum.Enum):

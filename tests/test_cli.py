@@ -54,7 +54,7 @@ def test_run_json_record_and_artifacts(env, capsys):
     [
         (["--method", "nope"], "unknown method 'nope'; valid: "),
         (["--method", "random", "--protocol", "nope"], "unknown protocol 'nope'; valid: "),
-        (["--method", "random", "--model", "nope"], "unknown model 'nope'; valid: convnet"),
+        (["--method", "random", "--model", "nope"], "unknown model 'nope'; valid: alexnet, convnet"),
         (["--method", "random", "--ipc", "13"], "--ipc 13 is larger than the 12 real training images of class 0"),
         (["--method", "random", "--set", "chunk=3"], "unknown setting 'chunk' for method random"),
         (["--method", "random", "--set", "eval.epochz=3"], "unknown setting 'epochz' for protocol fast"),
