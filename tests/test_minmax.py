@@ -460,3 +460,39 @@ def test_plugins_are_registered(registry):
     for key, p in method.params.items():
         assert p.source and "REFERENCE" not in p.source and "issue" not in p.source, key
     resolve_params("m", method.params, {"pilot_steps": "5,10"})
+
+
+# --------------------------------------------------------------------------------------------------
+# The shipped base
+# --------------------------------------------------------------------------------------------------
+
+
+def test_shipped_base_loads_and_its_sha256_is_checked():
+    from ddbench_minmax.base import load_verified, shipped_cache
+    from ddbench_minmax.cache import sha256_file
+
+    cache = shipped_cache("fashion-mnist")
+    model, meta = load_verified(cache)
+    assert meta["sha256"] == sha256_file(cache.generator_dir / "diffusion_pytorch_model.safetensors")
+    assert model.config.num_classes == 10 and model.config.null_class == 10 and model.config.image_size == 28
+    assert meta["recipe"]["p_uncond"] > 0 and meta["train"]["steps"] > 0 and meta["command"].startswith("python -m")
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.isfinite(guided_eps(model, x, torch.tensor([10, 900]), torch.tensor([0, 9]), 4.0)).all()
+
+
+def test_a_corrupt_shipped_base_is_one_line_error(tmp_path):
+    import shutil
+
+    from ddbench_minmax.base import load_verified, shipped_cache
+
+    copy = tmp_path / "fashion-mnist"
+    shutil.copytree(shipped_cache("fashion-mnist").root, copy)
+    _corrupt(copy / "generator" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(DDBenchError) as err:
+        load_verified(GeneratorCache(copy))
+    msg = str(err.value)
+    assert "\n" not in msg and "sha256" in msg and "base=train" in msg
+    (copy / "meta.json").write_text("{not json")
+    with pytest.raises(DDBenchError, match="unreadable"):
+        load_verified(GeneratorCache(copy))
