@@ -46,6 +46,10 @@ ABLATION = {
 }
 
 
+CORE_VARIANTS = ("plain", "L_r", "L_d", "both")  # 3 seeds each; the other variants one seed (compute)
+EXTRA_VARIANTS = os.environ.get("DDBENCH_STUDY_EXTRA") == "1"  # run the non-core variants too
+
+
 def atomic_json(obj: Any, path: Path) -> None:
     from ddbench.results import atomic_write_text
 
@@ -96,9 +100,20 @@ def study_headline() -> None:
         run_cell(f"ipc10-random-s{seed}", "random", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
 
 
+def study_fewsteps() -> None:
+    """IPC 1 sampled at S=5 with the anchors' guidance 4 (the sharpest class prototypes of the DSR table)."""
+    for seed in SEEDS:
+        run_cell(f"ipc1-minmaxS5g4-s{seed}", "minmax-diffusion", ["--ipc", "1", "--seed", str(seed), "--set", "steps=5",
+                                                                 "--set", "guidance=4", *IPC1_EVAL])
+
+
+BUDGET_SEEDS = tuple(int(v) for v in os.environ.get("DDBENCH_STUDY_BUDGET_SEEDS", "0,1,2").split(","))
+BUDGETS = (10,)  # 60 s gives IPC ~170 here: its 100-epoch evaluation (~17x IPC 10's) did not fit this session
+
+
 def study_budget() -> None:
-    for budget in (10, 60):
-        for seed in SEEDS:
+    for budget in BUDGETS:
+        for seed in BUDGET_SEEDS:
             run_cell(f"budget{budget}-minmax-s{seed}", "minmax-diffusion",
                      ["--budget", str(budget), "--seed", str(seed), *IPC10_EVAL])
 
@@ -106,7 +121,9 @@ def study_budget() -> None:
 def study_ablation(evaluate: bool) -> None:
     """Quality figures of every variant (no evaluation); with --evaluate, IPC 1 under the dsa protocol."""
     for variant, sets in ABLATION.items():
-        for seed in SEEDS:
+        if variant not in CORE_VARIANTS and not EXTRA_VARIANTS:
+            continue
+        for seed in SEEDS if variant in CORE_VARIANTS else SEEDS[:1]:
             if evaluate:
                 if variant != "both":  # "both" is the default: the headline cells
                     run_cell(f"ipc1-{variant}-s{seed}", "minmax-diffusion",
@@ -218,8 +235,9 @@ def report() -> None:
     print("| comparison | minmax-diffusion % | random real % | difference | Welch p (seed means / pooled nets) |")
     print("|---|---|---|---|---|")
     print(compare_row("IPC 1, dsa (1000 epochs)", seed_stats("ipc1-minmax"), seed_stats("ipc1-random")))
+    print(compare_row("IPC 1, dsa, S=5 guidance 4", seed_stats("ipc1-minmaxS5g4"), seed_stats("ipc1-random")))
     print(compare_row("IPC 10, fast (100 epochs)", seed_stats("ipc10-minmax"), seed_stats("ipc10-random")))
-    for budget in (10, 60):
+    for budget in BUDGETS:
         print(compare_row(f"{budget} s budget vs random IPC 10, fast (100 epochs)", seed_stats(f"budget{budget}-minmax"),
                           seed_stats("ipc10-random")))
     print("\n| variant | IPC 1 dsa accuracy % | Welch p vs plain (seed means) | class accuracy % (IPC 10) | FD (IPC 10) |")
@@ -266,7 +284,7 @@ def _ms(v: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("study", choices=("curve", "headline", "budget", "ablation", "dsr", "report", "all"))
+    ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "report", "all"))
     ap.add_argument("--evaluate", action="store_true", help="ablation: evaluate IPC 1 sets with the dsa protocol")
     args = ap.parse_args()
     CELLS.mkdir(parents=True, exist_ok=True)
@@ -274,6 +292,8 @@ def main() -> int:
         study_curve()
     if args.study in ("headline", "all"):
         study_headline()
+    if args.study in ("fewsteps", "all"):
+        study_fewsteps()
     if args.study in ("dsr", "all"):
         study_dsr()
     if args.study in ("ablation", "all"):

@@ -118,6 +118,26 @@ def _load_dataset(name: str, root: str | None):
     return load_dataset(load_plugins(), name, root, False)
 
 
+def _ship_classifier(args) -> int:
+    """Train (or take from the cache) the quality classifier and copy its weights beside the shipped base."""
+    from ddbench.atomic import atomic_save
+    from ddbench.identity import dataset_fingerprint
+    from ddbench.plugins import load_plugins
+    from ddbench.runner import load_dataset
+
+    from .quality import SHIPPED, reference_classifier
+
+    reg = load_plugins()
+    ds = load_dataset(reg, args.dataset, args.data_root, False)
+    spec = reg.get("models", "convnet")
+    fp = dataset_fingerprint(ds)
+    clf = reference_classifier(ds, lambda: spec.build(ds.channels, ds.num_classes, ds.image_size), Path(args.cache), fp)
+    target = SHIPPED_DIR / args.dataset / SHIPPED
+    atomic_save({"state": clf.net.state_dict(), "test_acc": clf.test_acc, "meta": clf.meta, "data": fp}, target)
+    print(json.dumps({"out": str(target), "test_accuracy": round(clf.test_acc, 2)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ddbench_minmax.base", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -132,8 +152,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch intra-op threads: a number, or auto (2 alone, 1 when another process shares the cores)")
     tr.add_argument("--work", default="ddbench-results/cache/minmax-base", help="checkpoints and snapshots")
     tr.add_argument("--out", default=None, help="where the base goes (default: the shipped folder)")
+    cl = sub.add_parser("classifier", help="ship the quality figures' real-data classifier (trained once, cached)")
+    cl.add_argument("--dataset", default="fashion-mnist")
+    cl.add_argument("--data-root", default=None)
+    cl.add_argument("--cache", default="ddbench-results/cache", help="the cache folder of runs (--out/cache)")
     args = ap.parse_args(argv)
     import torch
+
+    if args.cmd == "classifier":
+        return _ship_classifier(args)
 
     threads = args.threads if args.threads == "auto" else int(args.threads) if args.threads.isdigit() else 0
     if threads == 0:

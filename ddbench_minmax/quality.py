@@ -88,24 +88,43 @@ class ReferenceClassifier:
         }
 
 
+SHIPPED = "quality-classifier.pt"  # beside the shipped base: ddbench_minmax/weights/<dataset>/
+
+
+def _load(path: Path, build: Callable[[], nn.Module], dataset) -> ReferenceClassifier:
+    """A saved classifier; the test-set feature statistics are recomputed (cheap, and 33 MB if stored)."""
+    from ddbench.seeds import seeded
+
+    d = torch.load(path, map_location="cpu", weights_only=False)
+    with seeded("quality-classifier", "init"):
+        net = build()
+    net.load_state_dict(d["state"])
+    net.eval()
+    mu, sigma = _stats(_features(net, dataset.test_x.float()))
+    return ReferenceClassifier(net, d["test_acc"], mu, sigma, {**d["meta"], "file": str(path)})
+
+
 def reference_classifier(dataset, build: Callable[[], nn.Module], cache_dir: Path, fingerprint: str,
                          log: Callable[[str], None] = print, progress: bool = True) -> ReferenceClassifier:
-    """Load the cached classifier of this data, or train it (one epoch of Adam) and cache it atomically."""
+    """The classifier of this data: cached, else shipped with the package (same data fingerprint), else trained
+    (one epoch of Adam) and cached atomically."""
     from tqdm.auto import tqdm
 
-    from ddbench.results import atomic_save
+    from ddbench.atomic import atomic_save
     from ddbench.seeds import generator, seeded
 
+    from .base import SHIPPED_DIR
+
     path = Path(cache_dir) / "minmax-diffusion" / "quality" / f"{dataset.name}-{fingerprint}.pt"
-    if path.is_file():
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=False)
-            with seeded("quality-classifier", "init"):
-                net = build()
-            net.load_state_dict(d["state"])
-            return ReferenceClassifier(net, d["test_acc"], d["mu"], d["sigma"], d["meta"])
-        except Exception as exc:  # noqa: BLE001 - an unreadable cache entry is retrained
-            log(f"minmax-diffusion: quality classifier cache {path} unreadable ({type(exc).__name__}); retraining")
+    shipped = SHIPPED_DIR / dataset.name / SHIPPED
+    for candidate in (path, shipped):
+        if candidate.is_file():
+            try:
+                if candidate == shipped and torch.load(candidate, weights_only=False).get("data") != fingerprint:
+                    continue
+                return _load(candidate, build, dataset)
+            except Exception as exc:  # noqa: BLE001 - an unreadable file is retrained
+                log(f"minmax-diffusion: quality classifier {candidate} unreadable ({type(exc).__name__}); skipped")
     t0 = time.perf_counter()
     with seeded("quality-classifier", "init"):
         net = build()
@@ -132,6 +151,6 @@ def reference_classifier(dataset, build: Callable[[], nn.Module], cache_dir: Pat
     mu, sigma = _stats(_features(net, test_x))
     meta = {"epochs": CLASSIFIER_EPOCHS, "lr": CLASSIFIER_LR, "batch": CLASSIFIER_BATCH,
             "seconds": round(time.perf_counter() - t0, 1), "test_accuracy": round(test_acc, 2)}
-    atomic_save({"state": net.state_dict(), "test_acc": test_acc, "mu": mu, "sigma": sigma, "meta": meta}, path)
+    atomic_save({"state": net.state_dict(), "test_acc": test_acc, "meta": meta, "data": fingerprint}, path)
     log(f"minmax-diffusion: quality classifier trained in {meta['seconds']} s, real test accuracy {test_acc:.2f} %")
     return ReferenceClassifier(net, test_acc, mu, sigma, meta)

@@ -496,3 +496,15 @@ def test_a_corrupt_shipped_base_is_one_line_error(tmp_path):
     (copy / "meta.json").write_text("{not json")
     with pytest.raises(DDBenchError, match="unreadable"):
         load_verified(GeneratorCache(copy))
+
+
+def test_shipped_quality_classifier_is_used_for_its_data(tmp_path, registry):
+    from ddbench.identity import dataset_fingerprint
+    from ddbench.runner import load_dataset
+    from ddbench_minmax.quality import reference_classifier
+
+    ds = load_dataset(registry, "fashion-mnist", None, False)
+    spec = registry.get("models", "convnet")
+    clf = reference_classifier(ds, lambda: spec.build(1, 10, 28), tmp_path, dataset_fingerprint(ds), log=None)
+    assert clf.meta["file"].endswith("quality-classifier.pt") and clf.test_acc > 80  # loaded, not trained
+    assert not (tmp_path / "minmax-diffusion").exists()
