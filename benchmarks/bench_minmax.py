@@ -2,8 +2,9 @@
 
     python benchmarks/bench_minmax.py curve       # quality of the base vs training steps (its EMA snapshots)
     python benchmarks/bench_minmax.py headline    # IPC 1 (dsa, 1000 epochs) and IPC 10 vs random real, 3 seeds
-    python benchmarks/bench_minmax.py budget      # 10 s and 60 s generation budgets vs random real IPC 10
-    python benchmarks/bench_minmax.py ablation    # plain / L_r / L_d / both (x embeddings, lambda_d), 3 seeds
+    python benchmarks/bench_minmax.py budget      # a 10 s generation budget vs random real IPC 10
+    python benchmarks/bench_minmax.py fewsteps    # IPC 1 at S=5 with guidance 4, 3 seeds
+    python benchmarks/bench_minmax.py ablation    # plain / L_r / L_d / both, 3 seeds (IPC 1, fast protocol)
     python benchmarks/bench_minmax.py dsr         # S in {5,10,20,30,50}, guidance 1 and 4 (quality figures)
     python benchmarks/bench_minmax.py report      # the tables of docs/minmax.md from the stored cells
 
@@ -33,7 +34,7 @@ SEEDS = (0, 1, 2)
 
 # The evaluation of the IPC-10 and budget studies: the `fast` protocol (DC/DSA main.py's 300 epochs) cut to 100
 # epochs, because one 1000-epoch evaluation of 5 networks at IPC 10 takes ~28 min on this 2-core CPU.
-IPC10_EVAL = ["--protocol", "fast", "--eval-epochs", "100", "--eval-models", "5"]
+IPC10_EVAL = ["--protocol", "fast", "--eval-epochs", "100", "--eval-models", "3"]
 IPC1_EVAL = ["--protocol", "dsa", "--eval-models", "5"]  # the standard protocol, 1000 epochs
 ABLATION = {
     "plain": ["--set", "lambda_pos=0", "--set", "lambda_neg=0"],
@@ -118,19 +119,17 @@ def study_budget() -> None:
                      ["--budget", str(budget), "--seed", str(seed), *IPC10_EVAL])
 
 
-def study_ablation(evaluate: bool) -> None:
-    """Quality figures of every variant (no evaluation); with --evaluate, IPC 1 under the dsa protocol."""
+ABLATION_EVAL = ["--protocol", "fast", "--eval-models", "5"]  # 300 epochs (DC/DSA main.py), IPC 1: ~1 min a cell
+
+
+def study_ablation() -> None:
+    """Each variant fine-tunes the shipped base with its own losses, per seed; IPC 1 sets, fast protocol."""
     for variant, sets in ABLATION.items():
         if variant not in CORE_VARIANTS and not EXTRA_VARIANTS:
             continue
         for seed in SEEDS if variant in CORE_VARIANTS else SEEDS[:1]:
-            if evaluate:
-                if variant != "both":  # "both" is the default: the headline cells
-                    run_cell(f"ipc1-{variant}-s{seed}", "minmax-diffusion",
-                             ["--ipc", "1", "--seed", str(seed), *sets, *IPC1_EVAL])
-            else:
-                run_cell(f"ablation-{variant}-s{seed}", "minmax-diffusion",
-                         ["--ipc", "10", "--seed", str(seed), "--no-eval", *sets])
+            run_cell(f"abl-{variant}-s{seed}", "minmax-diffusion",
+                     ["--ipc", "1", "--seed", str(seed), *sets, *ABLATION_EVAL])
 
 
 def study_dsr() -> None:
@@ -240,18 +239,23 @@ def report() -> None:
     for budget in BUDGETS:
         print(compare_row(f"{budget} s budget vs random IPC 10, fast (100 epochs)", seed_stats(f"budget{budget}-minmax"),
                           seed_stats("ipc10-random")))
-    print("\n| variant | IPC 1 dsa accuracy % | Welch p vs plain (seed means) | class accuracy % (IPC 10) | FD (IPC 10) |")
+    print("\n| variant (IPC 1, fast 300 epochs) | accuracy % | Welch p vs plain (seed means / pooled nets) | "
+          "class accuracy % of the set | mean L_r / L_d while fine-tuning |")
     print("|---|---|---|---|---|")
-    plain = seed_stats("ipc1-plain")
+    plain = seed_stats("abl-plain")
     for variant in ABLATION:
-        ev = seed_stats("ipc1-minmax" if variant == "both" else f"ipc1-{variant}")
-        q = [c["meta"].get("quality", {}) for c in _cells(f"ablation-{variant}")]
-        qa = [x["class_accuracy"] for x in q if x]
-        fd = [x["fd"] for x in q if x]
-        acc = f"{ev['mean']:.2f} ± {ev['std']:.2f} ({ev['n_seeds']} seeds)" if ev else "(not run)"
-        p = welch(ev["means"], plain["means"]) if ev and plain and variant != "plain" else None
-        qtxt = f"{_ms(qa)} ({len(qa)} seeds)" if qa else "(not run)"
-        print(f"| {variant} | {acc} | {'' if p is None else f'{p:.2g}'} | {qtxt} | {_ms(fd) if fd else ''} |")
+        ev = seed_stats(f"abl-{variant}")
+        if not ev:
+            continue
+        p1 = welch(ev["means"], plain["means"]) if plain and variant != "plain" else None
+        p2 = welch(ev["pooled"], plain["pooled"]) if plain and variant != "plain" else None
+        qa = [c["meta"].get("quality", {}).get("class_accuracy") for c in ev["cells"]]
+        tr = [c["meta"]["generator"]["finetune"]["train"] for c in ev["cells"]]
+        lr_ = sum(t["mean_loss_r"] for t in tr) / len(tr)
+        ld_ = sum(t["mean_loss_d"] for t in tr) / len(tr)
+        ptxt = "" if p1 is None else f"{p1:.2g} / {p2:.2g}"
+        print(f"| {variant} | {ev['mean']:.2f} ± {ev['std']:.2f} ({ev['n_seeds']} seeds x {ev['nets']} nets) | {ptxt} | "
+              f"{_ms([q for q in qa if q is not None])} | {lr_:.5f} / {ld_:.5f} |")
     print("\n| S | guidance | class accuracy % | FD | images/s (measured) |")
     print("|---|---|---|---|---|")
     for guidance in (1, 2, 4):
@@ -285,7 +289,6 @@ def _ms(v: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "report", "all"))
-    ap.add_argument("--evaluate", action="store_true", help="ablation: evaluate IPC 1 sets with the dsa protocol")
     args = ap.parse_args()
     CELLS.mkdir(parents=True, exist_ok=True)
     if args.study in ("curve", "all"):
@@ -297,7 +300,7 @@ def main() -> int:
     if args.study in ("dsr", "all"):
         study_dsr()
     if args.study in ("ablation", "all"):
-        study_ablation(args.evaluate)
+        study_ablation()
     if args.study in ("budget", "all"):
         study_budget()
     if args.study == "report":
