@@ -85,3 +85,16 @@ def make_ctx(registry, tmp_path: Path):
         return method, ctx
 
     return build
+
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@pytest.fixture
+def tiny_plugin_config(tmp_path: Path, monkeypatch) -> Path:
+    """A plugins.toml that loads tests/plugins/tiny_plugin.py (the `tiny` dataset), for CLI tests."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    cfg = tmp_path / "plugins.toml"
+    cfg.write_text('[plugins]\nmodules = ["tiny_plugin"]\n')
+    return cfg
+

@@ -9,15 +9,12 @@ import pytest
 
 from ddbench.cli import main
 
-PLUGINS = Path(__file__).resolve().parent / "plugins"
 FAST = ["--protocol", "fast", "--eval-epochs", "2", "--eval-models", "2", "--no-progress"]
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(PLUGINS))
-    cfg = tmp_path / "plugins.toml"
-    cfg.write_text('[plugins]\nmodules = ["tiny_plugin"]\n')
+def env(tmp_path, tiny_plugin_config):
+    cfg = tiny_plugin_config
     out = tmp_path / "out"
     return {"cfg": str(cfg), "out": out, "base": ["--config", str(cfg), "--out", str(out), "--dataset", "tiny"]}
 

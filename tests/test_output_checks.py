@@ -15,15 +15,12 @@ from ddbench.output_checks import MethodOutputError, check_output
 
 from conftest import make_tiny_dataset
 
-PLUGINS = Path(__file__).resolve().parent / "plugins"
 FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress"]
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(PLUGINS))
-    cfg = tmp_path / "plugins.toml"
-    cfg.write_text('[plugins]\nmodules = ["tiny_plugin"]\n')
+def env(tmp_path, tiny_plugin_config):
+    cfg = tiny_plugin_config
     out = tmp_path / "out"
     return {"out": out, "base": ["--config", str(cfg), "--out", str(out), "--dataset", "tiny", *FAST]}
 

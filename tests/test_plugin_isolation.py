@@ -168,11 +168,11 @@ def test_entry_point_name_clash_loads_both(monkeypatch):
 def test_allow_list_env_warns_about_unknown_names_and_explains_missing_methods(monkeypatch):
     monkeypatch.setenv("DDBENCH_LOAD_PLUGINS", "random,nosuch,ddbench")
     reg = load_plugins()
-    assert reg.names("methods") == ["random"]
+    assert reg.names("methods") == ["full", "random", "submission"]  # the host's own methods always load
     warnings = " ".join(reg.warnings)
     assert "DDBENCH_LOAD_PLUGINS names 'nosuch', which is no plugin" in warnings
     assert "'ddbench' is a distribution, its plugins are: " in warnings
-    with pytest.raises(Exception, match=r"unknown method 'dm'; valid: random; plugins not loaded: .*dm \(not in DDBENCH_LOAD_PLUGINS\)"):
+    with pytest.raises(Exception, match=r"unknown method 'dm'; valid: full, random, submission; plugins not loaded: .*dm \(not in DDBENCH_LOAD_PLUGINS\)"):
         reg.get("methods", "dm")
 
 

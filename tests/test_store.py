@@ -14,15 +14,12 @@ from ddbench import results
 from ddbench.cli import main
 from ddbench.results import StoreError, open_store, query
 
-PLUGINS = Path(__file__).resolve().parent / "plugins"
 FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress"]
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(PLUGINS))
-    cfg = tmp_path / "plugins.toml"
-    cfg.write_text('[plugins]\nmodules = ["tiny_plugin"]\n')
+def env(tmp_path, tiny_plugin_config):
+    cfg = tiny_plugin_config
     out = tmp_path / "out"
     run = ["run", "--method", "random", "--ipc", "1", "--config", str(cfg), "--dataset", "tiny", *FAST]
     return {"out": out, "run": run, "tmp": tmp_path}
