@@ -124,10 +124,12 @@ ABLATION_EVAL = ["--protocol", "fast", "--eval-models", "5"]  # 300 epochs (DC/D
 
 def study_ablation() -> None:
     """Each variant fine-tunes the shipped base with its own losses, per seed; IPC 1 sets, fast protocol."""
+    only = os.environ.get("DDBENCH_STUDY_VARIANTS")  # e.g. "plain,both": run these first (the rest later)
+    seeds = tuple(int(v) for v in os.environ.get("DDBENCH_STUDY_SEEDS", "0,1,2").split(","))
     for variant, sets in ABLATION.items():
-        if variant not in CORE_VARIANTS and not EXTRA_VARIANTS:
+        if variant not in CORE_VARIANTS and not EXTRA_VARIANTS or only and variant not in only.split(","):
             continue
-        for seed in SEEDS if variant in CORE_VARIANTS else SEEDS[:1]:
+        for seed in seeds if variant in CORE_VARIANTS else seeds[:1]:
             run_cell(f"abl-{variant}-s{seed}", "minmax-diffusion",
                      ["--ipc", "1", "--seed", str(seed), *sets, *ABLATION_EVAL])
 
