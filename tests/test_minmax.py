@@ -127,15 +127,15 @@ def test_diversity_figure():
 
 
 class SlowModel(nn.Module):
-    """A stand-in denoiser whose every call costs a fixed wall time."""
+    """A stand-in denoiser whose every call costs a fixed wall time (per image with per_image=True)."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, per_image: bool = False):
         super().__init__()
-        self.seconds = seconds
+        self.seconds, self.per_image = seconds, per_image
         self.config = GeneratorConfig(arch="unet", channels=1, image_size=4, num_classes=4, num_train_timesteps=20)
 
     def forward(self, x, t, y):
-        time.sleep(self.seconds)
+        time.sleep(self.seconds * (x.shape[0] if self.per_image else 1))
         return torch.zeros_like(x)
 
 
@@ -173,24 +173,11 @@ def test_null_class_is_an_extra_label_never_a_real_one(make_ctx):
 
 def test_guidance_costs_count_in_the_throughput():
     s = DSRSampler()
-    model = SlowModelPerImage(0.002)
+    model = SlowModel(0.002, per_image=True)
     plain = s.measure(model, 4, (1, 4, 4), 8, guidance=1.0, repeats=1)
     guided = s.measure(model, 4, (1, 4, 4), 8, guidance=4.0, repeats=1)
     # both branches in one call of twice the batch: about half the images per second
     assert guided.images_per_second(10) < 0.7 * plain.images_per_second(10)
-
-
-class SlowModelPerImage(nn.Module):
-    """A stand-in denoiser whose call costs a fixed time per image (so a doubled batch costs double)."""
-
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds = seconds
-        self.config = GeneratorConfig(arch="unet", channels=1, image_size=4, num_classes=4, num_train_timesteps=20)
-
-    def forward(self, x, t, y):
-        time.sleep(self.seconds * x.shape[0])
-        return torch.zeros_like(x)
 
 
 def test_budget_is_honoured_and_classes_stay_equal():
