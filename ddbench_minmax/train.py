@@ -193,6 +193,29 @@ class Phase:
         self.state = TrainState(**d["state"])
         return True
 
+    def resume(self, checkpoint_path: Path | None) -> bool:
+        """Load the phase's checkpoint if it exists and belongs to this spec (a truncated one is ignored)."""
+        if checkpoint_path is None or not checkpoint_path.is_file():
+            return False
+        try:
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a truncated checkpoint is discarded, training restarts
+            return False
+        return self.load_state_dict(state)
+
+    def stats(self) -> dict[str, Any]:
+        st, steps = self.state, max(1, self.state.step)
+        return {
+            "steps": st.step,
+            "schedule_steps": self.spec.steps,
+            "seconds": round(st.elapsed, 2),
+            "seconds_per_step": round(st.elapsed / steps, 4),
+            "mean_loss_diff": st.sums["diff"] / steps,
+            "mean_loss_r": st.sums["pos"] / steps,
+            "mean_loss_d": st.sums["neg"] / steps,
+            "trainable_parameters": sum(p.numel() for p in self.params),
+        }
+
     def ema_model(self) -> Denoiser:
         """A copy of the model holding the EMA weights (the weights sampled, as the anchors do)."""
         import copy
@@ -271,13 +294,8 @@ def train_phase(
     if spec.p_uncond and not 0 <= spec.p_uncond < 1:
         raise DDBenchError(f"p_uncond={spec.p_uncond} is not allowed; it must lie in [0, 1)")
     ph = Phase(model, spec, device, embed)
-    if checkpoint_path is not None and checkpoint_path.is_file():
-        try:
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a truncated checkpoint is discarded, training restarts
-            state = {}
-        if ph.load_state_dict(state):
-            log(f"minmax-diffusion: resuming {spec.name} from the checkpoint at step {ph.state.step}/{spec.steps}")
+    if ph.resume(checkpoint_path):
+        log(f"minmax-diffusion: resuming {spec.name} from the checkpoint at step {ph.state.step}/{spec.steps}")
     st = ph.state
     model.train()
     bar = tqdm(total=spec.steps, initial=st.step, desc=f"minmax {spec.name}", disable=not progress, leave=False)
@@ -308,17 +326,5 @@ def train_phase(
             atomic_save(ph.state_dict(), checkpoint_path)
     bar.close()
     torch.set_num_threads(before)
-    steps = max(1, st.step)
-    stats = {
-        "steps": st.step,
-        "schedule_steps": spec.steps,
-        "seconds": round(st.elapsed, 2),
-        "seconds_per_step": round(st.elapsed / steps, 4),
-        "mean_loss_diff": st.sums["diff"] / steps,
-        "mean_loss_r": st.sums["pos"] / steps,
-        "mean_loss_d": st.sums["neg"] / steps,
-        "trainable_parameters": sum(p.numel() for p in ph.params),
-        "threads": governor.summary() if governor is not None else threads,
-    }
-    return ph.ema_model(), stats
+    return ph.ema_model(), {**ph.stats(), "threads": governor.summary() if governor is not None else threads}
 
