@@ -91,11 +91,10 @@ class ReferenceClassifier:
 SHIPPED = "quality-classifier.pt"  # beside the shipped base: ddbench_minmax/weights/<dataset>/
 
 
-def _load(path: Path, build: Callable[[], nn.Module], dataset) -> ReferenceClassifier:
+def _load(d: dict, path: Path, build: Callable[[], nn.Module], dataset) -> ReferenceClassifier:
     """A saved classifier; the test-set feature statistics are recomputed (cheap, and 33 MB if stored)."""
     from ddbench.seeds import seeded
 
-    d = torch.load(path, map_location="cpu", weights_only=False)
     with seeded("quality-classifier", "init"):
         net = build()
     net.load_state_dict(d["state"])
@@ -120,9 +119,10 @@ def reference_classifier(dataset, build: Callable[[], nn.Module], cache_dir: Pat
     for candidate in (path, shipped):
         if candidate.is_file():
             try:
-                if candidate == shipped and torch.load(candidate, weights_only=False).get("data") != fingerprint:
+                d = torch.load(candidate, map_location="cpu", weights_only=False)
+                if candidate == shipped and d.get("data") != fingerprint:
                     continue
-                return _load(candidate, build, dataset)
+                return _load(d, candidate, build, dataset)
             except Exception as exc:  # noqa: BLE001 - an unreadable file is retrained
                 log(f"minmax-diffusion: quality classifier {candidate} unreadable ({type(exc).__name__}); skipped")
     t0 = time.perf_counter()
