@@ -10,20 +10,27 @@ Follows `main_DM.py` of VICO-UoE/DatasetCondensation (the ConvNet branch, i.e. i
             loss += || mean(embed(real)) - mean(embed(syn)) ||^2
         SGD(lr_img, momentum 0.5) step on the synthetic images
 
-Differences from the reference script, none of which changes the objective: real and synthetic batches
-of all classes go through the embedder in one call (instance norm makes samples independent); every
-random draw of iteration `it` comes from a generator seeded by (run seed, it), so a run interrupted
-and resumed from its checkpoint gives exactly the images of an uninterrupted run; the reference
-evaluates every 2000 iterations, here evaluation is the host protocol's job, after distillation.
+Differences from the reference script, none of which changes the objective: every random draw of
+iteration `it` comes from a generator seeded by (run seed, it), so a run interrupted and resumed from its
+checkpoint gives exactly the images of an uninterrupted run; the reference evaluates every 2000
+iterations, here evaluation is the host protocol's job, after distillation.
+
+Layout (`impl`, docs/baselines.md#speed): on CPU (`chunked`) the classes run on worker threads with one
+intra-op thread each and real images stream through the embedder in micro-batches whose activations stay
+in cache; on CUDA (`batched`) all classes go through the embedder in one call and DSA runs once per drawn
+group, with no per-class kernel launches. Instance norm and siamese DSA act per sample, so both compute
+main_DM.py's loss up to float summation order (tests/test_dm.py compares them with `reference_loss`).
 """
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from ddbench import hookimpl
 from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
+from ddbench.augment import DSAParams
 
 from ._common import (
     DSA_STRATEGY,
@@ -41,6 +48,7 @@ from ._common import (
 
 REF = "VICO-UoE/DatasetCondensation main_DM.py"
 CHECKPOINT = "dm_checkpoint.pt"
+LAYOUT_KEYS = ("impl", "micro_batch", "workers")
 
 
 class DM(Method):
@@ -53,6 +61,14 @@ class DM(Method):
         "batch_real": Param(256, f"{REF}: --batch_real 256", "real images per class per iteration", min=1),
         "init": Param("real", f"{REF}: --init real", "initial synthetic images", choices=("real", "noise")),
         "dsa_strategy": Param(DSA_STRATEGY, f"{REF}: --dsa_strategy {DSA_STRATEGY}", "'none' disables DSA"),
+        "impl": Param("auto", "docs/baselines.md#speed (ddbench's layout, not the paper's; same objective)",
+                      "chunked (CPU: classes on worker threads, real images in micro-batches), batched (CUDA: "
+                      "all classes in one embedder call), auto (chunked on CPU, batched on CUDA)",
+                      choices=("auto", "chunked", "batched")),
+        "micro_batch": Param(16, "docs/evaluation.md (micro_batch=16, measured there; exact up to float order)",
+                             "real images per embedder call in the chunked impl; 0 = the class's whole batch", min=0),
+        "workers": Param(0, "docs/evaluation.md (one worker per core, one intra-op thread each)",
+                         "worker threads of the chunked impl; 0 = torch.get_num_threads()", min=0),
         "checkpoint_every": Param(
             500, "docs/baselines.md (ddbench's resume granularity, not in the paper): iterations between checkpoints in the run's work_dir", min=1
         ),
@@ -74,7 +90,8 @@ class DM(Method):
     # ----------------------------------------------------------------------------------------------
 
     def _fingerprint(self, ctx: RunContext) -> str:
-        p = {k: v for k, v in ctx.params.items() if k not in ("iterations", "checkpoint_every")}
+        # the layout settings change only float summation order, not the run: a checkpoint stays usable
+        p = {k: v for k, v in ctx.params.items() if k not in ("iterations", "checkpoint_every") + LAYOUT_KEYS}
         return fingerprint({"method": "dm", "params": p, "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model,
                             "data": dataset_fingerprint(ctx.dataset)})
 
@@ -94,14 +111,15 @@ class DM(Method):
         losses, save = ckpt.losses, ckpt.save
 
         train_x = ds.train_x.to(dev)
-        idx_by_class = [i.to(dev) for i in class_indices(ds)]
+        idx_by_class = class_indices(ds)  # CPU indices: the draws stay on the host (one transfer per batch)
         dsa = make_dsa(p["dsa_strategy"])
+        impl = resolve_impl(p["impl"], dev)
         t0 = time.perf_counter()
         bar = progress(range(start, p["iterations"]), ctx, "dm", total=p["iterations"], initial=start)
         for it in bar:
-            loss = _iteration_loss(ctx, it, image_syn, train_x, idx_by_class, dsa)
+            loss, grad = _iteration(ctx, it, image_syn, train_x, idx_by_class, dsa, impl)
             opt.zero_grad()
-            loss.backward()
+            image_syn.grad = grad
             opt.step()
             losses.append(loss.item() / n_cls)  # main_DM.py logs loss / num_classes
             if ctx.progress:
@@ -117,42 +135,167 @@ class DM(Method):
             "losses": losses,
             "final_loss": losses[-1] if losses else None,
             "resumed_from": ckpt.resumed_from,
+            "impl": impl,
             "seconds_this_session": time.perf_counter() - t0,
         }
         return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)
 
 
-def _iteration_loss(ctx: RunContext, it: int, image_syn: torch.Tensor, train_x: torch.Tensor,
-                    idx_by_class: list[torch.Tensor], dsa) -> torch.Tensor:
-    """One main_DM.py iteration: a fresh random embedder, then the squared distance between the mean real
-    and mean synthetic embedding of every class (the same DSA parameters for both sides of a class)."""
-    p, ipc, dev, n_cls = ctx.params, ctx.ipc, ctx.device, ctx.dataset.num_classes
+def resolve_impl(impl: str, device) -> str:
+    """auto: chunked on CPU, batched elsewhere (docs/baselines.md#speed)."""
+    if impl != "auto":
+        return impl
+    return "chunked" if torch.device(device).type == "cpu" else "batched"
+
+
+def _iteration(ctx: RunContext, it: int, image_syn: torch.Tensor, train_x: torch.Tensor,
+               idx_by_class: list[torch.Tensor], dsa, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One main_DM.py iteration: (loss summed over classes, its gradient w.r.t. the synthetic images).
+
+    Both implementations make the same random draws in the same order (`_draws`) and compute the same
+    objective; they differ only in how the work is laid out (and so in float summation order).
+    """
+    net, draws = _draws(ctx, it, idx_by_class, dsa, train_x)
+    if impl == "chunked":
+        return _chunked_loss_grad(net, draws, image_syn, train_x, ctx.ipc, dsa, ctx.params["micro_batch"],
+                                  ctx.params["workers"])
+    return _batched_loss_grad(net, draws, image_syn, train_x, ctx.ipc, dsa)
+
+
+def _draws(ctx: RunContext, it: int, idx_by_class: list[torch.Tensor], dsa, train_x: torch.Tensor):
+    """Iteration `it`'s fresh frozen embedder and, per class, its real-image indices and siamese DSA draw
+    (main_DM.py: one seed per class, the same DSA parameters for real and synthetic)."""
+    p, dev = ctx.params, ctx.device
     gen = generator(ctx.seed, "dm", it)
     with seeded(ctx.seed, "dm-net", it):
         net = ctx.build_model()  # a fresh random embedder every iteration (main_DM.py)
     net = net.to(dev).train()
     for q in net.parameters():
         q.requires_grad_(False)
-    reals, syns = [], []
-    for c in range(n_cls):
-        idx = idx_by_class[c]
-        real = train_x[idx[torch.randperm(len(idx), generator=gen)[: p["batch_real"]].to(dev)]]
-        syn = image_syn[c * ipc:(c + 1) * ipc]
-        if dsa is not None:  # main_DM.py: one seed per class, the same DSA parameters for real and synthetic
-            params = dsa.sample(real, gen, siamese=True)
-            real, syn = dsa.apply(real, params), dsa.apply(syn, params)
-        reals.append(real)
-        syns.append(syn)
+    shape_of = train_x[:1]
+    draws = []
+    for idx in idx_by_class:
+        pick = idx[torch.randperm(len(idx), generator=gen)[: p["batch_real"]]]
+        params = dsa.sample(shape_of, gen, siamese=True) if dsa is not None else None
+        draws.append((pick, params))
+    return net, draws
+
+
+def _batched_loss_grad(net, draws, image_syn: torch.Tensor, train_x: torch.Tensor, ipc: int, dsa):
+    """All classes through the embedder in one call each for real and synthetic images (the CUDA layout:
+    few large kernels, no per-class launches or host syncs). DSA runs once per drawn group, not once per
+    class: the classes that drew a group are augmented together, each with its own parameters."""
+    n_cls = len(draws)
+    dev = image_syn.device
+    syn_leaf = image_syn.detach().requires_grad_(True)
+    real_counts = [len(pick) for pick, _ in draws]
+    real = train_x[torch.cat([pick for pick, _ in draws]).to(dev)]  # picks are CPU indices: one transfer
+    syn = syn_leaf
+    if dsa is not None:
+        params = [pr for _, pr in draws]
+        real = _apply_grouped(dsa, real, real_counts, params)
+        syn = _apply_grouped(dsa, syn, [ipc] * n_cls, params)
     with torch.no_grad():
-        emb_real = net.embed(torch.cat(reals))
-    emb_syn = net.embed(torch.cat(syns))
-    loss = emb_syn.new_zeros(())
-    offset = 0
-    for c in range(n_cls):
-        n_real = reals[c].shape[0]
-        mean_real = emb_real[offset:offset + n_real].mean(0)
-        offset += n_real
-        loss = loss + ((mean_real - emb_syn[c * ipc:(c + 1) * ipc].mean(0)) ** 2).sum()
+        mean_real = _class_means(net.embed(real), real_counts)
+    mean_syn = _class_means(net.embed(syn), [ipc] * n_cls)
+    loss = ((mean_real - mean_syn) ** 2).sum()
+    grad, = torch.autograd.grad(loss, syn_leaf)
+    return loss.detach(), grad
+
+
+def _apply_grouped(dsa, x: torch.Tensor, counts: list[int], params: list) -> torch.Tensor:
+    """DSA on class-major rows (`counts[c]` rows of class c) with class c's batch-1 parameters, one
+    `apply` per drawn group; the same values as augmenting class by class."""
+    by_op: dict[str, list[int]] = {}
+    for c, pr in enumerate(params):
+        by_op.setdefault(pr.op, []).append(c)
+    starts = [sum(counts[:c]) for c in range(len(counts))]
+    parts = []
+    for classes in by_op.values():
+        rows = torch.cat([torch.arange(starts[c], starts[c] + counts[c]) for c in classes])
+        group = DSAParams.cat([_expand(params[c], counts[c]) for c in classes])
+        if len(by_op) == 1:
+            return dsa.apply(x, group)  # every class drew the same group: rows already line up
+        parts.append((rows, dsa.apply(x[rows.to(x.device)], group)))
+    order = torch.cat([rows for rows, _ in parts]).argsort().to(x.device)  # back to class-major order
+    return torch.cat([out for _, out in parts])[order]
+
+
+def _expand(params, n: int):
+    """Batch-1 DSA parameters repeated for `n` rows (what `apply` broadcasts for one class)."""
+    return DSAParams([(name, {k: v.expand(n, *v.shape[1:]) for k, v in vals.items()}) for name, vals in params.ops], n)
+
+
+def _class_means(emb: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Per-class mean rows of class-major `emb` (`counts[c]` rows of class c)."""
+    row_cls = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts)).to(emb.device)
+    sums = emb.new_zeros((len(counts), emb.shape[1])).index_add(0, row_cls, emb)
+    return sums / torch.tensor(counts, dtype=emb.dtype).to(emb.device)[:, None]
+
+
+def _chunked_loss_grad(net, draws, image_syn: torch.Tensor, train_x: torch.Tensor, ipc: int, dsa,
+                       micro_batch: int, workers: int):
+    """The CPU layout (docs/evaluation.md): classes run on worker threads with one intra-op thread each
+    (no OpenMP barrier per op), and real images stream through the embedder in chunks of `micro_batch`
+    whose activations stay in cache (main_DM.py streams one class of 256 at a time; the batched layout
+    allocates the first layer's activations of every class at once)."""
+    threads = torch.get_num_threads()
+    n_workers = min(len(draws), workers or threads)
+    syn = image_syn.detach()
+
+    def one(c: int):
+        if n_workers > 1:
+            torch.set_num_threads(max(1, threads // n_workers))
+        pick, params = draws[c]
+        return _class_loss_grad(net, train_x, pick, syn[c * ipc:(c + 1) * ipc], params, dsa, micro_batch)
+
+    try:
+        if n_workers <= 1:
+            results = [one(c) for c in range(len(draws))]
+        else:
+            with ThreadPoolExecutor(n_workers, thread_name_prefix="ddbench-dm") as pool:
+                results = list(pool.map(one, range(len(draws))))
+    finally:
+        torch.set_num_threads(threads)
+    loss = torch.stack([r[0] for r in results]).sum()
+    return loss, torch.cat([r[1] for r in results])
+
+
+def _class_loss_grad(net, train_x: torch.Tensor, pick: torch.Tensor, syn_c: torch.Tensor, params, dsa,
+                     micro_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class c's term ||mean embed(real) - mean embed(syn)||^2 and its gradient w.r.t. syn_c; the real
+    mean is a sum over chunks (no graph kept: the embedder is frozen and real images are constants); the
+    synthetic images also go through in chunks, whose graphs are kept for the one backward."""
+    with torch.no_grad():
+        total = None
+        for part in pick.split(micro_batch or len(pick)):
+            x = train_x[part]
+            if dsa is not None:
+                x = dsa.apply(x, params)
+            s = net.embed(x).sum(0)
+            total = s if total is None else total + s
+        mean_real = total / len(pick)
+    leaf = syn_c.detach().requires_grad_(True)
+    x = dsa.apply(leaf, params) if dsa is not None else leaf
+    # synthetic images in chunks too: each op of the forward and of its backward works on a chunk
+    emb = torch.cat([net.embed(part) for part in x.split(micro_batch or len(x))])
+    loss = ((mean_real - emb.mean(0)) ** 2).sum()
+    grad, = torch.autograd.grad(loss, leaf)
+    return loss.detach(), grad
+
+
+def reference_loss(ctx: RunContext, it: int, image_syn: torch.Tensor, train_x: torch.Tensor,
+                   idx_by_class: list[torch.Tensor], dsa) -> torch.Tensor:
+    """main_DM.py's loop written plainly (class by class, whole batches, autograd through everything):
+    what the tests compare both implementations with."""
+    net, draws = _draws(ctx, it, idx_by_class, dsa, train_x)
+    ipc = ctx.ipc
+    loss = image_syn.new_zeros(())
+    for c, (pick, params) in enumerate(draws):
+        real, syn = train_x[pick], image_syn[c * ipc:(c + 1) * ipc]
+        if dsa is not None:
+            real, syn = dsa.apply(real, params), dsa.apply(syn, params)
+        loss = loss + ((net.embed(real).detach().mean(0) - net.embed(syn).mean(0)) ** 2).sum()
     return loss
 
 

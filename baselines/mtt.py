@@ -32,9 +32,12 @@ CIFAR-10 IPC 50 with syn_steps 30 does not fit a 24 GB GPU without `batch_syn`. 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -68,6 +71,9 @@ BUFFER = "GeorgeCazenavette/mtt-distillation buffer.py"
 CHECKPOINT = "mtt_checkpoint.pt"
 BUFFER_FORMAT = 1
 # settings that define the expert buffer (part of its cache key)
+# settings that change only how the work is laid out (float summation order), not the run
+LAYOUT_KEYS = ("micro_batch", "unroll_micro_batch", "workers")
+_INIT_LOCK = threading.Lock()
 EXPERT_KEYS = ("train_epochs", "expert_lr", "expert_batch", "expert_momentum", "expert_l2",
                "expert_images_per_class", "dsa_strategy", "zca", "zca_eps")
 
@@ -103,6 +109,13 @@ class MTT(Method):
         "zca_eps": Param(0.1, "GeorgeCazenavette/mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1)", min=0),
         "buffer": Param("auto", "docs/baselines.md (MTT, ddbench's setting): auto = build missing/corrupt experts; require = error unless complete",
                         choices=("auto", "require")),
+        "micro_batch": Param(16, "docs/evaluation.md (micro_batch=16, measured there; exact up to float order)",
+                             "images per forward/backward chunk when training experts (gradients summed); 0 = the whole batch", min=0),
+        "unroll_micro_batch": Param(0, "docs/baselines.md#speed (ddbench's layout; exact up to float order)",
+                                    "synthetic images per forward/grad chunk of an unrolled step (gradients summed); 0 = the whole batch", min=0),
+        "workers": Param(0, "docs/evaluation.md (one worker per core, one intra-op thread each)",
+                         "CPU worker threads (one intra-op thread each) for experts trained at once and for unroll "
+                         "chunks; 0 = torch.get_num_threads()", min=0),
         "checkpoint_every": Param(100, "docs/baselines.md (ddbench's resume granularity, not in the paper): iterations between checkpoints in work_dir", min=1),
     }
 
@@ -151,7 +164,7 @@ class MTT(Method):
         buffer = ExpertBuffer(ctx, data)
         buffer.ensure(p["num_experts"])
 
-        fp = fingerprint({"method": "mtt", "params": {k: v for k, v in p.items() if k not in ("iterations", "checkpoint_every", "buffer")},
+        fp = fingerprint({"method": "mtt", "params": {k: v for k, v in p.items() if k not in ("iterations", "checkpoint_every", "buffer") + LAYOUT_KEYS},
                           "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model, "buffer": buffer.key})
         ckpt_path = ctx.work_dir / CHECKPOINT
 
@@ -227,11 +240,38 @@ def _trajectory_loss(ctx: RunContext, it: int, buffer: "ExpertBuffer", student, 
         x = image_syn[ind]
         if dsa is not None:
             x = dsa(x, gen)  # per-sample DSA, not siamese (distill.py: DiffAugment without seed)
-        ce = F.cross_entropy(functional_call(student, as_params(params[-1]), (x,)), labels[ind])
-        grad = torch.autograd.grad(ce, params[-1], create_graph=True)[0]
+        grad = _step_grad(student, as_params, params[-1], x, labels[ind], p["unroll_micro_batch"], p["workers"])
         params.append(params[-1] - syn_lr * grad)
     # distill.py: mse(sum)/num_params over mse(sum)/num_params; num_params cancels
     return ((params[-1] - theta_target) ** 2).sum() / ((theta_start - theta_target) ** 2).sum()
+
+
+def _step_grad(student, as_params, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, micro_batch: int,
+               workers: int) -> torch.Tensor:
+    """d mean-CE / d flat with its graph kept (create_graph): one student step's gradient.
+
+    With `micro_batch`, the batch's mean cross-entropy is taken chunk by chunk (sum over the chunk / batch
+    size) and the chunk gradients are summed: the same gradient up to float summation order (instance norm
+    and DSA are per sample), computed in cache-sized pieces, on CPU optionally on worker threads with one
+    intra-op thread each (docs/baselines.md#speed)."""
+    if not micro_batch or micro_batch >= len(y):
+        ce = F.cross_entropy(functional_call(student, as_params(flat), (x,)), y)
+        return torch.autograd.grad(ce, flat, create_graph=True)[0]
+    n = len(y)
+    params = as_params(flat)
+
+    def chunk(xy):
+        xc, yc = xy
+        net = _thread_copy(student)  # functional_call swaps a module's parameters: one module per thread
+        ce = F.cross_entropy(functional_call(net, params, (xc,)), yc, reduction="sum") / n
+        return torch.autograd.grad(ce, flat, create_graph=True)[0]
+
+    parts = list(zip(x.split(micro_batch), y.split(micro_batch)))
+    grads = _map_workers(chunk, parts, workers, x.device)
+    total = grads[0]
+    for g in grads[1:]:
+        total = total + g
+    return total
 
 
 # --------------------------------------------------------------------------------------------------
@@ -331,10 +371,16 @@ class ExpertBuffer:
             atomic_write_json({**self.settings, "num_params": self.num_params()}, manifest, indent=1)
         self.ctx.log(f"mtt: training {len(todo)} expert(s) into {self.dir}")
         real_x, real_y = self._expert_data()
-        for i in progress(todo, self.ctx, "mtt experts"):
+        bar = progress(todo, self.ctx, "mtt experts")
+
+        def build(i: int) -> None:
             traj = self._train_expert(i, real_x, real_y)
             atomic_save({"key": self.key, "index": i, "trajectory": traj, "sha256": _digest(traj)}, self.path(i))
             self._cache[i] = traj
+            bar.update(1)
+
+        _map_workers(build, todo, self.ctx.params["workers"], self.ctx.device)
+        bar.close()
 
     def pair(self, i: int, a: int, b: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         traj = self._cache.get(i)
@@ -355,9 +401,13 @@ class ExpertBuffer:
         return ds.train_x[pick], ds.train_y[pick]
 
     def _train_expert(self, i: int, real_x: torch.Tensor, real_y: torch.Tensor) -> torch.Tensor:
-        """buffer.py: SGD(lr_teacher, momentum mom, weight_decay l2), DSA on every batch, params every epoch."""
+        """buffer.py: SGD(lr_teacher, momentum mom, weight_decay l2), DSA on every batch, params every epoch.
+
+        Each batch's forward/backward runs in chunks of `micro_batch` images whose gradients are summed
+        before the one optimizer step (docs/evaluation.md: instance norm and DSA act per sample, so the
+        step is the same up to float summation order, and small chunks stay in cache)."""
         ctx, p, dev = self.ctx, self.ctx.params, self.ctx.device
-        with seeded(ctx.seed, "mtt-expert", i):
+        with _INIT_LOCK, seeded(ctx.seed, "mtt-expert", i):  # seeds torch's global RNG: one thread at a time
             net = ctx.build_model()
         net = net.to(dev).train()
         opt = torch.optim.SGD(net.parameters(), lr=p["expert_lr"], momentum=p["expert_momentum"], weight_decay=p["expert_l2"])
@@ -372,16 +422,57 @@ class ExpertBuffer:
                 x, y = x_all[ind], y_all[ind]
                 if dsa is not None:
                     x = dsa(x, gen)
-                out = net(x)
-                loss = F.cross_entropy(out, y)
                 opt.zero_grad()
-                loss.backward()
+                correct += _accumulate_grads(net, x, y, p["micro_batch"])
                 opt.step()
-                correct += int((out.argmax(1) == y).sum())
                 total += len(y)
             snaps.append(_flat(net))
             ctx.log(f"mtt: expert {i} epoch {e + 1}/{p['train_epochs']} train acc {correct / total:.3f}")
         return torch.stack(snaps)
+
+
+def _accumulate_grads(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batch: int) -> int:
+    """Gradients of the batch's mean cross-entropy accumulated chunk by chunk; the number correct."""
+    correct = 0
+    for xc, yc in zip(x.split(micro_batch or len(y)), y.split(micro_batch or len(y))):
+        out = net(xc)
+        (F.cross_entropy(out, yc, reduction="sum") / len(y)).backward()
+        correct += int((out.argmax(1) == yc).sum())
+    return correct
+
+
+_LOCAL = threading.local()
+
+
+def _thread_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """This thread's own copy of `module` (the main thread uses the module itself)."""
+    if threading.current_thread() is threading.main_thread():
+        return module
+    copies = getattr(_LOCAL, "copies", None)
+    if copies is None:
+        copies = _LOCAL.copies = {}
+    if id(module) not in copies:
+        copies[id(module)] = (module, copy.deepcopy(module))
+    return copies[id(module)][1]
+
+
+def _map_workers(fn, items: list, workers: int, device) -> list:
+    """[fn(item) ...] in order: on CPU on `workers` threads (0 = torch.get_num_threads()) with one intra-op
+    thread each (docs/evaluation.md: no OpenMP barrier per small op); elsewhere, or with one worker, in turn."""
+    threads = torch.get_num_threads()
+    n = min(len(items), workers or threads) if torch.device(device).type == "cpu" else 1
+    if n <= 1:
+        return [fn(item) for item in items]
+
+    def one(item):
+        torch.set_num_threads(max(1, threads // n))
+        return fn(item)
+
+    try:
+        with ThreadPoolExecutor(n, thread_name_prefix="ddbench-mtt") as pool:
+            return list(pool.map(one, items))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _flat(net: torch.nn.Module) -> torch.Tensor:

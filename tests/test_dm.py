@@ -149,3 +149,60 @@ def test_bad_settings_are_errors(make_ctx):
 
 def test_seeds_are_stable():
     assert derive_seed(0, "dm", 1) == derive_seed(0, "dm", 1) != derive_seed(0, "dm", 2)
+
+
+# ---- the two layouts (issue 13): same objective as main_DM.py's loop, up to float summation order
+
+@pytest.mark.parametrize("strategy", ["color_crop_cutout_flip_scale_rotate", "none"])
+@pytest.mark.parametrize("impl,micro_batch,workers", [("chunked", 5, 1), ("chunked", 5, 2), ("chunked", 0, 2),
+                                                     ("batched", 16, 0)])
+def test_layouts_match_the_reference_loop(make_ctx, strategy, impl, micro_batch, workers):
+    """Loss and gradient of both layouts against `reference_loss` (main_DM.py's class-by-class loop, whole
+    batches, plain autograd), over iterations whose DSA draws pick different groups for different classes."""
+    ds = make_tiny_dataset(num_classes=4, per_class=20)
+    method, ctx = make_ctx("dm", dataset=ds, ipc=3, batch_real=13, dsa_strategy=strategy, impl=impl,
+                           micro_batch=micro_batch, workers=workers)
+    idx = dm_module.class_indices(ds)
+    dsa = dm_module.make_dsa(strategy)
+    syn = torch.randn(12, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    for it in range(4):
+        leaf = syn.clone().requires_grad_(True)
+        want = dm_module.reference_loss(ctx, it, leaf, ds.train_x, idx, dsa)
+        want_grad, = torch.autograd.grad(want, leaf)
+        loss, grad = dm_module._iteration(ctx, it, syn, ds.train_x, idx, dsa, impl)
+        torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-6 * float(want_grad.abs().max()))
+
+
+def test_dsa_draws_differ_between_classes():
+    """The layout test above is only meaningful if one iteration's classes draw different DSA groups."""
+    from ddbench.augment import DSA
+
+    g = dm_module.generator(0, "dm", 0)
+    ops = {DSA().sample(torch.zeros(1, 1, 28, 28), g, siamese=True).op for _ in range(8)}
+    assert len(ops) > 1
+
+
+def test_impl_auto_is_chunked_on_cpu_batched_on_cuda():
+    assert dm_module.resolve_impl("auto", "cpu") == "chunked"
+    assert dm_module.resolve_impl("auto", "cuda") == "batched"
+    assert dm_module.resolve_impl("batched", "cpu") == "batched"
+
+
+def test_layout_settings_do_not_invalidate_a_checkpoint(make_ctx):
+    _, a = make_ctx("dm", impl="chunked", micro_batch=4)
+    method, b = make_ctx("dm", impl="batched", micro_batch=16, workers=1)
+    assert method._fingerprint(a) == method._fingerprint(b)
+    _, c = make_ctx("dm", batch_real=8)
+    assert method._fingerprint(a) != method._fingerprint(c)
+
+
+def test_distill_with_either_layout_gives_the_same_images(make_ctx, tmp_path):
+    method, ctx = make_ctx("dm", ipc=2, iterations=4, batch_real=12, impl="chunked", micro_batch=5)
+    chunked = method.distill(ctx)
+    method, ctx = make_ctx("dm", ipc=2, iterations=4, batch_real=12, impl="batched")
+    ctx.work_dir = tmp_path / "batched"
+    ctx.work_dir.mkdir()
+    batched = method.distill(ctx)
+    assert chunked.meta["impl"] == "chunked" and batched.meta["impl"] == "batched"
+    torch.testing.assert_close(chunked.images, batched.images, rtol=1e-4, atol=1e-4)

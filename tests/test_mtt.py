@@ -8,7 +8,7 @@ from torch.func import functional_call
 from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError, SyntheticSet
 from ddbench_baselines import mtt as mtt_module
-from ddbench_baselines._common import init_images
+from ddbench_baselines._common import init_images, seeded
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -207,3 +207,78 @@ def test_bad_settings_are_errors(make_ctx):
         make_ctx("mtt", buffer="sometimes")
     with pytest.raises(DDBenchError, match="pix_init"):
         make_ctx("mtt", pix_init="zeros")
+
+
+# ---- expert training layout (issue 13): micro-batches and experts on worker threads change only float order
+
+def _trajectories(make_ctx, tmp_path, name: str, **over) -> list[torch.Tensor]:
+    method, ctx = make_ctx("mtt", ipc=1, **{**TINY, "dsa_strategy": "color_crop_cutout_flip_scale_rotate", **over})
+    ctx.cache_dir = tmp_path / name
+    buf = mtt_module.ExpertBuffer(ctx)
+    buf.ensure(TINY["num_experts"])
+    return [buf._cache[i] for i in range(TINY["num_experts"])]
+
+
+def test_micro_batched_experts_match_whole_batches(make_ctx, tmp_path):
+    whole = _trajectories(make_ctx, tmp_path, "whole", micro_batch=0, workers=1)
+    chunks = _trajectories(make_ctx, tmp_path, "chunks", micro_batch=3, workers=1)
+    for a, b in zip(whole, chunks):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_experts_on_worker_threads_match_one_after_another(make_ctx, tmp_path):
+    """Two experts on two worker threads of one intra-op thread each are exactly the experts trained one
+    after another with one thread (each is seeded by its index; the model init holds a lock)."""
+    serial = _trajectories(make_ctx, tmp_path, "serial", workers=1)  # one_thread fixture: 1 intra-op thread
+    torch.set_num_threads(2)  # the fixture restores it
+    threads = _trajectories(make_ctx, tmp_path, "threads", workers=2)
+    for a, b in zip(serial, threads):
+        assert torch.equal(a, b)
+    assert torch.get_num_threads() == 2
+
+
+def test_layout_settings_are_not_part_of_the_buffer_key(make_ctx):
+    _, a = make_ctx("mtt", ipc=1, micro_batch=0, workers=1)
+    _, b = make_ctx("mtt", ipc=1, micro_batch=16, workers=2)
+    assert mtt_module.ExpertBuffer(a).key == mtt_module.ExpertBuffer(b).key
+
+
+class _FixedExpert:
+    def __init__(self, traj: torch.Tensor):
+        self.traj = traj
+
+    def pair(self, i, a, b, device):
+        return self.traj[a].to(device), self.traj[b].to(device)
+
+
+@pytest.mark.parametrize("micro_batch,workers", [(2, 1), (2, 2), (4, 2)])
+def test_micro_batched_unroll_matches_whole_batches(make_ctx, micro_batch, workers):
+    """The matching loss and its gradients w.r.t. the images and the learnable lr are those of the plain
+    unroll (distill.py's one forward per step), up to float summation order."""
+    torch.set_num_threads(2)  # the one_thread fixture restores it
+
+    def run(mb: int, w: int):
+        _, ctx = make_ctx("mtt", ipc=2, **{**TINY, "dsa_strategy": "color_crop_cutout_flip_scale_rotate",
+                                           "syn_steps": 3, "unroll_micro_batch": mb, "workers": w})
+        with seeded(0, "test-student"):
+            student = ctx.build_model()
+        names = [n for n, _ in student.named_parameters()]
+        shapes = [q.shape for _, q in student.named_parameters()]
+        sizes = [q.numel() for _, q in student.named_parameters()]
+        flat = torch.cat([q.detach().reshape(-1) for q in student.parameters()])
+        g = torch.Generator().manual_seed(3)
+        expert = _FixedExpert(torch.stack([flat + 0.05 * k * torch.randn(flat.shape, generator=g) for k in range(3)]))
+        images, labels = init_images(ctx, "real")
+        image_syn = images.requires_grad_(True)
+        syn_lr = torch.tensor(0.01, requires_grad=True)
+        as_params = lambda f: {n: t.view(s) for n, s, t in zip(names, shapes, torch.split(f, sizes))}  # noqa: E731
+        loss = mtt_module._trajectory_loss(ctx, 0, expert, student, as_params, image_syn, labels, syn_lr,
+                                           mtt_module.make_dsa(ctx.params["dsa_strategy"]), 5)
+        loss.backward()
+        return loss.detach(), image_syn.grad, syn_lr.grad
+
+    want = run(0, 1)
+    got = run(micro_batch, workers)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-5 * float(want[1].abs().max()))
+    torch.testing.assert_close(got[2], want[2], rtol=1e-4, atol=1e-6)
