@@ -417,7 +417,7 @@ def loop_in_processes(args, epochs: int) -> dict[int, float]:
 
 def only_net(ctx, ds, args) -> None:
     """Network I of an equivalence run, trained and tested by the loop implementation's per-network code."""
-    from ddbench import evaluate as ev
+    from ddbench.default_plugins import dsa_protocols as ev
     from ddbench.api import resolve_params
 
     seed, i, epochs = (int(v) for v in args.only_net.split(":"))

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import compare
 
     compare.add_parsers(sub, add_common_run_args)
-    from . import eccv2024
+    from .default_plugins import eccv2024
 
     eccv2024.add_parser(sub, add_common_run_args)  # `ddbench challenge`
     return parser

@@ -21,7 +21,7 @@ IOR of 10 points gives e^5, far outside [0, 1], and the score then ranks by an e
 
 Where the references come from: they are runs like any other, in the same database. The random reference is
 a `random` run of the same dataset, architecture, protocol, IPC and protocol settings (any seed; seeds are
-pooled). The full-data reference is a `full` run (ddbench/references.py) of the same dataset, architecture and
+pooled). The full-data reference is a `full` run (ddbench/default_plugins/full_data_method.py) of the same dataset, architecture and
 protocol; its IPC and epoch count are ignored (the whole training set is one thing, and it needs far fewer
 epochs than a 100-image set). Settings that only choose an implementation (`impl`, `parallel`, `micro_batch`,
 `max_parallel`, `test_batch`) and the number of networks (`n_models`, a sample size: runs are pooled) are
@@ -49,7 +49,7 @@ def reference_names(registry=None) -> tuple[str, str]:
     return roles.get(RANDOM_ROLE, ""), roles.get(FULL_ROLE, "")
 LRS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/hard_label.py compute_metrics(lrs_lambda=0.5)
 ARS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/aug_robust.py (ars_lambda, weighting with/without aug)
-AUG_KEY = "dsa"  # the protocol setting that switches augmentation on and off (ddbench/evaluate.py)
+AUG_KEY = "dsa"  # the protocol setting that switches augmentation on and off (ddbench/default_plugins/dsa_protocols.py)
 IMPLEMENTATION_KEYS = frozenset({"impl", "parallel", "micro_batch", "max_parallel", "test_batch", "n_models"})
 FULL_IGNORED_KEYS = frozenset({"epochs"})
 

@@ -1,6 +1,6 @@
 """Generator-quality figures, cheap enough to compare recipes without full evaluations.
 
-A reference classifier (the ConvNet of DC/DSA/DM, ddbench/networks.py) is trained once on the real training
+A reference classifier (the ConvNet of DC/DSA/DM, ddbench/default_plugins/convnet_models.py) is trained once on the real training
 set and cached per dataset fingerprint. Two figures of a generated set then come from it:
 
 - `class_accuracy`: % of generated images the real-data classifier assigns to the class they were generated

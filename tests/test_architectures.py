@@ -17,7 +17,7 @@ NAMES = ["mlp", "lenet", "alexnet", "vgg11", "vgg11-bn", "resnet18", "resnet18-i
 @pytest.fixture(scope="module")
 def models():
     # Listed as a local module too, so the test runs before and after `pip install -e .` picks up the entry point.
-    registry = load_plugins(modules=["ddbench.architectures"])
+    registry = load_plugins(modules=["ddbench.default_plugins.crossarch_models"])
     return registry
 
 
@@ -151,7 +151,7 @@ def test_convnet_variants(models, one_thread):
     activation and pooling they are named for."""
     from torch import nn
 
-    from ddbench.networks import ConvNet
+    from ddbench.default_plugins.convnet_models import ConvNet
 
     assert n_params(build(models, "convnet-bn", 1, 10, 28)) == n_params(build(models, "convnet", 1, 10, 28))
     for name, width, depth in (("convnet-w64", 64, 3), ("convnet-d2", 128, 2)):
@@ -217,7 +217,7 @@ def test_resnet18_learns_real_fashion_mnist():
     """ResNet-18 (BN) trained one epoch on the full real Fashion-MNIST training set reaches a plausible test
     accuracy (published ResNet-18 figures are ~93-95% after full training; one epoch gives ~88-91%).
     About 1 h on 2 CPU cores, a minute on a GPU: not run by default (-m slow)."""
-    from ddbench.datasets import SPECS
+    from ddbench.default_plugins.datasets import SPECS
 
     spec = next(s for s in SPECS if s.name == "fashion-mnist")
     try:
@@ -226,7 +226,7 @@ def test_resnet18_learns_real_fashion_mnist():
         pytest.skip(str(exc))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    registry = load_plugins(modules=["ddbench.architectures"])
+    registry = load_plugins(modules=["ddbench.default_plugins.crossarch_models"])
     net = registry.get("models", "resnet18").build(1, 10, 28).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(0)
@@ -251,7 +251,7 @@ def test_resnet18_learns_real_fashion_mnist():
 def test_protocol_trains_new_architectures(models, tmp_path, one_thread, name, impl):
     """The host's dsa protocol evaluates on any of them; width/depth variants keep its fast (stacked) path."""
     from ddbench.api import RunContext, SyntheticSet, resolve_params
-    from ddbench.evaluate import evaluate
+    from ddbench.default_plugins.dsa_protocols import evaluate
     from conftest import make_tiny_dataset
 
     ds = make_tiny_dataset()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddbench import datasets as D
+from ddbench.default_plugins import datasets as D
 from ddbench.api import DDBenchError, ImageDataset
 
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")

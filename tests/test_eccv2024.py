@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ddbench import hookimpl
-from ddbench import datasets as D
-from ddbench import eccv2024 as C
+from ddbench.default_plugins import datasets as D
+from ddbench.default_plugins import eccv2024 as C
 from ddbench.api import DDBenchError, ImageDataset, Method, RunContext, RunFailed, SyntheticSet, resolve_params
 from ddbench.plugins import load_plugins
 
@@ -41,7 +41,7 @@ def _register_stub(register):
 @pytest.fixture(scope="module")
 def registry():
     stub = types.SimpleNamespace(register_methods=_register_stub)
-    return load_plugins(modules=["ddbench.eccv2024", "ddbench.architectures"], extra=[("budget-stub", stub)])
+    return load_plugins(modules=["ddbench.default_plugins.eccv2024", "ddbench.default_plugins.crossarch_models"], extra=[("budget-stub", stub)])
 
 
 def fake_dataset(name: str, k: int, size: int, per_class: int = 1) -> ImageDataset:
@@ -62,7 +62,7 @@ def ctx_for(registry, ds, tmp_path, model="convnet-d3") -> RunContext:
 
 
 def test_protocol_has_the_official_settings(registry):
-    from ddbench.evaluate import lr_decay_epoch
+    from ddbench.default_plugins.dsa_protocols import lr_decay_epoch
 
     p = registry.get("protocols", "eccv2024")
     s = resolve_params("protocol eccv2024", p.params)
@@ -219,7 +219,7 @@ def test_challenge_command(data_root, tmp_path, one_thread, capsys):
     from ddbench.cli import add_common_run_args
 
     cfg = tmp_path / "plugins.toml"
-    cfg.write_text('[plugins]\nmodules = ["ddbench.eccv2024", "ddbench.architectures"]\n')
+    cfg.write_text('[plugins]\nmodules = ["ddbench.default_plugins.eccv2024", "ddbench.default_plugins.crossarch_models"]\n')
     parser = argparse.ArgumentParser(prog="ddbench")
     sub = parser.add_subparsers(dest="command", required=True)
     C.add_parser(sub, add_common_run_args)

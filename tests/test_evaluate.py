@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ddbench.evaluate as ev
+import ddbench.default_plugins.dsa_protocols as ev
 from ddbench.api import DDBenchError, ModelSpec, RunContext, SyntheticSet, resolve_params
 from ddbench.augment import DSA
-from ddbench.networks import StackedConvNet
+from ddbench.default_plugins.convnet_models import StackedConvNet
 from ddbench.plugins import Registry
 
 from conftest import make_tiny_dataset

@@ -10,7 +10,7 @@ import pytest
 
 from ddbench.api import DDBenchError, resolve_params
 from ddbench.cli import main
-from ddbench.launchers import LocalLauncher, SlurmLauncher
+from ddbench.default_plugins.launchers import LocalLauncher, SlurmLauncher
 from ddbench.sweeps import Job, run_job
 from ddbench.plugins import load_plugins
 from ddbench.results import query
@@ -82,7 +82,7 @@ def test_local_settings_are_checked():
 def test_pool_workers_take_one_slot_and_gpu_each(monkeypatch):
     import queue
 
-    from ddbench import launchers
+    from ddbench.default_plugins import launchers
 
     slots = queue.Queue()
     slots.put(3)
@@ -156,7 +156,7 @@ def test_a_killed_drivers_slurm_jobs_are_collected_not_submitted_again(tmp_path,
     from submitit.core import utils
     from submitit.slurm.slurm import SlurmJob
 
-    import ddbench.launchers as L
+    import ddbench.default_plugins.launchers as L
 
     done, running, gone = _job(tmp_path, ipc=1), _job(tmp_path, ipc=2), _job(tmp_path, ipc=3)
     folder = tmp_path / "slurm"

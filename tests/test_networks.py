@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ddbench.api import DDBenchError
-from ddbench.networks import ConvNet, StackedConvNet, build_convnet, feature_size
+from ddbench.default_plugins.convnet_models import ConvNet, StackedConvNet, build_convnet, feature_size
 
 
 @pytest.mark.parametrize("c,size,depth,side", [(1, 28, 3, 4), (3, 32, 3, 4), (3, 64, 4, 4)])

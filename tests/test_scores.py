@@ -160,7 +160,7 @@ def test_scores_json_round_trip():
 def full_ctx(make_ctx):
     from ddbench.plugins import load_plugins
 
-    registry = load_plugins(modules=["ddbench.references"])
+    registry = load_plugins(modules=["ddbench.default_plugins.full_data_method"])
 
     def build(ipc):
         method, ctx = make_ctx("random", ipc=ipc)

@@ -83,7 +83,7 @@ def test_two_cell_sweep_through_slurm(slurm, on_pythonpath, tmp_path, capsys):
 @pytest.mark.slow
 def test_preempted_job_is_requeued_and_its_row_still_comes_back(slurm, on_pythonpath, tmp_path):
     from ddbench.config import load_config
-    from ddbench.launchers import Job, SlurmLauncher
+    from ddbench.default_plugins.launchers import Job, SlurmLauncher
     from ddbench.runner import RunRequest, registry_for, resolve
 
     config_path = write_config(tmp_path)

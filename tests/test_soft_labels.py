@@ -10,14 +10,14 @@ import torch.nn.functional as F
 
 from ddbench.api import DDBenchError, RunContext, SyntheticSet, resolve_params
 from ddbench.plugins import load_plugins
-from ddbench import soft_labels as SL
+from ddbench.default_plugins import soft_label_protocol as SL
 
 from conftest import make_tiny_dataset
 
 
 @pytest.fixture(scope="module")
 def registry():
-    return load_plugins(modules=["ddbench.soft_labels", "ddbench.architectures"])
+    return load_plugins(modules=["ddbench.default_plugins.soft_label_protocol", "ddbench.default_plugins.crossarch_models"])
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_teacher_cache_is_keyed_by_its_settings_and_architecture(registry, ctx):
 def test_soft_labels_lift_random_images(registry, ctx, one_thread):
     """DD-Ranking's point, in miniature: on separable data, 2 random real images per class trained 30 epochs
     with DSA score higher when a good teacher labels each augmented batch than with their hard labels."""
-    from ddbench.evaluate import evaluate as hard_evaluate
+    from ddbench.default_plugins.dsa_protocols import evaluate as hard_evaluate
 
     st = settings(registry, teacher_epochs=15, epochs=30, n_models=3, dsa=True)
     soft = registry.get("protocols", "soft").evaluate(random_real(ctx.dataset), ctx, st)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import hookimpl
-from .api import DDBenchError, ModelSpec
+from .. import hookimpl
+from ..api import DDBenchError, ModelSpec
 
 # utils.py: get_default_convnet_setting -> net_width 128, net_depth 3, relu, instancenorm, avgpooling.
 DEFAULT_WIDTH = 128

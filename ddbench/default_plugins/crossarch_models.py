@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import hookimpl
-from .api import DDBenchError, ModelSpec
+from .. import hookimpl
+from ..api import DDBenchError, ModelSpec
 
 REF = "VICO-UoE/DatasetCondensation networks.py"
 UTILS = "VICO-UoE/DatasetCondensation utils.py get_network"
@@ -278,7 +278,7 @@ class ConvNetVariant(_Features):
     """networks.py ConvNet with another norm, activation or pooling (get_network's ConvNetBN, ConvNetAS, ...):
     [conv3x3 - norm - act - pool] x depth - linear; first conv padding 3 for 1 channel (28 -> 32 px).
 
-    Kept apart from the host's `ddbench.networks.ConvNet` (instance norm, ReLU, average pooling), which the
+    Kept apart from the host's `ddbench.default_plugins.convnet_models.ConvNet` (instance norm, ReLU, average pooling), which the
     fast evaluation stacks; these train with the protocols' loop."""
 
     def __init__(self, channels: int, num_classes: int, image_size: int, depth: int, width: int = 128,
@@ -308,7 +308,7 @@ def _variant(name: str, **kw):
     """A ConvNetVariant builder; depth as the host's `convnet` (3 up to 32 px, 4 at 64 px) unless given."""
 
     def build(c: int, k: int, s: int) -> nn.Module:
-        from .networks import depth_for
+        from .convnet_models import depth_for
 
         return ConvNetVariant(c, k, s, depth=depth_for(s), name=name, **kw)
 
@@ -319,7 +319,7 @@ def _host_convnet(width: int | None = None, depth: int | None = None):
     """Width/depth variants are the host's ConvNet itself, so the fast evaluation stacks them too."""
 
     def build(c: int, k: int, s: int) -> nn.Module:
-        from .networks import DEFAULT_WIDTH, ConvNet, depth_for
+        from .convnet_models import DEFAULT_WIDTH, ConvNet, depth_for
 
         return ConvNet(c, k, s, width=width or DEFAULT_WIDTH, depth=depth or depth_for(s))
 

@@ -21,10 +21,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import hookimpl
-from .api import DatasetSpec, DDBenchError, ImageDataset
-from .identity import config_hash
-from .atomic import atomic_save
+from .. import hookimpl
+from ..api import DatasetSpec, DDBenchError, ImageDataset
+from ..identity import config_hash
+from ..atomic import atomic_save
 
 DEFAULT_DATASET = "fashion-mnist"
 CACHE_ENV = "DDBENCH_CACHE"

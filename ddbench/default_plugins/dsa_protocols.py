@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import hookimpl
-from .api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
-from .seeds import derive_seed
-from .augment import DEFAULT_STRATEGY, DSA, DSAParams
-from .networks import ConvNet, StackedConvNet
+from .. import hookimpl
+from ..api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
+from ..seeds import derive_seed
+from ..augment import DEFAULT_STRATEGY, DSA, DSAParams
+from .convnet_models import ConvNet, StackedConvNet
 
 REF = "VICO-UoE/DatasetCondensation"
 
@@ -197,7 +197,7 @@ def _whitened(syn: SyntheticSet, ctx: RunContext, eps: float) -> tuple[Synthetic
     with --zca: both sides of the evaluation are always in the same space."""
     import dataclasses
 
-    from .zca import fit_zca, whiten_dataset
+    from ..zca import fit_zca, whiten_dataset
 
     zca = fit_zca(ctx.dataset, eps, ctx.cache_dir)
     white = dataclasses.replace(syn, images=zca.from_normalised(syn.images.detach().cpu().float(), ctx.dataset))

@@ -8,7 +8,7 @@ The official script is DataDistillation/ECCV2024-Dataset-Distillation-Challenge 
   labels are `[0]*10 + [1]*10 + ...`, hard), already normalised with CIFAR-100 mean (0.5071, 0.4866, 0.4409) /
   std (0.2673, 0.2564, 0.2762) and the ImageNet mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225); the
   test sets (`reference_data/*_test.pt`) are normalised the same way, and the script normalises nothing.
-  ddbench's `cifar100` and `tiny-imagenet` datasets use exactly these constants (ddbench/datasets.py), and
+  ddbench's `cifar100` and `tiny-imagenet` datasets use exactly these constants (ddbench/default_plugins/datasets.py), and
   their test splits (CIFAR-100 test, Tiny-ImageNet val) are the challenge's test sets.
 - network: `ConvNet(channel=3, net_width=128, net_depth=3, relu, instancenorm, avgpooling,
   im_size=(H, H))`, **depth 3 for both datasets** (the script passes net_depth=3 also for 64 px, although
@@ -16,7 +16,7 @@ The official script is DataDistillation/ECCV2024-Dataset-Distillation-Challenge 
 - training: SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256 shuffled, `for ep in range(1000 + 1)`,
   lr x0.1 (a fresh optimizer) after epoch 501 (`lr_schedule = [Epoch//2 + 1]`), DSA
   `color_crop_cutout_flip_scale_rotate` with `ParamDiffAug()` (aug_mode 'S', not siamese) on every batch.
-  That is ddbench's `dsa` protocol at its defaults (ddbench/evaluate.py), which this protocol reuses.
+  That is ddbench's `dsa` protocol at its defaults (ddbench/default_plugins/dsa_protocols.py), which this protocol reuses.
 - score: test accuracy of each of **3** networks, averaged; the challenge score is the mean of the two
   datasets' averages. The generative track gives the generator 10 minutes (on the organisers' RTX 4090).
 
@@ -35,9 +35,9 @@ from typing import Any, Callable
 
 import torch
 
-from . import hookimpl
-from .api import DDBenchError, EvalResult, ImageDataset, Method, Param, RunContext, RunFailed, SyntheticSet
-from .evaluate import DSAProtocol
+from .. import hookimpl
+from ..api import DDBenchError, EvalResult, ImageDataset, Method, Param, RunContext, RunFailed, SyntheticSet
+from .dsa_protocols import DSAProtocol
 
 OFFICIAL = "DataDistillation/ECCV2024-Dataset-Distillation-Challenge evaluate.py"
 IPC = 10
@@ -145,7 +145,7 @@ class ECCV2024Protocol(DSAProtocol):
 
 def check_network(ctx: RunContext) -> None:
     """The official network: ConvNet width 128, depth 3, at 32 and at 64 px (`--model convnet-d3`)."""
-    from .networks import ConvNet
+    from .convnet_models import ConvNet
 
     net = ctx.build_model()
     if not (isinstance(net, ConvNet) and net.depth == 3 and net.width == 128):
@@ -167,7 +167,7 @@ def export_submission(syn: SyntheticSet, dataset: str, folder: Path | str) -> Pa
     if tuple(sub.images.shape[1:]) != (3, spec.image_size, spec.image_size):
         raise DDBenchError(f"images of shape {tuple(sub.images.shape[1:])} cannot be a {spec.file} submission; "
                            f"it needs (3, {spec.image_size}, {spec.image_size})")
-    from .results import atomic_save
+    from ..results import atomic_save
 
     target = Path(folder) / f"{spec.file}.pt"
     atomic_save(sub.images.detach().cpu().float().contiguous(), target)
@@ -273,9 +273,9 @@ def run_challenge(method: str, base=None, config=None, registry=None, log: Calla
     `base` is a ddbench.runner.RunRequest carrying the shared flags (data root, output folder, device, seed,
     protocol settings such as eval.strict); method, dataset, IPC and protocol are set here.
     """
-    from .config import load_config
-    from .results import find_ok
-    from .runner import RunRequest, execute, registry_for, resolve
+    from ..config import load_config
+    from ..results import find_ok
+    from ..runner import RunRequest, execute, registry_for, resolve
 
     config = config if config is not None else load_config(None)
     registry = registry if registry is not None else registry_for(config)
@@ -319,8 +319,8 @@ def add_parser(sub, add_common_run_args) -> None:
 def cmd_challenge(args: argparse.Namespace) -> int:
     import json
 
-    from .config import load_config, parse_sets
-    from .runner import RunRequest, registry_for
+    from ..config import load_config, parse_sets
+    from ..runner import RunRequest, registry_for
 
     method_sets, eval_sets = parse_sets(args.sets)
     if args.dataset is not None:

@@ -18,8 +18,8 @@ The random-subset reference is the existing `random` method (baselines/random_re
 """
 from __future__ import annotations
 
-from . import hookimpl
-from .api import DDBenchError, Method, RunContext, SyntheticSet
+from .. import hookimpl
+from ..api import DDBenchError, Method, RunContext, SyntheticSet
 
 
 def balanced_count(counts: list[int]) -> int | None:

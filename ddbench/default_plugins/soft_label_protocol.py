@@ -40,13 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import hookimpl
-from .api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
-from .augment import DEFAULT_STRATEGY, DSA
-from .evaluate import _check, init_network, lr_decay_epoch, test_accuracy, worker_count
-from .identity import config_hash, dataset_fingerprint
-from .results import atomic_save
-from .seeds import derive_seed, seeded
+from .. import hookimpl
+from ..api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
+from ..augment import DEFAULT_STRATEGY, DSA
+from .dsa_protocols import _check, init_network, lr_decay_epoch, test_accuracy, worker_count
+from ..identity import config_hash, dataset_fingerprint
+from ..results import atomic_save
+from ..seeds import derive_seed, seeded
 
 DDR = "NUS-HPC-AI-Lab/DD-Ranking"
 REF = "VICO-UoE/DatasetCondensation"
