@@ -26,7 +26,7 @@ from .identity import config_hash, dataset_fingerprint
 from .output_checks import check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import FAILED, OK, RunRecord
-from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep, save_grid
+from .results import DEFAULT_OUT, PENDING, StoreError, db_path, open_store, query, record_or_keep, save_grid
 
 DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_PROTOCOL = "dsa"
@@ -367,6 +367,9 @@ def _distill_or_resume(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSe
             return syn, float(saved["distill_seconds"])
         except Exception as exc:  # noqa: BLE001 - an unreadable or invalid leftover is replaced, not trusted
             ctx.log(f"ignoring an unreadable or invalid {path} ({type(exc).__name__}); distilling again")
+    shared = _set_of_other_architecture(resolved, ctx)
+    if shared is not None:
+        return shared
     seed_everything(resolved.request.seed)
     t0 = time.perf_counter()
     syn = resolved.method.distill(ctx)
@@ -374,6 +377,40 @@ def _distill_or_resume(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSe
     _check(syn, resolved, ctx)
     save_synset(syn, path, distill_seconds=seconds)
     return syn, seconds
+
+
+def distill_key(config: dict[str, Any]) -> str:
+    """The hash of what determines the set: the run's config without the evaluation architecture."""
+    return config_hash({k: v for k, v in config.items() if k != "eval_model"})
+
+
+def _set_of_other_architecture(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSet, float] | None:
+    """The set a recorded run distilled with this very config but evaluated on another architecture.
+
+    `compare --models a,b,...` makes one cell per evaluation architecture; the set does not depend on it, so
+    DM or MTT distil once, not once per architecture. Sequential cells share; parallel ones distil each.
+    """
+    key = distill_key(resolved.config())
+    r = resolved.request
+    try:
+        rows = query(resolved.db_path, "method = ? AND dataset = ? AND seed = ? AND status = 'ok'",
+                     (r.method, r.dataset, r.seed))
+    except StoreError:
+        return None
+    for row in reversed(rows):
+        if row.config_hash == resolved.config_hash or not row.artifact or not Path(row.artifact).is_file():
+            continue
+        if distill_key(row.config) != key:
+            continue
+        try:
+            syn, _ = load_synset(Path(row.artifact))
+            _check(syn, resolved, ctx)
+        except Exception as exc:  # noqa: BLE001 - a set that no longer loads or fits is distilled again
+            ctx.log(f"not reusing the set of run {row.run_id} ({type(exc).__name__}); distilling")
+            continue
+        ctx.log(f"reusing the set of run {row.run_id} (same config, evaluated on {row.model}); no distillation")
+        return syn, float(row.distill_seconds or 0.0)
+    return None
 
 
 SYNSET_FIELDS = ("images", "labels", "meta", "lr", "ipc", "generation_seconds")

@@ -238,3 +238,29 @@ def test_a_cell_recorded_by_other_plugin_code_or_data_is_not_reused(sweep, capsy
     assert "0 already in" in capsys.readouterr().out  # another data root is another cell
     rows = query(db)
     assert len(rows) == 3 and rows[-1].config["data_root"] == str(out.parent.absolute())
+
+
+def test_models_axis_distils_once_and_evaluates_the_same_set_on_each(sweep, capsys):
+    # compare --models makes one cell per evaluation architecture; the set does not depend on it, so the second
+    # cell reuses the first cell's set (same images, same recorded distillation time) instead of distilling.
+    run, db, _, out = sweep
+    assert run("--methods", "gen", "--ipc", "2", "--models", "convnet,mlp") == 0
+    rows = sorted(query(db), key=lambda r: r.model)
+    assert [r.model for r in rows] == ["convnet", "mlp"] and all(r.ok for r in rows)
+    import torch
+
+    a, b = (torch.load(r.artifact, weights_only=False) for r in rows)
+    assert torch.equal(a["images"], b["images"])
+    assert rows[0].distill_seconds == rows[1].distill_seconds
+    assert rows[0].config_hash != rows[1].config_hash  # still two runs, each with its own record
+
+
+def test_sets_are_shared_within_a_seed_only(sweep, capsys):
+    import torch
+
+    run, db, _, out = sweep
+    assert run("--methods", "gen", "--ipc", "2", "--models", "convnet,mlp", "--seeds", "0,1") == 0
+    sets = {(r.seed, r.model): torch.load(r.artifact, weights_only=False)["images"] for r in query(db)}
+    assert len(sets) == 4
+    assert torch.equal(sets[0, "convnet"], sets[0, "mlp"]) and torch.equal(sets[1, "convnet"], sets[1, "mlp"])
+    assert not torch.equal(sets[0, "convnet"], sets[1, "convnet"])
