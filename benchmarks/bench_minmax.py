@@ -6,13 +6,15 @@
     python benchmarks/bench_minmax.py fewsteps    # IPC 1 at S=5 with guidance 4, 3 seeds
     python benchmarks/bench_minmax.py ablation    # plain / L_r / L_d / both, 3 seeds (IPC 1, fast protocol)
     python benchmarks/bench_minmax.py dsr         # S in {5,10,20,30,50}, guidance 1 and 4 (quality figures)
+    python benchmarks/bench_minmax.py budget-dsr  # one 10 s budget: S in {5,10,20,50} x guidance 1/2, + calibrated
     python benchmarks/bench_minmax.py report      # the tables of docs/minmax.md from the stored cells
 
 Each cell's command, its JSON summary and the run's meta (quality figures, timings) are stored atomically in
 benchmarks/results/minmax/<cell>.json; a cell already stored is not run again, so a killed study restarted with
 the same command runs only what is missing. Seeds are *method* seeds (fine-tuning, sampling, and the random
 subset), each evaluated by 5 networks; statistics are over the seeds' mean accuracies (Welch t-test), with the
-pooled networks given beside. Wrap in `flock /tmp/ddbench-cpu.lock` on a shared machine.
+pooled networks given beside. On a shared machine set DDBENCH_STUDY_LOCK=/tmp/ddbench-cpu.lock (each cell runs
+under `flock` of that file, so other heavy jobs interleave between cells).
 """
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CELLS = ROOT / "benchmarks" / "results" / "minmax"
+# One folder per shipped base: the cells of a study hold for the generator they fine-tuned (its sha256 is in each
+# cell's meta). `DDBENCH_STUDY_CELLS=benchmarks/results/minmax-base4000` selects the 4000-step base's studies.
+CELLS = ROOT / os.environ.get("DDBENCH_STUDY_CELLS", "benchmarks/results/minmax")
 DDBENCH = str(Path(sys.executable).with_name("ddbench"))
 OUT = os.environ.get("DDBENCH_STUDY_OUT", str(ROOT / "ddbench-results"))
 SEEDS = (0, 1, 2)
+LOCK = os.environ.get("DDBENCH_STUDY_LOCK")  # e.g. /tmp/ddbench-cpu.lock: taken per cell, not per study
 
 # The evaluation of the IPC-10 and budget studies: the `fast` protocol (DC/DSA main.py's 300 epochs) cut to 100
 # epochs, because one 1000-epoch evaluation of 5 networks at IPC 10 takes ~28 min on this 2-core CPU.
@@ -63,6 +68,8 @@ def run_cell(name: str, method: str, args: list[str]) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     cmd = [DDBENCH, "run", "--method", method, *args, "--out", OUT, "--json", "--no-progress"]
     shown = "ddbench " + " ".join(shlex.quote(a) for a in cmd[1:] if a not in ("--out", OUT))
+    if LOCK:  # one cell at a time under the shared lock, so other heavy jobs interleave between cells
+        cmd = ["flock", LOCK, *cmd]
     print(f"\n### {name}\n$ {shown}", flush=True)
     load = os.getloadavg()
     t0 = time.perf_counter()
@@ -109,7 +116,8 @@ def study_fewsteps() -> None:
 
 
 BUDGET_SEEDS = tuple(int(v) for v in os.environ.get("DDBENCH_STUDY_BUDGET_SEEDS", "0,1,2").split(","))
-BUDGETS = (10,)  # 60 s gives IPC ~170 here: its 100-epoch evaluation (~17x IPC 10's) did not fit this session
+# 60 s gives IPC ~170 here; its 100-epoch evaluation costs ~17x IPC 10's (DDBENCH_STUDY_BUDGETS=10,60).
+BUDGETS = tuple(int(v) for v in os.environ.get("DDBENCH_STUDY_BUDGETS", "10").split(","))
 
 
 def study_budget() -> None:
@@ -140,6 +148,20 @@ def study_dsr() -> None:
             run_cell(f"dsr-S{steps}-g{guidance}", "minmax-diffusion",
                      ["--ipc", "10", "--seed", "0", "--no-eval", "--set", f"steps={steps}",
                       "--set", f"guidance={guidance}"])
+
+
+BUDGET_DSR = (5, 10, 20, 50)
+
+
+def study_budget_dsr() -> None:
+    """The DSR trade-off where it matters: one wall-clock budget, fewer steps buy more images per class."""
+    for guidance in (1, 2):
+        for steps in BUDGET_DSR:
+            run_cell(f"bdsr-S{steps}-g{guidance}-s0", "minmax-diffusion",
+                     ["--budget", "10", "--seed", "0", "--set", f"steps={steps}", "--set", f"guidance={guidance}",
+                      *IPC10_EVAL])
+    run_cell("bdsr-calibrated-g2-s0", "minmax-diffusion",
+             ["--budget", "10", "--seed", "0", "--set", "policy=calibrated", "--set", "guidance=2", *IPC10_EVAL])
 
 
 def study_curve() -> None:
@@ -268,6 +290,17 @@ def report() -> None:
                 q = c["meta"].get("quality", {})
                 print(f"| {steps} | {guidance} | {q.get('class_accuracy')} | {q.get('fd')} | "
                       f"{c['meta'].get('sampler', {}).get('images_per_second')} |")
+    bdsr = sorted(CELLS.glob("bdsr-*.json"))
+    if bdsr:
+        print("\n| 10 s budget, seed 0: policy | S | guidance | IPC reached | accuracy % (fast 100 ep, 3 nets) | class accuracy % | FD |")
+        print("|---|---|---|---|---|---|---|")
+        for p in bdsr:
+            c = json.loads(p.read_text())
+            m, s = c["meta"], c["summary"]
+            q, d, sm = m.get("quality", {}), m.get("policy", {}), m.get("sampler", {})
+            print(f"| {d.get('policy')} | {d.get('steps')} | {sm.get('guidance')} | "
+                  f"{sm.get('ipc')} | {s.get('accuracy_mean'):.2f} ± {s.get('accuracy_std'):.2f} | "
+                  f"{q.get('class_accuracy')} | {q.get('fd')} |")
     curve = CELLS / "curve.json"
     if curve.is_file():
         d = json.loads(curve.read_text())
@@ -290,7 +323,8 @@ def _ms(v: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "report", "all"))
+    ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "budget-dsr", "report",
+                                      "all"))
     args = ap.parse_args()
     CELLS.mkdir(parents=True, exist_ok=True)
     if args.study in ("curve", "all"):
@@ -305,6 +339,8 @@ def main() -> int:
         study_ablation()
     if args.study in ("budget", "all"):
         study_budget()
+    if args.study == "budget-dsr":
+        study_budget_dsr()
     if args.study == "report":
         report()
     return 0
