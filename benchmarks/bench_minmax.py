@@ -6,7 +6,7 @@
     python benchmarks/bench_minmax.py fewsteps    # IPC 1 at S=5 with guidance 4, 3 seeds
     python benchmarks/bench_minmax.py ablation    # plain / L_r / L_d / both, 3 seeds (IPC 1, fast protocol)
     python benchmarks/bench_minmax.py dsr         # S in {5,10,20,30,50}, guidance 1 and 4 (quality figures)
-    python benchmarks/bench_minmax.py budget-dsr  # one 10 s budget: S in {5,10,20,50} x guidance 1/2, + calibrated
+    python benchmarks/bench_minmax.py budget-dsr  # one 10 s budget: S in {5,10,20,30,50} x guidance 1/2, + calibrated
     python benchmarks/bench_minmax.py report      # the tables of docs/minmax.md from the stored cells
 
 Each cell's command, its JSON summary and the run's meta (quality figures, timings) are stored atomically in
@@ -150,7 +150,7 @@ def study_dsr() -> None:
                       "--set", f"guidance={guidance}"])
 
 
-BUDGET_DSR = (5, 10, 20, 50)
+BUDGET_DSR = (5, 10, 20, 30, 50)
 
 
 def study_budget_dsr() -> None:
