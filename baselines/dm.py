@@ -41,6 +41,7 @@ from ._common import (
     fingerprint,
     generator,
     init_images,
+    keep_freed_memory,
     make_dsa,
     progress,
     seeded,
@@ -102,6 +103,8 @@ class DM(Method):
         fp = self._fingerprint(ctx)
         ckpt_path = ctx.work_dir / CHECKPOINT
 
+        if torch.device(dev).type == "cpu":
+            keep_freed_memory()  # docs/baselines.md#speed: no page faults on every chunk's activations
         images, labels = init_images(ctx, p["init"])
         image_syn = images.to(dev).requires_grad_(True)
         opt = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
@@ -240,7 +243,7 @@ def _chunked_loss_grad(net, draws, image_syn: torch.Tensor, train_x: torch.Tenso
     whose activations stay in cache (main_DM.py streams one class of 256 at a time; the batched layout
     allocates the first layer's activations of every class at once)."""
     threads = torch.get_num_threads()
-    n_workers = min(len(draws), workers or threads)
+    n_workers = min(len(draws), workers or threads) if image_syn.device.type == "cpu" else 1
     syn = image_syn.detach()
 
     def one(c: int):

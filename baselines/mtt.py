@@ -60,6 +60,7 @@ from ._common import (
     fingerprint,
     generator,
     init_images,
+    keep_freed_memory,
     make_dsa,
     progress,
     seeded,
@@ -159,6 +160,8 @@ class MTT(Method):
         p = ctx.params
         dev = ctx.device
         data, zca = self._data(ctx)
+        if torch.device(dev).type == "cpu":
+            keep_freed_memory()  # docs/baselines.md#speed: no page faults on every chunk's activations
         wctx = dataclasses.replace(ctx, dataset=data)
 
         buffer = ExpertBuffer(ctx, data)
@@ -373,8 +376,14 @@ class ExpertBuffer:
         real_x, real_y = self._expert_data()
         bar = progress(todo, self.ctx, "mtt experts")
 
+        threads = torch.get_num_threads()
+        at_once = min(len(todo), self.ctx.params["workers"] or threads)
+        # several experts: one per worker thread; one expert (or fewer experts than cores): its batches'
+        # chunks are split over the worker threads instead (docs/baselines.md#speed)
+        inner = 1 if at_once > 1 else self.ctx.params["workers"]
+
         def build(i: int) -> None:
-            traj = self._train_expert(i, real_x, real_y)
+            traj = self._train_expert(i, real_x, real_y, inner)
             atomic_save({"key": self.key, "index": i, "trajectory": traj, "sha256": _digest(traj)}, self.path(i))
             self._cache[i] = traj
             bar.update(1)
@@ -400,12 +409,13 @@ class ExpertBuffer:
         pick = torch.cat([idx[torch.randperm(len(idx), generator=g)[:k]] for idx in class_indices(ds)])
         return ds.train_x[pick], ds.train_y[pick]
 
-    def _train_expert(self, i: int, real_x: torch.Tensor, real_y: torch.Tensor) -> torch.Tensor:
+    def _train_expert(self, i: int, real_x: torch.Tensor, real_y: torch.Tensor, workers: int = 1) -> torch.Tensor:
         """buffer.py: SGD(lr_teacher, momentum mom, weight_decay l2), DSA on every batch, params every epoch.
 
         Each batch's forward/backward runs in chunks of `micro_batch` images whose gradients are summed
         before the one optimizer step (docs/evaluation.md: instance norm and DSA act per sample, so the
-        step is the same up to float summation order, and small chunks stay in cache)."""
+        step is the same up to float summation order, and small chunks stay in cache). With `workers` > 1
+        (CPU) the chunks of each batch are shared among that many threads of one intra-op thread each."""
         ctx, p, dev = self.ctx, self.ctx.params, self.ctx.device
         with _INIT_LOCK, seeded(ctx.seed, "mtt-expert", i):  # seeds torch's global RNG: one thread at a time
             net = ctx.build_model()
@@ -423,7 +433,7 @@ class ExpertBuffer:
                 if dsa is not None:
                     x = dsa(x, gen)
                 opt.zero_grad()
-                correct += _accumulate_grads(net, x, y, p["micro_batch"])
+                correct += _accumulate_grads(net, x, y, p["micro_batch"], workers)
                 opt.step()
                 total += len(y)
             snaps.append(_flat(net))
@@ -431,14 +441,33 @@ class ExpertBuffer:
         return torch.stack(snaps)
 
 
-def _accumulate_grads(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batch: int) -> int:
-    """Gradients of the batch's mean cross-entropy accumulated chunk by chunk; the number correct."""
-    correct = 0
-    for xc, yc in zip(x.split(micro_batch or len(y)), y.split(micro_batch or len(y))):
-        out = net(xc)
-        (F.cross_entropy(out, yc, reduction="sum") / len(y)).backward()
-        correct += int((out.argmax(1) == yc).sum())
-    return correct
+def _accumulate_grads(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batch: int,
+                      workers: int = 1) -> int:
+    """Gradients of the batch's mean cross-entropy, chunk by chunk, into the parameters' .grad; the number
+    correct. With several workers each takes a contiguous share of the chunks (the module is only read:
+    its gradients come back through autograd.grad and are summed here)."""
+    chunks = list(zip(x.split(micro_batch or len(y)), y.split(micro_batch or len(y))))
+    n = len(y)
+    params = list(net.parameters())
+    share = -(-len(chunks) // max(1, min(workers or torch.get_num_threads(), len(chunks))))
+    groups = [chunks[k:k + share] for k in range(0, len(chunks), share)]
+
+    def run(group):
+        grads, correct = None, 0
+        for xc, yc in group:
+            out = net(xc)
+            g = torch.autograd.grad(F.cross_entropy(out, yc, reduction="sum") / n, params)
+            grads = list(g) if grads is None else [a + b for a, b in zip(grads, g)]
+            correct += int((out.argmax(1) == yc).sum())
+        return grads, correct
+
+    results = _map_workers(run, groups, len(groups), x.device)
+    for k, q in enumerate(params):
+        total = results[0][0][k]
+        for grads, _ in results[1:]:
+            total = total + grads[k]
+        q.grad = total
+    return sum(c for _, c in results)
 
 
 _LOCAL = threading.local()

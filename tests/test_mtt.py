@@ -23,9 +23,9 @@ def _count_experts(monkeypatch):
     trained = []
     real = mtt_module.ExpertBuffer._train_expert
 
-    def counting(self, i, x, y):
+    def counting(self, i, x, y, *rest):
         trained.append(i)
-        return real(self, i, x, y)
+        return real(self, i, x, y, *rest)
 
     monkeypatch.setattr(mtt_module.ExpertBuffer, "_train_expert", counting)
     return trained
@@ -46,10 +46,10 @@ def test_buffer_is_built_incrementally_and_reused(make_ctx, monkeypatch):
     method, ctx = make_ctx("mtt", ipc=1, **TINY)
     real = mtt_module.ExpertBuffer._train_expert
 
-    def die_on_second(self, i, x, y):
+    def die_on_second(self, i, x, y, *rest):
         if i == 1:
             raise KeyboardInterrupt
-        return real(self, i, x, y)
+        return real(self, i, x, y, *rest)
 
     monkeypatch.setattr(mtt_module.ExpertBuffer, "_train_expert", die_on_second)
     with pytest.raises(KeyboardInterrupt):
@@ -282,3 +282,16 @@ def test_micro_batched_unroll_matches_whole_batches(make_ctx, micro_batch, worke
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-5 * float(want[1].abs().max()))
     torch.testing.assert_close(got[2], want[2], rtol=1e-4, atol=1e-6)
+
+
+def test_one_expert_split_over_worker_threads_matches_one_thread(make_ctx, tmp_path):
+    """One expert with its batches' chunks shared by two one-thread workers: the same expert up to float
+    summation order (the chunk gradients are summed in another grouping)."""
+    serial = _trajectories(make_ctx, tmp_path, "serial", micro_batch=3, workers=1)
+    method, ctx = make_ctx("mtt", ipc=1, **{**TINY, "dsa_strategy": "color_crop_cutout_flip_scale_rotate",
+                                            "micro_batch": 3, "workers": 2})
+    torch.set_num_threads(2)  # the one_thread fixture restores it
+    buf = mtt_module.ExpertBuffer(ctx)
+    x, y = buf._expert_data()
+    split = buf._train_expert(0, x, y, workers=2)
+    torch.testing.assert_close(split, serial[0], rtol=1e-4, atol=1e-5)
