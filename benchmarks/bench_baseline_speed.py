@@ -387,6 +387,31 @@ def run_reference(spec: str, args) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- report
+def summarize_presets(path: str) -> None:
+    """Old vs new CPU preset, from JSON lines {"arm": "old"|"new", "cmd": ..., "run": `ddbench run --json`}:
+    per (method, IPC, arm) the mean ± population std (np.std, as the reference) over seeds of each run's mean
+    accuracy, distill seconds, and Welch's t-test new vs old (scipy.stats.ttest_ind(equal_var=False))."""
+    import numpy as np
+    from scipy.stats import ttest_ind
+
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["run"]["method"], r["run"]["ipc"], r["arm"]), []).append(r["run"])
+    for method, ipc in sorted({k[:2] for k in groups}):
+        accs = {}
+        for arm in ("old", "new"):
+            runs = groups.get((method, ipc, arm), [])
+            accs[arm] = [x["accuracy_mean"] for x in runs]
+            print(f"{method} IPC {ipc} {arm}: seeds {[x['seed'] for x in runs]}  accuracy {np.mean(accs[arm]):.2f} ± "
+                  f"{np.std(accs[arm]):.2f}  per seed {[round(a, 2) for a in accs[arm]]}  distill s "
+                  f"{[round(x['distill_seconds'], 1) for x in runs]}")
+        if len(accs["old"]) > 1 and len(accs["new"]) > 1:
+            t = ttest_ind(accs["new"], accs["old"], equal_var=False)
+            print(f"{method} IPC {ipc} new - old: {np.mean(accs['new']) - np.mean(accs['old']):+.2f} points, "
+                  f"Welch t = {t.statistic:.2f}, p = {t.pvalue:.3f}")
+
+
 def rate(res: dict, spec: str) -> float:
     """Units per second: iterations/s, or full 60k-image expert epochs/s."""
     med = statistics.median(res["times"])
@@ -435,9 +460,14 @@ def main() -> None:
     ap.add_argument("--dc-src", default=None, help="checkout of VICO-UoE/DatasetCondensation (for --prepare-reference)")
     ap.add_argument("--mtt-src", default=None, help="checkout of GeorgeCazenavette/mtt-distillation")
     ap.add_argument("--fmnist", default="/usr/share/datasets/fashion-mnist", help="folder with the Fashion-MNIST IDX .gz files")
+    ap.add_argument("--summarize-presets", default=None, metavar="JSONL",
+                    help="print old vs new preset accuracy (mean ± std over seeds, Welch test) and exit")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--fake-buffer", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.summarize_presets:
+        summarize_presets(args.summarize_presets)
+        return
     if args.fake_buffer:
         fake_buffer(args.fake_buffer, 4)
         return
