@@ -71,11 +71,11 @@ def test_files_layer_packaged_then_working_folder_then_config(tmp_path, monkeypa
     reg = registry_for(load_config(str(PACKAGED)))
     spec = reg.get("methods", "dm").params
     values = effective(spec, cfg.sources("methods", "dm", "fashion-mnist"))
-    assert values["iterations"][0] == 100 and "packaged presets" in values["iterations"][1]  # kept from the preset
+    assert values["iterations"][0] == 150 and "packaged presets" in values["iterations"][1]  # kept from the preset
     assert values["batch_real"] == (8, f"{explicit} (--config) [methods.dm.fashion-mnist]")
     assert effective(spec, cfg.sources("methods", "dm", "fashion-mnist"), preset="paper")["iterations"] == (20000, "default")
     resolved = resolve(RunRequest(method="dm"), cfg, reg)
-    assert resolved.method_params["iterations"] == 100 and resolved.method_params["batch_real"] == 8
+    assert resolved.method_params["iterations"] == 150 and resolved.method_params["batch_real"] == 8
 
 
 def test_typos_in_tables_and_keys_are_warned_with_a_suggestion(tmp_path, registry):
