@@ -24,6 +24,11 @@ iteration (the reference's `--load_all` mode; its default streams shuffled files
 do not evaluate on the test set after every epoch (only logging in the reference); the optional
 `expert_images_per_class` trains experts on a per-class subset, which is a CPU economy, not the paper.
 
+Layout on CPU (docs/baselines.md#speed; none of it changes results beyond float summation order, none of it
+is in the buffer key): expert batches run in `micro_batch` chunks with summed gradients; missing experts
+train one per worker thread (or one expert's chunks are shared among the workers); glibc keeps freed memory
+(`keep_freed_memory`); `unroll_micro_batch` optionally chunks each unrolled step the same way.
+
 Memory: the unrolled graph keeps, for each of the syn_steps steps, the student parameter vector (P
 floats; P ≈ 0.32 M for ConvNet-3 on 28x28x1, 0.32 M on 32x32x3) and the activations of the forward and
 its double backward for batch_syn images (about 2.2 M floats per 28x28 image for ConvNet-3, more for
