@@ -151,6 +151,7 @@ def study_dsr() -> None:
 
 
 BUDGET_DSR = (5, 10, 20, 30, 50)
+BDSR_EVAL = ["--protocol", "fast", "--eval-epochs", "100", "--eval-models", "2"]  # 11 cells: 2 networks each (CPU time)
 
 
 def study_budget_dsr() -> None:
@@ -159,9 +160,9 @@ def study_budget_dsr() -> None:
         for steps in BUDGET_DSR:
             run_cell(f"bdsr-S{steps}-g{guidance}-s0", "minmax-diffusion",
                      ["--budget", "10", "--seed", "0", "--set", f"steps={steps}", "--set", f"guidance={guidance}",
-                      *IPC10_EVAL])
+                      *BDSR_EVAL])
     run_cell("bdsr-calibrated-g2-s0", "minmax-diffusion",
-             ["--budget", "10", "--seed", "0", "--set", "policy=calibrated", "--set", "guidance=2", *IPC10_EVAL])
+             ["--budget", "10", "--seed", "0", "--set", "policy=calibrated", "--set", "guidance=2", *BDSR_EVAL])
 
 
 def study_curve() -> None:
@@ -292,7 +293,7 @@ def report() -> None:
                       f"{c['meta'].get('sampler', {}).get('images_per_second')} |")
     bdsr = sorted(CELLS.glob("bdsr-*.json"))
     if bdsr:
-        print("\n| 10 s budget, seed 0: policy | S | guidance | IPC reached | accuracy % (fast 100 ep, 3 nets) | class accuracy % | FD |")
+        print("\n| 10 s budget, seed 0: policy | S | guidance | IPC reached | accuracy % (fast 100 ep, 2 nets) | class accuracy % | FD |")
         print("|---|---|---|---|---|---|---|")
         for p in bdsr:
             c = json.loads(p.read_text())
