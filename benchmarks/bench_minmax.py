@@ -7,6 +7,7 @@
     python benchmarks/bench_minmax.py ablation    # plain / L_r / L_d / both, 3 seeds (IPC 1, fast protocol)
     python benchmarks/bench_minmax.py dsr         # S in {5,10,20,30,50}, guidance 1 and 4 (quality figures)
     python benchmarks/bench_minmax.py budget-dsr  # one 10 s budget: S in {5,10,20,30,50} x guidance 1/2, + calibrated
+    python benchmarks/bench_minmax.py budget-unguided  # 10 s, S = 10 without guidance, 5 seeds (+ random IPC 10 s3, s4)
     python benchmarks/bench_minmax.py report      # the tables of docs/minmax.md from the stored cells
 
 Each cell's command, its JSON summary and the run's meta (quality figures, timings) are stored atomically in
@@ -118,6 +119,18 @@ def study_fewsteps() -> None:
 BUDGET_SEEDS = tuple(int(v) for v in os.environ.get("DDBENCH_STUDY_BUDGET_SEEDS", "0,1,2").split(","))
 # 60 s gives IPC ~170 here; its 100-epoch evaluation costs ~17x IPC 10's (DDBENCH_STUDY_BUDGETS=10,60).
 BUDGETS = tuple(int(v) for v in os.environ.get("DDBENCH_STUDY_BUDGETS", "10").split(","))
+
+
+UNGUIDED_SEEDS = (0, 1, 2, 3, 4)
+
+
+def study_budget_unguided() -> None:
+    """The budget-dsr winner checked over 5 method seeds: 10 s, S = 10 (the seed's DSR default), no guidance."""
+    for seed in UNGUIDED_SEEDS:
+        run_cell(f"budget10g1-minmax-s{seed}", "minmax-diffusion",
+                 ["--budget", "10", "--seed", str(seed), "--set", "guidance=1", *IPC10_EVAL])
+    for seed in UNGUIDED_SEEDS:  # the random IPC 10 reference at the same 5 seeds (s0-s2 are the headline's)
+        run_cell(f"ipc10-random-s{seed}", "random", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
 
 
 def study_budget() -> None:
@@ -264,6 +277,8 @@ def report() -> None:
     for budget in BUDGETS:
         print(compare_row(f"{budget} s budget vs random IPC 10, fast (100 epochs)", seed_stats(f"budget{budget}-minmax"),
                           seed_stats("ipc10-random")))
+    print(compare_row("10 s budget, S = 10 without guidance, vs random IPC 10, fast (100 epochs)",
+                      seed_stats("budget10g1-minmax"), seed_stats("ipc10-random")))
     print("\n| variant (IPC 1, fast 300 epochs) | accuracy % | Welch p vs plain (seed means / pooled nets) | "
           "class accuracy % of the set | mean L_r / L_d while fine-tuning |")
     print("|---|---|---|---|---|")
@@ -324,7 +339,8 @@ def _ms(v: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "budget-dsr", "report",
+    ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "budget-dsr", "budget-unguided",
+                                      "report",
                                       "all"))
     args = ap.parse_args()
     CELLS.mkdir(parents=True, exist_ok=True)
@@ -342,6 +358,8 @@ def main() -> int:
         study_budget()
     if args.study == "budget-dsr":
         study_budget_dsr()
+    if args.study == "budget-unguided":
+        study_budget_unguided()
     if args.study == "report":
         report()
     return 0

@@ -14,6 +14,21 @@ from typing import Any, Mapping
 OK = "ok"
 FAILED = "failed"
 
+# Protocol settings that change speed, not accuracy (docs/evaluation.md), and the number of networks, which
+# changes how many accuracies a run has but not what each measures.
+IMPLEMENTATION_KEYS = frozenset({"impl", "parallel", "micro_batch", "max_parallel", "test_batch", "n_models"})
+
+
+def evaluation_settings(record: Any, ignore: frozenset[str] | set[str] = frozenset()) -> tuple:
+    """What makes two evaluations comparable: the protocol settings that change accuracy, as a sorted tuple.
+
+    The one definition used by reports (which runs share a cell), scores (which reference matches) and
+    `run --reference`; it knows no protocol's keys, so a third-party protocol's settings count as well."""
+    config = record.get("config") if hasattr(record, "get") else None
+    settings = (config or {}).get("protocol_settings") or {}
+    skip = IMPLEMENTATION_KEYS | set(ignore)
+    return tuple(sorted((k, repr(v)) for k, v in settings.items() if k not in skip))
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]

@@ -10,25 +10,25 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from .records import RunRecord
+from .records import RunRecord, evaluation_settings
 from .results import query
 
-# What makes two evaluations comparable (the config keys of the protocol's settings that change accuracy).
-# `impl`, `parallel`, `max_parallel`, `micro_batch` and `test_batch` only change speed (docs/evaluation.md).
-SAME_EVAL = ("epochs", "n_models", "lr", "momentum", "weight_decay", "batch_size", "dsa", "dsa_strategy", "zca")
+
+def _protocol_settings(rec: RunRecord) -> dict:
+    return (rec.config or {}).get("protocol_settings") or {}
 
 
-def _eval_settings(rec: RunRecord) -> dict:
-    ev = (rec.config or {}).get("protocol_settings") or {}
-    return {k: ev.get(k) for k in SAME_EVAL}
+def _same_evaluation(rec: RunRecord) -> tuple:
+    """The comparable settings (records.evaluation_settings) and, here, the same number of networks too."""
+    return evaluation_settings(rec), _protocol_settings(rec).get("n_models")
 
 
 def matching(db: Path, rec: RunRecord, method: str) -> list[RunRecord]:
     """Successful runs of `method` at `rec`'s IPC (a budget run's nominal --ipc), evaluated exactly as `rec` was."""
     rows = query(db, "method = ? AND dataset = ? AND ipc = ? AND protocol = ? AND model = ? AND status = 'ok'",
                  (method, rec.dataset, rec.ipc, rec.protocol, rec.model))
-    want = _eval_settings(rec)
-    return [r for r in rows if _eval_settings(r) == want]
+    want = _same_evaluation(rec)
+    return [r for r in rows if _same_evaluation(r) == want]
 
 
 def reference_lines(db: Path, rec: RunRecord, method: str) -> list[str]:
@@ -37,7 +37,7 @@ def reference_lines(db: Path, rec: RunRecord, method: str) -> list[str]:
     if not refs:
         cmd = ["ddbench", "run", "--method", method, "--dataset", rec.dataset, "--ipc", str(rec.ipc),
                "--protocol", rec.protocol, "--model", rec.model]
-        ev = _eval_settings(rec)
+        ev = _protocol_settings(rec)
         if ev.get("n_models") is not None:
             cmd += ["--eval-models", str(ev["n_models"])]
         if ev.get("epochs") is not None:

@@ -1,13 +1,15 @@
 """Reports from the results database alone: terminal table, report.md, results.csv, plots, image grids.
 
-One section per (dataset, protocol, evaluation model). In a section, one row per method (and per
+One section per (dataset, protocol, evaluation model, evaluation settings). In a section, one row per method (and per
 generation budget, for methods given one), one column per IPC. A cell is the mean ± std of every
 accuracy of the cell (seeds x evaluation networks, pooled, population std as the reference code's
 np.std), with Welch's t-test (scipy.stats.ttest_ind, equal_var=False) of those accuracies against the
 reference method's at the same IPC:  * p < 0.05, ** p < 0.01, *** p < 0.001.
 
-Which runs count: per config hash, the latest `ok` run (else the latest failed one); then per cell and
-seed, the latest of those, so a cell re-run with other settings shows its newest result.
+Which runs count: per config hash, the latest `ok` run (else the latest failed one); then per cell, seed and
+evaluation settings (records.evaluation_settings: the protocol settings that change accuracy), the latest of
+those, so a cell re-run with other method settings shows its newest result, while runs of the same cell under
+other evaluation settings (no augmentation, other epochs) form their own section instead of replacing it.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .atomic import atomic_write_json, atomic_write_text
-from .records import RunRecord
+from .records import RunRecord, evaluation_settings
 from .results import query
 
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
@@ -59,7 +61,7 @@ def select_rows(db: Path, hashes: Iterable[str] | None = None, methods: Iterable
 
 
 def _cell_key(r: RunRecord) -> tuple:
-    return (r.dataset, r.protocol, r.model, r.method, r.budget, r.ipc)
+    return (r.dataset, r.protocol, r.model, evaluation_settings(r), r.method, r.budget, r.ipc)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,6 +165,8 @@ class Section:
     protocol: str
     model: str
     reference: str | None
+    settings: tuple = ()  # records.evaluation_settings of every run in the section
+    distinct: tuple = ()  # the settings that tell this section from its siblings (same dataset/protocol/model)
     cells: dict[tuple, Cell] = field(default_factory=dict)  # (method, budget, ipc) -> Cell
     variants: list[tuple[str, float | None]] = field(default_factory=list)
     ipcs: list[int] = field(default_factory=list)
@@ -170,11 +174,13 @@ class Section:
 
     @property
     def title(self) -> str:
-        return f"{self.dataset} · protocol {self.protocol} · {self.model}"
+        extra = "".join(f" · {k}={v}" for k, v in self.distinct)
+        return f"{self.dataset} · protocol {self.protocol} · {self.model}{extra}"
 
     @property
     def slug(self) -> str:
-        return f"{self.dataset}-{self.protocol}-{self.model}"
+        extra = "".join(f"-{k}{v}" for k, v in self.distinct)
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{self.dataset}-{self.protocol}-{self.model}{extra}")
 
     def cell(self, variant: tuple[str, float | None], ipc: int) -> Cell | None:
         return self.cells.get((variant[0], variant[1], ipc))
@@ -198,12 +204,13 @@ def summarise(rows: list[RunRecord], reference: str | None = None, method_order:
     if reference is None:
         reference = order[0] if order else None  # the first method listed (or seen) is the reference
     for r in rows:
-        key = (r.dataset, r.protocol, r.model)
-        sec = sections.setdefault(key, Section(*key, reference=reference))
+        key = (r.dataset, r.protocol, r.model, evaluation_settings(r))
+        sec = sections.setdefault(key, Section(*key[:3], reference=reference, settings=key[3]))
         sec.rows.append(r)
         ck = (r.method, r.budget, r.ipc)
         cell = sec.cells.setdefault(ck, Cell(*ck))
         (cell.ok if r.status == "ok" else cell.failed).append(r)
+    _name_siblings(list(sections.values()))
     for sec in sections.values():
         sec.ipcs = sorted({ipc for _, _, ipc in sec.cells})
         variants = {(m, b) for m, b, _ in sec.cells}
@@ -220,6 +227,22 @@ def summarise(rows: list[RunRecord], reference: str | None = None, method_order:
                 continue
             cell.p_value = welch(cell.accuracies, ref.accuracies)
     return [sections[k] for k in sorted(sections, key=lambda k: tuple(str(x) for x in k))]
+
+
+def _name_siblings(sections: list[Section]) -> None:
+    """Sections of one dataset/protocol/model under different evaluation settings get the differing keys in
+    their titles (`dsa=False`, `epochs=300`), so no two sections read alike."""
+    groups: dict[tuple, list[Section]] = {}
+    for sec in sections:
+        groups.setdefault((sec.dataset, sec.protocol, sec.model), []).append(sec)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        dicts = [dict(sec.settings) for sec in group]
+        keys = sorted({k for d in dicts for k in d})
+        differing = [k for k in keys if len({d.get(k, "-") for d in dicts}) > 1]
+        for sec, d in zip(group, dicts):
+            sec.distinct = tuple((k, d.get(k, "-")) for k in differing)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,7 +350,7 @@ def _last_line(text: str | None) -> str:
 
 CSV_COLUMNS = ["dataset", "protocol", "model", "method", "budget", "ipc", "status", "n_seeds", "n_failed",
                "n_accuracies", "accuracy_mean", "accuracy_std", "reference", "p_value", "significance",
-               "distill_seconds_mean", "eval_seconds_mean", "images", "run_ids", "error"]
+               "distill_seconds_mean", "eval_seconds_mean", "images", "run_ids", "error", "eval_settings"]
 
 
 def csv_text(sections: list[Section]) -> str:
@@ -348,6 +371,7 @@ def csv_text(sections: list[Section]) -> str:
                     _num(c.eval_seconds, 3), "" if c.images is None else c.images,
                     " ".join(r.run_id for r in c.ok + c.failed),
                     " | ".join(_last_line(r.error) for r in c.failed),
+                    " ".join(f"{k}={v}" for k, v in sec.settings),
                 ])
     return buf.getvalue()
 

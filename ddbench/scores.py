@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from .api import DDBenchError
+from .records import evaluation_settings
 
 RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)
 FULL_ROLE = "full-data"  # `Method.role` of the whole-training-set reference (HLR)
@@ -50,7 +51,6 @@ def reference_names(registry=None) -> tuple[str, str]:
 LRS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/hard_label.py compute_metrics(lrs_lambda=0.5)
 ARS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/aug_robust.py (ars_lambda, weighting with/without aug)
 AUG_KEY = "dsa"  # the protocol setting that switches augmentation on and off (ddbench/default_plugins/dsa_protocols.py)
-IMPLEMENTATION_KEYS = frozenset({"impl", "parallel", "micro_batch", "max_parallel", "test_batch", "n_models"})
 FULL_IGNORED_KEYS = frozenset({"epochs"})
 
 
@@ -115,9 +115,7 @@ def ars(syn_aug: float, random_aug: float, syn_noaug: float, random_noaug: float
 
 
 def _settings(row: dict, ignore: Iterable[str] = ()) -> tuple:
-    skip = IMPLEMENTATION_KEYS | set(ignore)
-    settings = ((row.get("config") or {}).get("protocol_settings") or {})
-    return tuple(sorted((k, repr(v)) for k, v in settings.items() if k not in skip))
+    return evaluation_settings(row, frozenset(ignore))
 
 
 def augmented(row: dict) -> bool | None:

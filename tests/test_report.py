@@ -136,6 +136,35 @@ def test_latest_run_per_seed_wins(tmp_path):
     assert "30.00 ± 0.00" in md and "10.00" not in md and "1 older run(s)" in md
 
 
+def test_other_evaluation_settings_get_their_own_section_not_the_latest_slot(tmp_path):
+    """A no-augmentation re-run of a cell must not replace the augmented run of the same seed (nor pool with it)."""
+    db = tmp_path / "ddbench.sqlite"
+    aug = _row(tmp_path, "random", 1, 0, [10.0, 12.0], created=1.0, config_hash="h-a1")
+    aug.config = {"protocol_settings": {"epochs": 300, "dsa": True, "impl": "fast"}}
+    noaug = _row(tmp_path, "random", 1, 0, [30.0, 32.0], created=2.0, config_hash="h-n2")
+    noaug.config = {"protocol_settings": {"epochs": 300, "dsa": False, "impl": "loop"}}
+    for r in (aug, noaug):
+        record(db, r)
+    result = build_report(db, tmp_path / "r")
+    assert len(result.sections) == 2
+    titles = sorted(sec.title for sec in result.sections)
+    assert titles == ["tiny · protocol fast · convnet · dsa=False", "tiny · protocol fast · convnet · dsa=True"]
+    means = {sec.title.rsplit("=", 1)[1]: sec.cell(("random", None), 1).mean for sec in result.sections}
+    assert means == {"False": 31.0, "True": 11.0}
+    md = result.markdown.read_text()
+    assert "older run" not in md and "dsa=False" in md
+    with open(tmp_path / "r" / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["eval_settings"] for r in rows) == ["dsa=False epochs=300", "dsa=True epochs=300"]
+    # an implementation-only difference (impl) is the same evaluation: a re-run replaces the older one
+    again = _row(tmp_path, "random", 1, 0, [50.0, 50.0], created=3.0, config_hash="h-a3")
+    again.config = {"protocol_settings": {"epochs": 300, "dsa": True, "impl": "loop"}}
+    record(db, again)
+    result = build_report(db, tmp_path / "r2")
+    assert len(result.sections) == 2
+    assert {sec.cell(("random", None), 1).mean for sec in result.sections} == {31.0, 50.0}
+
+
 def test_sections_per_dataset_and_protocol(tmp_path):
     db = tmp_path / "ddbench.sqlite"
     record(db, _row(tmp_path, "random", 1, 0, [10.0, 11.0]))
