@@ -297,28 +297,33 @@ CIFAR_FORMATS = {
 }
 
 
+def _locate(name: str, root: Path | None, download: bool, folder: str, marker: str, fetch: Callable[[], None],
+            manual: str) -> Path:
+    """The folder of a user-supplied dataset: ROOT/FOLDER or ROOT itself, whichever holds MARKER; fetched first
+    when allowed; otherwise one error that says where it looked and how to get it."""
+    def find() -> tuple[list[Path], Path | None]:
+        dirs = [root / folder, root] if root is not None else []
+        return dirs, next((d for d in dirs if (d / marker).is_file()), None)
+
+    dirs, found = find()
+    if found is None and download:
+        fetch()
+        dirs, found = find()
+    if found is None:
+        looked = "; ".join(_describe(d) for d in dirs) or "nowhere (no --data-root given)"
+        raise DDBenchError(f"{name} not found (folder {folder}/ with {marker}); looked in: {looked}; "
+                           f"get it with `--data-root DIR --download`, or {manual}")
+    return found
+
+
 def _cifar_loader(name: str) -> Callable[..., ImageDataset]:
     fmt = CIFAR_FORMATS[name]
     mean, std = NORMALISATION[name]
 
-    def find(root: Path | None) -> tuple[list[Path], Path | None]:
-        dirs = [root / fmt.folder, root] if root is not None else []
-        for d in dirs:
-            if (d / fmt.train_files[0]).is_file():
-                return dirs, d
-        return dirs, None
-
     def load(root: Path | None, download: bool) -> ImageDataset:
-        dirs, folder = find(root)
-        if folder is None and download:
-            _torchvision_download(name, fmt.tv_class, root)
-            dirs, folder = find(root)
-        if folder is None:
-            looked = "; ".join(_describe(d) for d in dirs) or "nowhere (no --data-root given)"
-            raise DDBenchError(
-                f"{name} not found (folder {fmt.folder}/ with {fmt.train_files[0]}); looked in: {looked}; "
-                f"get it with `--data-root DIR --download`, or unpack the official python archive into DIR"
-            )
+        folder = _locate(name, root, download, fmt.folder, fmt.train_files[0],
+                         lambda: _torchvision_download(name, fmt.tv_class, root),
+                         "unpack the official python archive into DIR")
         missing = [f for f in (*fmt.train_files, fmt.test_file, fmt.meta_file) if not (folder / f).is_file()]
         if missing:
             raise DDBenchError(f"{folder} is incomplete: missing {', '.join(missing)}")
@@ -445,31 +450,19 @@ def _tiny_loader() -> Callable[..., ImageDataset]:
     name = "tiny-imagenet"
     mean, std = NORMALISATION[name]
 
-    def find(root: Path | None) -> tuple[list[Path], Path | None]:
-        dirs = [root / "tiny-imagenet-200", root] if root is not None else []
-        for d in dirs:
-            if (d / "wnids.txt").is_file():
-                return dirs, d
-        return dirs, None
+    def fetch(root: Path | None) -> None:
+        if root is None:
+            raise DDBenchError(f"downloading {name} needs a folder: pass `--data-root DIR --download`")
+        try:
+            from torchvision.datasets.utils import download_and_extract_archive
+
+            download_and_extract_archive(TINY_IMAGENET_URL, str(root))
+        except Exception as exc:  # noqa: BLE001
+            raise DDBenchError(f"downloading {name} into {root} failed: {_one_line(exc)}") from None
 
     def load(root: Path | None, download: bool) -> ImageDataset:
-        dirs, folder = find(root)
-        if folder is None and download:
-            if root is None:
-                raise DDBenchError(f"downloading {name} needs a folder: pass `--data-root DIR --download`")
-            try:
-                from torchvision.datasets.utils import download_and_extract_archive
-
-                download_and_extract_archive(TINY_IMAGENET_URL, str(root))
-            except Exception as exc:  # noqa: BLE001
-                raise DDBenchError(f"downloading {name} into {root} failed: {_one_line(exc)}") from None
-            dirs, folder = find(root)
-        if folder is None:
-            looked = "; ".join(_describe(d) for d in dirs) or "nowhere (no --data-root given)"
-            raise DDBenchError(
-                f"{name} not found (folder tiny-imagenet-200/ with wnids.txt); looked in: {looked}; "
-                f"get it with `--data-root DIR --download`, or unzip {TINY_IMAGENET_URL} into DIR"
-            )
+        folder = _locate(name, root, download, "tiny-imagenet-200", "wnids.txt", lambda: fetch(root),
+                         f"unzip {TINY_IMAGENET_URL} into DIR")
         cache = _tiny_cache_file(folder)
         data: dict[str, Any] | None = None
         if cache.is_file():

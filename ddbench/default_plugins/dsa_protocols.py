@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -222,49 +222,56 @@ def _evaluate_loop(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any])
     return [r[0] for r in results], [r[1] for r in results]
 
 
+def epoch_batches(net: nn.Module, gen: torch.Generator, n: int, device, settings: dict[str, Any], lr: float,
+                  bar=None) -> Iterator[tuple[int, torch.Tensor, torch.optim.Optimizer]]:
+    """The reference epoch loop (utils.py evaluate_synset): E+1 shuffled passes in batches, SGD with momentum and
+    weight decay, lr x0.1 once at `lr_decay_epoch` with a fresh optimizer. Yields (epoch, batch indices,
+    optimizer); the caller does the step. One loop for every protocol that trains a network on a set."""
+    epochs, bs = settings["epochs"], settings["batch_size"]
+    mom, wd = settings["momentum"], settings["weight_decay"]
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+    for ep in range(epochs + 1):
+        perm = torch.randperm(n, generator=gen).to(device)
+        for start in range(0, n, bs):
+            yield ep, perm[start:start + bs], optimizer
+        if ep == lr_decay_epoch(epochs):
+            lr *= 0.1
+            optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+        if bar is not None:
+            bar.update(1)
+
+
 def _train_one(net, gen, images, labels, dsa, settings, lr, bar=None, micro: int = 0) -> float:
     """utils.py evaluate_synset + epoch('train', ...) for one network; returns the last epoch's train acc (%).
 
     `micro` > 0 (fast impl only) runs each batch's forward/backward in chunks of `micro` images and sums
     their gradients before the one optimizer step: the same gradient, as every op is per-sample.
     """
-    epochs, bs = settings["epochs"], settings["batch_size"]
-    mom, wd = settings["momentum"], settings["weight_decay"]
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
-    n = images.shape[0]
+    epochs, n = settings["epochs"], images.shape[0]
     net.train()
     correct = 0
-    for ep in range(epochs + 1):
-        perm = torch.randperm(n, generator=gen).to(images.device)
-        correct = 0
-        for start in range(0, n, bs):
-            idx = perm[start:start + bs]
-            x, y = images[idx], labels[idx]
-            if dsa is not None:
-                x = dsa(x, generator=gen)
-            if micro and micro < len(idx):
-                optimizer.zero_grad()
-                outs = []
-                for s in range(0, len(idx), micro):
-                    out = net(x[s:s + micro])
-                    (F.cross_entropy(out, y[s:s + micro], reduction="sum") / len(idx)).backward()
-                    outs.append(out.detach())
-                optimizer.step()
-                out = torch.cat(outs)
-            else:
-                out = net(x)
-                loss = F.cross_entropy(out, y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            if ep == epochs:
-                target = y if y.ndim == 1 else y.argmax(1)
-                correct += int((out.argmax(1) == target).sum())
-        if ep == lr_decay_epoch(epochs):
-            lr *= 0.1
-            optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
-        if bar is not None:
-            bar.update(1)
+    for ep, idx, optimizer in epoch_batches(net, gen, n, images.device, settings, lr, bar):
+        x, y = images[idx], labels[idx]
+        if dsa is not None:
+            x = dsa(x, generator=gen)
+        if micro and micro < len(idx):
+            optimizer.zero_grad()
+            outs = []
+            for s in range(0, len(idx), micro):
+                out = net(x[s:s + micro])
+                (F.cross_entropy(out, y[s:s + micro], reduction="sum") / len(idx)).backward()
+                outs.append(out.detach())
+            optimizer.step()
+            out = torch.cat(outs)
+        else:
+            out = net(x)
+            loss = F.cross_entropy(out, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if ep == epochs:
+            target = y if y.ndim == 1 else y.argmax(1)
+            correct += int((out.argmax(1) == target).sum())
     return 100.0 * correct / n
 
 

@@ -43,7 +43,7 @@ from torch import nn
 from .. import hookimpl
 from ..api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
 from ..augment import DEFAULT_STRATEGY, DSA
-from .dsa_protocols import _check, init_network, lr_decay_epoch, test_accuracy, worker_count
+from .dsa_protocols import _check, epoch_batches, init_network, test_accuracy, worker_count
 from ..identity import config_hash, dataset_fingerprint
 from ..results import atomic_save
 from ..seeds import derive_seed, seeded
@@ -188,33 +188,25 @@ def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 def train_student(net: nn.Module, gen: torch.Generator, images: torch.Tensor, teacher: nn.Module,
                   dsa: DSA | None, settings: dict[str, Any], lr: float) -> float:
-    """One student; returns its agreement with the teacher on the last epoch's batches (%)."""
-    epochs, bs = settings["epochs"], settings["batch_size"]
-    mom, wd = settings["momentum"], settings["weight_decay"]
+    """One student, in the dsa protocol's epoch loop; returns its agreement with the teacher on the last epoch's
+    batches (%)."""
+    epochs, n = settings["epochs"], images.shape[0]
     T, scale = settings["temperature"], settings["scale_loss"]
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
-    n = images.shape[0]
     net.train()
     agree = 0
-    for ep in range(epochs + 1):
-        perm = torch.randperm(n, generator=gen).to(images.device)
-        agree = 0
-        for s in range(0, n, bs):
-            x = images[perm[s:s + bs]]
-            if dsa is not None:
-                x = dsa(x, generator=gen)
-            with torch.no_grad():
-                t = teacher(x)
-            out = net(x)
-            loss = kl_loss(out, t, T, scale)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if ep == epochs:
-                agree += int((out.argmax(1) == t.argmax(1)).sum())
-        if ep == lr_decay_epoch(epochs):  # as the dsa protocol: x0.1 once, a fresh optimizer
-            lr *= 0.1
-            opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+    for ep, idx, opt in epoch_batches(net, gen, n, images.device, settings, lr):
+        x = images[idx]
+        if dsa is not None:
+            x = dsa(x, generator=gen)
+        with torch.no_grad():
+            t = teacher(x)
+        out = net(x)
+        loss = kl_loss(out, t, T, scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if ep == epochs:
+            agree += int((out.argmax(1) == t.argmax(1)).sum())
     return 100.0 * agree / n
 
 
