@@ -76,6 +76,10 @@ PARAMS: dict[str, Param] = {
                        choices=SCHEDULERS),
     "guidance": Param(4.0, f"{ANCHOR} sample.py --cfg-scale 4.0; {SEED_CODE} the same",
                       "classifier-free guidance scale s (DiT form; 1 = no guidance)", min=1.0),
+    "budget_guidance": Param(None, f"{SEED_CODE} sample.py: one --cfg-scale for every run (None = `guidance`); "
+                             "docs/minmax.md#dsr-under-a-fixed-10-s-budget: under a budget each guided image costs two "
+                             "network calls per step", "guidance scale under --budget (None = the `guidance` setting)",
+                             min=1.0),
     "steps": Param(10, f"{SEED_CODE} sample.py: --num-sampling-steps 10 (DSR)", "denoising steps S (fixed-steps policy)",
                    min=1),
     "min_steps": Param(5, "docs/minmax.md#dsr-sampler-and-policies: smallest step count tried (the seed paper's Fig. 2 shows 10 and 30)",
@@ -95,6 +99,14 @@ PARAMS: dict[str, Param] = {
     "quality": Param(True, "docs/minmax.md#quality-figures: class accuracy and Fréchet distance of the set under a real-data "
                      "ConvNet (trained once, cached)", "record generator-quality figures in the run's meta"),
 }
+
+
+def guidance_of(ctx: RunContext) -> float:
+    """The guidance scale of this run: `budget_guidance` under --budget when set, else `guidance`."""
+    p = ctx.params
+    if ctx.budget is not None and p.get("budget_guidance") is not None:
+        return float(p["budget_guidance"])
+    return float(p["guidance"])
 
 
 class MinMaxDiffusion(Method):
@@ -130,7 +142,7 @@ class MinMaxDiffusion(Method):
             ds = ctx.dataset
             model = build_denoiser(base_recipe(ctx).generator_config(ds.channels, ds.image_size, ds.num_classes))
             thr = sampler.measure(model, ds.num_classes, (ds.channels, ds.image_size, ds.image_size),
-                                  p["sample_batch"], guidance=p["guidance"])
+                                  p["sample_batch"], guidance=guidance_of(ctx))
             s = p["steps"] if p["policy"] == "fixed-steps" else p["min_steps"]
             need = thr.min_budget(s, p["budget_safety"])
             if ctx.budget < need:
@@ -151,7 +163,7 @@ class MinMaxDiffusion(Method):
         policy = ctx.registry.get("policies", p["policy"])
 
         t1 = time.perf_counter()
-        thr = sampler.measure(model, k, shape, p["sample_batch"], guidance=p["guidance"])
+        thr = sampler.measure(model, k, shape, p["sample_batch"], guidance=guidance_of(ctx))
         measure_s = time.perf_counter() - t1
         gen_key = (gen_info.get("finetune") or gen_info["base"])["sha256"]
         pilot_seconds = [0.0]
@@ -197,7 +209,7 @@ class MinMaxDiffusion(Method):
         if ctx.budget is not None:
             meta["budget_honoured"] = gen_stats["seconds"] <= ctx.budget
         ctx.log(f"minmax-diffusion: {gen_stats['images']} images ({gen_stats['ipc']}/class) at S={decision.steps}, "
-                f"guidance {p['guidance']:g}, in {gen_stats['seconds']:.1f}s ({gen_stats['images_per_second']} images/s)")
+                f"guidance {guidance_of(ctx):g}, in {gen_stats['seconds']:.1f}s ({gen_stats['images_per_second']} images/s)")
         return SyntheticSet(images=images, labels=y, meta=meta, ipc=gen_stats["ipc"],
                             generation_seconds=gen_stats["seconds"])
 
@@ -205,7 +217,7 @@ class MinMaxDiffusion(Method):
     def _request(ctx: RunContext, steps: int, ipc: int | None, **kw: Any) -> SampleRequest:
         p, ds = ctx.params, ctx.dataset
         return SampleRequest(num_classes=ds.num_classes, steps=steps, image_shape=(ds.channels, ds.image_size, ds.image_size),
-                             ipc=ipc, guidance=p["guidance"], scheduler=p["scheduler"], batch_size=p["sample_batch"],
+                             ipc=ipc, guidance=guidance_of(ctx), scheduler=p["scheduler"], batch_size=p["sample_batch"],
                              safety=p["budget_safety"], progress=ctx.progress, **kw)
 
     @staticmethod
@@ -217,7 +229,7 @@ class MinMaxDiffusion(Method):
     def _pilot(self, ctx, sampler, model, gen_key: str, steps: int, seconds: list[float]) -> dict[int, float]:
         p, ds = ctx.params, ctx.dataset
         cfg = {"gen": gen_key, "steps": steps, "ipcs": list(p["pilot_ipcs"]), "scheduler": p["scheduler"],
-               "guidance": p["guidance"], "epochs": p["pilot_epochs"], "models": p["pilot_models"], "seed": ctx.seed,
+               "guidance": guidance_of(ctx), "epochs": p["pilot_epochs"], "models": p["pilot_models"], "seed": ctx.seed,
                "model": ctx.model}
         path = ctx.cache_dir / "minmax-diffusion" / "pilots" / f"{config_hash(cfg)}.json"
         if path.is_file():

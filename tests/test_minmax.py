@@ -337,6 +337,22 @@ def test_distill_under_budget(make_ctx):
     assert syn.meta["policy"]["steps"] == 2
 
 
+def test_budget_guidance_applies_under_a_budget_only(make_ctx):
+    """`budget_guidance` sets the scale of budget runs (measured throughput included); fixed-IPC runs keep `guidance`."""
+    from ddbench_minmax.plugin import guidance_of
+
+    _, budget_ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=3.0, **{**TINY, "guidance": 2.0,
+                                                                                     "budget_guidance": 1.0})
+    _, ipc_ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **{**TINY, "guidance": 2.0, "budget_guidance": 1.0})
+    _, unset_ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=3.0, **{**TINY, "guidance": 2.0})
+    assert (guidance_of(budget_ctx), guidance_of(ipc_ctx), guidance_of(unset_ctx)) == (1.0, 2.0, 2.0)
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=3.0,
+                           **{**TINY, "policy": "max-images", "guidance": 4.0, "budget_guidance": 1.0})
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    assert syn.meta["sampler"]["guidance"] == 1.0 and syn.meta["budget_honoured"]
+
+
 def test_dit_backbone_behind_the_same_interface(make_ctx):
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), ipc=1, **{**TINY, "arch": "dit"})
     syn = method.distill(ctx)
