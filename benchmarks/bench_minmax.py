@@ -136,8 +136,9 @@ def study_budget_unguided() -> None:
 def study_budget() -> None:
     for budget in BUDGETS:
         for seed in BUDGET_SEEDS:
+            # guidance 2, the preset of budget runs when these cells were made (the preset is now budget_guidance 1)
             run_cell(f"budget{budget}-minmax-s{seed}", "minmax-diffusion",
-                     ["--budget", str(budget), "--seed", str(seed), *IPC10_EVAL])
+                     ["--budget", str(budget), "--seed", str(seed), "--set", "budget_guidance=2", *IPC10_EVAL])
 
 
 ABLATION_EVAL = ["--protocol", "fast", "--eval-models", "5"]  # 300 epochs (DC/DSA main.py), IPC 1: ~1 min a cell
@@ -169,13 +170,14 @@ BDSR_EVAL = ["--protocol", "fast", "--eval-epochs", "100", "--eval-models", "2"]
 
 def study_budget_dsr() -> None:
     """The DSR trade-off where it matters: one wall-clock budget, fewer steps buy more images per class."""
+    # (cells made before `budget_guidance` existed recorded `--set guidance=G`, which is what it meant then)
     for guidance in (1, 2):
         for steps in BUDGET_DSR:
             run_cell(f"bdsr-S{steps}-g{guidance}-s0", "minmax-diffusion",
-                     ["--budget", "10", "--seed", "0", "--set", f"steps={steps}", "--set", f"guidance={guidance}",
+                     ["--budget", "10", "--seed", "0", "--set", f"steps={steps}", "--set", f"budget_guidance={guidance}",
                       *BDSR_EVAL])
     run_cell("bdsr-calibrated-g2-s0", "minmax-diffusion",
-             ["--budget", "10", "--seed", "0", "--set", "policy=calibrated", "--set", "guidance=2", *BDSR_EVAL])
+             ["--budget", "10", "--seed", "0", "--set", "policy=calibrated", "--set", "budget_guidance=2", *BDSR_EVAL])
 
 
 def study_curve() -> None:

@@ -77,9 +77,9 @@ PARAMS: dict[str, Param] = {
     "guidance": Param(4.0, f"{ANCHOR} sample.py --cfg-scale 4.0; {SEED_CODE} the same",
                       "classifier-free guidance scale s (DiT form; 1 = no guidance)", min=1.0),
     "budget_guidance": Param(None, f"{SEED_CODE} sample.py: one --cfg-scale for every run (None = `guidance`); "
-                             "docs/minmax.md#dsr-under-a-fixed-10-s-budget: under a budget each guided image costs two "
-                             "network calls per step", "guidance scale under --budget (None = the `guidance` setting)",
-                             min=1.0),
+                             "docs/minmax.md#unguided-sampling-under-a-10-s-budget-5-method-seeds: under a budget a "
+                             "guided image costs two network calls per step",
+                             "guidance scale under --budget (None = the `guidance` setting)", min=1.0),
     "steps": Param(10, f"{SEED_CODE} sample.py: --num-sampling-steps 10 (DSR)", "denoising steps S (fixed-steps policy)",
                    min=1),
     "min_steps": Param(5, "docs/minmax.md#dsr-sampler-and-policies: smallest step count tried (the seed paper's Fig. 2 shows 10 and 30)",
@@ -178,6 +178,9 @@ class MinMaxDiffusion(Method):
         )
         decision = policy.decide(req)
         ctx.log(f"minmax-diffusion: policy {decision.policy}: {decision.reason}")
+        if ctx.budget is not None and p.get("budget_guidance") is not None and p["budget_guidance"] != p["guidance"]:
+            ctx.log(f"minmax-diffusion: under --budget, guidance {p['budget_guidance']:g} (budget_guidance; "
+                    f"guidance {p['guidance']:g} is for fixed-IPC runs)")
 
         deadline = None if ctx.budget is None else time.perf_counter() + ctx.budget
         out = sampler.generate(model, self._request(ctx, decision.steps, None if ctx.budget is not None else decision.ipc,
