@@ -181,67 +181,74 @@ def _key(row: dict, ignore: Iterable[str] = ()) -> tuple:
 
 
 def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
-               random_method: str | None = None, full_method: str | None = None) -> list[Scored]:
-    """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; seeds pooled), references looked up in `rows`.
+               random_method: str | None = None, full_method: str | None = None,
+               references: list[dict] | None = None) -> list[Scored]:
+    """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; seeds pooled), references looked up in
+    `references` (default: `rows`).
 
-    Rows are dicts or anything with a dict-like `.get` (the store's run records). Pass every row of the
-    database (or the report's selection plus the reference runs): references are matched, not computed. A cell without its reference gets None and says which run is missing.
+    Rows are dicts or anything with a dict-like `.get` (the store's run records). A cell's accuracy is that of
+    its runs in `rows` only; the random-real and full-data references, and the other augmentation setting ARS
+    pairs a cell with, come from `references` (pass the whole database): matched, not computed. A cell without
+    its reference gets None and says which run is missing.
     """
     if random_method is None or full_method is None:
         names = reference_names()
         random_method, full_method = random_method or names[0], full_method or names[1]
-    ok = [r for r in rows if r.get("status") == "ok" and r.get("accuracies")]
-    cells: dict[tuple, list[dict]] = {}
-    for r in ok:
-        if r.get("method") == full_method:
-            continue
-        cells.setdefault((r.get("method"), r.get("budget"), r.get("ipc")) + _key(r), []).append(r)
+    refs = [r for r in (rows if references is None else references) if r.get("status") == "ok" and r.get("accuracies")]
     random_of: dict[tuple, list[dict]] = {}
     full_of: dict[tuple, list[dict]] = {}
-    for r in ok:
+    for r in refs:
         if r.get("method") == random_method:
             random_of.setdefault((r.get("ipc"),) + _key(r), []).append(r)
         if r.get("method") == full_method:
             full_of.setdefault(_key(r, FULL_IGNORED_KEYS), []).append(r)
 
-    out: list[Scored] = []
-    index: dict[tuple, Scored] = {}
-    for key, members in cells.items():
-        method, budget, ipc = key[:3]
-        first = members[0]
-        accs = _accuracies(members)
-        s = Scored(method, first.get("dataset"), first.get("model"), first.get("protocol"), ipc, budget,
-                   augmented(first), _epochs(first), _mean(accs), _std(accs), len(accs))
-        rnd = random_of.get((ipc,) + _key(first), [])
-        full = full_of.get(_key(first, FULL_IGNORED_KEYS), [])
-        if rnd:
-            s.random_accuracy = _mean(_accuracies(rnd))
-            s.random_runs = [r.get("run_id") for r in rnd]
-            s.ior = ior(s.accuracy, s.random_accuracy)
-        else:
-            s.missing.append(f"random IPC {ipc}")
-        if full:
-            s.full_accuracy = _mean(_accuracies(full))
-            s.full_runs = [r.get("run_id") for r in full]
-            s.hlr = hlr(s.full_accuracy, s.accuracy)
-        else:
-            s.missing.append("full")
-        if s.ior is not None and s.hlr is not None:
-            s.lrs = lrs(s.ior, s.hlr, w)
-        out.append(s)
-        index[key] = s
+    def scored_cells(source: list[dict]) -> dict[tuple, Scored]:
+        cells: dict[tuple, list[dict]] = {}
+        for r in source:
+            if r.get("status") == "ok" and r.get("accuracies") and r.get("method") != full_method:
+                cells.setdefault((r.get("method"), r.get("budget"), r.get("ipc")) + _key(r), []).append(r)
+        return {key: _score_cell(key, members, random_of, full_of, w) for key, members in cells.items()}
+
+    index = scored_cells(rows)
+    others = scored_cells(refs) if references is not None else index
     # ARS: pair each cell with its twin under the other augmentation setting.
     for key, s in index.items():
         if s.augmented is None:
             continue
-        twin = _twin(index, key)
+        twin = _twin(index, key) or _twin(others, key)
         if twin is None:
             s.missing.append("no-augmentation twin" if s.augmented else "augmentation twin")
             continue
         aug, noaug = (s, twin) if s.augmented else (twin, s)
         if aug.random_accuracy is not None and noaug.random_accuracy is not None:
             s.ars = ars(aug.accuracy, aug.random_accuracy, noaug.accuracy, noaug.random_accuracy, ars_w)
-    return out
+    return list(index.values())
+
+
+def _score_cell(key: tuple, members: list[dict], random_of: dict, full_of: dict, w: float) -> Scored:
+    method, budget, ipc = key[:3]
+    first = members[0]
+    accs = _accuracies(members)
+    s = Scored(method, first.get("dataset"), first.get("model"), first.get("protocol"), ipc, budget,
+               augmented(first), _epochs(first), _mean(accs), _std(accs), len(accs))
+    rnd = random_of.get((ipc,) + _key(first), [])
+    full = full_of.get(_key(first, FULL_IGNORED_KEYS), [])
+    if rnd:
+        s.random_accuracy = _mean(_accuracies(rnd))
+        s.random_runs = [r.get("run_id") for r in rnd]
+        s.ior = ior(s.accuracy, s.random_accuracy)
+    else:
+        s.missing.append(f"random IPC {ipc}")
+    if full:
+        s.full_accuracy = _mean(_accuracies(full))
+        s.full_runs = [r.get("run_id") for r in full]
+        s.hlr = hlr(s.full_accuracy, s.accuracy)
+    else:
+        s.missing.append("full")
+    if s.ior is not None and s.hlr is not None:
+        s.lrs = lrs(s.ior, s.hlr, w)
+    return s
 
 
 def _twin(index: dict[tuple, Scored], key: tuple) -> Scored | None:
@@ -293,10 +300,10 @@ def cross_architecture_table(rows: list[dict], ipc: int | None = None, method_or
     scored = [s for s in score_rows(rows, **score_kwargs) if ipc is None or s.ipc == ipc]
     if ipc is None and len({s.ipc for s in scored}) > 1:
         raise DDBenchError(f"rows hold IPC {sorted({s.ipc for s in scored})}; pick one with ipc=")
-    settings = {(s.dataset, s.protocol, s.augmented) for s in scored}
+    settings = {(s.dataset, s.protocol, s.augmented, s.epochs) for s in scored}
     if len(settings) > 1:
-        shown = ", ".join(f"{d}/{p}/aug {a}" for d, p, a in sorted(settings, key=str))
-        raise DDBenchError(f"rows mix datasets, protocols or augmentation settings ({shown}); select one first")
+        shown = ", ".join(f"{d}/{p}/aug {a}/epochs {e}" for d, p, a, e in sorted(settings, key=str))
+        raise DDBenchError(f"rows mix datasets, protocols or evaluation settings ({shown}); select one first")
     models = list(model_order or [])
     for s in scored:
         if s.model not in models:
@@ -358,9 +365,10 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
     random_method, full_method = reference_names()
     shown = {_cell(r) for r in shown_rows if r.get("method") != full_method}
     shown_ok = [r for r in shown_rows if r.get("status") == "ok"]
-    # score every shown cell; references come from the whole database
+    # score every shown cell on its shown runs; references come from the whole database
     everything = {r.get("run_id"): r for r in list(all_rows) + list(shown_rows)}  # a run counts once
-    scored = [s for s in score_rows(list(everything.values()), w, ars_w, random_method, full_method)
+    scored = [s for s in score_rows(shown_ok, w, ars_w, random_method, full_method,
+                                    references=list(everything.values()))
               if (s.method, s.budget, s.ipc, s.dataset, s.model, s.protocol) in shown]
     text = ["== scores (DD-Ranking): IOR, HLR in percentage points; LRS, ARS x100 (fractions in the exponent)"]
     md = ["## Scores (DD-Ranking)", "",
@@ -384,15 +392,18 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
     for r in shown_ok:
         if r.get("method") == full_method:
             continue
-        groups.setdefault((r.get("dataset"), r.get("protocol"), r.get("ipc"), augmented(r)), []).append(r)
-    for (dataset, protocol, ipc, aug), members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        # one table per evaluation setting: runs of other epochs or augmentation never share a cell
+        groups.setdefault((r.get("dataset"), r.get("protocol"), r.get("ipc"), _settings(r)), []).append(r)
+    for (dataset, protocol, ipc, _), members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         if len({r.get("model") for r in members}) < 2:
             continue
         header, body = cross_architecture_table(members, ipc=ipc, method_order=method_order, model_order=model_order)
-        title = f"{dataset} · protocol {protocol} · IPC {ipc}" + ("" if aug is None else f" · augmentation {'on' if aug else 'off'}")
+        aug, epochs = augmented(members[0]), _epochs(members[0])
+        title = (f"{dataset} · protocol {protocol} · IPC {ipc}" + ("" if epochs is None else f" · {epochs} epochs")
+                 + ("" if aug is None else f" · augmentation {'on' if aug else 'off'}"))
         text += ["", f"== cross-architecture accuracy % — {title} (rows: methods, columns: evaluation architectures)",
                  plain_table(header, body)]
         md += ["", f"### Cross-architecture accuracy (%): {title}", "", markdown_table(header, body)]
-        cross.append({"dataset": dataset, "protocol": protocol, "ipc": ipc, "augmented": aug, "header": header,
-                      "rows": body})
+        cross.append({"dataset": dataset, "protocol": protocol, "ipc": ipc, "augmented": aug, "epochs": epochs,
+                      "header": header, "rows": body})
     return ScoreReport("\n".join(text), "\n".join(md) + "\n", scored, cross)

@@ -142,6 +142,29 @@ def test_cross_architecture_table():
         S.cross_architecture_table(rows + [row("dm", [50.0], ipc=1)])
     with pytest.raises(DDBenchError, match="mix datasets"):
         S.cross_architecture_table(rows + [row("dm", [50.0], dsa=False)])
+    with pytest.raises(DDBenchError, match="mix datasets, protocols or evaluation settings .*epochs 100"):
+        S.cross_architecture_table(rows + [row("dm", [50.0], epochs=100)])
+
+
+def test_shown_cells_keep_their_own_accuracy_while_references_come_from_everything():
+    """A compare's report scores its own runs; other seeds of the same cell elsewhere in the database do not
+    leak into its accuracy column (they still serve as references and as the ARS twin)."""
+    shown = [row("dm", [78.0], seed=0)]
+    everything = shown + [row("dm", [60.0], seed=1), row("random", [70.0]), row("random", [72.0], seed=1),
+                          row("dm", [76.0], dsa=False), row("random", [71.0], dsa=False)]
+    (s,) = S.score_report(everything, shown).scored
+    assert (s.accuracy, s.n, s.random_accuracy, s.ior) == (78.0, 1, 71.0, 7.0)
+    assert s.ars is not None and "no-augmentation twin" not in s.missing
+
+
+def test_report_gives_each_evaluation_setting_its_own_cross_architecture_table():
+    """Runs of 100 and 300 epochs never share a cell (one would silently replace the other)."""
+    rows = []
+    for model in ("convnet", "alexnet"):
+        rows += [row("dm", [78.0], model=model), row("dm", [60.0], model=model, epochs=100)]
+    rep = S.score_report(rows, rows, model_order=["convnet", "alexnet"])
+    assert sorted((c["epochs"], c["rows"][0][1]) for c in rep.cross) == [(100, "60.00 ± 0.00"), (300, "78.00 ± 0.00")]
+    assert "IPC 10 · 100 epochs · augmentation on" in rep.terminal
 
 
 def test_scores_json_round_trip():
@@ -195,7 +218,7 @@ def test_score_report_for_the_report(tmp_path):
         rows += [row("random", [70.0], model=model), row("dm", [78.0], model=model)]
     refs = [row("full", [90.0], model="convnet", ipc=6000), row("random", [10.0], ipc=1)]
     rep = S.score_report(rows + refs, rows, method_order=["random", "dm"], model_order=["convnet", "alexnet"])
-    assert "IOR" in rep.terminal and "cross-architecture accuracy % — fashion-mnist · protocol fast · IPC 10" in rep.terminal
+    assert "IOR" in rep.terminal and "cross-architecture accuracy % — fashion-mnist · protocol fast · IPC 10 · 300 epochs" in rep.terminal
     assert "| method | convnet | alexnet |" in rep.markdown
     dm_conv = next(s for s in rep.scored if s.method == "dm" and s.model == "convnet")
     assert dm_conv.hlr == pytest.approx(12.0) and dm_conv.lrs is not None
