@@ -24,10 +24,14 @@ def evaluation_settings(record: Any, ignore: frozenset[str] | set[str] = frozens
 
     The one definition used by reports (which runs share a cell), scores (which reference matches) and
     `run --reference`; it knows no protocol's keys, so a third-party protocol's settings count as well."""
-    config = record.get("config") if hasattr(record, "get") else None
-    settings = (config or {}).get("protocol_settings") or {}
     skip = IMPLEMENTATION_KEYS | set(ignore)
-    return tuple(sorted((k, repr(v)) for k, v in settings.items() if k not in skip))
+    return tuple(sorted((k, repr(v)) for k, v in protocol_settings(record).items() if k not in skip))
+
+
+def protocol_settings(record: Any) -> dict[str, Any]:
+    """The protocol settings a run (a RunRecord or a row dict) was evaluated with; {} when it has none."""
+    config = record.get("config") if hasattr(record, "get") else None
+    return (config or {}).get("protocol_settings") or {}
 
 
 def new_run_id() -> str:

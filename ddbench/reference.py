@@ -10,17 +10,13 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from .records import RunRecord, evaluation_settings
+from .records import RunRecord, evaluation_settings, protocol_settings
 from .results import query
-
-
-def _protocol_settings(rec: RunRecord) -> dict:
-    return (rec.config or {}).get("protocol_settings") or {}
 
 
 def _same_evaluation(rec: RunRecord) -> tuple:
     """The comparable settings (records.evaluation_settings) and, here, the same number of networks too."""
-    return evaluation_settings(rec), _protocol_settings(rec).get("n_models")
+    return evaluation_settings(rec), protocol_settings(rec).get("n_models")
 
 
 def matching(db: Path, rec: RunRecord, method: str) -> list[RunRecord]:
@@ -37,7 +33,7 @@ def reference_lines(db: Path, rec: RunRecord, method: str) -> list[str]:
     if not refs:
         cmd = ["ddbench", "run", "--method", method, "--dataset", rec.dataset, "--ipc", str(rec.ipc),
                "--protocol", rec.protocol, "--model", rec.model]
-        ev = _protocol_settings(rec)
+        ev = protocol_settings(rec)
         if ev.get("n_models") is not None:
             cmd += ["--eval-models", str(ev["n_models"])]
         if ev.get("epochs") is not None:

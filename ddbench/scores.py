@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from .api import DDBenchError
-from .records import evaluation_settings
+from .records import evaluation_settings, protocol_settings
 
 RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)
 FULL_ROLE = "full-data"  # `Method.role` of the whole-training-set reference (HLR)
@@ -120,12 +120,12 @@ def _settings(row: dict, ignore: Iterable[str] = ()) -> tuple:
 
 def augmented(row: dict) -> bool | None:
     """Whether the row's protocol trained with augmentation (None when the protocol has no such switch)."""
-    settings = (row.get("config") or {}).get("protocol_settings") or {}
+    settings = protocol_settings(row)
     return bool(settings[AUG_KEY]) if AUG_KEY in settings else None
 
 
 def _epochs(row: dict) -> int | None:
-    value = ((row.get("config") or {}).get("protocol_settings") or {}).get("epochs")
+    value = protocol_settings(row).get("epochs")
     return int(value) if value is not None else None
 
 
@@ -211,12 +211,15 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
         return {key: _score_cell(key, members, random_of, full_of, w) for key, members in cells.items()}
 
     index = scored_cells(rows)
-    others = scored_cells(refs) if references is not None else index
+    others: dict[tuple, Scored] | None = None  # the references' cells, scored only if a twin is not in `rows`
     # ARS: pair each cell with its twin under the other augmentation setting.
     for key, s in index.items():
         if s.augmented is None:
             continue
-        twin = _twin(index, key) or _twin(others, key)
+        twin = _twin(index, key)
+        if twin is None and references is not None:
+            others = scored_cells(refs) if others is None else others
+            twin = _twin(others, key)
         if twin is None:
             s.missing.append("no-augmentation twin" if s.augmented else "augmentation twin")
             continue
@@ -351,25 +354,18 @@ class ScoreReport:
                           "lrs": "fraction in [0, 1] (shown x100)", "ars": "fraction in [0, 1] (shown x100)"}}
 
 
-def _cell(row) -> tuple:
-    return (row.get("method"), row.get("budget"), row.get("ipc"), row.get("dataset"), row.get("model"), row.get("protocol"))
-
-
 def score_report(all_rows: list, shown_rows: list, method_order: list[str] | None = None,
                  model_order: list[str] | None = None, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT) -> ScoreReport:
     """Scores of the cells in `shown_rows` (the report's selection), references looked up in `all_rows` (the
-    whole database), and one cross-architecture table per (dataset, protocol, IPC, augmentation) that has
-    more than one architecture. Plain-text and markdown renderings share the same tables."""
+    whole database), and one cross-architecture table per (dataset, protocol, IPC, evaluation settings) that
+    has more than one architecture. Plain-text and markdown renderings share the same tables."""
     from .report import markdown_table, plain_table
 
     random_method, full_method = reference_names()
-    shown = {_cell(r) for r in shown_rows if r.get("method") != full_method}
     shown_ok = [r for r in shown_rows if r.get("status") == "ok"]
     # score every shown cell on its shown runs; references come from the whole database
     everything = {r.get("run_id"): r for r in list(all_rows) + list(shown_rows)}  # a run counts once
-    scored = [s for s in score_rows(shown_ok, w, ars_w, random_method, full_method,
-                                    references=list(everything.values()))
-              if (s.method, s.budget, s.ipc, s.dataset, s.model, s.protocol) in shown]
+    scored = score_rows(shown_ok, w, ars_w, random_method, full_method, references=list(everything.values()))
     text = ["== scores (DD-Ranking): IOR, HLR in percentage points; LRS, ARS x100 (fractions in the exponent)"]
     md = ["## Scores (DD-Ranking)", "",
           "IOR = accuracy − random real subset of the same IPC, evaluated the same way; HLR = full real training set "
