@@ -54,6 +54,11 @@ class Param:
         try:
             if self.default is None:
                 out = value if not isinstance(value, str) else _parse_scalar(value)
+                numeric = self.min is not None or self.max is not None  # bounds make an unset-by-default Param a number
+                if numeric and out is not None and (isinstance(out, (bool, str)) or not isinstance(out, (int, float))):
+                    raise DDBenchError(f"{key}={value!r} is not allowed; give a number"
+                                       + (f" >= {self.min}" if self.min is not None else "")
+                                       + (f" <= {self.max}" if self.max is not None else "") + " (or leave it unset)")
             elif kind is bool:
                 if isinstance(value, str):
                     low = value.strip().lower()

@@ -51,6 +51,18 @@ def test_resolve_params_coerces_and_rejects():
         resolve_params("method x", spec, {"mode": "c"})
 
 
+def test_unset_by_default_param_with_bounds_takes_numbers_only():
+    """A Param defaulting to None (e.g. minmax-diffusion's budget_guidance) with a bound is a number when set."""
+    spec = {"scale": Param(None, min=1.0)}
+    assert resolve_params("method x", spec) == {"scale": None}
+    assert resolve_params("method x", spec, {"scale": "2"}) == {"scale": 2}
+    with pytest.raises(DDBenchError, match=r"scale='abc' is not allowed; give a number >= 1.0 \(or leave it unset\)"):
+        resolve_params("method x", spec, {"scale": "abc"})
+    with pytest.raises(DDBenchError, match="below the minimum"):
+        resolve_params("method x", spec, {"scale": "0.5"})
+    assert resolve_params("method x", {"free": Param(None)}, {"free": "abc"}) == {"free": "abc"}  # no bound: any value
+
+
 def test_parse_sets_splits_protocol_keys():
     assert parse_sets(["a=1", "eval.epochs=3"]) == ({"a": "1"}, {"epochs": "3"})
     with pytest.raises(DDBenchError, match="expected key=value"):
