@@ -363,6 +363,13 @@ class SampleRequest:
     throughput: Throughput | None = None  # needed with a deadline
     safety: float = 1.1  # factor on predicted batch times under a deadline
     progress: bool = False
+    # Levers beyond the seed paper, each off by default (docs/minmax.md#levers-beyond-the-seed):
+    # prototypes[c, m] (generator space): round r of class c starts from / is guided toward prototypes[c, r % M]
+    prototypes: torch.Tensor | None = None
+    strength: float = 1.0  # D4M img2img: denoise prototypes noised to this fraction of the steps (1 = pure noise)
+    mode_guidance: float = 0.0  # MGD3 lambda: pull the predicted clean image toward the round's prototype
+    mode_guidance_stop: float = 0.5  # MGD3: fraction of the steps after which mode guidance stops
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # guidance only while t/T lies in [lo, hi]
 
 
 @dataclass

@@ -21,9 +21,10 @@ from .generator import base_recipe, obtain_generator
 from .losses import nn_cosine_distance
 from .model import arch_config, build_denoiser
 from .policy import Calibrated, FixedSteps, MaxImages
+from .prototypes import KINDS as PROTOTYPE_KINDS, class_prototypes
 from .quality import reference_classifier
 from .sampler import SCHEDULERS, DSRSampler
-from .train import from_model_space
+from .train import from_model_space, to_model_space
 
 ANCHOR = "vimar-gu/MinimaxDiffusion"
 SEED_CODE = "FanJunqiao/DD_Track2"
@@ -96,6 +97,20 @@ PARAMS: dict[str, Param] = {
                           "images per sampling batch", min=1),
     "budget_safety": Param(1.1, "docs/minmax.md#dsr-sampler-and-policies: 10% margin so the last batch ends inside the budget",
                            "factor on predicted batch times under a budget", min=1.0),
+    # -- levers beyond the seed paper (docs/minmax.md#levers-beyond-the-seed) ---------------------------
+    "prototypes": Param("none", "D4M (Su et al., CVPR 2024; suduo94/D4M gen_prototype.py: per-class k-means, k = IPC) "
+                        "and MGD3 (Chan-Santiago et al., ICML 2025; jachansantiago/mode_guidance); 'none' = the seed",
+                        "class prototypes for strength < 1 and mode_guidance: none, or kmeans of the real images "
+                        "in the generator's space (k = the images per class)", choices=PROTOTYPE_KINDS),
+    "strength": Param(1.0, "suduo94/D4M: img2img from the noised centroids at strength 0.7-0.75; 1 = from pure "
+                      "noise (the seed)", "fraction of the S steps run from the noised prototype", min=0.0, max=1.0),
+    "mode_guidance": Param(0.0, "MGD3 (jachansantiago/mode_guidance): lambda = 0.1; 0 = off (the seed)",
+                           "pull of the predicted clean image toward its prototype", min=0.0),
+    "mode_guidance_stop": Param(0.5, "MGD3 (jachansantiago/mode_guidance): guidance stopped at step 25 of 50",
+                                "fraction of the steps after which mode guidance stops", min=0.0, max=1.0),
+    "guidance_interval": Param((0.0, 1.0), "Kynkäänniemi et al., NeurIPS 2024 (arXiv 2404.07724): guidance only in "
+                               "the middle of the noise range; (0, 1) = everywhere (the seed)",
+                               "lo,hi: classifier-free guidance only while t/T lies in [lo, hi]"),
     "quality": Param(True, "docs/minmax.md#quality-figures: class accuracy and Fréchet distance of the set under a real-data "
                      "ConvNet (trained once, cached)", "record generator-quality figures in the run's meta"),
 }
@@ -107,6 +122,20 @@ def guidance_of(ctx: RunContext) -> float:
     if ctx.budget is not None and p.get("budget_guidance") is not None:
         return float(p["budget_guidance"])
     return float(p["guidance"])
+
+
+LEVERS = ("prototypes", "strength", "mode_guidance", "mode_guidance_stop", "guidance_interval")
+
+
+def check_levers(p: dict[str, Any]) -> None:
+    """The levers' settings that each Param alone cannot check."""
+    gi = tuple(p["guidance_interval"])
+    if len(gi) != 2 or not all(isinstance(v, (int, float)) for v in gi) or not 0 <= gi[0] <= gi[1] <= 1:
+        raise DDBenchError(f"guidance_interval={','.join(map(str, gi))} is not allowed; give lo,hi with 0 <= lo <= hi <= 1")
+    if not p["strength"] > 0:
+        raise DDBenchError(f"strength={p['strength']!r} is not allowed; it must lie in (0, 1]")
+    if (p["strength"] < 1 or p["mode_guidance"] > 0) and p["prototypes"] == "none":
+        raise DDBenchError("strength < 1 and mode_guidance > 0 need prototypes; set prototypes=kmeans")
 
 
 class MinMaxDiffusion(Method):
@@ -131,6 +160,7 @@ class MinMaxDiffusion(Method):
             for i in p["pilot_ipcs"]:
                 if not isinstance(i, int) or i < 1:
                     raise DDBenchError(f"pilot_ipcs value {i!r} is not allowed; each must be an integer >= 1")
+        check_levers(p)
         arch_config(p["arch"], ctx.dataset.image_size)
         sampler = ctx.registry.get("samplers", p["sampler"])
         ctx.registry.get("policies", p["policy"])
@@ -182,9 +212,13 @@ class MinMaxDiffusion(Method):
             ctx.log(f"minmax-diffusion: under --budget, guidance {p['budget_guidance']:g} (budget_guidance; "
                     f"guidance {p['guidance']:g} is for fixed-IPC runs)")
 
-        deadline = None if ctx.budget is None else time.perf_counter() + ctx.budget
+        t_start = time.perf_counter()  # a budget counts everything from here: prototypes and sampling
+        deadline = None if ctx.budget is None else t_start + ctx.budget
+        prototypes = self._prototypes(ctx, decision.ipc)
+        proto_s = time.perf_counter() - t_start
         out = sampler.generate(model, self._request(ctx, decision.steps, None if ctx.budget is not None else decision.ipc,
-                                                   seed=ctx.seed, deadline=deadline, throughput=thr))
+                                                   seed=ctx.seed, deadline=deadline, throughput=thr,
+                                                   prototypes=prototypes))
         x, y, gen_stats = out.images, out.labels, out.stats
         if x.shape[0] == 0:
             need = thr.min_budget(decision.steps, p["budget_safety"])
@@ -203,6 +237,7 @@ class MinMaxDiffusion(Method):
             "measure_seconds": round(measure_s, 3),
             "pilot_seconds": round(pilot_seconds[0], 2),
             "budget": ctx.budget,
+            "prototype_seconds": round(proto_s, 3),
             "diversity_nn_cosine_distance": round(nn_cosine_distance(x, y)["mean"], 4),
         }
         if classifier is not None and p["quality"]:
@@ -210,7 +245,7 @@ class MinMaxDiffusion(Method):
             ctx.log(f"minmax-diffusion: quality: class accuracy {meta['quality']['class_accuracy']} %, "
                     f"FD {meta['quality']['fd']} ({len(y)} images)")
         if ctx.budget is not None:
-            meta["budget_honoured"] = gen_stats["seconds"] <= ctx.budget
+            meta["budget_honoured"] = proto_s + gen_stats["seconds"] <= ctx.budget
         ctx.log(f"minmax-diffusion: {gen_stats['images']} images ({gen_stats['ipc']}/class) at S={decision.steps}, "
                 f"guidance {guidance_of(ctx):g}, in {gen_stats['seconds']:.1f}s ({gen_stats['images_per_second']} images/s)")
         return SyntheticSet(images=images, labels=y, meta=meta, ipc=gen_stats["ipc"],
@@ -221,7 +256,21 @@ class MinMaxDiffusion(Method):
         p, ds = ctx.params, ctx.dataset
         return SampleRequest(num_classes=ds.num_classes, steps=steps, image_shape=(ds.channels, ds.image_size, ds.image_size),
                              ipc=ipc, guidance=guidance_of(ctx), scheduler=p["scheduler"], batch_size=p["sample_batch"],
-                             safety=p["budget_safety"], progress=ctx.progress, **kw)
+                             safety=p["budget_safety"], progress=ctx.progress, strength=p["strength"],
+                             mode_guidance=p["mode_guidance"], mode_guidance_stop=p["mode_guidance_stop"],
+                             guidance_interval=tuple(p["guidance_interval"]), **kw)
+
+    @staticmethod
+    def _prototypes(ctx: RunContext, k: int):
+        """Per-class k-means prototypes of the real images in the generator's space (None when off)."""
+        p, ds = ctx.params, ctx.dataset
+        if p["prototypes"] == "none":
+            return None
+        t0 = time.perf_counter()
+        protos = class_prototypes(to_model_space(ds, ds.train_x.float()), ds.train_y.long(), ds.num_classes, k,
+                                  derive_seed(ctx.seed, "prototypes"))
+        ctx.log(f"minmax-diffusion: {k} k-means prototypes per class in {time.perf_counter() - t0:.2f}s")
+        return protos
 
     @staticmethod
     def _classifier(ctx: RunContext):
@@ -233,6 +282,7 @@ class MinMaxDiffusion(Method):
         p, ds = ctx.params, ctx.dataset
         cfg = {"gen": gen_key, "steps": steps, "ipcs": list(p["pilot_ipcs"]), "scheduler": p["scheduler"],
                "guidance": guidance_of(ctx), "epochs": p["pilot_epochs"], "models": p["pilot_models"], "seed": ctx.seed,
+               "levers": {k: p[k] for k in LEVERS},
                "model": ctx.model}
         path = ctx.cache_dir / "minmax-diffusion" / "pilots" / f"{config_hash(cfg)}.json"
         if path.is_file():
@@ -243,7 +293,8 @@ class MinMaxDiffusion(Method):
                 pass
         t0 = time.perf_counter()
         ipcs = sorted(p["pilot_ipcs"])
-        out = sampler.generate(model, self._request(ctx, steps, ipcs[-1], seed=derive_seed(ctx.seed, "pilot")))
+        out = sampler.generate(model, self._request(ctx, steps, ipcs[-1], seed=derive_seed(ctx.seed, "pilot"),
+                                                   prototypes=self._prototypes(ctx, ipcs[-1])))
         x, y = from_model_space(ds, out.images), out.labels
         acc = {}
         for ipc in ipcs:

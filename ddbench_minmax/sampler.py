@@ -107,54 +107,40 @@ class DSRSampler(Sampler):
 
         r = request
         T = model.config.num_train_timesteps
-        if r.steps < 1 or r.steps > T:
-            raise DDBenchError(f"steps={r.steps} is not allowed; it must lie in [1, {T}] (the training timesteps)")
-        if r.ipc is None and r.deadline is None:
-            raise DDBenchError("generation needs an ipc or a deadline")
-        if r.deadline is not None and r.throughput is None:
-            raise DDBenchError("generation under a deadline needs the sampler's throughput measurement")
+        check_request(r, T)
         model.eval()
         device = next(model.parameters(), torch.empty(0)).device
-        k, steps = r.num_classes, r.steps
+        k = r.num_classes
         rounds_per_batch = max(1, r.batch_size // k)
         target_rounds = r.ipc if r.ipc is not None else math.inf
         sched = make_sampling_scheduler(r.scheduler, model)
+        steps_run = len(_timesteps(sched, r.steps, r.strength))  # img2img runs only the last part of the schedule
         done_rounds, b, abandoned, correction = 0, 0, 0, 1.0
         images, labels, batch_times = [], [], []
         t_begin = time.perf_counter()
-        bar = tqdm(total=None if r.ipc is None else r.ipc * k, desc=f"dsr S={steps}", disable=not r.progress,
+        bar = tqdm(total=None if r.ipc is None else r.ipc * k, desc=f"dsr S={r.steps}", disable=not r.progress,
                    leave=False)
         while done_rounds < target_rounds:
             rounds = int(min(rounds_per_batch, target_rounds - done_rounds))
             if r.deadline is not None:
                 left = r.deadline - time.perf_counter()
-                while rounds > 0 and r.throughput.seconds(rounds * k, steps) * correction * r.safety > left:
+                while rounds > 0 and r.throughput.seconds(rounds * k, steps_run) * correction * r.safety > left:
                     rounds -= 1
                 if rounds == 0:
                     break
             n = rounds * k
             y = torch.arange(k).repeat(rounds).to(device)
-            x = torch.randn(n, *r.image_shape, generator=generator(r.seed, "dsr", b)).to(device)
-            sched.set_timesteps(steps)  # also resets the multistep solver's history
+            proto = _round_prototypes(r.prototypes, done_rounds, rounds, device)
             t0 = time.perf_counter()
             step_time = r.throughput.seconds(n, 1) * correction if r.throughput is not None else 0.0
-            aborted = False
-            for t in sched.timesteps:
-                ts = time.perf_counter()
-                if r.deadline is not None and ts + step_time > r.deadline:
-                    aborted = True
-                    break
-                with _autocast(device):
-                    eps = guided_eps(model, x, t.to(device), y, r.guidance)
-                x = sched.step(eps.float(), t, x).prev_sample
-                step_time = max(step_time, time.perf_counter() - ts)
+            x = _denoise(model, sched, r, y, proto, generator(r.seed, "dsr", b), device, step_time)
             dt = time.perf_counter() - t0
-            if aborted:
+            if x is None:  # a step would have crossed the deadline
                 abandoned += 1
                 break
             batch_times.append((n, dt))
             if r.throughput is not None:
-                est = r.throughput.seconds(n, steps)
+                est = r.throughput.seconds(n, steps_run)
                 if est > 0:
                     correction = max(correction, dt / est)
             images.append(x.clamp(-1, 1).cpu())
@@ -167,7 +153,8 @@ class DSRSampler(Sampler):
         out_x = torch.cat(images) if images else torch.empty(0, *r.image_shape)
         out_y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
         stats = {
-            "steps": steps,
+            "steps": r.steps,
+            "steps_run": steps_run,
             "scheduler": r.scheduler,
             "guidance": r.guidance,
             "ipc": done_rounds,
@@ -177,7 +164,93 @@ class DSRSampler(Sampler):
             "batches": len(batch_times),
             "slowdown_vs_measured": round(correction, 3),
             "batches_abandoned_at_deadline": abandoned,
+            **lever_stats(r),
         }
         if r.deadline is not None:
             stats["seconds_left_at_end"] = round(r.deadline - time.perf_counter(), 3)
         return SampleResult(out_x, out_y, stats)
+
+
+def check_request(r: SampleRequest, T: int) -> None:
+    """One-line refusals of a request this sampler cannot honour."""
+    if r.steps < 1 or r.steps > T:
+        raise DDBenchError(f"steps={r.steps} is not allowed; it must lie in [1, {T}] (the training timesteps)")
+    if r.ipc is None and r.deadline is None:
+        raise DDBenchError("generation needs an ipc or a deadline")
+    if r.deadline is not None and r.throughput is None:
+        raise DDBenchError("generation under a deadline needs the sampler's throughput measurement")
+    if not 0.0 < r.strength <= 1.0:
+        raise DDBenchError(f"strength={r.strength!r} is not allowed; it must lie in (0, 1]")
+    lo, hi = r.guidance_interval
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise DDBenchError(f"guidance_interval={r.guidance_interval!r} is not allowed; give lo <= hi within [0, 1]")
+    if (r.strength < 1.0 or r.mode_guidance > 0.0) and r.prototypes is None:
+        raise DDBenchError("strength < 1 and mode_guidance > 0 need prototypes (one or more per class)")
+    if r.prototypes is not None and tuple(r.prototypes.shape[2:]) != tuple(r.image_shape):
+        raise DDBenchError(f"prototypes of shape {tuple(r.prototypes.shape)} do not match images {r.image_shape}")
+
+
+def lever_stats(r: SampleRequest) -> dict:
+    """The levers a set was sampled with (only those switched on), for the run's meta."""
+    out: dict = {}
+    if r.prototypes is not None:
+        out["prototypes_per_class"] = int(r.prototypes.shape[1])
+    if r.strength < 1.0:
+        out["strength"] = r.strength
+    if r.mode_guidance > 0.0:
+        out["mode_guidance"] = r.mode_guidance
+        out["mode_guidance_stop"] = r.mode_guidance_stop
+    if tuple(r.guidance_interval) != (0.0, 1.0):
+        out["guidance_interval"] = list(r.guidance_interval)
+    return out
+
+
+def _timesteps(sched, steps: int, strength: float) -> torch.Tensor:
+    """The scheduler's S timesteps, or their last round(S * strength) for img2img (diffusers'
+    StableDiffusionImg2ImgPipeline.get_timesteps: init_timestep = min(int(S * strength), S))."""
+    sched.set_timesteps(steps)  # also resets the multistep solver's history
+    keep = max(1, min(int(round(steps * strength)), steps))
+    start = steps - keep
+    if start and hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(start * sched.order)
+    return sched.timesteps[start * sched.order:]
+
+
+def _round_prototypes(prototypes: torch.Tensor | None, first_round: int, rounds: int, device) -> torch.Tensor | None:
+    """Batch order is round-major (class c of round r at r*k + c); round r uses prototype r mod M."""
+    if prototypes is None:
+        return None
+    k, M = prototypes.shape[:2]
+    idx = torch.arange(first_round, first_round + rounds) % M
+    return prototypes[:, idx].transpose(0, 1).reshape(rounds * k, *prototypes.shape[2:]).to(device)
+
+
+def _denoise(model, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tensor | None, gen: torch.Generator,
+             device, step_time: float) -> torch.Tensor | None:
+    """One batch from noise (or from noised prototypes) to images; None when a step would cross the deadline."""
+    timesteps = _timesteps(sched, r.steps, r.strength)
+    noise = torch.randn(y.shape[0], *r.image_shape, generator=gen).to(device)
+    x = noise if r.strength >= 1.0 else sched.add_noise(proto, noise, timesteps[:1].repeat(y.shape[0]))
+    T = model.config.num_train_timesteps
+    acp = sched.alphas_cumprod.to(device)
+    lo, hi = r.guidance_interval
+    stop = int(round(len(timesteps) * r.mode_guidance_stop))
+    for i, t in enumerate(timesteps):
+        ts = time.perf_counter()
+        if r.deadline is not None and ts + step_time > r.deadline:
+            return None
+        scale = r.guidance if lo <= int(t) / T <= hi else 1.0  # limited-interval guidance
+        with _autocast(device):
+            eps = guided_eps(model, x, t.to(device), y, scale).float()
+        if r.mode_guidance > 0.0 and i < stop:
+            # MGD3 (Chan-Santiago et al., ICML 2025; jachansantiago/mode_guidance): eps <- eps - sqrt(1 - a_t) *
+            # lambda * (m - x0_t), which moves the predicted clean image x0_t by lambda (1 - a_t) / sqrt(a_t) of
+            # its distance to the mode m. Stable Diffusion's schedule keeps that pull near 1.5 lambda at t = T;
+            # a cosine pixel schedule (a_T -> 0) makes it diverge, so the pull is capped at 1: x0 lands on m at most.
+            a = acp[int(t)]
+            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            lam = min(r.mode_guidance, float(a.sqrt() / (1 - a)))
+            eps = eps - (1 - a).sqrt() * lam * (proto - x0)
+        x = sched.step(eps, t, x).prev_sample
+        step_time = max(step_time, time.perf_counter() - ts)
+    return x
