@@ -8,6 +8,7 @@
     python benchmarks/bench_minmax.py dsr         # S in {5,10,20,30,50}, guidance 1 and 4 (quality figures)
     python benchmarks/bench_minmax.py budget-dsr  # one 10 s budget: S in {5,10,20,30,50} x guidance 1/2, + calibrated
     python benchmarks/bench_minmax.py budget-unguided  # 10 s, S = 10 without guidance, 5 seeds (+ random IPC 10 s3, s4)
+    python benchmarks/bench_minmax.py levers      # each lever beyond the seed alone (IPC 10, seed 0; env selects)
     python benchmarks/bench_minmax.py report      # the tables of docs/minmax.md from the stored cells
 
 Each cell's command, its JSON summary and the run's meta (quality figures, timings) are stored atomically in
@@ -85,6 +86,8 @@ def run_cell(name: str, method: str, args: list[str]) -> dict[str, Any] | None:
         import torch
 
         meta = torch.load(summary["artifact"], map_location="cpu", weights_only=False).get("meta", {})
+    if LOCK:
+        time.sleep(3)  # let a job waiting for the lock take it between cells
     cell = {"name": name, "command": shown, "summary": summary, "meta": meta, "wall_seconds": round(wall, 1),
             "load_before": [round(v, 2) for v in load], "load_after": [round(v, 2) for v in os.getloadavg()],
             "log_tail": proc.stderr[-1500:]}
@@ -131,6 +134,33 @@ def study_budget_unguided() -> None:
                  ["--budget", "10", "--seed", str(seed), "--set", "guidance=1", *IPC10_EVAL])
     for seed in UNGUIDED_SEEDS:  # the random IPC 10 reference at the same 5 seeds (s0-s2 are the headline's)
         run_cell(f"ipc10-random-s{seed}", "random", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
+
+
+# The levers beyond the seed (docs/minmax.md#levers-beyond-the-seed), one setting each, against the preset.
+LEVERS: dict[str, list[str]] = {
+    "preset": [],
+    "proto-s0.7": ["--set", "prototypes=kmeans", "--set", "strength=0.7"],  # D4M
+    "proto-s0.5": ["--set", "prototypes=kmeans", "--set", "strength=0.5"],
+    "proto-s0.85": ["--set", "prototypes=kmeans", "--set", "strength=0.85"],
+    "mode-0.1": ["--set", "prototypes=kmeans", "--set", "mode_guidance=0.1"],  # MGD3
+    "interval": ["--set", "guidance_interval=0.3,0.8"],  # limited-interval guidance
+    "proto-s0.7-g1": ["--set", "prototypes=kmeans", "--set", "strength=0.7", "--set", "guidance=1"],
+    "proto-s0.7-mode-0.1": ["--set", "prototypes=kmeans", "--set", "strength=0.7", "--set", "mode_guidance=0.1"],
+}
+
+
+def study_levers() -> None:
+    """Each lever alone at one IPC (DDBENCH_STUDY_IPC, default 10) and method seed (DDBENCH_STUDY_SEEDS, default 0)."""
+    only = os.environ.get("DDBENCH_STUDY_LEVERS")
+    ipc = os.environ.get("DDBENCH_STUDY_IPC", "10")
+    seeds = tuple(int(v) for v in os.environ.get("DDBENCH_STUDY_SEEDS", "0").split(","))
+    evaluation = IPC1_EVAL if ipc == "1" else IPC10_EVAL
+    for name, sets in LEVERS.items():
+        if only and name not in only.split(","):
+            continue
+        for seed in seeds:
+            run_cell(f"lever-ipc{ipc}-{name}-s{seed}", "minmax-diffusion",
+                     ["--ipc", ipc, "--seed", str(seed), *sets, *evaluation])
 
 
 def study_budget() -> None:
@@ -342,7 +372,7 @@ def _ms(v: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "budget-dsr", "budget-unguided",
-                                      "report",
+                                      "levers", "report",
                                       "all"))
     args = ap.parse_args()
     CELLS.mkdir(parents=True, exist_ok=True)
@@ -362,6 +392,8 @@ def main() -> int:
         study_budget_dsr()
     if args.study == "budget-unguided":
         study_budget_unguided()
+    if args.study == "levers":
+        study_levers()
     if args.study == "report":
         report()
     return 0

@@ -91,6 +91,10 @@ def test_distill_with_prototypes_records_the_levers(make_ctx):
     syn = method.distill(ctx)
     assert syn.per_class(3) == [2, 2, 2]
     assert syn.meta["sampler"]["prototypes_per_class"] == 2 and syn.meta["sampler"]["strength"] == 0.7
+    cached = list((ctx.cache_dir / "minmax-diffusion" / "prototypes").glob("*.pt"))
+    assert len(cached) == 1  # made once from the training data, then reused
+    again = method.distill(ctx)
+    assert torch.allclose(syn.images, again.images, atol=1e-5)
 
 
 def test_lever_settings_are_checked_in_validate(make_ctx):
