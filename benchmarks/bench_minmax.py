@@ -8,6 +8,7 @@
     python benchmarks/bench_minmax.py dsr         # S in {5,10,20,30,50}, guidance 1 and 4 (quality figures)
     python benchmarks/bench_minmax.py budget-dsr  # one 10 s budget: S in {5,10,20,30,50} x guidance 1/2, + calibrated
     python benchmarks/bench_minmax.py budget-unguided  # 10 s, S = 10 without guidance, 5 seeds (+ random IPC 10 s3, s4)
+    python benchmarks/bench_minmax.py equal-count # the preset vs random real at IPC 1 (dsa) and 10, 5 seeds each
     python benchmarks/bench_minmax.py levers      # each lever beyond the seed alone (IPC 10, seed 0; env selects)
     python benchmarks/bench_minmax.py report      # the tables of docs/minmax.md from the stored cells
 
@@ -161,6 +162,19 @@ def study_levers() -> None:
         for seed in seeds:
             run_cell(f"lever-ipc{ipc}-{name}-s{seed}", "minmax-diffusion",
                      ["--ipc", ipc, "--seed", str(seed), *sets, *evaluation])
+
+
+EQUAL_SEEDS = (0, 1, 2, 3, 4)
+
+
+def study_equal_count() -> None:
+    """The preset (with its levers) against random real at the same IPC, 5 method seeds per side."""
+    for seed in EQUAL_SEEDS:
+        run_cell(f"eq-ipc10-minmax-s{seed}", "minmax-diffusion", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
+        run_cell(f"eq-ipc1-minmax-s{seed}", "minmax-diffusion", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
+    for seed in EQUAL_SEEDS:
+        run_cell(f"ipc10-random-s{seed}", "random", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
+        run_cell(f"ipc1-random-s{seed}", "random", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
 
 
 def study_budget() -> None:
@@ -372,7 +386,7 @@ def _ms(v: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "budget-dsr", "budget-unguided",
-                                      "levers", "report",
+                                      "levers", "equal-count", "report",
                                       "all"))
     args = ap.parse_args()
     CELLS.mkdir(parents=True, exist_ok=True)
@@ -392,6 +406,8 @@ def main() -> int:
         study_budget_dsr()
     if args.study == "budget-unguided":
         study_budget_unguided()
+    if args.study == "equal-count":
+        study_equal_count()
     if args.study == "levers":
         study_levers()
     if args.study == "report":
