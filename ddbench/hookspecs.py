@@ -18,7 +18,7 @@ from typing import Callable
 
 import pluggy
 
-from .api import DatasetSpec, Launcher, Method, ModelSpec, Policy, Protocol, Sampler
+from .api import DatasetSpec, Launcher, Method, ModelSpec, Policy, Protocol, Sampler, Selector
 
 hookspec = pluggy.HookspecMarker("ddbench")
 
@@ -68,3 +68,9 @@ def register_policies(register: Callable[[Policy], None]) -> None:
 @hookspec
 def register_launchers(register: Callable[[Launcher], None]) -> None:
     """Add launchers: `register(launcher)` with a `ddbench.api.Launcher` that runs sweep jobs somewhere."""
+
+
+@hookspec
+def register_selectors(register: Callable[[Selector], None]) -> None:
+    """Add selectors: `register(selector)` with a `ddbench.api.Selector` that picks k items per class from a pool
+    by their features (coreset baselines, and generative methods that over-generate and keep the best)."""

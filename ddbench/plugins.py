@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .api import DatasetSpec, DDBenchError, Launcher, Method, ModelSpec, Param, Policy, Protocol, Sampler
+from .api import DatasetSpec, DDBenchError, Launcher, Method, ModelSpec, Param, Policy, Protocol, Sampler, Selector
 
 ENTRY_POINT_GROUP = "ddbench"
 ALLOW_ENV = "DDBENCH_LOAD_PLUGINS"
@@ -56,6 +56,7 @@ CONTRACTS: dict[str, Contract] = {c.kind: c for c in (
     Contract("samplers", "register_samplers", Sampler, ("measure", "generate")),
     Contract("policies", "register_policies", Policy, ("decide",)),
     Contract("launchers", "register_launchers", Launcher, ("check", "run"), has_params=True),
+    Contract("selectors", "register_selectors", Selector, ("select",)),
 )}
 # kind -> hook name. One kind of extension per hook.
 KINDS = {kind: c.hook for kind, c in CONTRACTS.items()}

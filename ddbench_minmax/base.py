@@ -119,20 +119,19 @@ def _load_dataset(name: str, root: str | None):
 
 
 def _ship_classifier(args) -> int:
-    """Train (or take from the cache) the quality classifier and copy its weights beside the shipped base."""
+    """Train (or take from the cache) the reference classifier and ship its weights (ddbench/weights/)."""
     from ddbench.atomic import atomic_save
+    from ddbench.classifier import reference_classifier, shipped_path
     from ddbench.identity import dataset_fingerprint
     from ddbench.plugins import load_plugins
     from ddbench.runner import load_dataset
-
-    from .quality import SHIPPED, reference_classifier
 
     reg = load_plugins()
     ds = load_dataset(reg, args.dataset, args.data_root, False)
     spec = reg.get("models", "convnet")
     fp = dataset_fingerprint(ds)
     clf = reference_classifier(ds, lambda: spec.build(ds.channels, ds.num_classes, ds.image_size), Path(args.cache), fp)
-    target = SHIPPED_DIR / args.dataset / SHIPPED
+    target = shipped_path(args.dataset)
     atomic_save({"state": clf.net.state_dict(), "test_acc": clf.test_acc, "meta": clf.meta, "data": fp}, target)
     print(json.dumps({"out": str(target), "test_accuracy": round(clf.test_acc, 2)}))
     return 0

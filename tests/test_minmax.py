@@ -509,5 +509,5 @@ def test_shipped_quality_classifier_is_used_for_its_data(tmp_path, registry):
     ds = load_dataset(registry, "fashion-mnist", None, False)
     spec = registry.get("models", "convnet")
     clf = reference_classifier(ds, lambda: spec.build(1, 10, 28), tmp_path, dataset_fingerprint(ds), log=None)
-    assert clf.meta["file"].endswith("quality-classifier.pt") and clf.test_acc > 80  # loaded, not trained
+    assert clf.meta["file"].endswith("reference-classifier.pt") and clf.test_acc > 80  # loaded, not trained
     assert not (tmp_path / "minmax-diffusion").exists()

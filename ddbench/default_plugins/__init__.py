@@ -11,4 +11,5 @@ none of them, so each can be read as an example plugin.
 - `eccv2024.py`              protocols and the `challenge` command: the ECCV 2024 DD challenge's evaluation
 - `launchers.py`             launchers: `local` (worker processes) and `slurm`
 - `full_data_method.py`      methods: `full` (the whole real training set, the HLR reference)
+- `selectors.py`             selectors: `random`, `herding`, `k-center`, `k-means`, `confidence`
 """

@@ -1,0 +1,94 @@
+"""Feature spaces for selection, and the one pool-selection helper every method that selects calls.
+
+A selector compares items by their features; which features is a setting of the method (`space`):
+
+- `pixels`: the image itself, flattened (in the dataset's normalised space);
+- `classifier`: the penultimate features of the real-data reference ConvNet (ddbench/classifier.py; trained
+  once per dataset with a progress bar and cached, shipped for Fashion-MNIST), the embedding DC-BENCH's
+  Kmeans-emb and DC's herding use (a network trained on the real data);
+- `random-convnet`: the features of a randomly initialised, frozen ConvNet seeded by the run seed (the
+  embedder of DM, Zhao & Bilen, WACV 2023, which samples a fresh random ConvNet).
+
+`select_pool(ctx, images, labels, k, selector, space)` is what the coreset baselines and generative methods
+that over-generate call: features class by class (memory stays one class's worth), the logits of the
+reference classifier when the selector ranks by them, the registered selector, and a check of what it
+returned (a selector that breaks the contract fails the run, naming itself).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .api import DDBenchError, ImageDataset, RunContext
+
+SPACES = ("pixels", "classifier", "random-convnet")
+
+
+def check_space(space: str) -> None:
+    if space not in SPACES:
+        raise DDBenchError(f"space={space!r} is not allowed; choose one of {', '.join(SPACES)}")
+
+
+def embedder(space: str, dataset: ImageDataset, registry: Any, cache_dir: Path, seed: int = 0,
+             device: torch.device | str = "cpu", log: Callable[[str], None] | None = print,
+             progress: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function from normalised images (N, C, H, W) to float64 features (N, D) in the named space."""
+    from .classifier import batched, reference_classifier
+    from .identity import dataset_fingerprint
+    from .seeds import seeded
+
+    check_space(space)
+    if space == "pixels":
+        return lambda x: x.detach().flatten(start_dim=1).to("cpu", torch.float64)
+    spec = registry.get("models", "convnet")
+
+    def build():
+        return spec.build(dataset.channels, dataset.num_classes, dataset.image_size)
+
+    if space == "classifier":
+        net = reference_classifier(dataset, build, cache_dir, dataset_fingerprint(dataset), log=log,
+                                   progress=progress).net
+    else:
+        with seeded(seed, "features", "random-convnet"):
+            net = build()
+    net = net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return lambda x: batched(lambda b: net.embed(b.to(device)).flatten(start_dim=1).to("cpu", torch.float64), x)
+
+
+def features(ctx: RunContext, images: torch.Tensor, space: str) -> torch.Tensor:
+    """Features (N, D) of a run's images in the named space (the run's seed picks the random ConvNet)."""
+    return embedder(space, ctx.dataset, ctx.registry, ctx.cache_dir, ctx.seed, ctx.device, ctx.log,
+                    ctx.progress)(images)
+
+
+def select_pool(ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, k: int, selector: str,
+                space: str, logits: torch.Tensor | None = None, seed: int | None = None) -> torch.Tensor:
+    """Indices of `k` items of every class of the pool (`images` normalised, `labels` class indices), chosen by
+    the registered `selector` in feature space `space`; class-major, ascending class. `logits` (N, K) default to
+    the reference classifier's when the selector ranks by them. `seed` defaults to the run seed."""
+    from .api import check_picks, check_pool
+    from .classifier import classifier_for
+
+    sel = ctx.registry.get("selectors", selector)
+    check_space(space)
+    labels = labels.long().cpu()
+    needs_logits = getattr(sel, "needs_logits", False)
+    # k and the class counts are checked before any feature is computed (placeholders of width 1; logits we compute)
+    placeholder = torch.zeros(len(labels), 1)
+    check_pool(sel, placeholder, labels, k, logits if logits is not None else placeholder if needs_logits else None)
+    embed = embedder(space, ctx.dataset, ctx.registry, ctx.cache_dir, ctx.seed, ctx.device, ctx.log, ctx.progress)
+    clf = classifier_for(ctx) if needs_logits and logits is None else None
+    seed = ctx.seed if seed is None else seed
+    owner = ctx.registry.owners["selectors"].get(selector, "?")
+    out = []
+    for c in torch.unique(labels).tolist():  # one class at a time: a class's pick depends only on its own items
+        idx = (labels == c).nonzero(as_tuple=True)[0]
+        x = images[idx]
+        cls_logits = logits[idx] if logits is not None else (clf.logits(x.float()) if clf is not None else None)
+        picked = sel.select(embed(x), labels[idx], k, seed, logits=cls_logits)
+        out.append(idx[check_picks(f"selector {selector!r} (plugin {owner!r})", picked, k, len(idx), c)])
+    return torch.cat(out)
