@@ -9,6 +9,7 @@
     python benchmarks/bench_minmax.py budget-dsr  # one 10 s budget: S in {5,10,20,30,50} x guidance 1/2, + calibrated
     python benchmarks/bench_minmax.py budget-unguided  # 10 s, S = 10 without guidance, 5 seeds (+ random IPC 10 s3, s4)
     python benchmarks/bench_minmax.py equal-count # the preset vs random real at IPC 1 (dsa) and 10, 5 seeds each
+    python benchmarks/bench_minmax.py budget-equal  # 10 s budget, then random real at the IPC it achieved
     python benchmarks/bench_minmax.py levers      # each lever beyond the seed alone (IPC 10, seed 0; env selects)
     python benchmarks/bench_minmax.py report      # the tables of docs/minmax.md from the stored cells
 
@@ -140,6 +141,9 @@ def study_budget_unguided() -> None:
 # The levers beyond the seed (docs/minmax.md#levers-beyond-the-seed), one setting each, against the preset.
 LEVERS: dict[str, list[str]] = {
     "preset": [],
+    "from-noise": ["--set", "prototypes=none", "--set", "strength=1"],  # the seed's sampling (no lever)
+    "pool4-conf": ["--set", "pool=4", "--set", "selector=confidence"],  # CaO2, on top of the preset
+    "pool4-kmeans": ["--set", "pool=4", "--set", "selector=k-means"],  # DC-BENCH Kmeans-emb, on the preset
     "proto-s0.7": ["--set", "prototypes=kmeans", "--set", "strength=0.7"],  # D4M
     "proto-s0.5": ["--set", "prototypes=kmeans", "--set", "strength=0.5"],
     "proto-s0.85": ["--set", "prototypes=kmeans", "--set", "strength=0.85"],
@@ -175,6 +179,31 @@ def study_equal_count() -> None:
     for seed in EQUAL_SEEDS:
         run_cell(f"ipc10-random-s{seed}", "random", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
         run_cell(f"ipc1-random-s{seed}", "random", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
+
+
+BUDGET_VARIANTS: dict[str, list[str]] = {
+    "preset": [],
+    "pool4-conf": ["--set", "pool=4", "--set", "selector=confidence"],  # CaO2: 4 x IPC candidates, confident first
+}
+
+
+def achieved_ipc(cell: dict[str, Any]) -> int:
+    """Images per class a budget cell produced (older summaries stored the requested IPC)."""
+    return int(cell["meta"].get("sampler", {}).get("ipc") or cell["summary"]["ipc"])
+
+
+def study_budget_equal() -> None:
+    """10 s budget cells (DDBENCH_STUDY_BUDGET_VARIANTS, DDBENCH_STUDY_SEEDS), each followed by random real at the
+    IPC it achieved, same seed, same evaluation (BDSR_EVAL: 100 epochs, 2 networks, for the CPU time)."""
+    only = os.environ.get("DDBENCH_STUDY_BUDGET_VARIANTS", "preset").split(",")
+    seeds = tuple(int(v) for v in os.environ.get("DDBENCH_STUDY_SEEDS", "0,1,2").split(","))
+    for seed in seeds:
+        for name in only:
+            cell = run_cell(f"beq-{name}-s{seed}", "minmax-diffusion",
+                            ["--budget", "10", "--seed", str(seed), *BUDGET_VARIANTS[name], *BDSR_EVAL])
+            if cell:
+                ipc = achieved_ipc(cell)
+                run_cell(f"beq-random-ipc{ipc}-s{seed}", "random", ["--ipc", str(ipc), "--seed", str(seed), *BDSR_EVAL])
 
 
 def study_budget() -> None:
@@ -377,6 +406,32 @@ def report() -> None:
                 print(f"| {s} | {a['epochs']} | {a['class_accuracy']} / {b['class_accuracy']} | {a['fd']} / {b['fd']} |")
 
 
+def report_equal() -> None:
+    """The equal-count tables of docs/minmax.md#equal-count-results (DDBENCH_STUDY_CELLS selects the folder)."""
+    print("| comparison (same IPC, same evaluation) | minmax-diffusion % | random real % | difference | "
+          "Welch p (seed means / pooled nets) |")
+    print("|---|---|---|---|---|")
+    print(compare_row("IPC 1, dsa (1000 epochs, 5 nets)", seed_stats("eq-ipc1-minmax"), seed_stats("ipc1-random")))
+    print(compare_row("IPC 10, fast (100 epochs, 3 nets)", seed_stats("eq-ipc10-minmax"), seed_stats("ipc10-random")))
+    for name in BUDGET_VARIANTS:
+        mm = seed_stats(f"beq-{name}-s")
+        if mm:
+            mm["ipc"] = [achieved_ipc(c) for c in mm["cells"]]
+            print(compare_row(f"10 s budget ({name}) vs random at the IPC each seed reached, fast (100 epochs, 2 nets)",
+                              mm, seed_stats("beq-random-ipc")))
+    levers = sorted(CELLS.glob("lever-*.json"))
+    if levers:
+        print("\n| lever cell (one method seed) | IPC | accuracy % | class accuracy % | FD | levers recorded |")
+        print("|---|---|---|---|---|---|")
+        for path in levers:
+            c = json.loads(path.read_text())
+            m, q = c["meta"], c["meta"].get("quality", {})
+            lev = {k: v for k, v in m.get("sampler", {}).items()
+                   if k in ("strength", "mode_guidance", "guidance_interval", "prototypes_per_class", "guidance")}
+            print(f"| {c['name']} | {c['summary']['ipc']} | {c['summary']['accuracy_mean']:.2f} ± "
+                  f"{c['summary']['accuracy_std']:.2f} | {q.get('class_accuracy')} | {q.get('fd')} | {lev} |")
+
+
 def _ms(v: list[float]) -> str:
     import statistics
 
@@ -386,7 +441,7 @@ def _ms(v: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", choices=("curve", "headline", "fewsteps", "budget", "ablation", "dsr", "budget-dsr", "budget-unguided",
-                                      "levers", "equal-count", "report",
+                                      "levers", "equal-count", "budget-equal", "report", "report-equal",
                                       "all"))
     args = ap.parse_args()
     CELLS.mkdir(parents=True, exist_ok=True)
@@ -406,12 +461,16 @@ def main() -> int:
         study_budget_dsr()
     if args.study == "budget-unguided":
         study_budget_unguided()
+    if args.study == "budget-equal":
+        study_budget_equal()
     if args.study == "equal-count":
         study_equal_count()
     if args.study == "levers":
         study_levers()
     if args.study == "report":
         report()
+    if args.study == "report-equal":
+        report_equal()
     return 0
 
 

@@ -14,6 +14,7 @@ import torch
 
 from ddbench import hookimpl
 from ddbench.api import DDBenchError, Method, Param, PlanRequest, RunContext, SampleRequest, SyntheticSet
+from ddbench.features import SPACES as SELECTION_SPACES, select_pool
 from ddbench.identity import config_hash, dataset_fingerprint
 from ddbench.atomic import atomic_save
 from ddbench.results import atomic_write_text
@@ -114,6 +115,13 @@ PARAMS: dict[str, Param] = {
     "guidance_interval": Param((0.0, 1.0), "Kynkäänniemi et al., NeurIPS 2024 (arXiv 2404.07724): guidance only in "
                                "the middle of the noise range; (0, 1) = everywhere (the seed)",
                                "lo,hi: classifier-free guidance only while t/T lies in [lo, hi]"),
+    "pool": Param(1, "CaO2 (hatchetProject/CaO2 sample_imagenet.py): 4 x IPC candidates per class; 1 = no pool "
+                  "(the seed)", "candidates sampled per kept image; the selector keeps IPC per class", min=1),
+    "selector": Param("confidence", "CaO2: a teacher's most confident correct candidates first",
+                      "registered selector that picks from the pool (pool > 1)"),
+    "selector_space": Param("classifier", "DC-BENCH Kmeans-emb (justincui03/dc_benchmark): features of a network "
+                            "trained on the real data", "feature space of the pool's selection",
+                            choices=SELECTION_SPACES),
     "quality": Param(True, "docs/minmax.md#quality-figures: class accuracy and Fréchet distance of the set under a real-data "
                      "ConvNet (trained once, cached)", "record generator-quality figures in the run's meta"),
 }
@@ -167,6 +175,8 @@ class MinMaxDiffusion(Method):
         arch_config(p["arch"], ctx.dataset.image_size)
         sampler = ctx.registry.get("samplers", p["sampler"])
         ctx.registry.get("policies", p["policy"])
+        if p["pool"] > 1:
+            ctx.registry.get("selectors", p["selector"])
         if ctx.budget is not None:
             if not ctx.budget > 0:
                 raise DDBenchError(f"budget={ctx.budget!r} is not allowed; it must be a positive number of seconds")
@@ -215,22 +225,7 @@ class MinMaxDiffusion(Method):
             ctx.log(f"minmax-diffusion: under --budget, guidance {p['budget_guidance']:g} (budget_guidance; "
                     f"guidance {p['guidance']:g} is for fixed-IPC runs)")
 
-        # Prototypes are computed (and cached) before the budget's clock starts, as D4M's gen_prototype.py runs
-        # before its generation script: like the fine-tuned generator, they are made from the training data once.
-        t_proto = time.perf_counter()
-        prototypes = self._prototypes(ctx, decision.ipc)
-        proto_s = time.perf_counter() - t_proto
-        deadline = None if ctx.budget is None else time.perf_counter() + ctx.budget
-        out = sampler.generate(model, self._request(ctx, decision.steps, None if ctx.budget is not None else decision.ipc,
-                                                   seed=ctx.seed, deadline=deadline, throughput=thr,
-                                                   prototypes=prototypes))
-        x, y, gen_stats = out.images, out.labels, out.stats
-        if x.shape[0] == 0:
-            need = thr.min_budget(decision.steps, p["budget_safety"])
-            raise DDBenchError(
-                f"budget={ctx.budget:g}s gave no image per class at S={decision.steps} on this device; "
-                f"the minimum is about {need:.2f}s"
-            )
+        x, y, gen_stats, extra = self._sample_set(ctx, sampler, model, decision, thr)
         images = from_model_space(ds, x)
         meta: dict[str, Any] = {
             "generator": gen_info,
@@ -242,7 +237,7 @@ class MinMaxDiffusion(Method):
             "measure_seconds": round(measure_s, 3),
             "pilot_seconds": round(pilot_seconds[0], 2),
             "budget": ctx.budget,
-            "prototype_seconds": round(proto_s, 3),
+            **extra,
             "diversity_nn_cosine_distance": round(nn_cosine_distance(x, y)["mean"], 4),
         }
         if classifier is not None and p["quality"]:
@@ -250,11 +245,60 @@ class MinMaxDiffusion(Method):
             ctx.log(f"minmax-diffusion: quality: class accuracy {meta['quality']['class_accuracy']} %, "
                     f"FD {meta['quality']['fd']} ({len(y)} images)")
         if ctx.budget is not None:
-            meta["budget_honoured"] = gen_stats["seconds"] <= ctx.budget
+            meta["budget_honoured"] = gen_stats["seconds"] + extra.get("selection_seconds", 0.0) <= ctx.budget
         ctx.log(f"minmax-diffusion: {gen_stats['images']} images ({gen_stats['ipc']}/class) at S={decision.steps}, "
                 f"guidance {guidance_of(ctx):g}, in {gen_stats['seconds']:.1f}s ({gen_stats['images_per_second']} images/s)")
         return SyntheticSet(images=images, labels=y, meta=meta, ipc=gen_stats["ipc"],
                             generation_seconds=gen_stats["seconds"])
+
+    def _sample_set(self, ctx: RunContext, sampler, model, decision, thr):
+        """Sample the set (over-generating `pool` candidates per kept image when pool > 1, then selecting)."""
+        p, ds = ctx.params, ctx.dataset
+        pool = p["pool"]
+        # Prototypes are computed (and cached) before the budget's clock starts, as D4M's gen_prototype.py runs
+        # before its generation script: like the fine-tuned generator, they are made from the training data once.
+        t_proto = time.perf_counter()
+        # one prototype per kept image: a fixed IPC's rounds cycle through them `pool` times; under a budget the
+        # policy's predicted rounds are divided by the pool
+        prototypes = self._prototypes(ctx, max(1, decision.ipc // pool) if ctx.budget is not None else decision.ipc)
+        extra: dict[str, Any] = {"prototype_seconds": round(time.perf_counter() - t_proto, 3)}
+        reserve = self._selection_reserve(ctx, decision, thr) if pool > 1 and ctx.budget is not None else 0.0
+        start = time.perf_counter()
+        deadline = None if ctx.budget is None else start + ctx.budget - reserve
+        ipc = None if ctx.budget is not None else decision.ipc * pool
+        out = sampler.generate(model, self._request(ctx, decision.steps, ipc, seed=ctx.seed, deadline=deadline,
+                                                   throughput=thr, prototypes=prototypes))
+        x, y, stats = out.images, out.labels, dict(out.stats)
+        keep = stats["ipc"] // pool
+        if keep < 1:
+            need = thr.min_budget(decision.steps, p["budget_safety"]) * pool
+            raise DDBenchError(
+                f"budget={ctx.budget:g}s gave no image per class at S={decision.steps} (pool={pool}) on this device; "
+                f"the minimum is about {need + reserve:.2f}s"
+            )
+        if pool > 1:
+            t_sel = time.perf_counter()
+            idx = select_pool(ctx, from_model_space(ds, x), y, keep, p["selector"], p["selector_space"],
+                              seed=derive_seed(ctx.seed, "pool"))
+            x, y = x[idx], y[idx]
+            extra.update(pool=pool, selector=p["selector"], selector_space=p["selector_space"],
+                         pool_images=stats["images"], selection_seconds=round(time.perf_counter() - t_sel, 3),
+                         selection_reserve_seconds=round(reserve, 3))
+            stats.update(ipc=keep, images=int(x.shape[0]))
+        return x, y, stats, extra
+
+    @staticmethod
+    def _selection_reserve(ctx: RunContext, decision, thr) -> float:
+        """Seconds kept back from sampling for the selection of a budget's pool: the pool the policy predicts,
+        at the feature + classifier cost per image measured now (before the clock), with the budget's margin."""
+        p, ds = ctx.params, ctx.dataset
+        probe = torch.zeros(min(200, p["sample_batch"] * 2), ds.channels, ds.image_size, ds.image_size)
+        y = torch.arange(probe.shape[0]) % ds.num_classes
+        t0 = time.perf_counter()
+        select_pool(ctx, probe, y, 1, p["selector"], p["selector_space"])
+        per_image = (time.perf_counter() - t0) / probe.shape[0]
+        predicted = thr.max_ipc(ctx.budget, decision.steps, p["budget_safety"]) * ds.num_classes
+        return per_image * predicted * p["budget_safety"]
 
     @staticmethod
     def _request(ctx: RunContext, steps: int, ipc: int | None, **kw: Any) -> SampleRequest:

@@ -103,3 +103,30 @@ def test_lever_settings_are_checked_in_validate(make_ctx):
         method, ctx = make_ctx("minmax-diffusion", dataset=ds, ipc=2, **{**TINY, **bad})
         with pytest.raises(DDBenchError, match=msg):
             method.validate(ctx)
+
+
+def test_pool_over_generates_then_the_selector_keeps_ipc_per_class(make_ctx):
+    ds = tiny_ds()
+    method, ctx = make_ctx("minmax-diffusion", dataset=ds, ipc=2, pool=3, selector="k-center", selector_space="pixels",
+                           **TINY)
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    assert syn.per_class(3) == [2, 2, 2] and syn.ipc == 2
+    assert syn.meta["pool"] == 3 and syn.meta["pool_images"] == 18 and syn.meta["selector"] == "k-center"
+
+
+def test_pool_under_a_budget_counts_the_selection(make_ctx):
+    ds = tiny_ds()
+    method, ctx = make_ctx("minmax-diffusion", dataset=ds, ipc=2, budget=30.0, pool=2, selector="random",
+                           selector_space="pixels", **TINY)
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    assert syn.meta["selection_reserve_seconds"] >= 0 and syn.meta["budget_honoured"]
+    assert syn.meta["sampler"]["seconds"] + syn.meta["selection_seconds"] <= 30.0
+    assert syn.ipc == syn.meta["pool_images"] // 3 // 2 and len(set(syn.per_class(3))) == 1
+
+
+def test_an_unknown_selector_is_refused_before_any_work(make_ctx):
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), ipc=2, pool=2, selector="nosuch", **TINY)
+    with pytest.raises(DDBenchError, match="nosuch"):
+        method.validate(ctx)
