@@ -184,6 +184,7 @@ def study_equal_count() -> None:
 BUDGET_VARIANTS: dict[str, list[str]] = {
     "preset": [],
     "pool4-conf": ["--set", "pool=4", "--set", "selector=confidence"],  # CaO2: 4 x IPC candidates, confident first
+    "guided": ["--set", "budget_guidance=2"],  # guidance 2 under the budget: half the images, each guided
 }
 
 

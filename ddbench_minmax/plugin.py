@@ -117,7 +117,7 @@ PARAMS: dict[str, Param] = {
                                "lo,hi: classifier-free guidance only while t/T lies in [lo, hi]"),
     "pool": Param(1, "CaO2 (hatchetProject/CaO2 sample_imagenet.py): 4 x IPC candidates per class; 1 = no pool "
                   "(the seed)", "candidates sampled per kept image; the selector keeps IPC per class", min=1),
-    "selector": Param("confidence", "CaO2: a teacher's most confident correct candidates first",
+    "selector": Param("confidence", "hatchetProject/CaO2 sample_imagenet.py: a teacher's most confident correct candidates first",
                       "registered selector that picks from the pool (pool > 1)"),
     "selector_space": Param("classifier", "DC-BENCH Kmeans-emb (justincui03/dc_benchmark): features of a network "
                             "trained on the real data", "feature space of the pool's selection",
