@@ -20,7 +20,7 @@ import torch
 from ddbench.api import DDBenchError, SampleRequest, SampleResult, Sampler, Throughput
 from ddbench.seeds import generator
 
-from .model import guided_eps
+from .model import guided_eps, schedule_kwargs
 
 SCHEDULERS = ("ddim", "dpm++")
 
@@ -28,13 +28,12 @@ SCHEDULERS = ("ddim", "dpm++")
 def make_sampling_scheduler(kind: str, model):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    c = model.config
-    common = dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                  prediction_type=c.prediction_type)
+    common = schedule_kwargs(model.config)
     if kind == "ddim":
         # "trailing" spacing starts at t = T-1 even for very few steps (Lin et al. 2024, "Common diffusion
         # noise schedules and sample steps are flawed", Table 2; diffusers DDIMScheduler option).
-        return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=False, timestep_spacing="trailing")
+        return DDIMScheduler(**common, clip_sample=model.config.clip_sample, set_alpha_to_one=False,
+                             timestep_spacing="trailing")
     if kind == "dpm++":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                            timestep_spacing="trailing")

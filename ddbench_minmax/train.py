@@ -32,7 +32,7 @@ import torch
 from ddbench.api import DDBenchError
 
 from .losses import ClassMemory, minmax_losses
-from .model import Denoiser
+from .model import Denoiser, schedule_kwargs
 
 TRAINABLE = ("all", "difffit")
 PRECISIONS = ("bf16", "fp32")
@@ -65,9 +65,7 @@ class TrainSpec:
 def make_train_scheduler(model: Denoiser):
     from diffusers import DDPMScheduler
 
-    c = model.config
-    return DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                         prediction_type=c.prediction_type)
+    return DDPMScheduler(**schedule_kwargs(model.config))
 
 
 def to_model_space(ctx_dataset, x_normalised: torch.Tensor) -> torch.Tensor:
@@ -80,12 +78,22 @@ def from_model_space(ctx_dataset, x: torch.Tensor) -> torch.Tensor:
 
 
 def trainable_parameters(model: Denoiser, which: str) -> list[torch.nn.Parameter]:
-    """All parameters, or DiffFit's: biases, norm scales/shifts and the class embedding (DiT's y_embedder)."""
+    """All parameters, or DiffFit's: biases, the scales of normalisation layers and the class-label table.
+
+    FanJunqiao/DD_Track2 `train_dit.py mark_difffit_trainable` matches the names "bias", "norm", "gamma",
+    "y_embed" in its DiT, where "norm" names only LayerNorms. diffusers names the adaLN modulation and the timestep
+    MLP of a DiT block `norm1.linear` / `norm1.emb...`, so the selection here goes by module type, not by name:
+    the same set for the UNet, and the seed's set for a diffusers DiT (not its 4-million-per-block adaLN weights)."""
     if which not in TRAINABLE:
         raise DDBenchError(f"trainable={which!r} is not allowed; choose one of {', '.join(TRAINABLE)}")
+    norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.BatchNorm2d)
+    label_tables = {f"{n}.weight" for n, m in model.named_modules()
+                    if isinstance(m, torch.nn.Embedding) and ("class_embedding" in n or "class_embedder" in n)}
+    norm_params = {f"{n}.{pn}" for n, m in model.named_modules() if isinstance(m, norm_types)
+                   for pn, _ in m.named_parameters(recurse=False)}
     out = []
     for name, p in model.named_parameters():
-        keep = which == "all" or name.endswith(".bias") or "norm" in name or "class_embedding" in name
+        keep = which == "all" or name.endswith(".bias") or name in norm_params or name in label_tables
         p.requires_grad_(keep)
         if keep:
             out.append(p)
