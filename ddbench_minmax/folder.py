@@ -58,7 +58,11 @@ class BaseFolder:
 
     @property
     def num_classes(self) -> int:
-        """Real label rows; the null row of classifier-free guidance is the one after them (DiT's LabelEmbedder)."""
+        """Real label rows; the null row of classifier-free guidance is the one after them (DiT's LabelEmbedder).
+        A folder ddbench saved says it in its GeneratorConfig (its DiT tables have one spare row)."""
+        own = self.denoiser_dir / CONFIG_FILE
+        if own.is_file():
+            return GeneratorConfig.from_json(own.read_text()).num_classes
         c = self.denoiser_config
         if self.arch == "dit":
             return int(c["num_embeds_ada_norm"])

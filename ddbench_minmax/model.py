@@ -121,9 +121,15 @@ class Denoiser(nn.Module):
         self.config = config
         _no_internal_label_dropout(net)
 
+    decoder = None  # latent.LatentSpace of a latent model (set where the generator is obtained); None in pixels
+
     @property
     def arch(self) -> str:
         return self.config.arch
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's samples as pixels in [-1, 1] at the dataset's size: the VAE decode of a latent model."""
+        return x if self.decoder is None else self.decoder.decode(x)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if t.ndim == 0:

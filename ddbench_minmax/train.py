@@ -165,7 +165,7 @@ class TrainState:
 class Phase:
     """The objects of one training phase and their (re)storage."""
 
-    def __init__(self, model: Denoiser, spec: TrainSpec, device, embed=None):
+    def __init__(self, model: Denoiser, spec: TrainSpec, device, embed=None, encode=None):
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
@@ -180,6 +180,7 @@ class Phase:
         self.sched = make_train_scheduler(model)
         self.alphas = self.sched.alphas_cumprod.to(torch.float32).to(device)
         self.embed = embed or (lambda x: x.flatten(start_dim=1))
+        self.encode = encode  # pixels -> the model's space per batch (latent.LatentSpace.encode), drawn with self.gen
         self.state = TrainState()
 
     def state_dict(self) -> dict[str, Any]:
@@ -240,7 +241,10 @@ class Phase:
             s.perm, s.ptr = torch.randperm(n, generator=self.gen), 0
         idx = s.perm[s.ptr:s.ptr + self.spec.batch_size]
         s.ptr += self.spec.batch_size
-        return data[idx].to(self.device), labels[idx].to(self.device)
+        x = data[idx].to(self.device)
+        if self.encode is not None:
+            x = self.encode(x, self.gen)
+        return x, labels[idx].to(self.device)
 
     def step(self, x0: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         spec, model = self.spec, self.model
@@ -288,11 +292,14 @@ def train_phase(
     device: torch.device | str = "cpu",
     threads: int | str = "auto",
     stop_at: int | None = None,
+    encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> tuple[Denoiser, dict[str, Any]]:
     """Train `model` (in place) for spec.steps; return (EMA model, stats). Resumes from checkpoint_path.
 
     stop_at: end early at this step (the schedule stays that of spec.steps) and return the EMA there.
     threads: a fixed intra-op thread count, or "auto" (ThreadGovernor over {torch's current count, 1}).
+    encode: maps each batch of `data` into the model's space (a latent model's VAE encoder), as the seed encodes
+    every batch; its posterior draw uses the phase's generator, so a resumed phase draws the same latents.
     """
     from tqdm.auto import tqdm
 
@@ -301,7 +308,7 @@ def train_phase(
     device = torch.device(device)
     if spec.p_uncond and not 0 <= spec.p_uncond < 1:
         raise DDBenchError(f"p_uncond={spec.p_uncond} is not allowed; it must lie in [0, 1)")
-    ph = Phase(model, spec, device, embed)
+    ph = Phase(model, spec, device, embed, encode)
     if ph.resume(checkpoint_path):
         log(f"minmax-diffusion: resuming {spec.name} from the checkpoint at step {ph.state.step}/{spec.steps}")
     st = ph.state
