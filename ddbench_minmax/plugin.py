@@ -252,7 +252,7 @@ class MinMaxDiffusion(Method):
             "policy": decision.as_meta(),
             "sampler": {"name": sampler.name, **gen_stats},
             "throughput_images_per_s": thr.table(sorted({*p["pilot_steps"], decision.steps, p["min_steps"]})),
-            "throughput_fit": {"a": thr.a, "b": thr.b, "batch": thr.batch_size},
+            "throughput_fit": {"a": thr.a, "b": thr.b, "batch": thr.batch_size, "overhead": thr.overhead},
             "measure_seconds": round(measure_s, 3),
             "pilot_seconds": round(pilot_seconds[0], 2),
             "budget": ctx.budget,

@@ -47,6 +47,11 @@ def balanced_batch_size(num_classes: int, batch_size: int) -> int:
     return max(1, batch_size // num_classes) * num_classes
 
 
+def finish_batch(model, x: torch.Tensor) -> torch.Tensor:
+    """A batch's samples as images: a latent base decodes them (`Denoiser.decode`); a pixel model's are done."""
+    return x if getattr(model, "decoder", None) is None else model.decode(x)
+
+
 def _decode_seconds(model, n: int, image_shape: tuple[int, int, int], device: torch.device, sync) -> float:
     """Time of the model's decode of one full batch (a latent base's VAE; none in pixel space): the per-batch
     overhead of the throughput, so budgets pay for it."""
