@@ -198,3 +198,16 @@ def test_a_pixel_folder_of_another_size_is_refused(env, capsys, tmp_path):
     src = save_unet_pipeline(tmp_path / "unet32", size=32)
     rc, err = run(env, capsys, src, "--ipc", "1")
     assert rc == 2 and "a pixel-space model of 1 channels at 32 px; the dataset tiny has 1 channels at 28 px" in err
+
+
+def test_difffit_on_a_diffusers_dit_is_the_seeds_subset(folders):
+    """The seed's DiffFit trains biases, norms and the label table of its DiT, not the adaLN or timestep MLPs."""
+    from ddbench_minmax.folder import inspect_folder, load_folder
+    from ddbench_minmax.train import trainable_parameters
+
+    model, _ = load_folder(inspect_folder(str(folders["dit"])))
+    trainable_parameters(model, "difffit")
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.endswith("class_embedder.embedding_table.weight") for n in names)
+    assert all(n.endswith(".bias") or "class_embedder" in n for n in names)  # the DiT's norms have no parameters
+    assert "net.transformer_blocks.0.norm1.linear.weight" not in names
