@@ -211,3 +211,13 @@ def test_difffit_on_a_diffusers_dit_is_the_seeds_subset(folders):
     assert any(n.endswith("class_embedder.embedding_table.weight") for n in names)
     assert all(n.endswith(".bias") or "class_embedder" in n for n in names)  # the DiT's norms have no parameters
     assert "net.transformer_blocks.0.norm1.linear.weight" not in names
+
+
+def test_latent_base_takes_the_prototype_levers_in_latent_space(env, capsys, folders):
+    """k-means prototypes are made in pixels and VAE-encoded (posterior means) for img2img and mode guidance."""
+    rc, res = run(env, capsys, folders["dit"], "--ipc", "2", "--set", "prototypes=kmeans", "--set", "strength=0.7",
+                  "--set", "mode_guidance=0.1")
+    assert rc == 0, res
+    x, y = synset(res)
+    assert x.shape == (6, 1, 28, 28) and torch.isfinite(x).all()
+    assert meta_of(env, res["run_id"])["sampler"]["strength"] == 0.7
