@@ -214,9 +214,11 @@ def test_difffit_on_a_diffusers_dit_is_the_seeds_subset(folders):
 
 
 def test_latent_base_takes_the_prototype_levers_in_latent_space(env, capsys, folders):
-    """k-means prototypes are made in pixels and VAE-encoded (posterior means) for img2img and mode guidance."""
+    """k-means prototypes are made in pixels and VAE-encoded (posterior means) for img2img and mode guidance; a pool
+    of decoded candidates is selected in pixels."""
     rc, res = run(env, capsys, folders["dit"], "--ipc", "2", "--set", "prototypes=kmeans", "--set", "strength=0.7",
-                  "--set", "mode_guidance=0.1")
+                  "--set", "mode_guidance=0.1", "--set", "pool=2", "--set", "selector=random",
+                  "--set", "selector_space=pixels")
     assert rc == 0, res
     x, y = synset(res)
     assert x.shape == (6, 1, 28, 28) and torch.isfinite(x).all()
