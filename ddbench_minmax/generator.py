@@ -19,6 +19,8 @@ from ddbench.seeds import derive_seed, seeded
 
 from .base import BaseRecipe, load_verified, shipped_cache
 from .cache import CorruptCache, GeneratorCache, config_key
+from .folder import BaseFolder, folder_identity, inspect_folder, is_folder_base, load_folder
+from .latent import LatentSpace
 from .model import Denoiser
 from .train import TrainSpec, to_model_space, train_phase
 
@@ -101,6 +103,67 @@ def obtain_base(ctx: RunContext) -> tuple[Denoiser, dict[str, Any]]:
         return model, {**meta, "source": "trained", "cache": "miss", "cache_path": str(cache.root)}
 
 
+def model_shape(model: Denoiser) -> tuple[int, int, int]:
+    """The shape of the model's own samples (latents for a latent base): what a sampler draws noise in."""
+    c = model.config
+    return (c.channels, c.image_size, c.image_size)
+
+
+def to_generator_space(model: Denoiser, images: torch.Tensor | None) -> torch.Tensor | None:
+    """(classes, M, C, H, W) pixel tensors in [-1, 1] (e.g. k-means prototypes) in the model's space: the VAE's
+    posterior means for a latent base, unchanged in pixel space."""
+    if images is None or getattr(model, "decoder", None) is None:
+        return images
+    k, m = images.shape[:2]
+    z = model.decoder.encode(images.flatten(0, 1))
+    return z.view(k, m, *z.shape[1:]).cpu()
+
+
+def check_base_folder(value: str, ds) -> BaseFolder:
+    """`base=PATH` against the dataset, before any work: the folder's layout and configs, the label rows,
+    and (pixel space) the image shape. One-line DDBenchError naming what is missing or foreign."""
+    folder = inspect_folder(value)
+    if ds.num_classes > folder.num_classes:
+        raise DDBenchError(f"base folder {folder.path}: its label table has {folder.num_classes} classes; the "
+                           f"dataset {ds.name} has {ds.num_classes} (each class needs its own row)")
+    if not folder.latent:
+        c = folder.denoiser_config
+        have, want = (c.get("in_channels"), c.get("sample_size")), (ds.channels, ds.image_size)
+        if have != want:
+            raise DDBenchError(f"base folder {folder.path}: a pixel-space model of {have[0]} channels at {have[1]} px; "
+                               f"the dataset {ds.name} has {want[0]} channels at {want[1]} px (a latent base needs vae/)")
+    return folder
+
+
+def untrained_folder_generator(folder: BaseFolder, ctx: RunContext) -> Denoiser:
+    """The folder's shapes with random weights (and VAE): throughput does not depend on the weights."""
+    ds = ctx.dataset
+    model, vae = load_folder(folder, untrained=True)
+    if vae is not None:
+        model.decoder = LatentSpace(vae, folder.pixel_size, ds.image_size, ds.channels, ctx.device,
+                                    ctx.params["vae_batch"])
+    return model
+
+
+def folder_base(ctx: RunContext) -> tuple[Denoiser, dict[str, Any], LatentSpace | None]:
+    """A user's pretrained base from a local diffusers folder (`base=PATH`, checked in validate), its provenance
+    (the folder, the sha256 of each weight file and the configs) and, with a VAE, the latent space."""
+    ds, p = ctx.dataset, ctx.params
+    folder = check_base_folder(p["base"], ds)
+    ident = folder_identity(folder)
+    model, vae = load_folder(folder)
+    space = None
+    if vae is not None:
+        space = LatentSpace(vae, folder.pixel_size, ds.image_size, ds.channels, ctx.device, p["vae_batch"])
+    ctx.log(f"minmax-diffusion: base from {folder.path} ({folder.arch}, {'latent ' + str(folder.pixel_size) + ' px' if space else 'pixel space'}, "
+            f"{folder.num_classes} label rows, dataset classes -> rows 0..{ds.num_classes - 1}, null row "
+            f"{folder.num_classes}; sha256 {ident['sha256'][:12]}...)")
+    meta = {"source": "folder", **ident, "arch": folder.arch, "parameters": model.num_parameters(),
+            "label_rows": {"classes": f"0..{ds.num_classes - 1}", "null": folder.num_classes},
+            "latent": space.describe() if space else None}
+    return model, meta, space
+
+
 def finetune_spec(ctx: RunContext) -> TrainSpec:
     p = ctx.params
     return TrainSpec(
@@ -108,19 +171,30 @@ def finetune_spec(ctx: RunContext) -> TrainSpec:
         warmup_steps=0, lr_schedule="constant", ema_decay=p["ema_decay"], p_uncond=p["p_uncond"],
         snr_gamma=p["snr_gamma"], lambda_pos=p["lambda_pos"], lambda_neg=p["lambda_neg"],
         memory_size=p["memory_size"], embedding=p["embedding"], trainable=p["trainable"],
-        checkpoint_every=p["checkpoint_every"], name="fine-tune",
+        precision=p["precision"], checkpoint_every=p["checkpoint_every"], name="fine-tune",
     )
 
 
 def obtain_generator(ctx: RunContext, classifier=None) -> tuple[Denoiser, dict[str, Any]]:
-    """The run's generator: the base, fine-tuned with the min-max losses when finetune_steps > 0."""
-    base, base_meta = obtain_base(ctx)
-    info: dict[str, Any] = {"base": {k: base_meta.get(k) for k in ("source", "sha256", "data", "cache_path",
-                                                                   "recipe", "train", "parameters")}}
+    """The run's generator: the base, fine-tuned with the min-max losses when finetune_steps > 0.
+
+    A latent base (a folder with a VAE) comes back with its `decoder` set, so that sampling ends in pixels."""
+    space = None
+    if is_folder_base(ctx.params["base"]):
+        base, base_meta, space = folder_base(ctx)
+        keys = ("source", "sha256", "path", "weights_sha256", "configs", "arch", "parameters", "label_rows", "latent")
+    else:
+        base, base_meta = obtain_base(ctx)
+        keys = ("source", "sha256", "data", "cache_path", "recipe", "train", "parameters")
+    info: dict[str, Any] = {"base": {k: base_meta.get(k) for k in keys}}
     spec = finetune_spec(ctx)
     if spec.steps <= 0:
+        base.decoder = space
         return base, info
     key_cfg = {"base": base_meta["sha256"], "spec": asdict(replace(spec, checkpoint_every=0))}
+    if space is not None or base_meta.get("source") == "folder":
+        # a folder's base was not trained on this data (a shipped or trained base's sha256 implies its data)
+        key_cfg.update(data=dataset_fingerprint(ctx.dataset), latent=base_meta.get("latent"))
     cache = GeneratorCache.for_key(ctx.cache_dir, f"{ctx.dataset.name}-{config_key('finetune', key_cfg)}")
     ds = ctx.dataset
 
@@ -129,10 +203,15 @@ def obtain_generator(ctx: RunContext, classifier=None) -> tuple[Denoiser, dict[s
         ctx.log(f"minmax-diffusion: fine-tuning ({spec.trainable} parameters) for {spec.steps} steps of batch "
                 f"{spec.batch_size}: lambda_r={spec.lambda_pos}, lambda_d={spec.lambda_neg}, embedding={spec.embedding}")
         embed = make_embedder(spec.embedding, ctx, classifier)
+        if space is not None and spec.embedding != "x0":  # x0 compares latents, as the seed; the others see pixels
+            embed = space.through_decoder(embed)
+        if ctx.params["gradient_checkpointing"]:
+            model.net.enable_gradient_checkpointing()
         return train_phase(model, to_model_space(ds, ds.train_x.float()), ds.train_y.long(), spec,
                            checkpoint_path=c.checkpoint_path, embed=embed, progress=ctx.progress, log=ctx.log,
-                           device=ctx.device)
+                           device=ctx.device, encode=space.encode if space is not None else None)
 
     model, meta = _cached(ctx, cache, train, key_cfg, "fine-tuned generator")
     info["finetune"] = meta
+    model.decoder = space
     return model, info

@@ -84,6 +84,9 @@ class GeneratorConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "epsilon"
+    beta_start: float = 0.0001  # diffusers' defaults = facebookresearch/DiT gaussian_diffusion.py linear schedule
+    beta_end: float = 0.02
+    clip_sample: bool = True  # x̂0 clipped to [-1, 1] while sampling: pixel space only (latents are not bounded)
     net: dict[str, Any] = field(default_factory=dict)  # the diffusers constructor arguments (ARCH_CONFIGS)
 
     @property
@@ -100,6 +103,12 @@ class GeneratorConfig:
         return cls(**d)
 
 
+def schedule_kwargs(c: GeneratorConfig) -> dict[str, Any]:
+    """The noise schedule of a generator, as the arguments of any diffusers scheduler (training and sampling)."""
+    return dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                prediction_type=c.prediction_type, beta_start=c.beta_start, beta_end=c.beta_end)
+
+
 CONFIG_FILE = "ddbench_generator.json"
 
 
@@ -110,17 +119,28 @@ class Denoiser(nn.Module):
         super().__init__()
         self.net = net
         self.config = config
+        _no_internal_label_dropout(net)
+
+    decoder = None  # latent.LatentSpace of a latent model (set where the generator is obtained); None in pixels
 
     @property
     def arch(self) -> str:
         return self.config.arch
 
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's samples as pixels in [-1, 1] at the dataset's size: the VAE decode of a latent model."""
+        return x if self.decoder is None else self.decoder.decode(x)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if self.arch == "dit":
-            return self.net(x, timestep=t, class_labels=y).sample
-        return self.net(x, t, class_labels=y).sample
+            out = self.net(x, timestep=t, class_labels=y).sample
+        else:
+            out = self.net(x, t, class_labels=y).sample
+        if out.shape[1] == 2 * x.shape[1]:  # a learned-variance DiT (DiT-XL/2: 8 channels): keep eps, as DiTPipeline
+            out = out[:, :x.shape[1]]
+        return out
 
     def save(self, path: Path) -> None:
         """diffusers `save_pretrained` with safetensors, plus the GeneratorConfig."""
@@ -135,6 +155,17 @@ class Denoiser(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _no_internal_label_dropout(net: nn.Module) -> None:
+    """diffusers' DiT drops labels itself in train mode (LabelEmbedding.dropout_prob, 0.1), independently in every
+    block's copy of the label table; ddbench drops them once, outside (`p_uncond`), so that dropped samples are
+    known (they join no min-max memory). The table keeps its null row; only the hidden dropout is switched off."""
+    from diffusers.models.embeddings import LabelEmbedding
+
+    for m in net.modules():
+        if isinstance(m, LabelEmbedding):
+            m.dropout_prob = 0.0
 
 
 def _net_class(arch: str):

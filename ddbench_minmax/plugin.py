@@ -21,7 +21,9 @@ from ddbench.results import atomic_write_text
 from ddbench.seeds import derive_seed
 
 from .base import BaseRecipe
-from .generator import base_recipe, obtain_generator
+from .folder import is_folder_base
+from .generator import (base_recipe, check_base_folder, model_shape, obtain_generator, to_generator_space,
+                        untrained_folder_generator)
 from .losses import nn_cosine_distance
 from .model import arch_config, build_denoiser
 from .policy import Calibrated, FixedSteps, MaxImages
@@ -38,7 +40,9 @@ PARAMS: dict[str, Param] = {
     "base": Param("shipped", f"{ANCHOR} and {SEED_CODE} fine-tune a pretrained generator; ours ships in "
                   "ddbench_minmax/weights/ (how it was made: docs/minmax.md#the-shipped-base)",
                   "'shipped': the packaged base when it was trained on exactly this data (else trained here); "
-                  "'train': train a base with the recipe here (cached)", choices=("shipped", "train")),
+                  "'train': train a base with the recipe here (cached); PATH: a local diffusers folder, e.g. "
+                  "a DiTPipeline (transformer/ vae/ scheduler/: latent space) or a UNet2DModel (pixel space); "
+                  "docs/minmax.md#a-pretrained-base-from-a-diffusers-folder"),
     "arch": Param("unet", "docs/minmax.md#the-generator: diffusers UNet2DModel in pixel space; 'dit' = diffusers "
                   f"DiTTransformer2DModel (the anchors fine-tune DiT-XL/2, {ANCHOR} train_dit.py)",
                   "denoiser backbone (sizes per image size in ddbench_minmax/model.py ARCH_CONFIGS)",
@@ -70,6 +74,15 @@ PARAMS: dict[str, Param] = {
                        "of the real-data ConvNet of the quality figures; 'random-convnet' = a frozen random ConvNet "
                        "(DM's embedder); measured in docs/minmax.md#the-min-max-losses",
                        "space of the min-max losses", choices=("x0", "classifier", "random-convnet")),
+    "precision": Param("bf16", "docs/minmax.md#min-max-fine-tuning: bf16 autocast, fp32 master weights (1.7x faster "
+                       "steps on this CPU, same loss curve: benchmarks/bench_generator.py)",
+                       "fine-tuning autocast precision", choices=("bf16", "fp32")),
+    "gradient_checkpointing": Param(False, "diffusers ModelMixin.enable_gradient_checkpointing (DiT and UNet support "
+                                    "it): recompute activations in the backward pass, for DiT-XL/2 batches on a small GPU",
+                                    "trade fine-tuning speed for memory"),
+    "vae_batch": Param(16, "diffusers AutoencoderKL.enable_slicing decodes a batch in slices to bound memory; 16 images "
+                       "per slice is a choice here, not a measurement (docs/minmax.md#a-pretrained-base-from-a-diffusers-folder)",
+                       "images per VAE decode call of a latent base", min=1),
     "checkpoint_every": Param(100, "docs/minmax.md#min-max-fine-tuning: resume granularity (the anchors' --ckpt-every 12000 is for GPU runs)",
                               "training steps between checkpoints (0 = none)", min=0),
     "on_corrupt_cache": Param("rebuild", "docs/minmax.md#min-max-fine-tuning: a corrupt cached generator is rebuilt or refused",
@@ -158,7 +171,8 @@ class MinMaxDiffusion(Method):
 
     def validate(self, ctx: RunContext) -> None:
         p = ctx.params
-        T = BaseRecipe.num_train_timesteps
+        folder = check_base_folder(p["base"], ctx.dataset) if is_folder_base(p["base"]) else None
+        T = folder.generator_config().num_train_timesteps if folder else BaseRecipe.num_train_timesteps
         for key in ("steps", "min_steps"):
             if not 1 <= p[key] <= T:
                 raise DDBenchError(f"{key}={p[key]} is not allowed; it must lie in [1, {T}] (the training timesteps)")
@@ -172,7 +186,8 @@ class MinMaxDiffusion(Method):
                 if not isinstance(i, int) or i < 1:
                     raise DDBenchError(f"pilot_ipcs value {i!r} is not allowed; each must be an integer >= 1")
         check_levers(p)
-        arch_config(p["arch"], ctx.dataset.image_size)
+        if folder is None:
+            arch_config(p["arch"], ctx.dataset.image_size)
         sampler = ctx.registry.get("samplers", p["sampler"])
         ctx.registry.get("policies", p["policy"])
         if p["pool"] > 1:
@@ -183,9 +198,13 @@ class MinMaxDiffusion(Method):
             # Throughput does not depend on the weights: measure an untrained denoiser of the same shape now,
             # so a hopeless budget fails before anything is trained.
             ds = ctx.dataset
-            model = build_denoiser(base_recipe(ctx).generator_config(ds.channels, ds.image_size, ds.num_classes))
-            thr = sampler.measure(model, ds.num_classes, (ds.channels, ds.image_size, ds.image_size),
-                                  p["sample_batch"], guidance=guidance_of(ctx))
+            if folder is None:
+                model = build_denoiser(base_recipe(ctx).generator_config(ds.channels, ds.image_size, ds.num_classes))
+            else:
+                model = untrained_folder_generator(folder, ctx)
+            model.to(ctx.device)
+            thr = sampler.measure(model, ds.num_classes, model_shape(model), p["sample_batch"],
+                                  guidance=guidance_of(ctx))
             s = p["steps"] if p["policy"] == "fixed-steps" else p["min_steps"]
             need = thr.min_budget(s, p["budget_safety"])
             if ctx.budget < need:
@@ -196,7 +215,7 @@ class MinMaxDiffusion(Method):
 
     def distill(self, ctx: RunContext) -> SyntheticSet:
         p, ds = ctx.params, ctx.dataset
-        k, shape = ds.num_classes, (ds.channels, ds.image_size, ds.image_size)
+        k = ds.num_classes
         t0 = time.perf_counter()
         classifier = self._classifier(ctx) if p["quality"] or p["embedding"] == "classifier" else None
         model, gen_info = obtain_generator(ctx, classifier)
@@ -206,7 +225,7 @@ class MinMaxDiffusion(Method):
         policy = ctx.registry.get("policies", p["policy"])
 
         t1 = time.perf_counter()
-        thr = sampler.measure(model, k, shape, p["sample_batch"], guidance=guidance_of(ctx))
+        thr = sampler.measure(model, k, model_shape(model), p["sample_batch"], guidance=guidance_of(ctx))
         measure_s = time.perf_counter() - t1
         gen_key = (gen_info.get("finetune") or gen_info["base"])["sha256"]
         pilot_seconds = [0.0]
@@ -233,7 +252,7 @@ class MinMaxDiffusion(Method):
             "policy": decision.as_meta(),
             "sampler": {"name": sampler.name, **gen_stats},
             "throughput_images_per_s": thr.table(sorted({*p["pilot_steps"], decision.steps, p["min_steps"]})),
-            "throughput_fit": {"a": thr.a, "b": thr.b, "batch": thr.batch_size},
+            "throughput_fit": {"a": thr.a, "b": thr.b, "batch": thr.batch_size, "overhead": thr.overhead},
             "measure_seconds": round(measure_s, 3),
             "pilot_seconds": round(pilot_seconds[0], 2),
             "budget": ctx.budget,
@@ -260,13 +279,14 @@ class MinMaxDiffusion(Method):
         t_proto = time.perf_counter()
         # one prototype per kept image: a fixed IPC's rounds cycle through them `pool` times; under a budget the
         # policy's predicted rounds are divided by the pool
-        prototypes = self._prototypes(ctx, max(1, decision.ipc // pool) if ctx.budget is not None else decision.ipc)
+        prototypes = to_generator_space(  # VAE-encoded for a latent base
+            model, self._prototypes(ctx, max(1, decision.ipc // pool) if ctx.budget is not None else decision.ipc))
         extra: dict[str, Any] = {"prototype_seconds": round(time.perf_counter() - t_proto, 3)}
         reserve = self._selection_reserve(ctx, decision, thr) if pool > 1 and ctx.budget is not None else 0.0
         start = time.perf_counter()
         deadline = None if ctx.budget is None else start + ctx.budget - reserve
         ipc = None if ctx.budget is not None else decision.ipc * pool
-        out = sampler.generate(model, self._request(ctx, decision.steps, ipc, seed=ctx.seed, deadline=deadline,
+        out = sampler.generate(model, self._request(ctx, model, decision.steps, ipc, seed=ctx.seed, deadline=deadline,
                                                    throughput=thr, prototypes=prototypes))
         x, y, stats = out.images, out.labels, dict(out.stats)
         keep = stats["ipc"] // pool
@@ -301,9 +321,9 @@ class MinMaxDiffusion(Method):
         return per_image * predicted * p["budget_safety"]
 
     @staticmethod
-    def _request(ctx: RunContext, steps: int, ipc: int | None, **kw: Any) -> SampleRequest:
+    def _request(ctx: RunContext, model, steps: int, ipc: int | None, **kw: Any) -> SampleRequest:
         p, ds = ctx.params, ctx.dataset
-        return SampleRequest(num_classes=ds.num_classes, steps=steps, image_shape=(ds.channels, ds.image_size, ds.image_size),
+        return SampleRequest(num_classes=ds.num_classes, steps=steps, image_shape=model_shape(model),
                              ipc=ipc, guidance=guidance_of(ctx), scheduler=p["scheduler"], batch_size=p["sample_batch"],
                              safety=p["budget_safety"], progress=ctx.progress, strength=p["strength"],
                              mode_guidance=p["mode_guidance"], mode_guidance_stop=p["mode_guidance_stop"],
@@ -353,8 +373,8 @@ class MinMaxDiffusion(Method):
                 pass
         t0 = time.perf_counter()
         ipcs = sorted(p["pilot_ipcs"])
-        out = sampler.generate(model, self._request(ctx, steps, ipcs[-1], seed=derive_seed(ctx.seed, "pilot"),
-                                                   prototypes=self._prototypes(ctx, ipcs[-1])))
+        out = sampler.generate(model, self._request(ctx, model, steps, ipcs[-1], seed=derive_seed(ctx.seed, "pilot"),
+                                                   prototypes=to_generator_space(model, self._prototypes(ctx, ipcs[-1]))))
         x, y = from_model_space(ds, out.images), out.labels
         acc = {}
         for ipc in ipcs:

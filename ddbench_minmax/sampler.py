@@ -6,6 +6,8 @@ guidance (scale `guidance`, DiT's form) runs both branches in one batched call, 
 doubled call, so a time budget and the calibrated policy see the real cost of guidance. Generation is
 batched, class-balanced (every batch holds the same number of images of each class) and seeded (batch b's
 noise depends only on the seed and b). Under a deadline it stops before a batch that would not finish.
+A latent base's batch ends with its VAE decode (`Denoiser.decode`), timed by `measure` as the per-batch
+overhead of the throughput, so budgets and images/s include it.
 
 The contract (`ddbench.api.Sampler`): measure(...) -> Throughput, generate(model, SampleRequest) -> SampleResult.
 """
@@ -20,7 +22,7 @@ import torch
 from ddbench.api import DDBenchError, SampleRequest, SampleResult, Sampler, Throughput
 from ddbench.seeds import generator
 
-from .model import guided_eps
+from .model import guided_eps, schedule_kwargs
 
 SCHEDULERS = ("ddim", "dpm++")
 
@@ -28,13 +30,12 @@ SCHEDULERS = ("ddim", "dpm++")
 def make_sampling_scheduler(kind: str, model):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    c = model.config
-    common = dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                  prediction_type=c.prediction_type)
+    common = schedule_kwargs(model.config)
     if kind == "ddim":
         # "trailing" spacing starts at t = T-1 even for very few steps (Lin et al. 2024, "Common diffusion
         # noise schedules and sample steps are flawed", Table 2; diffusers DDIMScheduler option).
-        return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=False, timestep_spacing="trailing")
+        return DDIMScheduler(**common, clip_sample=model.config.clip_sample, set_alpha_to_one=False,
+                             timestep_spacing="trailing")
     if kind == "dpm++":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                            timestep_spacing="trailing")
@@ -44,6 +45,25 @@ def make_sampling_scheduler(kind: str, model):
 def balanced_batch_size(num_classes: int, batch_size: int) -> int:
     """A batch size that is a multiple of the number of classes (at least one image per class)."""
     return max(1, batch_size // num_classes) * num_classes
+
+
+def finish_batch(model, x: torch.Tensor) -> torch.Tensor:
+    """A batch's samples as images: a latent base decodes them (`Denoiser.decode`); a pixel model's are done."""
+    return x if getattr(model, "decoder", None) is None else model.decode(x)
+
+
+def _decode_seconds(model, n: int, image_shape: tuple[int, int, int], device: torch.device, sync) -> float:
+    """Time of the model's decode of one full batch (a latent base's VAE; none in pixel space): the per-batch
+    overhead of the throughput, so budgets pay for it."""
+    if getattr(model, "decoder", None) is None:
+        return 0.0
+    z = torch.randn(n, *image_shape, device=device)
+    model.decode(z[: min(n, 2)])  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    model.decode(z)
+    sync()
+    return time.perf_counter() - t0
 
 
 def _autocast(device: torch.device):
@@ -81,6 +101,7 @@ class DSRSampler(Sampler):
                     guided_eps(model, x, t, y, guidance)
                 sync()
             samples.append((n, (time.perf_counter() - t0) / repeats))
+        overhead = _decode_seconds(model, bs, image_shape, device, sync)
         by_n: dict[int, list[float]] = {}
         for n, s in samples:
             by_n.setdefault(n, []).append(s)
@@ -93,7 +114,7 @@ class DSRSampler(Sampler):
             a = max(t1 - b * n1, 0.0)
             if a == 0.0 and b == 0.0:
                 b = t2 / n2
-        return Throughput(a=a, b=b, num_classes=num_classes, batch_size=bs, samples=samples)
+        return Throughput(a=a, b=b, num_classes=num_classes, batch_size=bs, samples=samples, overhead=overhead)
 
     @torch.no_grad()
     def generate(self, model, request: SampleRequest) -> SampleResult:
@@ -133,7 +154,10 @@ class DSRSampler(Sampler):
             proto = _round_prototypes(r.prototypes, done_rounds, rounds, device)
             t0 = time.perf_counter()
             step_time = r.throughput.seconds(n, 1) * correction if r.throughput is not None else 0.0
-            x = _denoise(model, sched, r, y, proto, generator(r.seed, "dsr", b), device, step_time)
+            finish = r.throughput.overhead * correction if r.throughput is not None else 0.0  # the VAE decode
+            x = _denoise(model, sched, r, y, proto, generator(r.seed, "dsr", b), device, step_time, reserve=finish)
+            if x is not None:
+                x = finish_batch(model, x)  # latents -> pixels (a latent base), inside the batch's time and budget
             dt = time.perf_counter() - t0
             if x is None:  # a step would have crossed the deadline
                 abandoned += 1
@@ -226,8 +250,9 @@ def _round_prototypes(prototypes: torch.Tensor | None, first_round: int, rounds:
 
 
 def _denoise(model, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tensor | None, gen: torch.Generator,
-             device, step_time: float) -> torch.Tensor | None:
-    """One batch from noise (or from noised prototypes) to images; None when a step would cross the deadline."""
+             device, step_time: float, reserve: float = 0.0) -> torch.Tensor | None:
+    """One batch from noise (or from noised prototypes) to the model's samples; None when a step (plus `reserve`,
+    the batch's decode) would cross the deadline."""
     timesteps = _timesteps(sched, r.steps, r.strength)
     noise = torch.randn(y.shape[0], *r.image_shape, generator=gen).to(device)
     x = noise if r.strength >= 1.0 else sched.add_noise(proto, noise, timesteps[:1].repeat(y.shape[0]))
@@ -237,7 +262,7 @@ def _denoise(model, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tenso
     stop = int(round(len(timesteps) * r.mode_guidance_stop))
     for i, t in enumerate(timesteps):
         ts = time.perf_counter()
-        if r.deadline is not None and ts + step_time > r.deadline:
+        if r.deadline is not None and ts + step_time + reserve > r.deadline:
             return None
         scale = r.guidance if lo <= int(t) / T <= hi else 1.0  # limited-interval guidance
         with _autocast(device):

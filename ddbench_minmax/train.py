@@ -32,7 +32,7 @@ import torch
 from ddbench.api import DDBenchError
 
 from .losses import ClassMemory, minmax_losses
-from .model import Denoiser
+from .model import Denoiser, schedule_kwargs
 
 TRAINABLE = ("all", "difffit")
 PRECISIONS = ("bf16", "fp32")
@@ -65,9 +65,7 @@ class TrainSpec:
 def make_train_scheduler(model: Denoiser):
     from diffusers import DDPMScheduler
 
-    c = model.config
-    return DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                         prediction_type=c.prediction_type)
+    return DDPMScheduler(**schedule_kwargs(model.config))
 
 
 def to_model_space(ctx_dataset, x_normalised: torch.Tensor) -> torch.Tensor:
@@ -80,12 +78,22 @@ def from_model_space(ctx_dataset, x: torch.Tensor) -> torch.Tensor:
 
 
 def trainable_parameters(model: Denoiser, which: str) -> list[torch.nn.Parameter]:
-    """All parameters, or DiffFit's: biases, norm scales/shifts and the class embedding (DiT's y_embedder)."""
+    """All parameters, or DiffFit's: biases, the scales of normalisation layers and the class-label table.
+
+    FanJunqiao/DD_Track2 `train_dit.py mark_difffit_trainable` matches the names "bias", "norm", "gamma",
+    "y_embed" in its DiT, where "norm" names only LayerNorms. diffusers names the adaLN modulation and the timestep
+    MLP of a DiT block `norm1.linear` / `norm1.emb...`, so the selection here goes by module type, not by name:
+    the same set for the UNet, and the seed's set for a diffusers DiT (not its 4-million-per-block adaLN weights)."""
     if which not in TRAINABLE:
         raise DDBenchError(f"trainable={which!r} is not allowed; choose one of {', '.join(TRAINABLE)}")
+    norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.BatchNorm2d)
+    label_tables = {f"{n}.weight" for n, m in model.named_modules()
+                    if isinstance(m, torch.nn.Embedding) and ("class_embedding" in n or "class_embedder" in n)}
+    norm_params = {f"{n}.{pn}" for n, m in model.named_modules() if isinstance(m, norm_types)
+                   for pn, _ in m.named_parameters(recurse=False)}
     out = []
     for name, p in model.named_parameters():
-        keep = which == "all" or name.endswith(".bias") or "norm" in name or "class_embedding" in name
+        keep = which == "all" or name.endswith(".bias") or name in norm_params or name in label_tables
         p.requires_grad_(keep)
         if keep:
             out.append(p)
@@ -157,7 +165,7 @@ class TrainState:
 class Phase:
     """The objects of one training phase and their (re)storage."""
 
-    def __init__(self, model: Denoiser, spec: TrainSpec, device, embed=None):
+    def __init__(self, model: Denoiser, spec: TrainSpec, device, embed=None, encode=None):
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
@@ -172,6 +180,7 @@ class Phase:
         self.sched = make_train_scheduler(model)
         self.alphas = self.sched.alphas_cumprod.to(torch.float32).to(device)
         self.embed = embed or (lambda x: x.flatten(start_dim=1))
+        self.encode = encode  # pixels -> the model's space per batch (latent.LatentSpace.encode), drawn with self.gen
         self.state = TrainState()
 
     def state_dict(self) -> dict[str, Any]:
@@ -232,7 +241,10 @@ class Phase:
             s.perm, s.ptr = torch.randperm(n, generator=self.gen), 0
         idx = s.perm[s.ptr:s.ptr + self.spec.batch_size]
         s.ptr += self.spec.batch_size
-        return data[idx].to(self.device), labels[idx].to(self.device)
+        x = data[idx].to(self.device)
+        if self.encode is not None:
+            x = self.encode(x, self.gen)
+        return x, labels[idx].to(self.device)
 
     def step(self, x0: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         spec, model = self.spec, self.model
@@ -280,11 +292,14 @@ def train_phase(
     device: torch.device | str = "cpu",
     threads: int | str = "auto",
     stop_at: int | None = None,
+    encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> tuple[Denoiser, dict[str, Any]]:
     """Train `model` (in place) for spec.steps; return (EMA model, stats). Resumes from checkpoint_path.
 
     stop_at: end early at this step (the schedule stays that of spec.steps) and return the EMA there.
     threads: a fixed intra-op thread count, or "auto" (ThreadGovernor over {torch's current count, 1}).
+    encode: maps each batch of `data` into the model's space (a latent model's VAE encoder), as the seed encodes
+    every batch; its posterior draw uses the phase's generator, so a resumed phase draws the same latents.
     """
     from tqdm.auto import tqdm
 
@@ -293,7 +308,7 @@ def train_phase(
     device = torch.device(device)
     if spec.p_uncond and not 0 <= spec.p_uncond < 1:
         raise DDBenchError(f"p_uncond={spec.p_uncond} is not allowed; it must lie in [0, 1)")
-    ph = Phase(model, spec, device, embed)
+    ph = Phase(model, spec, device, embed, encode)
     if ph.resume(checkpoint_path):
         log(f"minmax-diffusion: resuming {spec.name} from the checkpoint at step {ph.state.step}/{spec.steps}")
     st = ph.state

@@ -63,6 +63,22 @@ def compare(*extra: str) -> Callable[[Path], list[str]]:
                         *FAST, *[a.replace("TMP", str(tmp)) for a in extra]]
 
 
+def _base_folder(damage: str) -> Callable[[Path], None]:
+    """A diffusers DiTPipeline-shaped folder under TMP/base (configs only) with one thing wrong."""
+    def setup(tmp: Path) -> None:
+        import json
+
+        root = tmp / "base"
+        for sub in ("transformer", "scheduler"):
+            (root / sub).mkdir(parents=True)
+        (root / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"]}))
+        name = "UNet2DConditionModel" if damage == "foreign" else "DiTTransformer2DModel"
+        (root / "transformer" / "config.json").write_text(json.dumps(
+            {"_class_name": name, "norm_type": "ada_norm_zero", "num_embeds_ada_norm": 1000, "in_channels": 4, "sample_size": 32}))
+        (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({"beta_schedule": "linear"}))
+    return setup
+
+
 CORRUPT = b"not SQLite, just text someone pointed --db at\n" * 40
 
 CASES: list[Case] = [
@@ -94,6 +110,13 @@ CASES: list[Case] = [
     Case("setting outside its choices", run("--method", "random", "--set", "eval.impl=gpu"), 2,
          "impl='gpu' is not allowed; choose one of fast, loop"),
     Case("NaN setting", run("--method", "random", "--set", "eval.lr=nan"), 2, "lr='nan' is not a valid float"),
+    Case("base folder that does not exist", run("--method", "minmax-diffusion", "--set", "base=TMP/nowhere"), 2,
+         "base='TMP/nowhere' is not allowed; give shipped, train or an existing local diffusers folder"),
+    Case("base folder without weights", run("--method", "minmax-diffusion", "--set", "base=TMP/base"), 2,
+         "no weights (diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin is missing)",
+         setup=_base_folder("no-weights")),
+    Case("base folder with a foreign config", run("--method", "minmax-diffusion", "--set", "base=TMP/base"), 2,
+         "is a 'UNet2DConditionModel' config; expected one of DiTTransformer2DModel", setup=_base_folder("foreign")),
     Case("unknown preset", run("--method", "random", "--preset", "huge"), 2, "argument --preset: invalid choice: 'huge'"),
     Case("unknown device", run("--method", "random", "--device", "tpu"), 2, "argument --device: invalid choice: 'tpu'"),
     Case("CUDA without a GPU", run("--method", "random", "--device", "cuda"), 2,
