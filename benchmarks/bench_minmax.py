@@ -173,12 +173,17 @@ EQUAL_SEEDS = (0, 1, 2, 3, 4)
 
 def study_equal_count() -> None:
     """The preset (with its levers) against random real at the same IPC, 5 method seeds per side."""
+    ipcs = os.environ.get("DDBENCH_STUDY_EQ_IPCS", "10,1").split(",")  # e.g. "10": only the IPC-10 cells
     for seed in EQUAL_SEEDS:
-        run_cell(f"eq-ipc10-minmax-s{seed}", "minmax-diffusion", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
-        run_cell(f"eq-ipc1-minmax-s{seed}", "minmax-diffusion", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
+        if "10" in ipcs:
+            run_cell(f"eq-ipc10-minmax-s{seed}", "minmax-diffusion", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
+        if "1" in ipcs:
+            run_cell(f"eq-ipc1-minmax-s{seed}", "minmax-diffusion", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
     for seed in EQUAL_SEEDS:
-        run_cell(f"ipc10-random-s{seed}", "random", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
-        run_cell(f"ipc1-random-s{seed}", "random", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
+        if "10" in ipcs:
+            run_cell(f"ipc10-random-s{seed}", "random", ["--ipc", "10", "--seed", str(seed), *IPC10_EVAL])
+        if "1" in ipcs:
+            run_cell(f"ipc1-random-s{seed}", "random", ["--ipc", "1", "--seed", str(seed), *IPC1_EVAL])
 
 
 BUDGET_VARIANTS: dict[str, list[str]] = {
@@ -313,7 +318,11 @@ def _cells(prefix: str) -> list[dict[str, Any]]:
 
 
 def seed_stats(prefix: str) -> dict[str, Any] | None:
-    cells = [c for c in _cells(prefix) if c["summary"].get("accuracy_mean") is not None]
+    return stats_of(_cells(prefix))
+
+
+def stats_of(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
+    cells = [c for c in cells if c["summary"].get("accuracy_mean") is not None]
     if not cells:
         return None
     import statistics
@@ -415,11 +424,13 @@ def report_equal() -> None:
     print(compare_row("IPC 1, dsa (1000 epochs, 5 nets)", seed_stats("eq-ipc1-minmax"), seed_stats("ipc1-random")))
     print(compare_row("IPC 10, fast (100 epochs, 3 nets)", seed_stats("eq-ipc10-minmax"), seed_stats("ipc10-random")))
     for name in BUDGET_VARIANTS:
-        mm = seed_stats(f"beq-{name}-s")
+        mm = seed_stats(f"beq-{name}")
         if mm:
             mm["ipc"] = [achieved_ipc(c) for c in mm["cells"]]
+            partners = [f"beq-random-ipc{i}-s{c['name'].rsplit('-s', 1)[1]}" for i, c in zip(mm["ipc"], mm["cells"])]
+            rnd = stats_of([json.loads(p.read_text()) for n in partners if (p := CELLS / f"{n}.json").is_file()])
             print(compare_row(f"10 s budget ({name}) vs random at the IPC each seed reached, fast (100 epochs, 2 nets)",
-                              mm, seed_stats("beq-random-ipc")))
+                              mm, rnd))
     levers = sorted(CELLS.glob("lever-*.json"))
     if levers:
         print("\n| lever cell (one method seed) | IPC | accuracy % | class accuracy % | FD | levers recorded |")
