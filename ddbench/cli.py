@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.add_argument("--no-eval", action="store_true", help="distill and save only")
     p.add_argument("--reference", default=None, metavar="METHOD",
-                   help="afterwards, print METHOD's recorded runs under the same evaluation beside this one "
-                        "(e.g. random), or the command that computes them once")
+                   help="afterwards, print METHOD's accuracy at equal count (this run's images per class) under the "
+                        "same evaluation (e.g. random): recorded runs, else the shipped reference table, else the "
+                        "command that computes it once")
     add_common_run_args(p)
 
     p = sub.add_parser("list", help="methods, datasets, protocols, models, samplers, policies, launchers")
@@ -171,7 +172,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def print_summary(rec: RunRecord, stream=None) -> None:
     stream = stream or sys.stdout
-    budget = f" (budget {rec.budget} s)" if rec.budget else ""
+    budget = f" (budget {rec.budget:g} s: the IPC it produced)" if rec.budget else ""
     lines = [
         ("run", rec.run_id),
         ("status", rec.status),
@@ -218,7 +219,11 @@ def cmd_run(args) -> int:
     if args.reference is not None and rec.ok and rec.accuracies:
         from .reference import reference_lines
 
-        for line in reference_lines(resolved.db_path, rec, args.reference):
+        from .scores import RANDOM_ROLE
+
+        role = getattr(registry.items["methods"][args.reference], "role", "")
+        label = "random real" if role == RANDOM_ROLE else args.reference
+        for line in reference_lines(resolved.db_path, rec, args.reference, label):
             print(line, file=stream)
     if args.json:
         print(json.dumps(rec.summary(), default=str))

@@ -26,3 +26,12 @@ def dataset_fingerprint(ds: ImageDataset) -> str:
     stride = max(1, len(ds.train_x) // 257)
     h.update(ds.train_x[::stride].cpu().float().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks (shipped tables and weights are checked by it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

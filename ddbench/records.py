@@ -34,6 +34,25 @@ def protocol_settings(record: Any) -> dict[str, Any]:
     return (config or {}).get("protocol_settings") or {}
 
 
+def produced_ipc(record: Any) -> Any:
+    """The images per class a run produced: its declared IPC for a budget run, else its `ipc`.
+
+    A run's IPC is what it made, so every reference is paired at equal count. Databases written before the
+    runner stored a budget run's declared IPC as `ipc` kept the requested `--ipc` there and the declared one
+    in meta['ipc_declared']; this reads them as today's rows."""
+    meta = getattr(record, "meta", None)
+    declared = meta.get("ipc_declared") if isinstance(meta, dict) else None
+    if getattr(record, "budget", None) is not None and isinstance(declared, int) and declared >= 1:
+        return declared
+    return getattr(record, "ipc", None)
+
+
+def requested_ipc(record: Any) -> Any:
+    """The `--ipc` a run was asked for (its config's; a budget run produces its own): what names its cell."""
+    config = record.get("config") if hasattr(record, "get") else None
+    return (config or {}).get("ipc", record.get("ipc") if hasattr(record, "get") else None)
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
@@ -47,7 +66,7 @@ class RunRecord:
     status: str
     method: str
     dataset: str
-    ipc: int
+    ipc: int  # images per class produced (a budget run: the IPC it declared; `config["ipc"]` is the --ipc asked)
     budget: float | None
     protocol: str
     model: str
@@ -143,10 +162,11 @@ class RunRecord:
         rec = cls(**values)
         if unreadable and isinstance(rec.meta, dict):
             rec.meta["unreadable"] = unreadable
+        rec.ipc = produced_ipc(rec)
         return rec
 
 
 JSON_FIELDS = frozenset({"config", "accuracies", "versions", "meta"})
 FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 
-__all__ = ["RunRecord", "OK", "FAILED", "JSON_FIELDS", "FIELD_NAMES", "new_run_id"]
+__all__ = ["RunRecord", "OK", "FAILED", "JSON_FIELDS", "FIELD_NAMES", "new_run_id", "produced_ipc", "requested_ipc"]

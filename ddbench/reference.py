@@ -1,17 +1,22 @@
-"""A run beside a reference method under the same evaluation, from the results database.
+"""A run beside a reference method at equal count and under the same evaluation.
 
-`ddbench run --method M --reference R` prints, after M's result, the recorded runs of R with the same
-dataset, IPC, protocol, evaluation architecture, number of networks and epochs (any seed), their mean ± std
-and a Welch t-test, or the one command that computes the reference once (it is then stored and reused).
+`ddbench run --method M --reference R` ends with a short block: M's accuracy, R's at the run's own IPC (the
+images per class it produced; for a budget run the IPC it declared) under the same dataset, protocol,
+evaluation architecture, number of networks and epochs, and the difference with a Welch t-test. R's figure
+comes from the results database (any seed, pooled), else from the table shipped with the package (labelled
+`shipped reference`, ddbench/shipped.py), else the block names the one command that computes it.
 The host names no method: R comes from the user (the Makefile passes `random`).
 """
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Any
 
 from .records import RunRecord, evaluation_settings, protocol_settings
 from .results import query
+
+DEFAULT_DATASET, DEFAULT_MODEL = "fashion-mnist", "convnet"  # the CLI's defaults (ddbench/cli.py), left out of commands
 
 
 def _same_evaluation(rec: RunRecord) -> tuple:
@@ -19,37 +24,75 @@ def _same_evaluation(rec: RunRecord) -> tuple:
     return evaluation_settings(rec), protocol_settings(rec).get("n_models")
 
 
+def reference_command(rec: Any, method: str, seed: int = 0) -> str:
+    """The one `ddbench run` that measures `method` at `rec`'s IPC under `rec`'s evaluation (a record or row)."""
+    cmd = ["ddbench", "run", "--method", method]
+    if rec.get("dataset") != DEFAULT_DATASET:
+        cmd += ["--dataset", str(rec.get("dataset"))]
+    cmd += ["--ipc", str(rec.get("ipc")), "--seed", str(seed), "--protocol", str(rec.get("protocol"))]
+    if rec.get("model") != DEFAULT_MODEL:
+        cmd += ["--model", str(rec.get("model"))]
+    ev = protocol_settings(rec)
+    if ev.get("epochs") is not None:
+        cmd += ["--eval-epochs", str(ev["epochs"])]
+    if ev.get("n_models") is not None:
+        cmd += ["--eval-models", str(ev["n_models"])]
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
 def matching(db: Path, rec: RunRecord, method: str) -> list[RunRecord]:
-    """Successful runs of `method` at `rec`'s IPC (a budget run's nominal --ipc), evaluated exactly as `rec` was."""
+    """Successful runs of `method` at `rec`'s IPC (the images per class it produced), evaluated exactly as `rec` was."""
     rows = query(db, "method = ? AND dataset = ? AND ipc = ? AND protocol = ? AND model = ? AND status = 'ok'",
                  (method, rec.dataset, rec.ipc, rec.protocol, rec.model))
     want = _same_evaluation(rec)
-    return [r for r in rows if _same_evaluation(r) == want]
+    return [r for r in rows if _same_evaluation(r) == want and r.budget is None]
 
 
-def reference_lines(db: Path, rec: RunRecord, method: str) -> list[str]:
-    """Lines for the terminal: the reference's figure and a Welch test, or how to compute the reference."""
-    refs = matching(db, rec, method)
+def _stats(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, (sum((a - mean) ** 2 for a in values) / len(values)) ** 0.5
+
+
+def _seeds(refs: list[RunRecord]) -> str:
+    return ",".join(str(s) for s in sorted({r.seed for r in refs}))
+
+
+def reference_lines(db: Path, rec: RunRecord, method: str, label: str | None = None) -> list[str]:
+    """Lines for the terminal, ending with this run's accuracy, the reference's at equal count, the difference."""
+    from . import shipped
+
+    label = label or method
+    ev = protocol_settings(rec)
+    evaluation = ", ".join(f"{k} {ev[k]}" for k in ("epochs", "n_models") if ev.get(k) is not None)
+    out = [f"== equal count: {rec.method} vs {label} at IPC {rec.ipc} (images per class"
+           + (f" this run produced under its {rec.budget:g} s budget" if rec.budget is not None else "")
+           + f"), {rec.dataset}, protocol {rec.protocol} ({evaluation}), {rec.model}"]
+    width = max(len(rec.method), len(label), len("difference"))
+    own, own_std = _stats(list(rec.accuracies))
+    out.append(f"  {rec.method:<{width}}  {own:.2f} ± {own_std:.2f} %   this run "
+               f"(seed {rec.seed}, {len(rec.accuracies)} networks)")
+    refs, source = matching(db, rec, method), "local"
     if not refs:
-        cmd = ["ddbench", "run", "--method", method, "--dataset", rec.dataset, "--ipc", str(rec.ipc),
-               "--protocol", rec.protocol, "--model", rec.model]
-        ev = protocol_settings(rec)
-        if ev.get("n_models") is not None:
-            cmd += ["--eval-models", str(ev["n_models"])]
-        if ev.get("epochs") is not None:
-            cmd += ["--eval-epochs", str(ev["epochs"])]
-        return [f"reference {method}: no run under the same evaluation in {db}; compute it once with:",
-                "  " + " ".join(shlex.quote(c) for c in cmd)]
+        refs, source = shipped.matching(rec, method), shipped.LABEL
+    if not refs:
+        out.append(f"  {label:<{width}}  -   no run at IPC {rec.ipc} under this evaluation in {db}; make it with:")
+        out.append(f"  {'':<{width}}      {reference_command(rec, method)}")
+        out.append(f"  {'difference':<{width}}  -")
+        return out
     pooled = [a for r in refs for a in r.accuracies]
-    mean = sum(pooled) / len(pooled)
-    std = (sum((a - mean) ** 2 for a in pooled) / len(pooled)) ** 0.5
-    line = (f"reference {method}: {mean:.2f} ± {std:.2f} % ({len(refs)} run(s), seeds "
-            f"{','.join(str(r.seed) for r in refs)}, {len(pooled)} networks; runs {', '.join(r.run_id for r in refs)})")
-    out = [line]
+    mean, std = _stats(pooled)
+    if source == "local":
+        where = f"{len(refs)} run(s) in {db}: seeds {_seeds(refs)}, {len(pooled)} networks"
+    else:
+        where = (f"{shipped.LABEL}, {Path(refs[0].meta['shipped']).name}: seeds {_seeds(refs)}, {len(pooled)} networks, "
+                 f"made by e.g. `{refs[0].meta['command']}`")
+    out.append(f"  {label:<{width}}  {mean:.2f} ± {std:.2f} %   {where}")
+    diff = f"{own - mean:+.2f} points"
     if len(rec.accuracies) > 1 and len(pooled) > 1:
-        from scipy.stats import ttest_ind
+        from .report import welch
 
-        p = float(ttest_ind(rec.accuracies, pooled, equal_var=False).pvalue)
-        out.append(f"this run {rec.accuracy_mean:.2f} % vs {method} {mean:.2f} %: {rec.accuracy_mean - mean:+.2f} points, "
-                   f"Welch p = {p:.2g} over networks (one seed of this method: compare seeds with `ddbench compare`)")
+        p = welch(list(rec.accuracies), pooled)
+        diff += (f"   Welch p = {p:.2g} over networks (one seed of {rec.method}; "
+                 "compare seeds with `ddbench compare`)")
+    out.append(f"  {'difference':<{width}}  {diff}")
     return out

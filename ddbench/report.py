@@ -1,10 +1,12 @@
 """Reports from the results database alone: terminal table, report.md, results.csv, plots, image grids.
 
 One section per (dataset, protocol, evaluation model, evaluation settings). In a section, one row per method (and per
-generation budget, for methods given one), one column per IPC. A cell is the mean ± std of every
-accuracy of the cell (seeds x evaluation networks, pooled, population std as the reference code's
+generation budget, for methods given one), one column per IPC: the images per class a run produced (a budget
+run's IPC is the one it declared, so its row fills the columns of the IPCs it reached). A cell is the mean ± std
+of every accuracy of the cell (seeds x evaluation networks, pooled, population std as the reference code's
 np.std), with Welch's t-test (scipy.stats.ttest_ind, equal_var=False) of those accuracies against the
-reference method's at the same IPC:  * p < 0.05, ** p < 0.01, *** p < 0.001.
+reference method's at the same IPC, i.e. at equal count:  * p < 0.05, ** p < 0.01, *** p < 0.001. A cell
+whose equal-count reference is missing says so, with the command that makes it.
 
 Which runs count: per config hash, the latest `ok` run (else the latest failed one); then per cell, seed and
 evaluation settings (records.evaluation_settings: the protocol settings that change accuracy), the latest of
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .atomic import atomic_write_json, atomic_write_text
-from .records import RunRecord, evaluation_settings
+from .records import RunRecord, evaluation_settings, requested_ipc
 from .results import query
 
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
@@ -61,7 +63,9 @@ def select_rows(db: Path, hashes: Iterable[str] | None = None, methods: Iterable
 
 
 def _cell_key(r: RunRecord) -> tuple:
-    return (r.dataset, r.protocol, r.model, evaluation_settings(r), r.method, r.budget, r.ipc)
+    """The cell a run was asked for: a budget run re-run with other settings replaces the older one even when
+    it produced another number of images per class."""
+    return (r.dataset, r.protocol, r.model, evaluation_settings(r), r.method, r.budget, requested_ipc(r))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,6 +233,58 @@ def summarise(rows: list[RunRecord], reference: str | None = None, method_order:
     return [sections[k] for k in sorted(sections, key=lambda k: tuple(str(x) for x in k))]
 
 
+def shipped_name(method: str) -> str:
+    """The row name of a reference taken from the shipped table: labelled wherever it is shown."""
+    from .shipped import LABEL
+
+    return f"{method} ({LABEL})"
+
+
+def add_shipped_references(sections: list[Section]) -> None:
+    """Where a section has no reference run at an IPC its cells reached, the shipped table's rows of the same data
+    (fingerprint) and evaluation stand in: a row of their own, `random (shipped reference)`, that the cells of
+    that IPC are t-tested against. Never pooled with local runs: an IPC with a local reference keeps it."""
+    from .shipped import fingerprint, shipped_records
+
+    tables: dict[str, list[RunRecord]] = {}
+    for sec in sections:
+        if sec.reference is None:
+            continue
+        rows = tables.setdefault(sec.dataset, shipped_records(sec.dataset))
+        variant = (shipped_name(sec.reference), None)
+        for ipc in list(sec.ipcs):
+            if (sec.reference, None, ipc) in sec.cells:
+                continue
+            cells = [c for (_, _, i), c in sec.cells.items() if i == ipc and c.accuracies]
+            data = {fingerprint(r) for c in cells for r in c.ok} - {None}
+            refs = [r for r in rows if r.method == sec.reference and r.ipc == ipc and fingerprint(r) in data
+                    and (r.protocol, r.model, evaluation_settings(r)) == (sec.protocol, sec.model, sec.settings)]
+            if not refs:
+                continue
+            ref = sec.cells[(variant[0], None, ipc)] = Cell(variant[0], None, ipc, ok=refs, is_reference=True)
+            for cell in cells:
+                cell.p_value = welch(cell.accuracies, ref.accuracies)
+            if variant not in sec.variants:
+                sec.variants.append(variant)
+
+
+def missing_references(sec: Section) -> list[str]:
+    """`IPC 57: ddbench run --method random --ipc 57 ...` for each IPC whose cells have no reference run."""
+    if sec.reference is None:
+        return []
+    from .reference import reference_command
+
+    out = []
+    for ipc in sec.ipcs:
+        if any(m in (sec.reference, shipped_name(sec.reference)) and b is None and i == ipc for m, b, i in sec.cells):
+            continue
+        cell = next((c for (m, b, i), c in sorted(sec.cells.items(), key=lambda kv: str(kv[0]))
+                     if i == ipc and c.ok and c.accuracies), None)
+        if cell is not None:
+            out.append(f"IPC {ipc}: {reference_command(cell.ok[0], sec.reference)}")
+    return out
+
+
 def _name_siblings(sections: list[Section]) -> None:
     """Sections of one dataset/protocol/model under different evaluation settings get the differing keys in
     their titles (`dsa=False`, `epochs=300`), so no two sections read alike."""
@@ -324,8 +380,13 @@ def terminal_text(sections: list[Section]) -> str:
         return "(no runs to report)"
     out = []
     for sec in sections:
-        out.append(f"== {sec.title} — accuracy % (mean ± std over {_n_text(sec)}; Welch t-test vs {sec.reference})")
+        out.append(f"== {sec.title} — accuracy % (mean ± std over {_n_text(sec)}; Welch t-test vs {sec.reference} "
+                   "at equal count: the same IPC)")
         out.append(plain_table(*accuracy_table(sec)))
+        missing = missing_references(sec)
+        if missing:
+            out.append(f"   no {sec.reference} run at equal count for these IPCs; make each with:")
+            out += [f"     {m}" for m in missing]
         out.append("")
         out.append("   time per run, seconds (distill / eval, mean over seeds)")
         out.append(plain_table(*time_table(sec)))
@@ -414,26 +475,29 @@ def plot_accuracy_vs_ipc(sec: Section, target: Path) -> Path:
     return _finish(fig, ax, "images per class (IPC)", f"{sec.dataset}, protocol {sec.protocol}: accuracy vs IPC", target)
 
 
-def plot_accuracy_vs_budget(sec: Section, target: Path) -> Path | None:
+def plot_budget_vs_reference(sec: Section, target: Path) -> Path | None:
+    """Budget runs at the images per class each produced, against the reference's accuracy-vs-IPC curve.
+
+    A budget buys images; whether they are worth more than real ones is a question at equal count, so the x
+    axis is images per class and the reference method (random real) is the line every point is read against."""
     budgets = sec.budgets
     if not budgets:
         return None
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    methods = [m for m, b in sec.variants if b is not None]
-    for method in dict.fromkeys(methods):
-        for ipc in sec.ipcs:
-            xs, ys, es = [], [], []
-            for b in budgets:
-                c = sec.cells.get((method, b, ipc))
-                if c is not None and c.mean is not None:
-                    xs.append(b)
-                    ys.append(c.mean)
-                    es.append(c.std or 0.0)
-            if xs:
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method}, IPC {ipc}")
-    return _finish(fig, ax, "generation budget (seconds)",
-                   f"{sec.dataset}, protocol {sec.protocol}: accuracy vs generation budget", target)
+    for name, style in ((sec.reference, "--"), (shipped_name(str(sec.reference)), ":")):
+        ref = [(ipc, c) for ipc in sec.ipcs if (c := sec.cells.get((name, None, ipc))) and c.mean is not None]
+        if ref:
+            ax.errorbar([i for i, _ in ref], [c.mean for _, c in ref], yerr=[c.std or 0.0 for _, c in ref],
+                        color="0.3", linestyle=style, marker="s", capsize=3, label=f"{name}, reference")
+    for method, budget in [v for v in sec.variants if v[1] is not None]:
+        runs = [r for (m, b, _), c in sec.cells.items() if (m, b) == (method, budget) for r in c.ok if r.accuracies]
+        if runs:
+            ax.plot([r.ipc for r in runs], [sum(r.accuracies) / len(r.accuracies) for r in runs], "o",
+                    label=f"{variant_name((method, budget))}, one point per run")
+    ax.set_xscale("log")
+    return _finish(fig, ax, "images per class (IPC; a budget run's: the IPC it produced)",
+                   f"{sec.dataset}, protocol {sec.protocol}: budget runs at equal count", target)
 
 
 def _finish(fig, ax, xlabel: str, title: str, target: Path) -> Path:
@@ -485,8 +549,13 @@ def _section_markdown(sec: Section, plots: dict[str, list[Path]], report_dir: Pa
     """One section of report.md: accuracy and time tables, plots, settings, failed runs, image grids."""
     md: list[str] = []
     md += ["", f"## {sec.title}", ""]
-    md.append(f"Reference for the t-test: **{sec.reference}**. {_n_text(sec).capitalize()}.")
+    md.append(f"Reference for the t-test: **{sec.reference}** at equal count (the same IPC). "
+              f"{_n_text(sec).capitalize()}.")
     md += ["", "### Accuracy (%)", "", markdown_table(*accuracy_table(sec)), ""]
+    missing = missing_references(sec)
+    if missing:
+        md += [f"No `{sec.reference}` run at equal count for these IPCs; make each with:", ""]
+        md += [f"- {m.split(': ', 1)[0]}: `{m.split(': ', 1)[1]}`" for m in missing] + [""]
     md += ["### Time per run (seconds, distill / eval, mean over seeds)", "", markdown_table(*time_table(sec)), ""]
     for p in plots.get(sec.slug, []):
         md += [f"![{p.stem}]({p.relative_to(report_dir).as_posix()})", ""]
@@ -537,7 +606,7 @@ def markdown_text(sections: list[Section], db: Path, command: str | None, supers
            "Each cell is the test accuracy in %, mean ± standard deviation over every evaluation network of every "
            "seed of that cell (pooled; population std). The p-value is Welch's two-sided t-test "
            "(`scipy.stats.ttest_ind`, `equal_var=False`) of the cell's accuracies against the reference method's at "
-           "the same IPC, marked * p < 0.05, ** p < 0.01, *** p < 0.001; `(ref)` marks the reference. A cell with "
+           "the same IPC (equal count: a budget run's IPC is the number of images per class it produced), marked * p < 0.05, ** p < 0.01, *** p < 0.001; `(ref)` marks the reference. A cell with "
            "no successful seed reads FAILED; `[k failed]` counts failed seeds next to a result.", ""]
     if devices:
         md.append(f"Devices: {', '.join(devices)}. "
@@ -580,6 +649,7 @@ def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None
     methods = list(methods) if methods is not None else None
     rows, superseded = select_rows(db, hashes=hashes, methods=methods, dataset=dataset, protocol=protocol)
     sections = summarise(rows, reference=reference, method_order=methods)
+    add_shipped_references(sections)
     report_dir.mkdir(parents=True, exist_ok=True)
     many = len(sections) > 1
     plots: dict[str, list[Path]] = {}
@@ -588,7 +658,7 @@ def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None
     for sec in sections:
         suffix = f"-{sec.slug}" if many else ""
         made = [plot_accuracy_vs_ipc(sec, report_dir / f"accuracy_vs_ipc{suffix}.png")]
-        by_budget = plot_accuracy_vs_budget(sec, report_dir / f"accuracy_vs_budget{suffix}.png")
+        by_budget = plot_budget_vs_reference(sec, report_dir / f"budget_vs_reference{suffix}.png")
         if by_budget is not None:
             made.append(by_budget)
         plots[sec.slug] = made

@@ -323,6 +323,8 @@ def _distill_and_save(resolved: Resolved, ctx: RunContext, rec: RunRecord) -> Sy
                 "dataset_fingerprint": dataset_fingerprint(ds)}
     if syn.ipc is not None:
         rec.meta["ipc_declared"] = syn.ipc
+    if resolved.request.budget is not None:
+        rec.ipc = syn.ipc  # what it produced (checked against the set): references pair at equal count
     if syn.generation_seconds is not None:
         rec.meta["generation_seconds"] = syn.generation_seconds
     run_dir = resolved.out_dir / "runs" / rec.run_id

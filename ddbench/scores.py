@@ -21,7 +21,10 @@ IOR of 10 points gives e^5, far outside [0, 1], and the score then ranks by an e
 
 Where the references come from: they are runs like any other, in the same database. The random reference is
 a `random` run of the same dataset, architecture, protocol, IPC and protocol settings (any seed; seeds are
-pooled). The full-data reference is a `full` run (ddbench/default_plugins/full_data_method.py) of the same dataset, architecture and
+pooled), at equal count: a budget run's IPC is the number of images per class it produced, so it is paired
+with random real at that IPC. Where the database has none, the table shipped with the package (ddbench/shipped.py,
+same data fingerprint) stands in, marked `shipped reference` and never pooled with local runs; where neither
+has it, `missing` names the command that makes it. The full-data reference is a `full` run (ddbench/default_plugins/full_data_method.py) of the same dataset, architecture and
 protocol; its IPC and epoch count are ignored (the whole training set is one thing, and it needs far fewer
 epochs than a 100-image set). Settings that only choose an implementation (`impl`, `parallel`, `micro_batch`,
 `max_parallel`, `test_batch`) and the number of networks (`n_models`, a sample size: runs are pooled) are
@@ -169,6 +172,7 @@ class Scored:
     lrs: float | None = None
     ars: float | None = None
     random_runs: list[str] = field(default_factory=list)
+    random_source: str | None = None  # "local", or shipped.LABEL when the shipped table gave the reference
     full_runs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
@@ -182,14 +186,15 @@ def _key(row: dict, ignore: Iterable[str] = ()) -> tuple:
 
 def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
                random_method: str | None = None, full_method: str | None = None,
-               references: list[dict] | None = None) -> list[Scored]:
+               references: list[dict] | None = None, shipped: list | None = None) -> list[Scored]:
     """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; seeds pooled), references looked up in
     `references` (default: `rows`).
 
     Rows are dicts or anything with a dict-like `.get` (the store's run records). A cell's accuracy is that of
     its runs in `rows` only; the random-real and full-data references, and the other augmentation setting ARS
     pairs a cell with, come from `references` (pass the whole database): matched, not computed. A cell without
-    its reference gets None and says which run is missing.
+    its reference gets None and says which run is missing and the command that makes it; `shipped` (rows of
+    the shipped reference table) stands in for a random reference the database lacks.
     """
     if random_method is None or full_method is None:
         names = reference_names()
@@ -197,6 +202,10 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
     refs = [r for r in (rows if references is None else references) if r.get("status") == "ok" and r.get("accuracies")]
     random_of: dict[tuple, list[dict]] = {}
     full_of: dict[tuple, list[dict]] = {}
+    shipped_of: dict[tuple, list[dict]] = {}
+    for r in shipped or []:
+        if r.get("method") == random_method:
+            shipped_of.setdefault((r.get("ipc"),) + _key(r), []).append(r)
     for r in refs:
         if r.get("method") == random_method:
             random_of.setdefault((r.get("ipc"),) + _key(r), []).append(r)
@@ -208,7 +217,8 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
         for r in source:
             if r.get("status") == "ok" and r.get("accuracies") and r.get("method") != full_method:
                 cells.setdefault((r.get("method"), r.get("budget"), r.get("ipc")) + _key(r), []).append(r)
-        return {key: _score_cell(key, members, random_of, full_of, w) for key, members in cells.items()}
+        return {key: _score_cell(key, members, random_of, full_of, w, shipped_of, random_method)
+                for key, members in cells.items()}
 
     index = scored_cells(rows)
     others: dict[tuple, Scored] | None = None  # the references' cells, scored only if a twin is not in `rows`
@@ -229,20 +239,30 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
     return list(index.values())
 
 
-def _score_cell(key: tuple, members: list[dict], random_of: dict, full_of: dict, w: float) -> Scored:
+def _score_cell(key: tuple, members: list[dict], random_of: dict, full_of: dict, w: float,
+                shipped_of: dict | None = None, random_method: str = "random") -> Scored:
     method, budget, ipc = key[:3]
     first = members[0]
     accs = _accuracies(members)
     s = Scored(method, first.get("dataset"), first.get("model"), first.get("protocol"), ipc, budget,
                augmented(first), _epochs(first), _mean(accs), _std(accs), len(accs))
-    rnd = random_of.get((ipc,) + _key(first), [])
+    rnd, s.random_source = random_of.get((ipc,) + _key(first), []), "local"
+    if not rnd:  # the shipped table, on the very same data only
+        from .shipped import LABEL, fingerprint
+
+        data = fingerprint(first)
+        rnd = [r for r in (shipped_of or {}).get((ipc,) + _key(first), []) if data and fingerprint(r) == data]
+        s.random_source = LABEL
     full = full_of.get(_key(first, FULL_IGNORED_KEYS), [])
     if rnd:
         s.random_accuracy = _mean(_accuracies(rnd))
         s.random_runs = [r.get("run_id") for r in rnd]
         s.ior = ior(s.accuracy, s.random_accuracy)
     else:
-        s.missing.append(f"random IPC {ipc}")
+        from .reference import reference_command
+
+        s.random_source = None
+        s.missing.append(f"random IPC {ipc} (equal count): {reference_command(first, random_method)}")
     if full:
         s.full_accuracy = _mean(_accuracies(full))
         s.full_runs = [r.get("run_id") for r in full]
@@ -285,7 +305,8 @@ def score_table(scored: list[Scored], method_order: list[str] | None = None) -> 
         name = s.method if s.budget is None else f"{s.method} ({s.budget:g} s)"
         aug = "-" if s.augmented is None else ("on" if s.augmented else "off")
         acc = "-" if s.accuracy is None else f"{s.accuracy:.2f} ± {s.std:.2f}"
-        body.append([name, s.model, str(s.ipc), aug, "-" if s.epochs is None else str(s.epochs), acc, _pct(s.random_accuracy), _pct(s.full_accuracy),
+        rnd = _pct(s.random_accuracy) + ("" if s.random_source in (None, "local") else f" ({s.random_source})")
+        body.append([name, s.model, str(s.ipc), aug, "-" if s.epochs is None else str(s.epochs), acc, rnd, _pct(s.full_accuracy),
                      _pct(s.ior, signed=True), _pct(s.hlr, signed=True),
                      _pct(None if s.lrs is None else 100 * s.lrs), _pct(None if s.ars is None else 100 * s.ars)])
     return header, body
@@ -365,10 +386,16 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
     shown_ok = [r for r in shown_rows if r.get("status") == "ok"]
     # score every shown cell on its shown runs; references come from the whole database
     everything = {r.get("run_id"): r for r in list(all_rows) + list(shown_rows)}  # a run counts once
-    scored = score_rows(shown_ok, w, ars_w, random_method, full_method, references=list(everything.values()))
+    from .shipped import shipped_records
+
+    shipped = [r for d in sorted({str(r.get("dataset")) for r in shown_ok}) for r in shipped_records(d)]
+    scored = score_rows(shown_ok, w, ars_w, random_method, full_method, references=list(everything.values()),
+                        shipped=shipped)
     text = ["== scores (DD-Ranking): IOR, HLR in percentage points; LRS, ARS x100 (fractions in the exponent)"]
     md = ["## Scores (DD-Ranking)", "",
-          "IOR = accuracy − random real subset of the same IPC, evaluated the same way; HLR = full real training set "
+          "IOR = accuracy − random real subset at equal count (the same IPC: a budget run's is the IPC it "
+          "produced), evaluated the same way (a value marked `shipped reference` comes from the table shipped "
+          "with the package, used only where this database has no such run); HLR = full real training set "
           "− accuracy (lower is better); both in percentage points. LRS = (e^α − e^−1)/(e − e^−1), α = "
           f"{w:g}·IOR − {1 - w:g}·HLR with IOR and HLR as fractions; ARS the same map of the IORs with and without "
           "augmentation. LRS and ARS are shown ×100. A `-` means the reference run is missing: `random` at that "
@@ -379,7 +406,9 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
         md.append(markdown_table(header, body))
         missing = sorted({m for s in scored for m in s.missing})
         if missing:
-            text.append(f"   missing references: {', '.join(missing)}")
+            text.append("   missing references (each line: what, and the command that makes it):")
+            text += [f"     {m}" for m in missing]
+            md += ["", "Missing references:", ""] + [f"- `{m}`" for m in missing]
     else:
         text.append("(no evaluated cells)")
         md.append("No evaluated cells.")

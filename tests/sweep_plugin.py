@@ -77,18 +77,20 @@ class Gen(Method):
     name = "gen"
     description = "test method with a generation budget"
     supports_budget = True
+    params = {"budget_ipc": Param(0, min=0, help="images per class it makes under a budget (0: --ipc)")}
 
     def distill(self, ctx):
         from ddbench.api import SyntheticSet
 
         d, g = ctx.dataset, ctx.generator()
-        picks = [d.indices_of_class(c)[torch.randperm(len(d.indices_of_class(c)), generator=g)[:ctx.ipc]]
+        ipc = ctx.params.get("budget_ipc") if ctx.budget is not None and ctx.params.get("budget_ipc") else ctx.ipc
+        picks = [d.indices_of_class(c)[torch.randperm(len(d.indices_of_class(c)), generator=g)[:ipc]]
                  for c in range(d.num_classes)]
         images = d.train_x[torch.cat(picks)].clone()
         noise = 1.0 / (1.0 + (ctx.budget or 0.0))
         images = images + noise * torch.randn(images.shape, generator=g)
-        labels = torch.arange(d.num_classes).repeat_interleave(ctx.ipc)
-        return SyntheticSet(images, labels, {"budget": ctx.budget}, ipc=ctx.ipc, generation_seconds=0.0)
+        labels = torch.arange(d.num_classes).repeat_interleave(ipc)
+        return SyntheticSet(images, labels, {"budget": ctx.budget}, ipc=ipc, generation_seconds=0.0)
 
 
 @hookimpl

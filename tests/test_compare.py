@@ -185,7 +185,7 @@ def test_budgets_apply_to_methods_that_take_one(sweep, capsys):
         ("gen", 1.0), ("gen", 1.0), ("gen", 5.0), ("gen", 5.0), ("random", None), ("random", None)]
     md = (out / "report" / "report.md").read_text()
     assert "| gen (1 s) |" in md and "| gen (5 s) |" in md
-    assert (out / "report" / "accuracy_vs_budget.png").is_file()
+    assert (out / "report" / "budget_vs_reference.png").is_file()
 
 
 def test_budgets_without_a_method_that_takes_one(sweep, capsys):

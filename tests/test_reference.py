@@ -24,14 +24,17 @@ def test_reference_found_under_the_same_evaluation_only(tmp_path):
     record(db, _rec("random", 2, [50.0, 50.0, 50.0], epochs=300))  # another evaluation: never mixed in
     record(db, _rec("random", 3, [40.0, 40.0, 40.0], ipc=1))
     mine = _rec("minmax-diffusion", 0, [80.0, 81.0, 82.0])
-    lines = reference_lines(db, mine, "random")
-    assert lines[0].startswith("reference random: 72.50 ± 1.71 % (2 run(s), seeds 0,1, 6 networks")
-    assert "+8.50 points" in lines[1] and "Welch p" in lines[1]
+    lines = reference_lines(db, mine, "random", "random real")
+    assert lines[0].startswith("== equal count: minmax-diffusion vs random real at IPC 10")
+    assert lines[-3].split()[:4] == ["minmax-diffusion", "81.00", "±", "0.82"]
+    assert "72.50 ± 1.71 %" in lines[-2] and "2 run(s)" in lines[-2] and "seeds 0,1, 6 networks" in lines[-2]
+    assert "+8.50 points" in lines[-1] and "Welch p" in lines[-1]
 
 
 def test_missing_reference_names_the_command(tmp_path):
     db = open_store(tmp_path / "r.sqlite")
     lines = reference_lines(db, _rec("minmax-diffusion", 0, [80.0, 81.0]), "random")
-    assert "no run under the same evaluation" in lines[0]
-    assert lines[1].strip() == ("ddbench run --method random --dataset fashion-mnist --ipc 10 --protocol dsa "
-                                "--model convnet --eval-models 2 --eval-epochs 1000")
+    assert "no run at IPC 10 under this evaluation" in lines[-3]
+    assert lines[-2].strip() == ("ddbench run --method random --ipc 10 --seed 0 --protocol dsa --eval-epochs 1000 "
+                                 "--eval-models 2")
+    assert lines[-1].split() == ["difference", "-"]

@@ -122,8 +122,8 @@ def test_budget_runs_get_their_own_rows_and_plot(tmp_path):
     result = build_report(db, tmp_path / "r")
     md = result.markdown.read_text()
     assert "| gen (30 s) |" in md and "| gen (60 s) |" in md
-    assert {p.name for p in result.plots} == {"accuracy_vs_ipc.png", "accuracy_vs_budget.png"}
-    with Image.open(tmp_path / "r" / "accuracy_vs_budget.png") as im:
+    assert {p.name for p in result.plots} == {"accuracy_vs_ipc.png", "budget_vs_reference.png"}
+    with Image.open(tmp_path / "r" / "budget_vs_reference.png") as im:
         im.verify()
 
 

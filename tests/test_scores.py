@@ -97,7 +97,8 @@ def test_scores_find_their_references():
 def test_missing_references_say_so():
     (s,) = S.score_rows([row("dm", [78.0], ipc=1)])
     assert s.ior is None and s.hlr is None and s.lrs is None
-    assert s.missing[:2] == ["random IPC 1", "full"]
+    assert s.missing[:2] == ["random IPC 1 (equal count): ddbench run --method random --ipc 1 --seed 0 --protocol fast "
+                             "--eval-epochs 300 --eval-models 1", "full"]
 
 
 def test_references_do_not_cross_architectures_or_datasets():
@@ -225,7 +226,7 @@ def test_score_report_for_the_report(tmp_path):
     dm_alex = next(s for s in rep.scored if s.method == "dm" and s.model == "alexnet")
     assert dm_alex.hlr is None and "full" in dm_alex.missing  # no full run on alexnet
     assert {s.ipc for s in rep.scored} == {10}  # the IPC-1 random reference is not a shown cell
-    assert "missing references: full" in rep.terminal
+    assert "missing references" in rep.terminal and "\n     full" in rep.terminal
     js = rep.as_json()
     assert js["units"]["lrs"].startswith("fraction") and js["cross_architecture"][0]["header"] == ["method", "convnet", "alexnet"]
     # one architecture only: no cross table

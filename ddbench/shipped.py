@@ -1,0 +1,104 @@
+"""The reference table shipped with the package: random real subsets of the default dataset, measured once.
+
+`make run` should say how its result compares with random real images at equal count without first spending
+the CPU time to compute them. ddbench/data/reference/<dataset>.json holds one row per (method, dataset
+fingerprint, IPC, protocol settings, seed): the per-network accuracies and the exact `ddbench run` command that
+made the row (benchmarks/make_reference.py regenerates the table from its stored cells). Its sha256 is stored
+beside it (`<dataset>.json.sha256`, `sha256sum -c` format) and checked at every load: a table that does not
+match is ignored with a one-line warning on stderr (the run's own result is never lost over it), so an edited
+table is never shown as measured. Rows are used only where the database has no run of its own under the same
+evaluation, and every place that shows one labels it `shipped reference`; they are never pooled with local runs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .identity import file_sha256
+from .records import OK, RunRecord, evaluation_settings, protocol_settings
+
+DATA_DIR = Path(__file__).resolve().parent / "data" / "reference"
+LABEL = "shipped reference"
+
+
+def table_path(dataset: str, directory: Path | None = None) -> Path:
+    return (directory or DATA_DIR) / f"{dataset}.json"
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_table(path: Path, warn: Callable[[str], None] = _warn) -> dict[str, Any] | None:
+    """The table at `path` if its sha256 matches the one stored beside it; else None (and one warning)."""
+    if not path.is_file():
+        return None
+    digest_file = path.with_name(path.name + ".sha256")
+    try:
+        want = digest_file.read_text().split()[0]
+    except (OSError, IndexError):
+        warn(f"{LABEL} table {path} has no sha256 in {digest_file.name}; it is ignored")
+        return None
+    got = file_sha256(path)
+    if got != want:
+        warn(f"{LABEL} table {path} does not match its sha256 (file {got[:12]}..., recorded {want[:12]}...); "
+             "it is ignored")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        warn(f"{LABEL} table {path} is not JSON ({exc}); it is ignored")
+        return None
+
+
+def as_record(row: dict[str, Any], source: Path) -> RunRecord:
+    """One table row as a run record (run id `shipped:<config hash>`, meta['shipped'] naming the table)."""
+    config = {"method": row["method"], "dataset": row["dataset"], "ipc": row["ipc"], "budget": None,
+              "protocol": row["protocol"], "model": row["model"], "seed": row["seed"],
+              "protocol_settings": row["protocol_settings"]}
+    rec = RunRecord.start(config, row["config_hash"], status=OK)
+    rec.run_id = f"shipped:{row['config_hash']}"
+    rec.created = 0.0
+    rec.accuracies = [float(a) for a in row["accuracies"]]
+    rec.accuracy_mean, rec.accuracy_std = row["accuracy_mean"], row["accuracy_std"]
+    rec.n_eval_models = len(rec.accuracies)
+    rec.images = row.get("images")
+    rec.meta = {"dataset_fingerprint": row["dataset_fingerprint"], "shipped": str(source), "command": row["command"]}
+    return rec
+
+
+def shipped_records(dataset: str, directory: Path | None = None, warn: Callable[[str], None] = _warn) -> list[RunRecord]:
+    """Every row of the dataset's shipped table as records; [] when there is none or it fails its check."""
+    path = table_path(dataset, directory)
+    table = load_table(path, warn)
+    return [as_record(row, path) for row in (table or {}).get("rows", [])]
+
+
+def is_shipped(record: Any) -> bool:
+    meta = record.get("meta") if hasattr(record, "get") else None
+    return bool(isinstance(meta, dict) and meta.get("shipped"))
+
+
+def fingerprint(record: Any) -> str | None:
+    meta = record.get("meta") if hasattr(record, "get") else None
+    return meta.get("dataset_fingerprint") if isinstance(meta, dict) else None
+
+
+def matching(rec: Any, method: str, same_networks: bool = True, directory: Path | None = None,
+             warn: Callable[[str], None] = _warn) -> list[RunRecord]:
+    """Shipped rows of `method` at `rec`'s IPC on the very same data (fingerprint), protocol, architecture and
+    evaluation settings (and number of networks, unless `same_networks` is False)."""
+    want = fingerprint(rec)
+    if want is None:
+        return []
+    n_models = protocol_settings(rec).get("n_models")
+    return [r for r in shipped_records(rec.get("dataset"), directory, warn)
+            if r.method == method and fingerprint(r) == want and r.ipc == rec.get("ipc")
+            and r.protocol == rec.get("protocol") and r.model == rec.get("model")
+            and evaluation_settings(r) == evaluation_settings(rec)
+            and (not same_networks or protocol_settings(r).get("n_models") == n_models)]
+
+
+__all__ = ["LABEL", "DATA_DIR", "load_table", "shipped_records", "matching", "is_shipped", "table_path"]
