@@ -240,7 +240,7 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
 
 
 def _score_cell(key: tuple, members: list[dict], random_of: dict, full_of: dict, w: float,
-                shipped_of: dict | None = None, random_method: str = "random") -> Scored:
+                shipped_of: dict | None = None, random_method: str = "") -> Scored:
     method, budget, ipc = key[:3]
     first = members[0]
     accs = _accuracies(members)
