@@ -466,6 +466,8 @@ class Selector(ABC):
         classifier's outputs for it (needed when `needs_logits`). The same arguments give the same indices
         (each class draws from its own stream of `seed`, ddbench.seeds), and the selection of one class does not
         depend on the other classes in the pool. k larger than a class's pool is bad input (DDBenchError)."""
+        import torch
+
         from .seeds import generator
 
         check_pool(self, features, labels, k, logits)
@@ -486,6 +488,8 @@ class Selector(ABC):
 
 def check_picks(who: str, picks: Any, k: int, n: int, label: int) -> torch.Tensor:
     """A selector's answer for one class as a LongTensor, or RuntimeError (the plugin's fault) naming `who`."""
+    import torch
+
     out = torch.as_tensor(picks).long().flatten().cpu()
     if len(out) != k or len(set(out.tolist())) != k or (k and not 0 <= int(out.min()) <= int(out.max()) < n):
         raise RuntimeError(f"{who} returned {out.tolist()[:10]} for class {label}; it must return {k} distinct "
@@ -496,6 +500,8 @@ def check_picks(who: str, picks: Any, k: int, n: int, label: int) -> torch.Tenso
 def check_pool(selector: Selector, features: torch.Tensor, labels: torch.Tensor, k: int,
                logits: torch.Tensor | None = None) -> None:
     """Refuse a pool a selector cannot pick from, with a one-line DDBenchError naming the bad value."""
+    import torch
+
     name = getattr(selector, "name", "?")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise DDBenchError(f"k={k!r} is not allowed for selector {name!r}; give an integer >= 1 (items per class)")
