@@ -440,6 +440,7 @@ def report_equal() -> None:
             m, q = c["meta"], c["meta"].get("quality", {})
             lev = {k: v for k, v in m.get("sampler", {}).items()
                    if k in ("strength", "mode_guidance", "guidance_interval", "prototypes_per_class", "guidance")}
+            lev.update({k: m[k] for k in ("pool", "selector") if k in m})
             print(f"| {c['name']} | {c['summary']['ipc']} | {c['summary']['accuracy_mean']:.2f} ± "
                   f"{c['summary']['accuracy_std']:.2f} | {q.get('class_accuracy')} | {q.get('fd')} | {lev} |")
 
