@@ -8,6 +8,7 @@ from typing import Any
 
 from .api import DDBenchError, RunFailed
 from .config import load_config, parse_sets
+from .guard import Terminated, handle_signals
 from .plugins import KINDS
 from .records import RunRecord
 from .results import DEFAULT_OUT
@@ -256,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    _line_buffered()
     try:
-        return handler(args)
+        with handle_signals():
+            return handler(args)
     except DDBenchError as exc:
         print(f"ddbench: error: {exc}", file=sys.stderr)
         return 2
@@ -269,9 +272,21 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("ddbench: interrupted; finished runs are kept, checkpoints stay in the work folder", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"ddbench: {why}; finished runs are kept, checkpoints stay in the work folder", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+def _line_buffered() -> None:
+    """Each log line reaches a redirected file as it is printed, so a killed run's log is not empty."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # absent on captured streams (tests)
+        if reconfigure is not None:
+            try:
+                reconfigure(line_buffering=True)
+            except (ValueError, OSError):  # pragma: no cover - a stream that cannot change
+                pass
 
 
 if __name__ == "__main__":  # pragma: no cover

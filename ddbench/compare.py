@@ -240,7 +240,9 @@ def _shown(path: Path) -> str:
 
 
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the kill test in a subprocess
-    raise KeyboardInterrupt
+    from .guard import on_signal
+
+    on_signal(signum, frame)  # noted, so an in-process cell's plugin_call knows the interrupt is real
 
 
 @dataclass

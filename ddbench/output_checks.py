@@ -96,3 +96,75 @@ def _counts_text(counts: list[int]) -> str:
         return f"{counts[0]} per class"
     listed = ", ".join(str(c) for c in counts[:20]) + (", ..." if len(counts) > 20 else "")
     return f"per class [{listed}]"
+
+
+# --------------------------------------------------------------------------------------------------
+# What a protocol returns, and what a dataset loader returns
+# --------------------------------------------------------------------------------------------------
+
+
+class ProtocolOutputError(RunFailed):
+    """A protocol returned accuracies that are not accuracies (recorded as a failed run, exit 1)."""
+
+
+class DatasetOutputError(RunFailed):
+    """A dataset loader returned something that is not a usable dataset (exit 1; the runner names the plugin)."""
+
+
+def check_evaluation(result: object, *, protocol: str, n_models: int | None) -> object:
+    """Return `result` if it is an EvalResult of finite percentages, one per network asked for.
+
+    A protocol's numbers are what the database stores and every report averages: one NaN used to make every
+    later report refuse the whole database, so a bad value is the protocol's failure, caught here."""
+    from .api import EvalResult
+
+    def fail(what: str) -> ProtocolOutputError:
+        return ProtocolOutputError(f"protocol {protocol!r} {what}")
+
+    if not isinstance(result, EvalResult):
+        raise fail(f"returned {type(result).__name__}, expected ddbench.api.EvalResult")
+    accs = result.accuracies
+    if not isinstance(accs, (list, tuple)) or not accs:
+        raise fail(f"returned accuracies={accs!r}; expected a non-empty list of percentages")
+    for a in accs:
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or not 0 <= a <= 100:
+            raise fail(f"returned the accuracy {a!r}; allowed: a finite percentage in [0, 100] (all: {list(accs)!r})")
+    if n_models is not None and len(accs) != n_models:
+        raise fail(f"returned {len(accs)} accuracies for n_models={n_models} networks")
+    secs = result.seconds
+    if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not math.isfinite(secs) or secs < 0:
+        raise fail(f"returned seconds={secs!r}; expected a finite number >= 0")
+    return result
+
+
+def check_dataset(data: object) -> ImageDataset:
+    """Return `data` if it is an ImageDataset a run can use: float images of one shape, labels in range,
+    at least one training and one test image. Otherwise the loader's fault, named before any work."""
+
+    def fail(what: str) -> DatasetOutputError:  # the caller (runner._guarded) names the dataset and its plugin
+        return DatasetOutputError(what)
+
+    if not isinstance(data, ImageDataset):
+        raise fail(f"loader returned {type(data).__name__}, expected ddbench.api.ImageDataset")
+    k = data.num_classes
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise fail(f"loader returned num_classes={k!r}; expected an integer >= 1")
+    for part in ("train", "test"):
+        x, y = getattr(data, f"{part}_x"), getattr(data, f"{part}_y")
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise fail(f"loader returned {part} images or labels that are not torch tensors")
+        if x.ndim != 4 or not x.is_floating_point():
+            raise fail(f"loader returned {part} images of shape {tuple(x.shape)} and dtype {x.dtype}; "
+                       "expected floating-point (N, C, H, W)")
+        if x.shape[0] == 0:
+            raise fail(f"loader returned an empty {part} set")
+        if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
+            raise fail(f"loader returned {part} labels of shape {tuple(y.shape)} and dtype {y.dtype}; "
+                       f"expected {x.shape[0]} integer class indices")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= k:
+            raise fail(f"loader returned {part} labels {low}..{high}; num_classes={k} allows 0..{k - 1}")
+    if data.test_x.shape[1:] != data.train_x.shape[1:]:
+        raise fail(f"loader returned test images of shape {tuple(data.test_x.shape[1:])} and train images of "
+                   f"shape {tuple(data.train_x.shape[1:])}")
+    return data

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ import torch
 from .api import DDBenchError
 from .atomic import atomic_save, atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 - re-exported
 from .records import FIELD_NAMES, RunRecord
+from .row_checks import row_problem
 
 DEFAULT_OUT = Path("ddbench-results")
 DB_NAME = "ddbench.sqlite"
@@ -178,10 +180,23 @@ def flush_pending(path: Path, pending_dir: Path, log: Callable[[str], None]) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def query(path: Path | str, where: str = "", args: tuple = ()) -> list[RunRecord]:
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_skipped(path: Path, rec: RunRecord, why: str) -> None:
+    """Once per row and process, on stderr: the row `query` left out and why (`ddbench show` still shows it)."""
+    key = (str(path.absolute()), rec.run_id)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"warning: run {rec.run_id} in {path} skipped: {why} (`ddbench show {rec.run_id}` shows it)",
+              file=sys.stderr)
+
+
+def query(path: Path | str, where: str = "", args: tuple = (), trusted: bool = True) -> list[RunRecord]:
     """Records matching an SQL condition, oldest first; [] if there is no database yet.
 
-    Never creates or changes anything; a corrupt or foreign file is a StoreError (one line).
+    Never creates or changes anything; a corrupt or foreign file is a StoreError (one line). With `trusted`
+    (reports, sweeps, references) a row that fails ddbench.row_checks is skipped with a warning naming it.
     """
     path = Path(path)
     if not path.exists():
@@ -202,7 +217,17 @@ def query(path: Path | str, where: str = "", args: tuple = ()) -> list[RunRecord
         raise
     except (sqlite3.Error, OSError) as exc:
         raise _why(path, exc) from None
-    return [RunRecord.from_columns(r) for r in rows]
+    records = [RunRecord.from_columns(r) for r in rows]
+    if not trusted:
+        return records
+    kept = []
+    for rec in records:
+        why = row_problem(rec)
+        if why is None:
+            kept.append(rec)
+        else:
+            _warn_skipped(path, rec, why)
+    return kept
 
 
 def find_ok(path: Path | str, config_hash: str) -> RunRecord | None:
@@ -217,7 +242,9 @@ def latest_failed(path: Path | str, config_hash: str) -> bool:
 
 def get_run(path: Path | str, run_id: str) -> RunRecord | None:
     """A run by id or by a unique id prefix (compared literally: `_` and `%` are not wildcards)."""
-    rows = query(path, "substr(run_id, 1, ?) = ?", (len(run_id), run_id))
+    if not run_id:
+        raise DDBenchError("run id '' is empty; give a run id or its prefix (`ddbench report` lists them)")
+    rows = query(path, "substr(run_id, 1, ?) = ?", (len(run_id), run_id), trusted=False)
     exact = [r for r in rows if r.run_id == run_id]
     if exact:
         return exact[0]

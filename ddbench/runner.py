@@ -23,7 +23,8 @@ from .api import DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet
 from .config import Config, Layer, load_config
 from .atomic import atomic_save, writable_dir
 from .identity import config_hash, dataset_fingerprint
-from .output_checks import check_output
+from .guard import PluginExit, plugin_call
+from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import FAILED, OK, RunRecord
 from .results import DEFAULT_OUT, PENDING, StoreError, db_path, open_store, query, record_or_keep, save_grid
@@ -213,9 +214,10 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def load_dataset(registry: Registry, name: str, root: str | None, download: bool):
+def load_dataset(registry: Registry, name: str, root: str | None, download: bool) -> ImageDataset:
+    """The loaded dataset, checked (output_checks.check_dataset): a broken loader is its plugin's fault."""
     spec = registry.get("datasets", name)
-    return spec.load(root=Path(root) if root else None, download=download)
+    return check_dataset(spec.load(root=Path(root) if root else None, download=download))
 
 
 class NotStored(RunFailed):
@@ -229,15 +231,23 @@ class PluginFailed(RunFailed):
 
 def _guarded(registry: Registry, kind: str, name: str, what: str, call):
     """Run a plugin's code; a DDBenchError is the user's (exit 2), any other exception the plugin's."""
+    label = plugin_label(registry, kind, name)
     try:
-        return call()
-    except (DDBenchError, KeyboardInterrupt):
+        return plugin_call(label, what, call)
+    except DDBenchError:
         raise
+    except DatasetOutputError as exc:
+        raise PluginFailed(f"{label} is broken: {exc}") from None
+    except PluginExit as exc:
+        raise PluginFailed(str(exc)) from None
     except Exception as exc:  # noqa: BLE001
-        owner = registry.owners[kind].get(name, "?")
         text = " ".join(str(exc).split())
-        raise PluginFailed(f"{CONTRACTS[kind].singular} {name!r} (plugin {owner!r}) crashed in {what}: "
-                           f"{type(exc).__name__}: {text}") from exc
+        raise PluginFailed(f"{label} crashed in {what}: {type(exc).__name__}: {text}") from exc
+
+
+def plugin_label(registry: Registry, kind: str, name: str) -> str:
+    """`method 'dm' (plugin 'dm')`: how every message blaming a plugin names it."""
+    return f"{CONTRACTS[kind].singular} {name!r} (plugin {registry.owners[kind].get(name, '?')!r})"
 
 
 def context(resolved: Resolved, registry: Registry, log=print, dataset: ImageDataset | None = None) -> RunContext:
@@ -296,10 +306,8 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         syn = _distill_and_save(resolved, ctx, rec)
         _evaluate(resolved, ctx, syn, rec)
         rec.status = OK
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
         raise  # no row: an interrupted run leaves nothing half-written; its checkpoints stay in work_dir
-    except DDBenchError:
-        raise
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, not lost
         rec.status = FAILED
         # A broken contract is said in one line; anything else keeps its traceback.
@@ -332,7 +340,7 @@ def _distill_and_save(resolved: Resolved, ctx: RunContext, rec: RunRecord) -> Sy
                 dataset={"name": ds.name, "mean": ds.mean, "std": ds.std, "class_names": ds.class_names})
     save_grid(ds.denormalise(syn.images.detach().cpu().float()), syn.labels.cpu(), ds.num_classes,
               run_dir / "grid.png")
-    rec.artifact = str(run_dir / "synset.pt")
+    rec.artifact = str((run_dir / "synset.pt").absolute())  # `show` and `report` work from any folder
     return syn
 
 
@@ -343,7 +351,10 @@ def _evaluate(resolved: Resolved, ctx: RunContext, syn: SyntheticSet, rec: RunRe
     seed_everything(resolved.request.seed)
     if resolved.request.eval_model:
         ctx = replace(ctx, model=resolved.request.eval_model)
-    result = resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings)
+    r = resolved.request
+    result = plugin_call(plugin_label(ctx.registry, "protocols", r.protocol), "evaluate()",
+                         lambda: resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings), refuse_is_failure=True)
+    check_evaluation(result, protocol=r.protocol, n_models=resolved.protocol_settings.get("n_models"))
     rec.eval_seconds = result.seconds
     rec.accuracies = [float(a) for a in result.accuracies]
     rec.accuracy_mean, rec.accuracy_std = result.mean, result.std
@@ -374,7 +385,8 @@ def _distill_or_resume(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSe
         return shared
     seed_everything(resolved.request.seed)
     t0 = time.perf_counter()
-    syn = resolved.method.distill(ctx)
+    syn = plugin_call(plugin_label(ctx.registry, "methods", resolved.request.method), "distill()",
+                      lambda: resolved.method.distill(ctx), refuse_is_failure=True)
     seconds = time.perf_counter() - t0
     _check(syn, resolved, ctx)
     save_synset(syn, path, distill_seconds=seconds)

@@ -54,6 +54,12 @@ def run(*extra: str) -> Callable[[Path], list[str]]:
                         *FAST, *[a.replace("TMP", str(tmp)) for a in extra]]
 
 
+def bare(*extra: str) -> Callable[[Path], list[str]]:
+    """`run` of the random method at IPC 1 on the tiny dataset, without the fast-protocol flags."""
+    return lambda tmp: ["run", "--config", str(tmp / "plugins.toml"), "--out", str(tmp / "out"), "--dataset", "tiny",
+                        "--method", "random", "--ipc", "1", "--no-progress", *extra]
+
+
 def cmd(*args: str) -> Callable[[Path], list[str]]:
     return lambda tmp: [a.replace("TMP", str(tmp)) for a in args]
 
@@ -156,6 +162,27 @@ CASES: list[Case] = [
     Case("method raises", run("--method", "failing", "--ipc", "1"), 1, "RuntimeError: boom from the failing test method"),
     Case("method's validate() has a bug", run("--method", "crash-validate", "--ipc", "1"), 1,
          "method 'crash-validate' (plugin 'tiny_plugin') crashed in validate(): AttributeError: "),
+    # ---- run: a plugin that misbehaves is named, its run recorded as failed (exit 1), never exit 0 or 2
+    Case("protocol returns NaN", bare("--protocol", "nan-protocol"), 1,
+         "protocol 'nan-protocol' returned the accuracy nan; allowed: a finite percentage in [0, 100]"),
+    Case("protocol returns no accuracy", bare("--protocol", "empty-protocol"), 1,
+         "protocol 'empty-protocol' returned accuracies=[]; expected a non-empty list of percentages"),
+    Case("protocol returns accuracies out of range", bare("--protocol", "range-protocol"), 1,
+         "protocol 'range-protocol' returned the accuracy 150.0"),
+    Case("protocol calls sys.exit(0)", bare("--protocol", "exit-protocol"), 1,
+         "protocol 'exit-protocol' (plugin 'hostile_plugin') called sys.exit(0) in evaluate()"),
+    Case("method calls sys.exit(0)", run("--method", "exit-method", "--ipc", "1"), 1,
+         "method 'exit-method' (plugin 'hostile_plugin') called sys.exit(0) in distill()"),
+    Case("method raises KeyboardInterrupt itself", run("--method", "interrupt-method", "--ipc", "1"), 1,
+         "method 'interrupt-method' (plugin 'hostile_plugin') raised KeyboardInterrupt in distill() without a Ctrl-C"),
+    Case("method refuses after work began", run("--method", "refuse-method", "--ipc", "1"), 1,
+         "method 'refuse-method' (plugin 'hostile_plugin') refused in distill(), after work had begun: "),
+    Case("dataset loader returns None", run("--method", "random", "--ipc", "1", "--dataset", "none-data"), 1,
+         "dataset 'none-data' (plugin 'hostile_plugin') is broken: loader returned NoneType"),
+    Case("dataset label >= num_classes", run("--method", "random", "--ipc", "1", "--dataset", "big-label-data"), 1,
+         "dataset 'big-label-data' (plugin 'hostile_plugin') is broken: loader returned train labels 0..3"),
+    Case("dataset with an empty test set", run("--method", "random", "--ipc", "1", "--dataset", "no-test-data"), 1,
+         "dataset 'no-test-data' (plugin 'hostile_plugin') is broken: loader returned an empty test set"),
     # ---- show / report
     Case("show an unknown run", cmd("show", "nosuch", "--out", "TMP/out"), 2, "no run 'nosuch' in", _ok_db),
     Case("show with SQL wildcards", cmd("show", "%", "--out", "TMP/out"), 2, "no run '%' in", _ok_db),
@@ -204,7 +231,7 @@ CASES: list[Case] = [
 
 
 def prepare(tmp: Path) -> None:
-    (tmp / "plugins.toml").write_text('[plugins]\nmodules = ["tiny_plugin"]\n')
+    (tmp / "plugins.toml").write_text('[plugins]\nmodules = ["tiny_plugin", "hostile_plugin"]\n')
 
 
 def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import sqlite3
 from pathlib import Path
 
@@ -114,8 +117,9 @@ def test_run_interrupted_in_evaluation_resumes_without_distilling_again(env, cap
     protocol = type(registry.get("protocols", "fast"))
     real_evaluate = protocol.evaluate
 
-    def interrupted(self, syn, ctx, settings):
-        raise KeyboardInterrupt
+    def interrupted(self, syn, ctx, settings):  # a real Ctrl-C during evaluation (the handler notes the signal)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
 
     monkeypatch.setattr(protocol, "evaluate", interrupted)
     assert main(["run", "--method", "random", "--ipc", "2", *FAST, *env["base"]]) == 130
