@@ -307,6 +307,7 @@ class Throughput:
     batch_size: int
     overhead: float = 0.0
     samples: list[tuple[int, float]] = field(default_factory=list)
+    threads: int | None = None  # the CPU thread count the measurement found fastest (None: leave torch's)
 
     def seconds(self, n_images: int, steps: int) -> float:
         """Time to generate n_images at `steps` steps in batches of at most `batch_size`."""
@@ -374,18 +375,29 @@ class SampleRequest:
 
 @dataclass
 class SampleResult:
-    """Images in the generator's space, their labels (every class equally often) and the sampler's stats."""
+    """What a sampler returns; a method may rely on these fields and nothing else.
+
+    `images`: a float (N, C, H, W) tensor in the generator's space (ddbench_minmax: pixels scaled to [-1, 1]);
+    `labels`: N integer class indices, every class equally often (whole rounds: `per_class` gives the count);
+    `stats`: free metadata the method records as is (step count, scheduler...), never read for accounting.
+    Under a deadline, N may be 0: nothing fitted, and the method decides what that means.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     stats: dict[str, Any] = field(default_factory=dict)
+
+    def per_class(self, num_classes: int) -> list[int]:
+        """Images of each class (what a method checks before trusting the set to be balanced)."""
+        return torch.bincount(self.labels.long().cpu(), minlength=num_classes).tolist()
 
 
 class Sampler(ABC):
     """Generates images from a trained generator (e.g. few-step diffusion sampling).
 
     `model` is whatever the method trained; the method and its sampler agree on it (ddbench_minmax passes
-    a denoiser `model(x_t, t, y) -> eps` with a `config` carrying the noise schedule and the null class).
+    a denoiser `model(x_t, t, y) -> eps` with a `config` carrying the noise schedule and the null class,
+    docs/plugins.md#samplers). `generate` returns a `SampleResult` (its fields are the contract; `stats` is free).
     """
 
     name: str = ""

@@ -31,6 +31,10 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of seconds")
+    from .runner import MAX_BUDGET
+
+    if value > MAX_BUDGET:
+        raise argparse.ArgumentTypeError(f"{text!r} is above the cap of {MAX_BUDGET:g} s (a day)")
     return value
 
 

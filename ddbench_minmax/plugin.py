@@ -21,6 +21,7 @@ from ddbench.results import atomic_write_text
 from ddbench.seeds import derive_seed
 
 from .base import BaseRecipe
+from .checks import BudgetNotMet, PluginOutputError, check_decision, check_samples
 from .folder import is_folder_base
 from .generator import (base_recipe, check_base_folder, model_shape, obtain_generator, to_generator_space,
                         untrained_folder_generator)
@@ -135,6 +136,9 @@ PARAMS: dict[str, Param] = {
     "selector_space": Param("classifier", "DC-BENCH Kmeans-emb (justincui03/dc_benchmark): features of a network "
                             "trained on the real data", "feature space of the pool's selection",
                             choices=SELECTION_SPACES),
+    "max_ipc": Param(1000, "docs/minmax.md#budgets-on-a-busy-machine: a cap on the images per class a --budget run "
+                     "plans and makes (the IPC tables of the distillation papers stop at 1000)",
+                     "most images per class under --budget; a budget planning more is refused", min=1),
     "quality": Param(True, "docs/minmax.md#quality-figures: class accuracy and Fréchet distance of the set under a real-data "
                      "ConvNet (trained once, cached)", "record generator-quality figures in the run's meta"),
 }
@@ -176,15 +180,17 @@ class MinMaxDiffusion(Method):
         for key in ("steps", "min_steps"):
             if not 1 <= p[key] <= T:
                 raise DDBenchError(f"{key}={p[key]} is not allowed; it must lie in [1, {T}] (the training timesteps)")
-        if p["policy"] == "calibrated":
-            for s in p["pilot_steps"]:
-                if not isinstance(s, int) or not 1 <= s <= T:
-                    raise DDBenchError(f"pilot_steps value {s!r} is not allowed; each must be an integer in [1, {T}]")
-            if len(set(p["pilot_steps"])) < 2:
-                raise DDBenchError(f"pilot_steps={p['pilot_steps']!r} is not allowed; give at least two step counts")
-            for i in p["pilot_ipcs"]:
-                if not isinstance(i, int) or i < 1:
-                    raise DDBenchError(f"pilot_ipcs value {i!r} is not allowed; each must be an integer >= 1")
+        # Checked under every policy: a setting is validated before any work, whether or not this run reads it.
+        for s in p["pilot_steps"]:
+            if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= T:
+                raise DDBenchError(f"pilot_steps value {s!r} is not allowed; each must be an integer in [1, {T}]")
+        if len(set(p["pilot_steps"])) < 2:
+            raise DDBenchError(f"pilot_steps={p['pilot_steps']!r} is not allowed; give at least two step counts")
+        if not p["pilot_ipcs"]:
+            raise DDBenchError("pilot_ipcs=() is not allowed; give at least one IPC")
+        for i in p["pilot_ipcs"]:
+            if isinstance(i, bool) or not isinstance(i, int) or i < 1:
+                raise DDBenchError(f"pilot_ipcs value {i!r} is not allowed; each must be an integer >= 1")
         check_levers(p)
         if folder is None:
             arch_config(p["arch"], ctx.dataset.image_size)
@@ -212,6 +218,12 @@ class MinMaxDiffusion(Method):
                     f"budget={ctx.budget:g}s is too small to give each of the {ds.num_classes} classes one image at "
                     f"S={s} steps; the minimum on this device is about {need:.2f}s"
                 )
+            planned = thr.max_ipc(ctx.budget, s, p["budget_safety"])
+            if planned > p["max_ipc"] * p["pool"]:
+                raise DDBenchError(
+                    f"budget={ctx.budget:g}s plans {planned} images per class at S={s} on this device, above "
+                    f"max_ipc={p['max_ipc']}" + (f" x pool={p['pool']}" if p["pool"] > 1 else "")
+                    + "; give a smaller --budget or raise max_ipc with --set max_ipc=N")
 
     def distill(self, ctx: RunContext) -> SyntheticSet:
         p, ds = ctx.params, ctx.dataset
@@ -238,7 +250,7 @@ class MinMaxDiffusion(Method):
             max_steps=model.config.num_train_timesteps, throughput=thr, candidates=list(p["pilot_steps"]),
             pilot=pilot, safety=p["budget_safety"], log=ctx.log,
         )
-        decision = policy.decide(req)
+        decision = check_decision(self._decide(policy, req), p["policy"], req)
         ctx.log(f"minmax-diffusion: policy {decision.policy}: {decision.reason}")
         if ctx.budget is not None and p.get("budget_guidance") is not None and p["budget_guidance"] != p["guidance"]:
             ctx.log(f"minmax-diffusion: under --budget, guidance {p['budget_guidance']:g} (budget_guidance; "
@@ -252,7 +264,8 @@ class MinMaxDiffusion(Method):
             "policy": decision.as_meta(),
             "sampler": {"name": sampler.name, **gen_stats},
             "throughput_images_per_s": thr.table(sorted({*p["pilot_steps"], decision.steps, p["min_steps"]})),
-            "throughput_fit": {"a": thr.a, "b": thr.b, "batch": thr.batch_size, "overhead": thr.overhead},
+            "throughput_fit": {"a": thr.a, "b": thr.b, "batch": thr.batch_size, "overhead": thr.overhead,
+                               "threads": thr.threads},
             "measure_seconds": round(measure_s, 3),
             "pilot_seconds": round(pilot_seconds[0], 2),
             "budget": ctx.budget,
@@ -285,17 +298,19 @@ class MinMaxDiffusion(Method):
         reserve = self._selection_reserve(ctx, decision, thr) if pool > 1 and ctx.budget is not None else 0.0
         start = time.perf_counter()
         deadline = None if ctx.budget is None else start + ctx.budget - reserve
-        ipc = None if ctx.budget is not None else decision.ipc * pool
+        ipc = p["max_ipc"] * pool if ctx.budget is not None else decision.ipc * pool  # under a budget: a cap
         out = sampler.generate(model, self._request(ctx, model, decision.steps, ipc, seed=ctx.seed, deadline=deadline,
                                                    throughput=thr, prototypes=prototypes))
-        x, y, stats = out.images, out.labels, dict(out.stats)
-        keep = stats["ipc"] // pool
+        seconds = time.perf_counter() - start  # timed here: a sampler's stats are free metadata
+        made = check_samples(out, p["sampler"], ds.num_classes, (ds.channels, ds.image_size, ds.image_size))
+        x, y, stats = out.images, out.labels.long(), dict(out.stats)
+        if ctx.budget is None and made != ipc:
+            raise PluginOutputError(f"sampler {p['sampler']!r} returned {made} image(s) per class; {ipc} were asked for")
+        keep = made // pool
         if keep < 1:
-            need = thr.min_budget(decision.steps, p["budget_safety"]) * pool
-            raise DDBenchError(
-                f"budget={ctx.budget:g}s gave no image per class at S={decision.steps} (pool={pool}) on this device; "
-                f"the minimum is about {need + reserve:.2f}s"
-            )
+            raise self._budget_not_met(ctx, thr, decision.steps, stats, seconds, pool)
+        stats.update(ipc=made, images=int(x.shape[0]), seconds=round(seconds, 3),
+                     images_per_second=round(x.shape[0] / seconds, 3) if seconds > 0 else None)
         if pool > 1:
             t_sel = time.perf_counter()
             idx = select_pool(ctx, from_model_space(ds, x), y, keep, p["selector"], p["selector_space"],
@@ -306,6 +321,34 @@ class MinMaxDiffusion(Method):
                          selection_reserve_seconds=round(reserve, 3))
             stats.update(ipc=keep, images=int(x.shape[0]))
         return x, y, stats, extra
+
+    @staticmethod
+    def _decide(policy, req: PlanRequest):
+        """The policy's decision; under a budget, 'not even one image fits' now (the budget passed `validate`)
+        means the machine is slower than when it was measured: a failed run saying so, not bad input."""
+        try:
+            return policy.decide(req)
+        except DDBenchError as exc:
+            if req.budget is None:
+                raise
+            raise BudgetNotMet(f"policy {policy.name!r}: {exc} (measured after fine-tuning; the budget passed the "
+                               "check before it: the machine is slower now, another process on the cores?)") from None
+
+    @staticmethod
+    def _budget_not_met(ctx: RunContext, thr, steps: int, stats: dict[str, Any], seconds: float,
+                        pool: int = 1) -> BudgetNotMet:
+        """The failure of a budget run that made no balanced round, with the slowdown the sampler observed."""
+        p, k = ctx.params, ctx.dataset.num_classes
+        one_round = thr.seconds(k, steps) * p["budget_safety"] * pool
+        slowdown = stats.get("slowdown_vs_measured")
+        slower = f"generation ran {slowdown:g}x slower than measured" if isinstance(slowdown, (int, float)) and \
+            slowdown > 1 else "generation was not faster than measured"
+        rounds = f"{pool} balanced rounds" if pool > 1 else "a balanced round"
+        return BudgetNotMet(
+            f"budget={ctx.budget:g}s gave no {rounds} of {k} images at S={steps} in {seconds:.2f}s: "
+            f"{'they were' if pool > 1 else 'one round was'} predicted to take {one_round:.2f}s (with the "
+            f"{p['budget_safety']:g} safety factor) and {slower} (another process on the cores?); the run is "
+            "recorded as failed")
 
     @staticmethod
     def _selection_reserve(ctx: RunContext, decision, thr) -> float:

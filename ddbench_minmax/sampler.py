@@ -79,50 +79,49 @@ class DSRSampler(Sampler):
 
     @torch.no_grad()
     def measure(self, model, num_classes: int, image_shape: tuple[int, int, int], batch_size: int,
-                guidance: float = 1.0, repeats: int = 2) -> Throughput:
-        """Time single guided denoiser steps at two batch sizes and fit a + b*n (after a warm-up call)."""
+                guidance: float = 1.0, repeats: int = 3) -> Throughput:
+        """Time single guided denoiser steps at two batch sizes and fit a + b*n (after a warm-up call).
+
+        Robust to other work on the machine: each size is timed `repeats` times, interleaved, and the fastest
+        kept (interference only slows a call down); on a CPU each thread count of {all, 1} is measured and the
+        faster one kept in `Throughput.threads`, as training's ThreadGovernor does (with 2 threads on 2 shared
+        cores every OpenMP barrier waits for the busy core; docs/minmax.md#budgets-on-a-busy-machine).
+        """
         model.eval()
         for kind in SCHEDULERS:  # import diffusers' schedulers now, not inside a timed generation
             make_sampling_scheduler(kind, model)
         bs = balanced_batch_size(num_classes, batch_size)
-        small = num_classes
-        samples = []
         device = next(model.parameters(), torch.empty(0)).device
+        best: Throughput | None = None
+        for threads in thread_options(device):
+            with use_threads(threads):
+                samples = _time_calls(model, num_classes, image_shape, bs, guidance, repeats, device)
+            thr = _fit(samples, num_classes, bs)
+            thr.threads = threads
+            if best is None or thr.seconds(bs, 1) < best.seconds(bs, 1):
+                best = thr
+        assert best is not None
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        for n in (small, bs, small, bs) if bs != small else (small, small):
-            x = torch.randn(n, *image_shape, device=device)
-            y = torch.arange(n, device=device) % num_classes
-            t = torch.full((n,), 500, dtype=torch.long, device=device)
-            with _autocast(device):
-                guided_eps(model, x, t, y, guidance)  # warm-up
-                sync()
-                t0 = time.perf_counter()
-                for _ in range(repeats):
-                    guided_eps(model, x, t, y, guidance)
-                sync()
-            samples.append((n, (time.perf_counter() - t0) / repeats))
-        overhead = _decode_seconds(model, bs, image_shape, device, sync)
-        by_n: dict[int, list[float]] = {}
-        for n, s in samples:
-            by_n.setdefault(n, []).append(s)
-        if len(by_n) == 1:
-            n, ts = next(iter(by_n.items()))
-            a, b = 0.0, min(ts) / n
-        else:
-            (n1, t1), (n2, t2) = sorted((n, min(ts)) for n, ts in by_n.items())
-            b = max((t2 - t1) / (n2 - n1), 0.0)
-            a = max(t1 - b * n1, 0.0)
-            if a == 0.0 and b == 0.0:
-                b = t2 / n2
-        return Throughput(a=a, b=b, num_classes=num_classes, batch_size=bs, samples=samples, overhead=overhead)
+        with use_threads(best.threads):
+            best.overhead = _decode_seconds(model, bs, image_shape, device, sync)  # a latent base's VAE decode
+        return best
+
+    def generate(self, model, request: SampleRequest) -> SampleResult:
+        """Generate `ipc` images per class, or (deadline set) as many balanced rounds as fit, at most `ipc`.
+
+        Runs at the thread count the throughput measurement chose (`Throughput.threads`)."""
+        with use_threads(request.throughput.threads if request.throughput is not None else None):
+            return self._generate(model, request)
 
     @torch.no_grad()
-    def generate(self, model, request: SampleRequest) -> SampleResult:
-        """Generate `ipc` images per class, or (deadline set, ipc None) as many balanced rounds as fit.
+    def _generate(self, model, request: SampleRequest) -> SampleResult:
+        """Generate `ipc` images per class, or (deadline set) as many balanced rounds as fit, at most `ipc`.
 
         Before each batch its expected time (from `throughput`, corrected by the slowest observed batch) is
-        checked against the deadline; the batch shrinks to the rounds that fit, or generation stops. During
-        a batch, a step that would cross the deadline abandons the batch (all or nothing, classes stay equal).
+        checked against the deadline; the batch shrinks to the rounds that fit, or generation stops. Under a
+        deadline the first batch is one round, so a machine slower than measured still gives one balanced
+        round when one fits, and later batches are sized by the observed speed. During a batch, a step that
+        would cross the deadline abandons the batch (all or nothing, classes stay equal).
         """
         from tqdm.auto import tqdm
 
@@ -139,10 +138,11 @@ class DSRSampler(Sampler):
         done_rounds, b, abandoned, correction = 0, 0, 0, 1.0
         images, labels, batch_times = [], [], []
         t_begin = time.perf_counter()
-        bar = tqdm(total=None if r.ipc is None else r.ipc * k, desc=f"dsr S={r.steps}", disable=not r.progress,
+        bar = tqdm(total=None if r.ipc is None or r.deadline is not None else r.ipc * k, desc=f"dsr S={r.steps}", disable=not r.progress,
                    leave=False)
         while done_rounds < target_rounds:
-            rounds = int(min(rounds_per_batch, target_rounds - done_rounds))
+            first = r.deadline is not None and b == 0  # one round first: the observed speed sizes the rest
+            rounds = int(min(1 if first else rounds_per_batch, target_rounds - done_rounds))
             if r.deadline is not None:
                 left = r.deadline - time.perf_counter()
                 while rounds > 0 and r.throughput.seconds(rounds * k, steps_run) * correction * r.safety > left:
@@ -155,12 +155,15 @@ class DSRSampler(Sampler):
             t0 = time.perf_counter()
             step_time = r.throughput.seconds(n, 1) * correction if r.throughput is not None else 0.0
             finish = r.throughput.overhead * correction if r.throughput is not None else 0.0  # the VAE decode
-            x = _denoise(model, sched, r, y, proto, generator(r.seed, "dsr", b), device, step_time, reserve=finish)
+            steps_done = [0]
+            x = _denoise(model, sched, r, y, proto, generator(r.seed, "dsr", b), device, step_time, reserve=finish,
+                         steps_done=steps_done)
             if x is not None:
                 x = finish_batch(model, x)  # latents -> pixels (a latent base), inside the batch's time and budget
             dt = time.perf_counter() - t0
             if x is None:  # a step would have crossed the deadline
                 abandoned += 1
+                correction = _observed_slowdown(r.throughput, n, steps_done[0], dt, correction)
                 break
             batch_times.append((n, dt))
             if r.throughput is not None:
@@ -250,9 +253,10 @@ def _round_prototypes(prototypes: torch.Tensor | None, first_round: int, rounds:
 
 
 def _denoise(model, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tensor | None, gen: torch.Generator,
-             device, step_time: float, reserve: float = 0.0) -> torch.Tensor | None:
+             device, step_time: float, reserve: float = 0.0, steps_done: list[int] | None = None) -> torch.Tensor | None:
     """One batch from noise (or from noised prototypes) to the model's samples; None when a step (plus `reserve`,
-    the batch's decode) would cross the deadline."""
+    the batch's decode) would cross the deadline. `steps_done[0]` counts the steps run (an abandoned batch's
+    observed slowdown)."""
     timesteps = _timesteps(sched, r.steps, r.strength)
     noise = torch.randn(y.shape[0], *r.image_shape, generator=gen).to(device)
     x = noise if r.strength >= 1.0 else sched.add_noise(proto, noise, timesteps[:1].repeat(y.shape[0]))
@@ -278,4 +282,77 @@ def _denoise(model, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tenso
             eps = eps - (1 - a).sqrt() * lam * (proto - x0)
         x = sched.step(eps, t, x).prev_sample
         step_time = max(step_time, time.perf_counter() - ts)
+        if steps_done is not None:
+            steps_done[0] = i + 1
     return x
+
+
+def thread_options(device: torch.device) -> list[int | None]:
+    """The CPU thread counts to measure: all of torch's and 1 (None: leave the setting, off the CPU)."""
+    if device.type != "cpu":
+        return [None]
+    return sorted({max(1, torch.get_num_threads()), 1}, reverse=True)
+
+
+@contextlib.contextmanager
+def use_threads(threads: int | None):
+    """Run the block at `threads` intra-op threads (None: unchanged), then restore the previous count."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _time_calls(model, num_classes: int, image_shape, bs: int, guidance: float, repeats: int,
+                device: torch.device) -> list[tuple[int, float]]:
+    """(n, seconds) of single guided calls at n = one round and n = a full batch, interleaved, `repeats` each."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sizes = (num_classes, bs) if bs != num_classes else (num_classes,)
+    inputs = {}
+    for n in sizes:
+        x = torch.randn(n, *image_shape, device=device)
+        y = torch.arange(n, device=device) % num_classes
+        t = torch.full((n,), 500, dtype=torch.long, device=device)
+        inputs[n] = (x, t, y)
+        with _autocast(device):
+            guided_eps(model, x, t, y, guidance)  # warm-up
+    samples = []
+    for _ in range(max(1, repeats)):
+        for n in sizes:
+            x, t, y = inputs[n]
+            with _autocast(device):
+                sync()
+                t0 = time.perf_counter()
+                guided_eps(model, x, t, y, guidance)
+                sync()
+            samples.append((n, time.perf_counter() - t0))
+    return samples
+
+
+def _fit(samples: list[tuple[int, float]], num_classes: int, bs: int) -> Throughput:
+    """a + b*n through the fastest call of each size (interference only adds time)."""
+    fastest: dict[int, float] = {}
+    for n, sec in samples:
+        fastest[n] = min(sec, fastest.get(n, math.inf))
+    if len(fastest) == 1:
+        n, t1 = next(iter(fastest.items()))
+        a, b = 0.0, t1 / n
+    else:
+        (n1, t1), (n2, t2) = sorted(fastest.items())
+        b = max((t2 - t1) / (n2 - n1), 0.0)
+        a = max(t1 - b * n1, 0.0)
+        if a == 0.0 and b == 0.0:
+            b = t2 / n2
+    return Throughput(a=a, b=b, num_classes=num_classes, batch_size=bs, samples=samples)
+
+
+def _observed_slowdown(thr: Throughput | None, n: int, steps_done: int, seconds: float, correction: float) -> float:
+    """How much slower than measured an abandoned batch ran (its steps so far against the prediction)."""
+    if thr is None or steps_done < 1:
+        return correction
+    predicted = thr.seconds(n, steps_done)
+    return max(correction, seconds / predicted) if predicted > 0 else correction

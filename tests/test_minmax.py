@@ -35,7 +35,7 @@ def tiny_arch(monkeypatch):
 
 
 TINY = dict(base_steps=3, finetune_steps=2, batch_size=6, steps=3, min_steps=2, checkpoint_every=2, sample_batch=12,
-            quality=False)
+            quality=False, max_ipc=100000)  # tiny shapes plan more images per class than the real cap allows
 
 
 def tiny_model(k=3, arch="unet", seed=0):
