@@ -47,6 +47,7 @@ class Param:
     choices: tuple | None = None
     min: float | None = None
     max: float | None = None
+    check: Callable[[str, Any], None] | None = None  # raises DDBenchError for a value type and range allow
 
     def coerce(self, key: str, value: Any) -> Any:
         """Convert a value (often a string from `--set`) to the default's type and check its range."""
@@ -95,6 +96,8 @@ class Param:
             raise DDBenchError(f"{key}={value!r} is below the minimum {self.min}")
         if self.max is not None and out is not None and not isinstance(out, (str, list, tuple)) and out > self.max:
             raise DDBenchError(f"{key}={value!r} is above the maximum {self.max}")
+        if self.check is not None:
+            self.check(key, out)
         return out
 
 

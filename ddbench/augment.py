@@ -245,3 +245,8 @@ def _expand(p: DSAParams, b: int) -> DSAParams:
     if p.batch == b:
         return p
     return DSAParams([(n, {k: v.expand(b, *v.shape[1:]) for k, v in vals.items()}) for n, vals in p.ops], b)
+
+
+def check_strategy(key: str, value: str) -> None:
+    """A `Param.check`: refuse a DSA strategy naming an unknown group when settings resolve, not at evaluation."""
+    DSA(value)

@@ -9,7 +9,7 @@ from typing import Any
 from .api import DDBenchError, RunFailed
 from .config import load_config, parse_sets
 from .guard import Terminated, handle_signals
-from .plugins import KINDS
+from .plugins import CONTRACTS, KINDS
 from .records import RunRecord
 from .results import DEFAULT_OUT
 
@@ -21,6 +21,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _count(text: str) -> int:
+    """An integer >= 0 (the protocol's Param bounds it further, exactly as `--set eval.KEY=` is bounded)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
     return value
 
 
@@ -45,7 +56,8 @@ def add_common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="convnet", help="evaluation architecture (default: convnet)")
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--eval-models", type=_positive_int, default=None, help="networks trained in evaluation")
-    p.add_argument("--eval-epochs", type=_positive_int, default=None, help="epochs per evaluation network")
+    p.add_argument("--eval-epochs", type=_count, default=None,
+                   help="epochs per evaluation network (0 = one pass; the protocol's own bounds apply, as for --set)")
     p.add_argument("--eval-impl", default=None, help="evaluation implementation (fast or loop)")
     p.add_argument("--budget", type=_seconds, default=None, help="generation time budget in seconds")
     p.add_argument("--preset", default="default", choices=["default", "paper"],
@@ -61,7 +73,10 @@ def add_common_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="ddbench", description="Dataset-distillation benchmark")
+    parser.add_argument("--version", action="version", version=f"ddbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="distill with one method and evaluate the synthetic set")
@@ -154,7 +169,8 @@ def cmd_plugins(args) -> int:
     registry = registry_for(load_config(args.config))
     for info in sorted(registry.plugins, key=lambda p: p.name):
         state = f"REFUSED: {info.error}" if info.error else "ok"
-        provided = [f"{k[:-1]}:{n}" for k, owners in registry.owners.items() for n, o in owners.items() if o == info.name]
+        provided = [f"{CONTRACTS[k].singular}:{n}" for k, owners in registry.owners.items() for n, o in owners.items()
+                    if o == info.name]
         print(f"{info.name:<18} {info.version or '-':<8} {info.source:<20} {info.module:<32} {state}")
         if info.error:
             print(f"{'':<18} {info.fix}")

@@ -198,7 +198,7 @@ def add_parsers(sub, add_common_run_args) -> None:
 def _add_report_args(p) -> None:
     p.add_argument("--report", default=None, help="report folder (default: OUT/report)")
     p.add_argument("--reference", default=None,
-                   help="method the others are t-tested against (default: random if present, else the first method)")
+                   help="method the others are t-tested against (default: the first method of --methods)")
 
 
 def _launcher(registry, name: str, sets: list[str]):
@@ -411,12 +411,17 @@ def cmd_report(args) -> int:
     if not db.is_file():
         raise DDBenchError(f"no results database at {db} (run `ddbench compare` or `ddbench run` first, or pass --db)")
     methods = _split("--methods", args.methods) if args.methods else None
-    present = sorted({r.method for r in query(db)})
+    rows = query(db)
+    present = sorted({r.method for r in rows})
     for flag, names in (("--methods", methods or []), ("--reference", [args.reference] if args.reference else [])):
         missing = [m for m in names if m not in present]
         if missing:
             raise DDBenchError(f"{flag}: no runs of {', '.join(map(repr, missing))} in {db}; methods there: "
                                f"{', '.join(present) or '(none)'}")
+    for flag, value, field in (("--dataset", args.dataset, "dataset"), ("--protocol", args.protocol, "protocol")):
+        there = sorted({str(getattr(r, field)) for r in rows})
+        if value is not None and value not in there:  # an empty report used to replace the last one, exit 0
+            raise DDBenchError(f"{flag}: no runs on {value!r} in {db}; {field}s there: {', '.join(there) or '(none)'}")
     report_dir = writable_dir(Path(args.report) if args.report else Path(args.out) / "report", "--report")
     models = _split("--models", args.models) if args.models else None
     result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,

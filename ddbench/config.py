@@ -12,7 +12,8 @@
 Files are layered, lowest first (a later file overrides an earlier one key by key; nothing replaces a
 whole file):
 
-1. the packaged presets: the repository's plugins.toml, next to the (editable) package;
+1. the packaged presets: the repository's top-level plugins.toml in a checkout (editable installs), else the
+   copy a wheel or `pip install .` carries as ddbench/plugins.toml (setup.py copies it at build time);
 2. ./plugins.toml in the working folder;
 3. `--config FILE` (or the environment variable DDBENCH_CONFIG).
 
@@ -35,7 +36,19 @@ from .api import DDBenchError
 
 DEFAULT_CONFIG_NAME = "plugins.toml"
 CONFIG_ENV = "DDBENCH_CONFIG"
-PACKAGED = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
+CHECKOUT_PRESETS = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
+WHEEL_PRESETS = Path(__file__).resolve().parent / DEFAULT_CONFIG_NAME
+
+
+def packaged_presets() -> Path | None:
+    """The presets file: the checkout's (a plugins.toml beside pyproject.toml above the package), else the
+    copy inside the installed package; None when neither exists (then the papers' defaults apply)."""
+    if CHECKOUT_PRESETS.is_file() and (CHECKOUT_PRESETS.parent / "pyproject.toml").is_file():
+        return CHECKOUT_PRESETS
+    return WHEEL_PRESETS if WHEEL_PRESETS.is_file() else None
+
+
+PACKAGED = packaged_presets()
 SECTIONS = ("methods", "protocols")
 PLUGIN_KEYS = ("enabled", "disabled", "modules")
 
@@ -126,8 +139,9 @@ def config_files(explicit: str | Iterable[str] | None = None) -> list[tuple[Path
             seen.add(real)
             out.append((path, layer))
 
-    if PACKAGED.is_file():
-        add(PACKAGED, "packaged presets")
+    packaged = packaged_presets()
+    if packaged is not None:
+        add(packaged, "packaged presets")
     here = Path.cwd() / DEFAULT_CONFIG_NAME
     if here.is_file():
         add(here, "working folder")
@@ -224,6 +238,19 @@ def config_warnings(config: Config, registry: Any) -> list[str]:
     return out
 
 
+def preset_note(config: Config, section: str, name: str, dataset: str) -> str | None:
+    """A line for the run log when presets exist for `name` on other datasets but not on `dataset`.
+
+    Presets are keyed by dataset name: a dataset plugin that re-exposes Fashion-MNIST under another name gets
+    the papers' settings (hours on a CPU), so the run says so instead of starting them without a word."""
+    keyed = sorted({key for f in config.files for key, value in getattr(f, section).get(name, {}).items()
+                    if isinstance(value, dict)})
+    if not keyed or dataset in keyed:
+        return None
+    return (f"note: plugins.toml has presets for {section[:-1]} {name!r} on {', '.join(keyed)}, none for {dataset!r}: "
+            f"its paper defaults apply (presets are keyed by dataset name; add [{section}.{name}.{dataset}] or --set)")
+
+
 def effective(spec: Mapping[str, Any], layers: list[Layer], sets: Mapping[str, Any] | None = None,
               preset: str = "default") -> dict[str, tuple[Any, str]]:
     """Each setting's effective value and the layer that set it ("default" when none did)."""
@@ -232,7 +259,10 @@ def effective(spec: Mapping[str, Any], layers: list[Layer], sets: Mapping[str, A
     for layer in stack:
         for key, value in layer.values.items():
             if key in spec:
-                out[key] = (spec[key].coerce(key, value), layer.label)
+                try:
+                    out[key] = (spec[key].coerce(key, value), layer.label)
+                except DDBenchError as exc:  # name the file and table, as `run` does
+                    raise DDBenchError(f"{exc} (from {layer.label})") from None
     return out
 
 

@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .api import DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, resolve_params
-from .config import Config, Layer, load_config
+from .config import Config, Layer, load_config, preset_note
 from .atomic import atomic_save, writable_dir
 from .identity import config_hash, dataset_fingerprint
 from .guard import PluginExit, plugin_call
@@ -74,6 +74,7 @@ class Resolved:
     method_params: dict[str, Any]
     protocol_settings: dict[str, Any]
     config_hash: str
+    notes: list[str] = field(default_factory=list)  # lines the run logs first (e.g. paper defaults apply)
 
     @property
     def out_dir(self) -> Path:
@@ -149,6 +150,8 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
         raise DDBenchError(f"--ipc {request.ipc!r} must be an integer >= 1")
     if isinstance(request.seed, bool) or not isinstance(request.seed, int) or not 0 <= request.seed <= MAX_SEED:
         raise DDBenchError(f"--seed {request.seed!r} is out of range; allowed: integers 0..{MAX_SEED}")
+    if not str(request.out).strip():
+        raise DDBenchError("--out '' is empty; give a results folder (default: ddbench-results)")
     if request.preset not in PRESETS:
         raise DDBenchError(f"--preset {request.preset!r} is not one of: {', '.join(PRESETS)}")
     method = registry.get("methods", request.method)
@@ -168,9 +171,13 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
         if value is not None:
             if key not in protocol.params:
                 raise DDBenchError(f"protocol {request.protocol!r} has no setting {key!r}")
+            if key in cli_eval:  # both used to be accepted and the --set value silently dropped
+                flag = "--eval-" + {"n_models": "models"}.get(key, key)
+                raise DDBenchError(f"{flag} {value!r} and --set eval.{key}={cli_eval[key]!r} both set {key}; give one")
             cli_eval[key] = value
     protocol_settings = _settings(f"protocol {request.protocol}", protocol.params, protocol_layers, cli_eval)
-    resolved = Resolved(request, method, protocol, method_params, protocol_settings, "")
+    notes = [n for n in (preset_note(config, "methods", request.method, request.dataset),) if n and use_config]
+    resolved = Resolved(request, method, protocol, method_params, protocol_settings, "", notes)
     resolved.config_hash = config_hash(resolved.config())
     return resolved
 
@@ -284,12 +291,31 @@ def prepare(resolved: Resolved, registry: Registry, log=print, open_db: bool = T
     known to take a row, and no folder exists before the method accepted its settings.
     """
     ctx = context(resolved, registry, log)
-    writable_dir(resolved.out_dir, "--out")
-    if open_db:
-        open_store(resolved.db_path, resolved.pending_dir, log)
-    for folder in (resolved.work_dir, resolved.cache_dir):
-        writable_dir(folder, "--out")
+    created = [p for folder in (resolved.out_dir, resolved.db_path.parent) for p in _missing(folder)]
+    try:
+        writable_dir(resolved.out_dir, "--out")
+        if open_db:
+            open_store(resolved.db_path, resolved.pending_dir, log)
+        for folder in (resolved.work_dir, resolved.cache_dir):
+            writable_dir(folder, "--out")
+    except DDBenchError:
+        for folder in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()  # only if still empty: an exit-2 error leaves no folder behind
+            except OSError:
+                pass
+        raise
     return ctx
+
+
+def _missing(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet (what creating it would make)."""
+    out = []
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out
 
 
 def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: bool = True) -> RunRecord:
@@ -299,6 +325,8 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     which alone writes the database. A record the database refuses at the end is kept (NotStored).
     """
     ctx = prepare(resolved, registry, log, open_db=record_to_db)
+    for note in resolved.notes:
+        log(note)
     rec = RunRecord.start(resolved.config(), resolved.config_hash)
     if resolved.request.eval_model:
         rec.model = resolved.request.eval_model  # the architecture the accuracy is of; the config keeps both

@@ -95,3 +95,24 @@ def test_artifact_paths_are_absolute_so_show_works_from_elsewhere(env, capsys, m
     assert main(["run", "--method", "random", "--ipc", "1", "--json", *FAST, *base]) == 0
     artifact = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["artifact"]
     assert os.path.isabs(artifact) and Path(artifact).is_file()
+
+
+def test_the_run_log_says_when_paper_defaults_apply_to_a_dataset_without_presets(env, capsys, tmp_path):
+    cfg = tmp_path / "presets.toml"  # presets for fashion-mnist only, as the shipped file has for dm, mtt, minmax
+    cfg.write_text('[plugins]\nmodules = ["tiny_plugin"]\n[methods.random.fashion-mnist]\n')
+    base = ["--config", str(cfg), "--out", str(env["out"]), "--dataset", "tiny"]
+    assert main(["run", "--method", "random", "--ipc", "1", *FAST, *base]) == 0
+    assert ("note: plugins.toml has presets for method 'random' on fashion-mnist, none for 'tiny': its paper "
+            "defaults apply (presets are keyed by dataset name") in capsys.readouterr().out
+    assert main(["run", "--method", "random", "--ipc", "1", "--preset", "paper", *FAST, *base]) == 0
+    assert "note: plugins.toml has presets" not in capsys.readouterr().out  # asked for the papers' settings
+
+
+def test_an_exit_2_error_leaves_no_new_folder(env, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "new" / "results"
+    base = [a if a != str(env["out"]) else str(out) for a in env["base"]]
+    assert main(["run", "--method", "random", "--ipc", "1", "--db", str(tmp_path / "afile" / "db.sqlite"), *FAST,
+                 *base]) == 2
+    assert "cannot create its folder" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

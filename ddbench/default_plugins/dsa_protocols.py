@@ -36,7 +36,7 @@ from torch import nn
 from .. import hookimpl
 from ..api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
 from ..seeds import derive_seed
-from ..augment import DEFAULT_STRATEGY, DSA, DSAParams
+from ..augment import DEFAULT_STRATEGY, DSA, DSAParams, check_strategy
 from .convnet_models import ConvNet, StackedConvNet
 
 REF = "VICO-UoE/DatasetCondensation"
@@ -53,7 +53,8 @@ def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
         "batch_size": Param(256, f"{REF} main.py/main_DM.py --batch_train 256", "training batch", min=1),
         "dsa": Param(True, f"{REF} utils.py epoch(aug=True) with args.dsa: DiffAugment on every training batch",
                      "DSA augmentation on every training batch"),
-        "dsa_strategy": Param(DEFAULT_STRATEGY, f"{REF} main_DM.py --dsa_strategy", "DSA groups, '_'-joined"),
+        "dsa_strategy": Param(DEFAULT_STRATEGY, f"{REF} main_DM.py --dsa_strategy", "DSA groups, '_'-joined",
+                              check=check_strategy),
         "impl": Param("fast", "docs/evaluation.md#two-implementations-of-the-protocol: ddbench's fast implementation by default; 'loop' is the plain reference",
                       "fast (N networks at once) or loop (one after another)", choices=("fast", "loop")),
         "parallel": Param("auto", "docs/evaluation.md#two-implementations-of-the-protocol, measured: threads beat grouped convs on CPU",
