@@ -362,6 +362,9 @@ def cmd_compare(args) -> int:
     if args.dry_run:
         for job in todo:
             print(f"  would run  {job.label}  [{job.config_hash}]")
+            for what in ("method_params", "protocol_settings"):  # the resolved settings, as the cell would run
+                settings = job.config.get(what) or {}
+                print(f"      {what.split('_')[0]}: {', '.join(f'{k}={v!r}' for k, v in sorted(settings.items()))}")
         return 0
     failed = _run_jobs(sweep, todo) if todo else 0
     if not args.no_report:

@@ -83,6 +83,7 @@ def test_duplicates_are_merged(sweep, capsys):
     out = capsys.readouterr().out
     assert "grid: 4 cells" in out and "14 duplicate(s) merged" in out
     assert len(re.findall("would run", out)) == 4
+    assert len(re.findall(r"\n      protocol: .*epochs=\d+", out)) == 4  # the resolved settings of each cell
     assert not db.exists()
 
 
