@@ -256,7 +256,7 @@ def _guarded(registry: Registry, kind: str, name: str, what: str, call):
 
 
 def plugin_label(registry: Registry, kind: str, name: str) -> str:
-    """`method 'dm' (plugin 'dm')`: how every message blaming a plugin names it."""
+    """`method 'NAME' (plugin 'OWNER')`: how every message blaming a plugin names it."""
     return f"{CONTRACTS[kind].singular} {name!r} (plugin {registry.owners[kind].get(name, '?')!r})"
 
 
