@@ -291,6 +291,10 @@ class Protocol(ABC):
     description: str = ""
     params: dict[str, Param] = {}
 
+    def validate(self, ctx: "RunContext", settings: dict[str, Any]) -> None:
+        """Check the data, network and settings before any work starts (raise DDBenchError): a problem found
+        in `evaluate` comes after distillation, when it is no longer the user's bad input but a failed run."""
+
     @abstractmethod
     def evaluate(self, syn: SyntheticSet, ctx: "RunContext", settings: dict[str, Any]) -> EvalResult:
         """Accuracies (%) of the networks trained on `syn`, its time in seconds, and free details."""

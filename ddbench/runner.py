@@ -271,6 +271,10 @@ def context(resolved: Resolved, registry: Registry, log=print, dataset: ImageDat
                      model=r.model, registry=registry, work_dir=resolved.work_dir, cache_dir=resolved.cache_dir,
                      budget=r.budget, progress=r.progress, log=log, protocol=r.protocol)
     _guarded(registry, "methods", r.method, "validate()", lambda: resolved.method.validate(ctx))
+    if not r.skip_eval:
+        eval_ctx = replace(ctx, model=r.eval_model) if r.eval_model else ctx
+        _guarded(registry, "protocols", r.protocol, "validate()",
+                 lambda: resolved.protocol.validate(eval_ctx, resolved.protocol_settings))
     return ctx
 
 

@@ -343,9 +343,9 @@ class MinMaxDiffusion(Method):
         slowdown = stats.get("slowdown_vs_measured")
         slower = f"generation ran {slowdown:g}x slower than measured" if isinstance(slowdown, (int, float)) and \
             slowdown > 1 else "generation was not faster than measured"
-        rounds = f"{pool} balanced rounds" if pool > 1 else "a balanced round"
+        rounds = f"fewer than {pool} balanced rounds (pool={pool})" if pool > 1 else "no balanced round"
         return BudgetNotMet(
-            f"budget={ctx.budget:g}s gave no {rounds} of {k} images at S={steps} in {seconds:.2f}s: "
+            f"budget={ctx.budget:g}s gave {rounds} of {k} images at S={steps} in {seconds:.2f}s: "
             f"{'they were' if pool > 1 else 'one round was'} predicted to take {one_round:.2f}s (with the "
             f"{p['budget_safety']:g} safety factor) and {slower} (another process on the cores?); the run is "
             "recorded as failed")

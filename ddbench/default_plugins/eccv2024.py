@@ -76,6 +76,13 @@ def challenge_dataset(name: str) -> ChallengeDataset:
 
 def check_contract(syn: SyntheticSet, ds: ImageDataset) -> None:
     """The official script's asserts, on a dataset: the challenge's data, hard labels, >= 10 images per class."""
+    check_data(ds)
+    if syn.labels.ndim != 1:
+        raise DDBenchError("the ECCV 2024 challenge evaluates hard labels; this set has soft labels")
+
+
+def check_data(ds: ImageDataset) -> None:
+    """The challenge's data: its classes, image size and normalisation (checked before any work)."""
     spec = challenge_dataset(ds.name)
     shape = (3, spec.image_size, spec.image_size)
     if (ds.num_classes, tuple(ds.train_x.shape[1:])) != (spec.num_classes, shape):
@@ -83,8 +90,6 @@ def check_contract(syn: SyntheticSet, ds: ImageDataset) -> None:
                            f"has {spec.num_classes} of {shape} (set eval.strict=false for a partial copy)")
     if tuple(ds.mean) != spec.mean or tuple(ds.std) != spec.std:
         raise DDBenchError(f"dataset {ds.name} is normalised with {ds.mean}/{ds.std}; the challenge uses {spec.mean}/{spec.std}")
-    if syn.labels.ndim != 1:
-        raise DDBenchError("the ECCV 2024 challenge evaluates hard labels; this set has soft labels")
 
 
 def first_per_class(syn: SyntheticSet, num_classes: int, ipc: int = IPC) -> tuple[SyntheticSet, int]:
@@ -130,6 +135,12 @@ class ECCV2024Protocol(DSAProtocol):
             p["zca"] = Param(False, f"{OFFICIAL}: no whitening (the script normalises nothing)", p["zca"].help)
         p["strict"] = Param(True, f"{OFFICIAL}: asserts data.shape == (10*num_classes, 3, H, H)",
                             "refuse sets and datasets that are not the challenge's (off: tests, partial copies)")
+
+    def validate(self, ctx: RunContext, settings: dict[str, Any]) -> None:
+        """The challenge's data and network, before any work (a partial copy used to fail after distilling)."""
+        if settings["strict"]:
+            check_data(ctx.dataset)
+            check_network(ctx)
 
     def evaluate(self, syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> EvalResult:
         ds = ctx.dataset
