@@ -61,7 +61,7 @@ EXTRA_VARIANTS = os.environ.get("DDBENCH_STUDY_EXTRA") == "1"  # run the non-cor
 
 
 def atomic_json(obj: Any, path: Path) -> None:
-    from ddbench.results import atomic_write_text
+    from ddbench.atomic import atomic_write_text
 
     atomic_write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), path)
 

@@ -36,7 +36,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from .api import DDBenchError
+from .errors import DDBenchError
 from .records import evaluation_settings, protocol_settings
 
 RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)

@@ -178,7 +178,7 @@ def export_submission(syn: SyntheticSet, dataset: str, folder: Path | str) -> Pa
     if tuple(sub.images.shape[1:]) != (3, spec.image_size, spec.image_size):
         raise DDBenchError(f"images of shape {tuple(sub.images.shape[1:])} cannot be a {spec.file} submission; "
                            f"it needs (3, {spec.image_size}, {spec.image_size})")
-    from ..results import atomic_save
+    from ..atomic import atomic_save
 
     target = Path(folder) / f"{spec.file}.pt"
     atomic_save(sub.images.detach().cpu().float().contiguous(), target)
