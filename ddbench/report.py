@@ -27,6 +27,7 @@ from typing import Any, Iterable
 from .atomic import atomic_write_json, atomic_write_text
 from .records import RunRecord, evaluation_settings, requested_ipc
 from .results import query
+from .tables import markdown_table, plain_table
 
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 
@@ -330,24 +331,6 @@ def time_table(sec: Section) -> tuple[list[str], list[list[str]]]:
             cells.append("-" if c is None or not c.ok else f"{_seconds(c.distill_seconds)} / {_seconds(c.eval_seconds)}")
         body.append([variant_name(v)] + cells)
     return header, body
-
-
-def plain_table(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
-    return "\n".join(lines)
-
-
-def markdown_table(header: list[str], body: list[list[str]]) -> str:
-    def esc(x: Any) -> str:
-        return str(x).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
-             "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
 
 
 def _settings_text(sec: Section, kind: str, method: str | None = None) -> str:
