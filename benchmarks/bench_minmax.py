@@ -266,7 +266,7 @@ def study_curve() -> None:
     from ddbench.identity import dataset_fingerprint
     from ddbench.plugins import load_plugins
     from ddbench.runner import load_dataset
-    from ddbench_minmax.base import shipped_cache
+    from ddbench_minmax.shipped import shipped_cache
     from ddbench_minmax.model import Denoiser
     from ddbench_minmax.quality import reference_classifier
     from ddbench_minmax.sampler import DSRSampler
