@@ -19,8 +19,35 @@ from .jobs import Job
 from .records import RunRecord
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched
+    import argparse
+
     import torch
     from torch import nn
+
+
+# The longest generation budget taken: a day (the CLI's parsers and the runner check it). The ECCV 2024 challenge
+# budgets are minutes (docs/benchmark-axes.md); --budget 1e300 used to plan 16,777,215 images per class.
+MAX_BUDGET = 86400.0
+
+
+# What a plugin may import from ddbench: this module, and the few helper modules below (each one helper per
+# job, documented in docs/plugins.md#what-a-plugin-may-import). tests/test_layers.py holds every bundled plugin
+# (ddbench/default_plugins/, baselines/, ddbench_minmax/) to it; anything else of the host may change freely.
+PUBLIC_SURFACE: dict[str, str] = {
+    "ddbench": "`hookimpl`, the marker of a hook implementation",
+    "ddbench.api": "the contracts and types of every kind of extension, and the errors",
+    "ddbench.atomic": "the one atomic-write helper (`atomic_write`, `atomic_save`, `atomic_write_json`...)",
+    "ddbench.seeds": "seeded generators on keyed streams (`generator`, `derive_seed`, `seeded`)",
+    "ddbench.identity": "the one config hash and dataset fingerprint (cache keys)",
+    "ddbench.augment": "DSA differentiable augmentation, shared by methods and protocols",
+    "ddbench.zca": "ZCA whitening as the reference code fits it",
+    "ddbench.classifier": "the real-data reference classifier (quality figures, feature spaces)",
+    "ddbench.features": "feature spaces of a pool and `select_pool`, the one pool-selection helper",
+    "ddbench.sweeps": "for launchers: `run_job(job)` and `failed_record(job, why)`",
+    "ddbench.clikit": "for commands: the shared run flags, `load(config)`, `request_from_args`, a run's summary",
+    "ddbench.runner": "for commands: `RunRequest`, `resolve` and `execute`, the programmatic way to run a cell",
+    "ddbench.results": "for commands: reading the results database (`query`, `find_ok`, `get_run`)",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -569,6 +596,30 @@ class Launcher(ABC):
         """Yield (job, record) once per job as each finishes: `ddbench.sweeps.run_job(job)` on the worker
         builds the record; a job that could not run gets `ddbench.sweeps.failed_record(job, why)`. When
         the generator is closed early (the sweep was interrupted), cancel whatever was started."""
+
+
+class ArgumentAdder(Interface):
+    def __call__(self, parser: argparse.ArgumentParser) -> None: ...
+
+
+class CommandRunner(Interface):
+    def __call__(self, args: argparse.Namespace) -> int: ...
+
+
+@dataclass
+class Command:
+    """A `ddbench NAME` subcommand (as simonw/llm's `register_commands`): its flags and what it does.
+
+    `add_arguments(parser)` adds its flags to its argparse sub-parser; `run(args)` does the work and returns
+    the exit status (0 done, 1 a run failed); bad input raises DDBenchError (one line, exit 2). `ddbench
+    --help` loads every command, so the module that registers one imports no torch: do heavy imports in `run`.
+    """
+
+    name: str
+    help: str
+    add_arguments: ArgumentAdder
+    run: CommandRunner
+    description: str = ""
 
 
 class Components(Interface):

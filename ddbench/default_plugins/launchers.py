@@ -33,8 +33,8 @@ from typing import Any
 from .. import hookimpl
 from ..api import DDBenchError, Launcher, Param
 from ..atomic import atomic_write_json
-from ..records import RunRecord
-from ..sweeps import Job, failed_record, run_job
+from ..api import Job, RunRecord
+from ..sweeps import failed_record, run_job
 
 try:  # optional extra: ddbench[slurm]
     from submitit.helpers import Checkpointable as _Checkpointable
