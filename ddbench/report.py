@@ -27,6 +27,7 @@ from typing import Any, Iterable
 from .atomic import atomic_write_json, atomic_write_text
 from .records import RunRecord, evaluation_settings, requested_ipc
 from .results import query
+from .stats import welch
 from .tables import markdown_table, plain_table
 
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
@@ -151,17 +152,6 @@ class Cell:
 
 def _p(p: float) -> str:
     return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
-
-
-def welch(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Welch t-test p-value; None when either side has fewer than two values."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if max(a) == min(a) and max(b) == min(b):  # no variance on either side: the test is undefined
-        return 1.0 if a[0] == b[0] else 0.0
-    from scipy import stats
-
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 @dataclass

@@ -20,11 +20,13 @@ PLUGIN_PACKAGES = ("ddbench.default_plugins", "ddbench_baselines", "ddbench_minm
 # The kernel's layers, lowest first. A module may import from its own layer and those below, never above.
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation: errors and data types", {"ddbench", "ddbench.errors", "ddbench.atomic", "ddbench.seeds",
-                                           "ddbench.records", "ddbench.jobs", "ddbench.tables"}),
+                                           "ddbench.records", "ddbench.jobs", "ddbench.tables",
+                                           "ddbench.stats"}),
     ("contracts", {"ddbench.api", "ddbench.hookspecs"}),
     ("helpers: plugins.toml, the store, identities, checks, loading", {
         "ddbench.identity", "ddbench.augment", "ddbench.zca", "ddbench.config", "ddbench.output_checks",
-        "ddbench.results", "ddbench.synsets", "ddbench.plugins", "ddbench.classifier", "ddbench.features"}),
+        "ddbench.results", "ddbench.synsets", "ddbench.plugins", "ddbench.classifier", "ddbench.features",
+        "ddbench.shipped"}),
     ("one run", {"ddbench.runner"}),
     ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores"}),
     ("the report", {"ddbench.report"}),
