@@ -61,7 +61,7 @@ EXTRA_VARIANTS = os.environ.get("DDBENCH_STUDY_EXTRA") == "1"  # run the non-cor
 
 
 def atomic_json(obj: Any, path: Path) -> None:
-    from ddbench.results import atomic_write_text
+    from ddbench.atomic import atomic_write_text
 
     atomic_write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), path)
 
@@ -266,7 +266,7 @@ def study_curve() -> None:
     from ddbench.identity import dataset_fingerprint
     from ddbench.plugins import load_plugins
     from ddbench.runner import load_dataset
-    from ddbench_minmax.base import shipped_cache
+    from ddbench_minmax.shipped import shipped_cache
     from ddbench_minmax.model import Denoiser
     from ddbench_minmax.quality import reference_classifier
     from ddbench_minmax.sampler import DSRSampler

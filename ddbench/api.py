@@ -1,7 +1,10 @@
-"""The objects plugins hand to the host and receive from it.
+"""The objects plugins hand to the host and receive from it: the contracts of every kind of extension.
 
-Everything a plugin needs to implement or consume lives here, so a third-party method depends on one
-module. The host never imports a method, sampler or policy by name: it only sees these interfaces.
+Everything a plugin needs to implement or consume is importable from here (see `PUBLIC_SURFACE` for the few
+helper modules a plugin may import besides). The host never imports a method, sampler or policy by name: it
+only sees these interfaces. This module depends on nothing of the host but the bottom layer (errors, the run
+record, the sweep job), and imports torch only where a tensor is touched, so the CLI can parse its
+arguments without loading torch.
 """
 from __future__ import annotations
 
@@ -11,21 +14,40 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol as Interface
 
-import torch
-from torch import nn
+from .errors import DDBenchError, RunFailed
+from .jobs import Job
+from .records import RunRecord
 
-if TYPE_CHECKING:  # only for annotations: the sweep and record modules import this one
-    from .plugins import Registry
-    from .records import RunRecord
-    from .sweeps import Job
+if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched
+    import argparse
 
-
-class DDBenchError(Exception):
-    """Bad input from the user: the CLI prints the message on one line and exits 2."""
+    import torch
+    from torch import nn
 
 
-class RunFailed(Exception):
-    """A run that started and failed: recorded as failed, exit code 1."""
+# The longest generation budget taken: a day (the CLI's parsers and the runner check it). The ECCV 2024 challenge
+# budgets are minutes (docs/benchmark-axes.md); --budget 1e300 used to plan 16,777,215 images per class.
+MAX_BUDGET = 86400.0
+
+
+# What a plugin may import from ddbench: this module, and the few helper modules below (each one helper per
+# job, documented in docs/plugins.md#what-a-plugin-may-import). tests/test_layers.py holds every bundled plugin
+# (ddbench/default_plugins/, baselines/, ddbench_minmax/) to it; anything else of the host may change freely.
+PUBLIC_SURFACE: dict[str, str] = {
+    "ddbench": "`hookimpl`, the marker of a hook implementation",
+    "ddbench.api": "the contracts and types of every kind of extension, and the errors",
+    "ddbench.atomic": "the one atomic-write helper (`atomic_write`, `atomic_save`, `atomic_write_json`...)",
+    "ddbench.seeds": "seeded generators on keyed streams (`generator`, `derive_seed`, `seeded`)",
+    "ddbench.identity": "the one config hash and dataset fingerprint (cache keys)",
+    "ddbench.augment": "DSA differentiable augmentation, shared by methods and protocols",
+    "ddbench.zca": "ZCA whitening as the reference code fits it",
+    "ddbench.classifier": "the real-data reference classifier (quality figures, feature spaces)",
+    "ddbench.features": "feature spaces of a pool and `select_pool`, the one pool-selection helper",
+    "ddbench.sweeps": "for launchers: `run_job(job)` and `failed_record(job, why)`",
+    "ddbench.clikit": "for commands: the shared run flags, `load(config)`, `request_from_args`, a run's summary",
+    "ddbench.runner": "for commands: `RunRequest`, `resolve` and `execute`, the programmatic way to run a cell",
+    "ddbench.results": "for commands: reading the results database (`query`, `find_ok`, `get_run`)",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,15 +178,21 @@ class ImageDataset:
         return (self.train_y == c).nonzero(as_tuple=True)[0]
 
     def class_counts(self) -> torch.Tensor:
+        import torch
+
         return torch.bincount(self.train_y, minlength=self.num_classes)
 
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
         """Back to [0, 1] pixel space (for image grids and for generators that work in pixel space)."""
+        import torch
+
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return x * std + mean
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
@@ -216,6 +244,8 @@ class SyntheticSet:
 
     def per_class(self, num_classes: int) -> list[int]:
         """Images of each class (soft labels count by their argmax)."""
+        import torch
+
         labels = self.labels.argmax(1) if self.labels.ndim == 2 else self.labels
         return torch.bincount(labels.long().cpu(), minlength=num_classes).tolist()
 
@@ -561,11 +591,44 @@ class Launcher(ABC):
         """Raise DDBenchError, quickly, when jobs cannot run here (a missing package, no controller...)."""
 
     @abstractmethod
-    def run(self, jobs: list["Job"], settings: dict[str, Any], parallelism: int,
-            log: Callable[[str], None]) -> Iterator[tuple["Job", "RunRecord"]]:
+    def run(self, jobs: list[Job], settings: dict[str, Any], parallelism: int,
+            log: Callable[[str], None]) -> Iterator[tuple[Job, RunRecord]]:
         """Yield (job, record) once per job as each finishes: `ddbench.sweeps.run_job(job)` on the worker
         builds the record; a job that could not run gets `ddbench.sweeps.failed_record(job, why)`. When
         the generator is closed early (the sweep was interrupted), cancel whatever was started."""
+
+
+class ArgumentAdder(Interface):
+    def __call__(self, parser: argparse.ArgumentParser) -> None: ...
+
+
+class CommandRunner(Interface):
+    def __call__(self, args: argparse.Namespace) -> int: ...
+
+
+@dataclass
+class Command:
+    """A `ddbench NAME` subcommand (as simonw/llm's `register_commands`): its flags and what it does.
+
+    `add_arguments(parser)` adds its flags to its argparse sub-parser; `run(args)` does the work and returns
+    the exit status (0 done, 1 a run failed); bad input raises DDBenchError (one line, exit 2). `ddbench
+    --help` loads every command, so the module that registers one imports no torch: do heavy imports in `run`.
+    """
+
+    name: str
+    help: str
+    add_arguments: ArgumentAdder
+    run: CommandRunner
+    description: str = ""
+
+
+class Components(Interface):
+    """What a plugin may ask of the loaded plugins (`ddbench.plugins.Registry` is the host's): a registered
+    object by kind and name (an unknown name is a DDBenchError listing the valid ones), and the names of a kind."""
+
+    def get(self, kind: str, name: str) -> Any: ...
+
+    def names(self, kind: str) -> list[str]: ...
 
 
 @dataclass
@@ -578,7 +641,7 @@ class RunContext:
     device: torch.device
     params: dict[str, Any]
     model: str
-    registry: "Registry"
+    registry: Components
     work_dir: Path  # per-run scratch: checkpoints for resuming live here (keyed by config hash)
     cache_dir: Path  # shared across runs: expert buffers, trained generators
     budget: float | None = None  # seconds of generation (generative methods), None = fixed IPC

@@ -34,7 +34,7 @@ def writable_dir(path: Path | str, flag: str) -> Path:
     """Create `path` and prove a file can be written in it; DDBenchError (one line, naming `flag`) if not.
 
     Called before any work, so an unwritable --out or --report costs nothing."""
-    from .api import DDBenchError
+    from .errors import DDBenchError
 
     path = Path(path)
     try:

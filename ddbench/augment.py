@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .api import DDBenchError
+from .errors import DDBenchError
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"  # DSA/DM main scripts' `--dsa_strategy` default
 

@@ -11,7 +11,7 @@
    recorded as failed with its error, and the sweep goes on.
 4. Report (ddbench/report.py): terminal table, report.md, results.csv, plots, image grids.
 
-`ddbench report` builds the same report from the database alone.
+`ddbench report` (ddbench/report_command.py) builds the same report from the database alone.
 """
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .api import DDBenchError, resolve_params
+from . import hookimpl
+from .api import Command, resolve_params
+from .clikit import (add_common_run_args, add_report_args, dedupe, load, parse_budgets, parse_ints, parse_seeds,
+                     print_report, request_from_args, shown_path, split_list)
+from .errors import DDBenchError
 from .atomic import writable_dir
 from .config import load_config
 from .records import RunRecord
@@ -33,63 +37,6 @@ from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
 from .sweeps import Job, JobState, failed_record, plan
 
 DEFAULT_LAUNCHER = "local"
-
-
-# --------------------------------------------------------------------------------------------------
-# Parsing lists
-# --------------------------------------------------------------------------------------------------
-
-
-def _split(flag: str, text: str) -> list[str]:
-    items = [x.strip() for x in str(text).split(",")]
-    if not text or any(not x for x in items):
-        raise DDBenchError(f"{flag} {text!r}: expected a comma-separated list without empty entries")
-    return items
-
-
-def _dedupe(items: list) -> list:
-    out = []
-    for x in items:
-        if x not in out:
-            out.append(x)
-    return out
-
-
-def parse_ints(flag: str, text: str, minimum: int, dedupe: bool = True) -> list[int]:
-    out = []
-    for item in _split(flag, text):
-        try:
-            value = int(item)
-        except ValueError:
-            raise DDBenchError(f"{flag} {text!r}: {item!r} is not an integer") from None
-        if value < minimum:
-            raise DDBenchError(f"{flag} {text!r}: {value} must be >= {minimum}")
-        out.append(value)
-    return _dedupe(out) if dedupe else out
-
-
-def parse_seeds(text: str, dedupe: bool = True) -> list[int]:
-    """`--seeds 3` is seeds 0, 1, 2; `--seeds 0,5,7` names the seeds (a trailing comma: `--seeds 4,`)."""
-    text = str(text).strip()
-    if "," not in text:
-        (count,) = parse_ints("--seeds", text, 1)
-        return list(range(count))
-    return parse_ints("--seeds", text.rstrip(",") if text.endswith(",") and text.count(",") == 1 else text, 0, dedupe)
-
-
-def parse_budgets(text: str | None, dedupe: bool = True) -> list[float]:
-    if not text:
-        return []
-    out = []
-    for item in _split("--budgets", text):
-        try:
-            value = float(item)
-        except ValueError:
-            raise DDBenchError(f"--budgets {text!r}: {item!r} is not a number of seconds") from None
-        if not value > 0 or value == float("inf"):
-            raise DDBenchError(f"--budgets {text!r}: {item!r} must be a positive, finite number of seconds")
-        out.append(value)
-    return _dedupe(out) if dedupe else out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,7 +65,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     """
     from .runner import plugin_versions, resolve
 
-    unknown = [m for m in _dedupe(methods) if m not in registry.items["methods"]]
+    unknown = [m for m in dedupe(methods) if m not in registry.items["methods"]]
     if unknown:
         valid = ", ".join(registry.names("methods")) or "(none loaded)"
         raise DDBenchError(f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
@@ -146,7 +93,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     grid.merged = total - len(grid.jobs)
     if budgets and not grid.budget_methods:
         able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
-        raise DDBenchError(f"--budgets/--budget given, but none of {', '.join(_dedupe(methods))} takes a generation "
+        raise DDBenchError(f"--budgets/--budget given, but none of {', '.join(dedupe(methods))} takes a generation "
                            f"budget; methods that do: {', '.join(sorted(able)) or '(none loaded)'}")
     return grid
 
@@ -156,13 +103,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
 # --------------------------------------------------------------------------------------------------
 
 
-def add_parsers(sub, add_common_run_args) -> None:
-    p = sub.add_parser(
-        "compare",
-        help="run methods x IPC x seeds under one protocol (skipping cells already done), then report",
-        description="Expand the grid, skip cells the database already holds with the same config, run the rest, "
-                    "report. A killed sweep restarted with the same command runs only the missing cells.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", required=True, help="comma-separated methods, e.g. random,dm,mtt,minmax-diffusion")
     p.add_argument("--ipc", default="10", help="comma-separated images per class, e.g. 1,10,50 (default 10)")
     p.add_argument("--seeds", default="1", help="number of seeds (3 = seeds 0,1,2) or a list like 0,5,7 (default 1)")
@@ -178,27 +119,9 @@ def add_parsers(sub, add_common_run_args) -> None:
     p.add_argument("--retry", choices=["failed", "none"], default="failed",
                    help="failed (default): run again cells whose last run failed; none: keep their failure")
     p.add_argument("--dry-run", action="store_true", help="print the grid and what would run; run nothing")
-    _add_report_args(p)
+    add_report_args(p)
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
     add_common_run_args(p)
-    p.set_defaults(handler=cmd_compare)
-
-    p = sub.add_parser("report", help="tables, CSV, plots and report.md from the results database alone")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (database, runs)")
-    p.add_argument("--db", default=None, help="results database (default: OUT/ddbench.sqlite)")
-    p.add_argument("--methods", default=None, help="only these methods (comma-separated)")
-    p.add_argument("--dataset", default=None, help="only this dataset")
-    p.add_argument("--protocol", default=None, help="only this protocol")
-    p.add_argument("--models", default=None, help="order of the architecture columns (comma-separated)")
-    p.add_argument("--json", action="store_true", help="print the scores and cross-architecture tables as one JSON object")
-    _add_report_args(p)
-    p.set_defaults(handler=cmd_report)
-
-
-def _add_report_args(p) -> None:
-    p.add_argument("--report", default=None, help="report folder (default: OUT/report)")
-    p.add_argument("--reference", default=None,
-                   help="method the others are t-tested against (default: the first method of --methods)")
 
 
 def _launcher(registry, name: str, sets: list[str]):
@@ -231,14 +154,6 @@ def _describe(rec: RunRecord) -> str:
     return f"FAILED  {rec.error_line or 'unknown error'}  (run {rec.run_id})"
 
 
-def _shown(path: Path) -> str:
-    """A path as the user would type it: relative to the working folder when inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the kill test in a subprocess
     from .guard import on_signal
 
@@ -265,22 +180,20 @@ class Sweep:
 
 def parse_sweep(args) -> Sweep:
     """Parse the lists, load plugins, resolve every cell; nothing is run or written (bad input: DDBenchError)."""
-    from .cli import load, request_from_args
-
     if args.jobs < 1:
         raise DDBenchError(f"--jobs {args.jobs} must be >= 1")
-    methods = _split("--methods", args.methods)
-    models = _dedupe(_split("--models", args.models)) if args.models else []
+    methods = split_list("--methods", args.methods)
+    models = dedupe(split_list("--models", args.models)) if args.models else []
     # Lists keep their duplicates here: the grid merges cells by config hash and says how many it merged.
-    ipcs = parse_ints("--ipc", args.ipc, 1, dedupe=False)
-    seeds = parse_seeds(args.seeds, dedupe=False)
-    budgets = parse_budgets(args.budgets, dedupe=False)
+    ipcs = parse_ints("--ipc", args.ipc, 1, unique=False)
+    seeds = parse_seeds(args.seeds, unique=False)
+    budgets = parse_budgets(args.budgets, unique=False)
     if args.budget is not None and args.budget not in budgets:
         budgets.append(args.budget)
     config, registry = load(args.config)
     launcher, settings = _launcher(registry, args.launcher, args.launcher_sets)
     if args.reference is not None and args.reference not in methods:
-        raise DDBenchError(f"--reference {args.reference!r} is not one of --methods: {', '.join(_dedupe(methods))}")
+        raise DDBenchError(f"--reference {args.reference!r} is not one of --methods: {', '.join(dedupe(methods))}")
     base = _absolute(request_from_args(args, method=methods[0], budget=None, progress=False))
     grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config.paths, models)
     return Sweep(args, methods, models, ipcs, seeds, budgets, grid, launcher, settings, db_path(base.out, base.db),
@@ -333,11 +246,11 @@ def _run_jobs(sweep: Sweep, todo: list[Job]) -> int:
 def _announce(sweep: Sweep, states: dict[JobState, list[Job]]) -> None:
     args, grid, todo = sweep.args, sweep.grid, states[JobState.TODO]
     done = len(states[JobState.DONE]) + len(states[JobState.KEPT_FAILED])
-    shape = f"{len(_dedupe(sweep.methods))} method(s) x {len(_dedupe(sweep.ipcs))} IPC x {len(_dedupe(sweep.seeds))} seed(s)"
+    shape = f"{len(dedupe(sweep.methods))} method(s) x {len(dedupe(sweep.ipcs))} IPC x {len(dedupe(sweep.seeds))} seed(s)"
     if sweep.budgets and grid.budget_methods:
-        shape += f", budgets {', '.join(f'{b:g}' for b in _dedupe(sweep.budgets))} s for {', '.join(grid.budget_methods)}"
+        shape += f", budgets {', '.join(f'{b:g}' for b in dedupe(sweep.budgets))} s for {', '.join(grid.budget_methods)}"
     merged = f", {grid.merged} duplicate(s) merged" if grid.merged else ""
-    print(f"grid: {len(grid.jobs)} cells ({shape}{merged}); {done} already in {_shown(sweep.db)}; "
+    print(f"grid: {len(grid.jobs)} cells ({shape}{merged}); {done} already in {shown_path(sweep.db)}; "
           f"{len(todo)} to run" + (f" with launcher {args.launcher} (jobs {args.jobs})" if todo else ""), flush=True)
     if sweep.budgets and grid.fixed_methods and grid.budget_methods:
         print(f"note: {', '.join(grid.fixed_methods)} take no generation budget and run at fixed IPC only")
@@ -389,8 +302,7 @@ def _report(sweep: Sweep) -> int:
                           reference=reference,
                           command=command)
     print()
-    print(result.terminal)
-    print(f"report: {_shown(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
+    print_report(result)
     return sum(1 for r in result.rows if not r.ok)
 
 
@@ -405,38 +317,12 @@ def _argv_of(args) -> list[str]:
     return out
 
 
-def cmd_report(args) -> int:
-    from .report import build_report
-
-    from .results import query
-
-    db = db_path(args.out, args.db)
-    if not db.is_file():
-        raise DDBenchError(f"no results database at {db} (run `ddbench compare` or `ddbench run` first, or pass --db)")
-    methods = _split("--methods", args.methods) if args.methods else None
-    rows = query(db)
-    present = sorted({r.method for r in rows})
-    for flag, names in (("--methods", methods or []), ("--reference", [args.reference] if args.reference else [])):
-        missing = [m for m in names if m not in present]
-        if missing:
-            raise DDBenchError(f"{flag}: no runs of {', '.join(map(repr, missing))} in {db}; methods there: "
-                               f"{', '.join(present) or '(none)'}")
-    for flag, value, field in (("--dataset", args.dataset, "dataset"), ("--protocol", args.protocol, "protocol")):
-        there = sorted({str(getattr(r, field)) for r in rows})
-        if value is not None and value not in there:  # an empty report used to replace the last one, exit 0
-            raise DDBenchError(f"{flag}: no runs on {value!r} in {db}; {field}s there: {', '.join(there) or '(none)'}")
-    report_dir = writable_dir(Path(args.report) if args.report else Path(args.out) / "report", "--report")
-    models = _split("--models", args.models) if args.models else None
-    result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,
-                          reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]), models=models)
-    if args.json:
-        import json
-
-        print(json.dumps({"report": str(result.markdown), **result.scores.as_json()}, default=str))
-        return 0
-    print(result.terminal)
-    print(f"report: {_shown(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
-    return 0
+@hookimpl
+def register_commands(register):
+    register(Command("compare", "run methods x IPC x seeds under one protocol (skipping cells already done), then report",
+                     add_arguments, cmd_compare,
+                     "Expand the grid, skip cells the database already holds with the same config, run the rest, "
+                     "report. A killed sweep restarted with the same command runs only the missing cells."))
 
 
-__all__ = ["add_parsers", "build_grid", "cmd_compare", "cmd_report", "parse_seeds", "parse_ints", "parse_budgets"]
+__all__ = ["add_arguments", "add_report_args", "build_grid", "cmd_compare", "parse_seeds", "parse_ints", "parse_budgets"]

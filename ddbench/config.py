@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .api import DDBenchError
+from .errors import DDBenchError
 
 DEFAULT_CONFIG_NAME = "plugins.toml"
 CONFIG_ENV = "DDBENCH_CONFIG"
@@ -121,9 +121,6 @@ class Config:
             out.append(Layer(f"{where} [{section}.{name}.{dataset}]", per_dataset if isinstance(per_dataset, dict) else {}))
         return out
 
-    def layers(self, section: str, name: str, dataset: str) -> list[dict[str, Any]]:
-        return [layer.values for layer in self.sources(section, name, dataset)]
-
 
 def config_files(explicit: str | Iterable[str] | None = None) -> list[tuple[Path, str]]:
     """The files to layer, lowest first. A tuple of paths is taken as is (a sweep worker's exact layers)."""
@@ -151,12 +148,6 @@ def config_files(explicit: str | Iterable[str] | None = None) -> list[tuple[Path
             raise DDBenchError(f"config file {explicit!r} not found")
         add(path, "--config")
     return out
-
-
-def find_config(explicit: str | None) -> Path | None:
-    """The top file of the lookup (kept for callers that show one path)."""
-    files = config_files(explicit)
-    return files[-1][0] if files else None
 
 
 def load_config(explicit: str | Iterable[str] | None = None) -> Config:

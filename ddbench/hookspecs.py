@@ -10,7 +10,8 @@ Every hook receives one `register` callable and calls it once per object it adds
 
 Each registered object carries a unique `name` and honours the contract of its kind (ddbench.plugins.CONTRACTS,
 checked at `register` time); a plugin that breaks either is refused whole and reported, and the others load.
-Plugins are found through the `ddbench` entry-point group.
+Plugins are found through the `ddbench` entry-point group; plugins that add commands through the
+`ddbench.commands` group (their modules stay light: `ddbench --help` imports them, and no torch).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Callable
 
 import pluggy
 
-from .api import DatasetSpec, Launcher, Method, ModelSpec, Policy, Protocol, Sampler, Selector
+from .api import Command, DatasetSpec, Launcher, Method, ModelSpec, Policy, Protocol, Sampler, Selector
 
 hookspec = pluggy.HookspecMarker("ddbench")
 
@@ -74,3 +75,12 @@ def register_launchers(register: Callable[[Launcher], None]) -> None:
 def register_selectors(register: Callable[[Selector], None]) -> None:
     """Add selectors: `register(selector)` with a `ddbench.api.Selector` that picks k items per class from a pool
     by their features (coreset baselines, and generative methods that over-generate and keep the best)."""
+
+
+@hookspec
+def register_commands(register: Callable[[Command], None]) -> None:
+    """Add `ddbench` subcommands: `register(command)` with a `ddbench.api.Command` (name, flags, what it does).
+
+    The host's own commands (`run`, `compare`, `report`...) are registered this way too; a module implementing
+    this hook is listed in the `ddbench.commands` entry-point group.
+    """

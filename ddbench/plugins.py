@@ -2,6 +2,8 @@
 
 Plugins come from the `ddbench` entry-point group (the host's own built-ins too, listed in pyproject.toml
 exactly as a third party lists its own) and from import paths named in plugins.toml (`[plugins] modules`).
+Commands come from the `ddbench.commands` group, loaded the same way but alone (`load_commands`), so that
+parsing a command line imports no heavy plugin (and no torch).
 
 Each plugin is isolated at every stage: importing it, pluggy's validation of its `@hookimpl`s (a
 misspelled hook name), each of its hooks (one that raises), and every object it registers (checked
@@ -26,9 +28,11 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .api import DatasetSpec, DDBenchError, Launcher, Method, ModelSpec, Param, Policy, Protocol, Sampler, Selector
+from .api import Command, DatasetSpec, Launcher, Method, ModelSpec, Param, Policy, Protocol, Sampler, Selector
+from .errors import DDBenchError
 
 ENTRY_POINT_GROUP = "ddbench"
+COMMAND_GROUP = "ddbench.commands"  # modules implementing `register_commands` (light: parsed before any work)
 ALLOW_ENV = "DDBENCH_LOAD_PLUGINS"
 HOST_DISTRIBUTION = "ddbench"  # pyproject.toml [project] name: the host and its bundled plugins
 
@@ -57,6 +61,7 @@ CONTRACTS: dict[str, Contract] = {c.kind: c for c in (
     Contract("policies", "register_policies", Policy, ("decide",)),
     Contract("launchers", "register_launchers", Launcher, ("check", "run"), has_params=True),
     Contract("selectors", "register_selectors", Selector, ("select",)),
+    Contract("commands", "register_commands", Command, ("add_arguments", "run")),
 )}
 # kind -> hook name. One kind of extension per hook.
 KINDS = {kind: c.hook for kind, c in CONTRACTS.items()}
@@ -178,14 +183,14 @@ class _Candidate:
     aliases: tuple[str, ...] = ()  # names an allow/deny list may use for it (entry-point name, dist name)
 
 
-def _entry_point_candidates(registry: Registry) -> list[_Candidate]:
+def _entry_point_candidates(registry: Registry, group: str) -> list[_Candidate]:
     """One candidate per distinct entry point; a name two distributions use is loaded under both, qualified."""
     out: list[_Candidate] = []
     seen: dict[str, str] = {}  # plugin name -> entry-point value
     for dist in md.distributions():
         dist_name = dist.metadata["Name"] or ""
         for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP:
+            if ep.group != group:
                 continue
             name = ep.name
             if name in seen:
@@ -202,7 +207,7 @@ def _entry_point_candidates(registry: Registry) -> list[_Candidate]:
     return sorted(out, key=lambda c: 0 if _is_host(c.info.module) else 1 if c.info.source == HOST_DISTRIBUTION else 2)
 
 
-def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled) -> list[_Candidate]:
+def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled, warn_unknown: bool = True) -> list[_Candidate]:
     allow_env = _names(os.environ.get(ALLOW_ENV, "").split(","))
     allow_cfg = _names(enabled)
     deny = _names(disabled) or set()
@@ -211,7 +216,7 @@ def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled)
     for c in candidates:
         dists.setdefault(c.aliases[1] if len(c.aliases) > 1 else "", []).append(c.info.name)
     for label, names in ((ALLOW_ENV, allow_env), ("[plugins] enabled", allow_cfg), ("[plugins] disabled", deny)):
-        for name in sorted((names or set()) - known):
+        for name in sorted((names or set()) - known) if warn_unknown else ():
             hint = (f"; {name!r} is a distribution, its plugins are: {', '.join(dists[name])}" if name in dists
                     else f"; plugins: {', '.join(sorted(known))}")
             registry.warnings.append(f"{label} names {name!r}, which is no plugin{hint}")
@@ -237,20 +242,23 @@ def load_plugins(
     modules: Iterable[str] = (),
     extra: Iterable[tuple[str, object]] = (),
     module_dirs: Iterable[str] = (),
+    group: str = ENTRY_POINT_GROUP,
 ) -> Registry:
     """Import every wanted plugin, then collect its registrations; never raises for a broken plugin.
 
     `extra` are (name, module-or-object) pairs registered directly (tests, embedding applications);
-    `module_dirs` are folders put on sys.path for `modules` (the folders of the plugins.toml files naming them).
+    `module_dirs` are folders put on sys.path for `modules` (the folders of the plugins.toml files naming them);
+    `group` the entry-point group to read (`COMMAND_GROUP` for the commands: see `load_commands`).
     """
     for folder in reversed(list(module_dirs)):
         if folder not in sys.path:
             sys.path.insert(0, folder)
     registry = Registry()
-    candidates = _entry_point_candidates(registry)
+    candidates = _entry_point_candidates(registry, group)
     candidates += [_Candidate(PluginInfo(path, path, "", "plugins.toml"), lambda p=path: importlib.import_module(p),
                               (path,)) for path in modules]
-    chosen = _select(candidates, registry, enabled, disabled)
+    # the lists name plugins of both groups: a name is unknown only to the main group's load
+    chosen = _select(candidates, registry, enabled, disabled, warn_unknown=group == ENTRY_POINT_GROUP)
     chosen += [_Candidate(PluginInfo(name, getattr(obj, "__name__", repr(obj)), "", "registered in code"),
                           lambda o=obj: o) for name, obj in extra]
     pm = make_manager()
@@ -266,7 +274,17 @@ def load_plugins(
     for info in registry.plugins:
         if not info.error:
             _collect(pm, registry, info)
+    if group == ENTRY_POINT_GROUP:
+        for name, plugin in sorted(registry.owners["commands"].items()):
+            registry.warnings.append(f"plugin {plugin!r} registers the command {name!r} but is not in the "
+                                     f"{COMMAND_GROUP!r} entry-point group, where commands are read; list its module there")
     return registry
+
+
+def load_commands(enabled: Iterable[str] | None = None, disabled: Iterable[str] = ()) -> Registry:
+    """The plugins of the `ddbench.commands` group and the commands they register (the same isolation and
+    allow/deny lists as every plugin); light enough to run before a command line is parsed."""
+    return load_plugins(enabled=enabled, disabled=disabled, group=COMMAND_GROUP)
 
 
 def _refuse(info: PluginInfo, exc: BaseException | str) -> None:
@@ -327,4 +345,4 @@ def _collect(pm: pluggy.PluginManager, registry: Registry, info: PluginInfo) -> 
 
 
 __all__ = ["CONTRACTS", "KINDS", "Contract", "PluginInfo", "Registry", "contract_problem", "load_plugins",
-           "make_manager", "ENTRY_POINT_GROUP", "ALLOW_ENV"]
+           "load_commands", "make_manager", "ENTRY_POINT_GROUP", "COMMAND_GROUP", "ALLOW_ENV"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from .records import RunRecord, evaluation_settings, protocol_settings
 from .results import query
+from .stats import welch
 
 DEFAULT_DATASET, DEFAULT_MODEL = "fashion-mnist", "convnet"  # the CLI's defaults (ddbench/cli.py), left out of commands
 
@@ -89,8 +90,6 @@ def reference_lines(db: Path, rec: RunRecord, method: str, label: str | None = N
     out.append(f"  {label:<{width}}  {mean:.2f} ± {std:.2f} %   {where}")
     diff = f"{own - mean:+.2f} points"
     if len(rec.accuracies) > 1 and len(pooled) > 1:
-        from .report import welch
-
         p = welch(list(rec.accuracies), pooled)
         diff += (f"   Welch p = {p:.2g} over networks (one seed of {rec.method}; "
                  "compare seeds with `ddbench compare`)")

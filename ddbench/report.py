@@ -27,6 +27,8 @@ from typing import Any, Iterable
 from .atomic import atomic_write_json, atomic_write_text
 from .records import RunRecord, evaluation_settings, requested_ipc
 from .results import query
+from .stats import welch
+from .tables import markdown_table, plain_table
 
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 
@@ -150,17 +152,6 @@ class Cell:
 
 def _p(p: float) -> str:
     return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
-
-
-def welch(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Welch t-test p-value; None when either side has fewer than two values."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if max(a) == min(a) and max(b) == min(b):  # no variance on either side: the test is undefined
-        return 1.0 if a[0] == b[0] else 0.0
-    from scipy import stats
-
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 @dataclass
@@ -330,24 +321,6 @@ def time_table(sec: Section) -> tuple[list[str], list[list[str]]]:
             cells.append("-" if c is None or not c.ok else f"{_seconds(c.distill_seconds)} / {_seconds(c.eval_seconds)}")
         body.append([variant_name(v)] + cells)
     return header, body
-
-
-def plain_table(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
-    return "\n".join(lines)
-
-
-def markdown_table(header: list[str], body: list[list[str]]) -> str:
-    def esc(x: Any) -> str:
-        return str(x).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
-             "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
 
 
 def _settings_text(sec: Section, kind: str, method: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""The results store: one SQLite row per finished run (a `RunRecord`), and the saved synthetic sets.
+"""The results store: one SQLite row per finished run (a `RunRecord`). (The saved synthetic sets: synsets.py.)
 
 The store is opened, migrated and test-written *before* any work (`open_store`), so a database that
 cannot take a row (a directory, an unwritable path, a corrupt or foreign file, a read-only database)
@@ -16,16 +16,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from .api import DDBenchError
-from .atomic import atomic_save, atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 - re-exported
+from .errors import DDBenchError
+from .atomic import atomic_write_json
 from .records import FIELD_NAMES, RunRecord
 from .row_checks import row_problem
 
 DEFAULT_OUT = Path("ddbench-results")
 DB_NAME = "ddbench.sqlite"
-DEFAULT_DB = DEFAULT_OUT / DB_NAME
 PENDING = "pending"
 
 # Column types of the `runs` table; the names are RunRecord's fields, in order.
@@ -253,33 +250,5 @@ def get_run(path: Path | str, run_id: str) -> RunRecord | None:
     return rows[0] if rows else None
 
 
-# --------------------------------------------------------------------------------------------------
-# Artifacts
-# --------------------------------------------------------------------------------------------------
-
-
-def save_grid(images01: torch.Tensor, labels: torch.Tensor, num_classes: int, target: Path, max_per_class: int = 10) -> None:
-    """A PNG grid, one row per class (at most `max_per_class` images each), images already in [0, 1]."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    if labels.ndim == 2:  # soft labels: each image's class is its argmax
-        labels = labels.argmax(1)
-    rows = []
-    for c in range(num_classes):
-        idx = (labels == c).nonzero(as_tuple=True)[0][:max_per_class]
-        row = images01[idx]
-        if len(row) < max_per_class:  # pad short rows so the grid stays rectangular
-            pad = torch.zeros(max_per_class - len(row), *images01.shape[1:], dtype=images01.dtype)
-            row = torch.cat([row, pad])
-        rows.append(row)
-    grid = make_grid(torch.cat(rows), nrow=max_per_class, padding=1, pad_value=1.0)
-    array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    if array.shape[2] == 1:
-        array = array[:, :, 0]
-    atomic_write(target, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-
-
 __all__ = ["RunRecord", "StoreError", "open_store", "record", "record_or_keep", "flush_pending", "query", "find_ok",
-           "latest_failed", "get_run", "save_grid", "db_path", "atomic_save", "atomic_write_text", "DEFAULT_DB",
-           "COLUMNS"]
+           "latest_failed", "get_run", "db_path", "COLUMNS"]

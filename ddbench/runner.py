@@ -19,24 +19,22 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, resolve_params
-from .config import Config, Layer, load_config, preset_note
-from .atomic import atomic_save, writable_dir
+from .api import MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, resolve_params
+from .config import Config, Layer, preset_note
+from .atomic import writable_dir
 from .identity import config_hash, dataset_fingerprint
 from .guard import PluginExit, plugin_call
 from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import FAILED, OK, RunRecord
-from .results import DEFAULT_OUT, PENDING, StoreError, db_path, open_store, query, record_or_keep, save_grid
+from .results import DEFAULT_OUT, PENDING, StoreError, db_path, open_store, query, record_or_keep
+from .synsets import load_synset, save_grid, save_synset
 
 DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_PROTOCOL = "dsa"
 DEFAULT_MODEL = "convnet"
 PRESETS = ("default", "paper")
 MAX_SEED = 2**63 - 1  # an SQLite INTEGER
-# The longest generation budget taken: a day. The ECCV 2024 challenge budgets are minutes
-# (docs/benchmark-axes.md); --budget 1e300 used to plan 16,777,215 images per class and run until killed.
-MAX_BUDGET = 86400.0
 
 
 @dataclass
@@ -462,33 +460,10 @@ def _set_of_other_architecture(resolved: Resolved, ctx: RunContext) -> tuple[Syn
     return None
 
 
-SYNSET_FIELDS = ("images", "labels", "meta", "lr", "ipc", "generation_seconds")
-
-
-def save_synset(syn: SyntheticSet, path: Path, **extra: Any) -> None:
-    """The one file format of a synthetic set (the resumable leftover and OUT/runs/RUN_ID/synset.pt alike):
-    the SyntheticSet's fields on the CPU, plus `extra` (config, dataset, distill_seconds...)."""
-    atomic_save({"images": syn.images.detach().cpu(), "labels": syn.labels.detach().cpu(), "meta": syn.meta,
-                 "lr": syn.lr, "ipc": syn.ipc, "generation_seconds": syn.generation_seconds, **extra}, path)
-
-
-def load_synset(path: Path) -> tuple[SyntheticSet, dict[str, Any]]:
-    """(the set, everything the file holds) from a file `save_synset` wrote."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    return SyntheticSet(*(saved.get(k) if k != "meta" else saved.get(k) or {} for k in SYNSET_FIELDS)), saved
-
-
 def _check(syn: Any, resolved: Resolved, ctx: RunContext) -> None:
     """The host enforces the output contract (ddbench/output_checks.py) before saving or evaluating."""
     r = resolved.request
     check_output(syn, method=r.method, dataset=ctx.dataset, ipc=r.ipc, budget=r.budget)
 
 
-def run(request: RunRequest, config_path: str | None = None, log=print) -> RunRecord:
-    """Programmatic entry point: resolve and execute one request."""
-    config = load_config(config_path)
-    registry = registry_for(config)
-    return execute(resolve(request, config, registry), registry, log=log)
-
-
-__all__ = ["RunRequest", "Resolved", "NotStored", "PluginFailed", "resolve", "prepare", "execute", "run", "registry_for"]
+__all__ = ["RunRequest", "Resolved", "NotStored", "PluginFailed", "resolve", "prepare", "execute", "registry_for"]

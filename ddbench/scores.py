@@ -36,8 +36,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from .api import DDBenchError
+from .errors import DDBenchError
 from .records import evaluation_settings, protocol_settings
+from .tables import markdown_table, plain_table
 
 RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)
 FULL_ROLE = "full-data"  # `Method.role` of the whole-training-set reference (HLR)
@@ -380,8 +381,6 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
     """Scores of the cells in `shown_rows` (the report's selection), references looked up in `all_rows` (the
     whole database), and one cross-architecture table per (dataset, protocol, IPC, evaluation settings) that
     has more than one architecture. Plain-text and markdown renderings share the same tables."""
-    from .report import markdown_table, plain_table
-
     random_method, full_method = reference_names()
     shown_ok = [r for r in shown_rows if r.get("status") == "ok"]
     # score every shown cell on its shown runs; references come from the whole database

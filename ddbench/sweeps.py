@@ -13,32 +13,13 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .api import DDBenchError
+from .errors import DDBenchError
+from .jobs import Job
 from .records import RunRecord
 from .results import find_ok, latest_failed
-
-
-@dataclass(frozen=True)
-class Job:
-    """One cell of a sweep, as shipped to a worker (picklable: a request and the config to resolve it)."""
-
-    index: int
-    request: Any  # ddbench.runner.RunRequest, with absolute paths
-    config_path: tuple[str, ...] | str | None  # the driver's plugins.toml layers (ddbench.config.load_config)
-    config_hash: str
-    config: dict  # the resolved configuration (the same dict the hash was computed from)
-    plugins: dict = field(default_factory=dict)  # `plugin:NAME` -> version of the plugins the cell uses
-
-    @property
-    def label(self) -> str:
-        r = self.request
-        budget = f" budget={r.budget:g}s" if r.budget else ""
-        model = f" model={r.eval_model}" if getattr(r, "eval_model", None) else ""
-        return f"{r.method} ipc={r.ipc}{budget}{model} seed={r.seed}"
 
 
 class JobState(enum.Enum):

@@ -1,4 +1,4 @@
-"""The pretrained base generator: the recipe, the shipped Fashion-MNIST weights, and the command that makes them.
+"""The pretrained base generator: the recipe, and the command that makes the shipped weights (./shipped.py).
 
 The anchors fine-tune a *pretrained, converged* generator (DiT-XL/2). Nothing can be downloaded here, so the
 base is trained on this machine by
@@ -24,11 +24,9 @@ from typing import Any
 
 from ddbench.api import DDBenchError
 
-from .cache import CorruptCache, GeneratorCache
+from .cache import GeneratorCache
 from .model import GeneratorConfig, arch_config
-
-SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
-
+from .shipped import shipped_cache
 
 @dataclass
 class BaseRecipe:
@@ -55,20 +53,6 @@ class BaseRecipe:
         return GeneratorConfig(arch=self.arch, channels=channels, image_size=image_size, num_classes=num_classes,
                                num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
                                net=arch_config(self.arch, image_size))
-
-
-def shipped_cache(dataset: str) -> GeneratorCache:
-    """The shipped base of a dataset, in the generator cache's layout (generator/ + meta.json)."""
-    return GeneratorCache(SHIPPED_DIR / dataset)
-
-
-def load_verified(cache: GeneratorCache):
-    """A saved base and its meta; a one-line DDBenchError when a file is missing, altered or unreadable."""
-    try:
-        return cache.load()
-    except CorruptCache as exc:
-        raise DDBenchError(f"base generator is corrupt: {exc}; reinstall the package, retrain it with "
-                           f"`python -m ddbench_minmax.base train`, or set base=train") from None
 
 
 def train_base(dataset, recipe: BaseRecipe, work_dir: Path, out: GeneratorCache, progress: bool = True, log=print,
@@ -112,21 +96,21 @@ def train_base(dataset, recipe: BaseRecipe, work_dir: Path, out: GeneratorCache,
 
 
 def _load_dataset(name: str, root: str | None):
-    from ddbench.plugins import load_plugins
+    from ddbench.clikit import load
     from ddbench.runner import load_dataset
 
-    return load_dataset(load_plugins(), name, root, False)
+    return load_dataset(load(None)[1], name, root, False)
 
 
 def _ship_classifier(args) -> int:
     """Train (or take from the cache) the reference classifier and ship its weights (ddbench/weights/)."""
     from ddbench.atomic import atomic_save
     from ddbench.classifier import reference_classifier, shipped_path
+    from ddbench.clikit import load
     from ddbench.identity import dataset_fingerprint
-    from ddbench.plugins import load_plugins
     from ddbench.runner import load_dataset
 
-    reg = load_plugins()
+    reg = load(None)[1]
     ds = load_dataset(reg, args.dataset, args.data_root, False)
     spec = reg.get("models", "convnet")
     fp = dataset_fingerprint(ds)

@@ -22,7 +22,7 @@ import torch
 
 from ddbench.api import DDBenchError
 from ddbench.identity import config_hash
-from ddbench.results import atomic_save, atomic_write_text
+from ddbench.atomic import atomic_save, atomic_write_text
 
 from .model import Denoiser
 

@@ -17,11 +17,12 @@ from ddbench.api import DDBenchError, RunContext
 from ddbench.identity import dataset_fingerprint
 from ddbench.seeds import derive_seed, seeded
 
-from .base import BaseRecipe, load_verified, shipped_cache
+from .base import BaseRecipe
 from .cache import CorruptCache, GeneratorCache, config_key
 from .folder import BaseFolder, folder_identity, inspect_folder, is_folder_base, load_folder
 from .latent import LatentSpace
 from .model import Denoiser
+from .shipped import load_verified, shipped_cache
 from .train import TrainSpec, to_model_space, train_phase
 
 EMBEDDINGS = ("x0", "classifier", "random-convnet")

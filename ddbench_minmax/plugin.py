@@ -16,8 +16,7 @@ from ddbench import hookimpl
 from ddbench.api import DDBenchError, Method, Param, PlanRequest, RunContext, SampleRequest, SyntheticSet
 from ddbench.features import SPACES as SELECTION_SPACES, select_pool
 from ddbench.identity import config_hash, dataset_fingerprint
-from ddbench.atomic import atomic_save
-from ddbench.results import atomic_write_text
+from ddbench.atomic import atomic_save, atomic_write_text
 from ddbench.seeds import derive_seed
 
 from .base import BaseRecipe

@@ -303,7 +303,7 @@ def train_phase(
     """
     from tqdm.auto import tqdm
 
-    from ddbench.results import atomic_save
+    from ddbench.atomic import atomic_save
 
     device = torch.device(device)
     if spec.p_uncond and not 0 <= spec.p_uncond < 1:

@@ -214,16 +214,13 @@ def test_strict_challenge_refuses_a_partial_copy(registry, data_root, tmp_path, 
 
 def test_challenge_command(data_root, tmp_path, one_thread, capsys):
     """`ddbench challenge` as the CLI will call it (the parser is added by eccv2024.add_parser)."""
-    import argparse
     import json
 
-    from ddbench.cli import add_common_run_args
+    from ddbench.cli import build_parser, commands_for
 
     cfg = tmp_path / "plugins.toml"
     cfg.write_text('[plugins]\nmodules = ["ddbench.default_plugins.eccv2024", "ddbench.default_plugins.crossarch_models"]\n')
-    parser = argparse.ArgumentParser(prog="ddbench")
-    sub = parser.add_subparsers(dest="command", required=True)
-    C.add_parser(sub, add_common_run_args)
+    parser = build_parser(commands_for([]))  # `challenge` registers itself like every command
     common = ["--config", str(cfg), "--data-root", str(data_root), "--out", str(tmp_path / "out"), "--device", "cpu",
               "--no-progress", "--set", "eval.strict=false", "--set", "eval.epochs=0", "--set", "eval.n_models=1",
               "--set", "eval.impl=loop"]

@@ -471,7 +471,7 @@ def test_plugins_are_registered(registry):
 
 
 def test_shipped_base_loads_and_its_sha256_is_checked():
-    from ddbench_minmax.base import load_verified, shipped_cache
+    from ddbench_minmax.shipped import load_verified, shipped_cache
     from ddbench_minmax.cache import sha256_file
 
     cache = shipped_cache("fashion-mnist")
@@ -487,7 +487,7 @@ def test_shipped_base_loads_and_its_sha256_is_checked():
 def test_a_corrupt_shipped_base_is_one_line_error(tmp_path):
     import shutil
 
-    from ddbench_minmax.base import load_verified, shipped_cache
+    from ddbench_minmax.shipped import load_verified, shipped_cache
 
     copy = tmp_path / "fashion-mnist"
     shutil.copytree(shipped_cache("fashion-mnist").root, copy)

@@ -14,7 +14,8 @@ from scipy import stats
 from ddbench.cli import main
 from ddbench.report import build_report, welch
 from ddbench.records import RunRecord
-from ddbench.results import record, save_grid
+from ddbench.results import record
+from ddbench.synsets import save_grid
 
 ACC = {  # (method, ipc, seed) -> accuracies of the evaluation networks
     ("random", 1, 0): [40.0, 42.0], ("random", 1, 1): [41.0, 39.0],

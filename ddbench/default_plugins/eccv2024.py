@@ -1,5 +1,5 @@
 """The ECCV 2024 First Dataset Distillation Challenge: its evaluation as the protocol `eccv2024`, its submission
-format, and the challenge run (`run_challenge`; the `ddbench challenge` command once wired into the CLI).
+format, and the challenge run (`run_challenge`; the `ddbench challenge` command, ./challenge_command.py).
 
 The official script is DataDistillation/ECCV2024-Dataset-Distillation-Challenge `evaluate.py`:
 
@@ -26,9 +26,7 @@ the first 10 of each class, in the order the method returned them, and records h
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -178,7 +176,7 @@ def export_submission(syn: SyntheticSet, dataset: str, folder: Path | str) -> Pa
     if tuple(sub.images.shape[1:]) != (3, spec.image_size, spec.image_size):
         raise DDBenchError(f"images of shape {tuple(sub.images.shape[1:])} cannot be a {spec.file} submission; "
                            f"it needs (3, {spec.image_size}, {spec.image_size})")
-    from ..results import atomic_save
+    from ..atomic import atomic_save
 
     target = Path(folder) / f"{spec.file}.pt"
     atomic_save(sub.images.detach().cpu().float().contiguous(), target)
@@ -284,12 +282,12 @@ def run_challenge(method: str, base=None, config=None, registry=None, log: Calla
     `base` is a ddbench.runner.RunRequest carrying the shared flags (data root, output folder, device, seed,
     protocol settings such as eval.strict); method, dataset, IPC and protocol are set here.
     """
-    from ..config import load_config
+    from ..clikit import load
     from ..results import find_ok
-    from ..runner import RunRequest, execute, registry_for, resolve
+    from ..runner import RunRequest, execute, resolve
 
-    config = config if config is not None else load_config(None)
-    registry = registry if registry is not None else registry_for(config)
+    if config is None or registry is None:
+        config, registry = load(None)
     base = base if base is not None else RunRequest(method=method, model="convnet-d3")
     requests = challenge_requests(method, registry, base)
     resolved = [resolve(r, config, registry) for r in requests]  # every cell checked before anything runs
@@ -298,60 +296,19 @@ def run_challenge(method: str, base=None, config=None, registry=None, log: Calla
         name = res.request.dataset
         done = find_ok(res.db_path, res.config_hash) if res.db_path.exists() else None
         if done is not None:
-            log(f"{name}: reusing run {done.get('run_id')} from {res.db_path}")
+            log(f"{name}: reusing run {done.run_id} from {res.db_path}")
             row = done
         else:
             log(f"{name}: running {method} (IPC {IPC}" + (f", budget {res.request.budget:g} s" if res.request.budget else "")
                 + ", protocol eccv2024)")
             row = execute(res, registry, log=log)
-        result.runs[name] = str(row.get("run_id"))
-        if row.get("status") == "ok" and row.get("accuracy_mean") is not None:
-            result.per_dataset[name] = float(row.get("accuracy_mean"))
+        result.runs[name] = row.run_id
+        if row.ok and row.accuracy_mean is not None:
+            result.per_dataset[name] = float(row.accuracy_mean)
         else:
             result.per_dataset[name] = None
-            lines = (row.get("error") or "unknown error").strip().splitlines()
-            result.errors[name] = lines[-1] if lines else "unknown error"
+            result.errors[name] = row.error_line or "unknown error"
     return result
-
-
-def add_parser(sub, add_common_run_args) -> None:
-    """`ddbench challenge --method M`: both datasets, the 10-minute budget for generative methods, the score."""
-    p = sub.add_parser("challenge", help="the ECCV 2024 DD challenge: a method on CIFAR-100 and Tiny-ImageNet, its score",
-                       description="Runs METHOD at IPC 10 on cifar100 and tiny-imagenet under the eccv2024 protocol "
-                                   "(a generative method gets --budget, default 600 s), reusing finished runs, and "
-                                   "prints the per-dataset accuracies and the challenge score (their mean).")
-    p.add_argument("--method", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
-    add_common_run_args(p)
-    p.set_defaults(handler=cmd_challenge, protocol="eccv2024", model="convnet-d3", dataset=None)
-
-
-def cmd_challenge(args: argparse.Namespace) -> int:
-    import json
-
-    from ..config import load_config, parse_sets
-    from ..runner import RunRequest, registry_for
-
-    method_sets, eval_sets = parse_sets(args.sets)
-    if args.dataset is not None:
-        raise DDBenchError(f"--dataset {args.dataset}: the challenge runs both {' and '.join(d.name for d in DATASETS)}; "
-                           "drop --dataset")
-    if args.protocol != "eccv2024":
-        raise DDBenchError(f"--protocol {args.protocol!r}: the challenge is evaluated with eccv2024 only")
-    config = load_config(args.config)
-    registry = registry_for(config)
-    base = RunRequest(method=args.method, protocol="eccv2024", model=args.model, seed=args.seed, device=args.device,
-                      eval_models=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl,
-                      budget=args.budget, preset=args.preset, sets=method_sets, eval_sets=eval_sets,
-                      data_root=args.data_root, download=args.download, out=args.out, db=args.db,
-                      progress=not args.no_progress)
-    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    result = run_challenge(args.method, base, config, registry, log=log)
-    print(result.text(), file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(json.dumps(result.as_json()))
-    return 0 if result.score is not None else 1
 
 
 @hookimpl
@@ -365,4 +322,4 @@ def register_methods(register):
 
 
 __all__ = ["ECCV2024Protocol", "SubmissionMethod", "run_challenge", "ChallengeResult", "export_submission",
-           "load_submission", "first_per_class", "check_contract", "DATASETS", "add_parser", "cmd_challenge"]
+           "load_submission", "first_per_class", "check_contract", "DATASETS"]

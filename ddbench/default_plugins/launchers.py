@@ -33,8 +33,8 @@ from typing import Any
 from .. import hookimpl
 from ..api import DDBenchError, Launcher, Param
 from ..atomic import atomic_write_json
-from ..records import RunRecord
-from ..sweeps import Job, failed_record, run_job
+from ..api import Job, RunRecord
+from ..sweeps import failed_record, run_job
 
 try:  # optional extra: ddbench[slurm]
     from submitit.helpers import Checkpointable as _Checkpointable
@@ -64,13 +64,6 @@ class SweepJob(_Checkpointable):  # type: ignore[misc,valid-type]
         self.requeues += 1  # pickled with the resubmission: the row says how often the job was requeued
         return super().checkpoint(*args, **kwargs)
 
-
-# --------------------------------------------------------------------------------------------------
-# The launcher interface
-# --------------------------------------------------------------------------------------------------
-
-
-SweepLauncher = Launcher  # the name this module used before the contract moved to ddbench.api
 
 # Launcher settings are ddbench's own (no paper has them); each is explained where it is documented.
 LOCAL_SOURCE = "docs/compare.md#local (ddbench's launcher setting)"
@@ -109,7 +102,7 @@ def _pool_init(slots: Any, gpus: list[str], threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-class LocalLauncher(SweepLauncher):
+class LocalLauncher(Launcher):
     name = "local"
     description = "this machine: --jobs 1 in the driver's process, --jobs N a process pool, one GPU each where GPUs exist"
     params = {
@@ -192,7 +185,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-class SlurmLauncher(SweepLauncher):
+class SlurmLauncher(Launcher):
     name = "slurm"
     description = "a SLURM job array through submitit (pip install 'ddbench[slurm]'), requeued after preemption"
     params = {
@@ -442,4 +435,4 @@ def register_launchers(register):
     register(SlurmLauncher())
 
 
-__all__ = ["SweepJob", "SweepLauncher", "LocalLauncher", "SlurmLauncher", "ping_controller"]
+__all__ = ["SweepJob", "LocalLauncher", "SlurmLauncher", "ping_controller"]

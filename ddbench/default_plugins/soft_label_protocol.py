@@ -45,7 +45,7 @@ from ..api import DDBenchError, EvalResult, Param, Protocol, RunContext, Synthet
 from ..augment import DEFAULT_STRATEGY, DSA
 from .dsa_protocols import _check, epoch_batches, init_network, test_accuracy, worker_count
 from ..identity import config_hash, dataset_fingerprint
-from ..results import atomic_save
+from ..atomic import atomic_save
 from ..seeds import derive_seed, seeded
 
 DDR = "NUS-HPC-AI-Lab/DD-Ranking"

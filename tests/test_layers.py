@@ -1,0 +1,189 @@
+"""The floor plan, read from the code's own imports (every `import`, lazy ones inside functions and those under
+`if TYPE_CHECKING:` included): no circles anywhere, no import from a lower layer of the kernel to a higher one,
+and bundled plugins import nothing of the host beyond its declared public surface (ddbench.api.PUBLIC_SURFACE)."""
+from __future__ import annotations
+
+import ast
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ddbench.api import PUBLIC_SURFACE
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {"ddbench": ROOT / "ddbench", "ddbench_baselines": ROOT / "baselines", "ddbench_minmax": ROOT / "ddbench_minmax"}
+PLUGIN_PACKAGES = ("ddbench.default_plugins", "ddbench_baselines", "ddbench_minmax")
+
+# The kernel's layers, lowest first. A module may import from its own layer and those below, never above.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("foundation: errors and data types", {"ddbench", "ddbench.errors", "ddbench.atomic", "ddbench.seeds",
+                                           "ddbench.records", "ddbench.jobs", "ddbench.tables",
+                                           "ddbench.stats"}),
+    ("contracts", {"ddbench.api", "ddbench.hookspecs"}),
+    ("helpers: plugins.toml, the store, identities, checks, loading", {
+        "ddbench.identity", "ddbench.augment", "ddbench.zca", "ddbench.config", "ddbench.output_checks",
+        "ddbench.results", "ddbench.synsets", "ddbench.plugins", "ddbench.classifier", "ddbench.features",
+        "ddbench.shipped", "ddbench.guard", "ddbench.row_checks"}),
+    ("one run", {"ddbench.runner"}),
+    ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores"}),
+    ("the report", {"ddbench.report"}),
+    ("the command kit", {"ddbench.clikit"}),
+    ("commands", {"ddbench.core_commands", "ddbench.compare", "ddbench.report_command"}),
+    ("the command line", {"ddbench.cli"}),
+]
+
+
+def _module_name(path: Path) -> str:
+    for package, folder in PACKAGES.items():
+        if folder in path.parents:
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
+            return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    raise AssertionError(path)
+
+
+MODULES = {_module_name(p): p for folder in PACKAGES.values() for p in folder.rglob("*.py")}
+
+
+def _is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def imports_of(name: str) -> set[str]:
+    """Every module of this repository `name` imports, wherever in the file the import stands."""
+    tree = ast.parse(MODULES[name].read_text())
+    package = name if _is_package(name) else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in MODULES else stem for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in MODULES:  # `import a.b.c` names a, a.b and a.b.c; keep the deepest known
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def _layer(name: str) -> int | None:
+    for i, (_, members) in enumerate(LAYERS):
+        if name in members:
+            return i
+    return None
+
+
+def test_every_kernel_module_has_a_layer():
+    kernel = {n for n in MODULES if n.split(".")[0] == "ddbench" and not n.startswith("ddbench.default_plugins")}
+    placed = set().union(*(members for _, members in LAYERS))
+    assert kernel == placed, f"place these in LAYERS: {sorted(kernel - placed)}; gone: {sorted(placed - kernel)}"
+
+
+def test_no_import_runs_up_the_layers():
+    upward = []
+    for name, targets in GRAPH.items():
+        here = _layer(name)
+        if here is None:
+            continue
+        for target in targets:
+            there = _layer(target)
+            if there is None:
+                upward.append(f"{name} imports {target}, which is no kernel module (a built-in plugin?)")
+            elif there > here:
+                upward.append(f"{name} ({LAYERS[here][0]}) imports {target} ({LAYERS[there][0]})")
+    assert not upward, "\n".join(upward)
+
+
+def _circles() -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_circles_anywhere():
+    assert _circles() == []
+
+
+def test_the_layer_test_sees_lazy_and_type_checking_imports():
+    # it would be blind without them: the kernel's circles of old were all lazy or TYPE_CHECKING imports
+    assert "ddbench.runner" in GRAPH["ddbench.sweeps"]  # imported inside run_job
+    assert "ddbench.report" in GRAPH["ddbench.report_command"]  # imported inside cmd_report
+
+
+def _plugin_module(name: str) -> bool:
+    return name.startswith(PLUGIN_PACKAGES)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if _plugin_module(n)))
+def test_bundled_plugins_import_only_the_public_surface(name):
+    own = next(p for p in PLUGIN_PACKAGES if name.startswith(p))
+    outside = sorted(t for t in GRAPH[name]
+                     if t.split(".")[0] == "ddbench" and not t.startswith(own) and t not in PUBLIC_SURFACE)
+    assert not outside, f"{name} imports {outside}, which ddbench.api.PUBLIC_SURFACE does not offer plugins"
+
+
+def test_the_public_surface_is_documented():
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    assert all(f"`{module}`" in guide for module in PUBLIC_SURFACE)
+
+
+def _cpu_of(code: str) -> tuple[float, str, int]:
+    """CPU seconds (user + system) a fresh interpreter spends on `code`, its stdout and exit code."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc.stdout + proc.stderr, proc.returncode
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "--method", "random", "--ipc", "ten"],
+                                  ["compare", "--no-such-flag"]])
+def test_help_and_argument_errors_need_no_torch_and_under_half_a_second_of_cpu(argv):
+    code = ("import sys\nfrom ddbench.cli import main\ntry:\n    main(%r)\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print('torch imported:', 'torch' in sys.modules)\nsys.exit(code)" % (argv,))
+    cpu, out, rc = _cpu_of(code)
+    assert rc == (0 if "--help" in argv else 2), out
+    assert "torch imported: False" in out
+    assert cpu < 0.5, f"ddbench {' '.join(argv)} took {cpu:.2f} s of CPU"
