@@ -426,6 +426,8 @@ class SampleResult:
 
     def per_class(self, num_classes: int) -> list[int]:
         """Images of each class (what a method checks before trusting the set to be balanced)."""
+        import torch
+
         return torch.bincount(self.labels.long().cpu(), minlength=num_classes).tolist()
 
 
