@@ -195,3 +195,10 @@ def test_training_features_are_cached_and_a_hit_selects_as_a_miss(registry, tmp_
     assert torch.equal(first, training_features(ctx, "random-convnet"))
     training_features(_ctx(registry, tmp_path, seed=1), "random-convnet")  # other weights, another entry
     assert len(list((tmp_path / "cache" / "features").glob("tiny-random-convnet-*.pt"))) == 2
+
+
+def test_k_means_with_one_item_per_class_picks_herding_s_image(registry):
+    feats, labels, _ = pool(n_per_class=(30, 25), dim=6)
+    for seed in (0, 1):
+        kmeans = registry.get("selectors", "k-means").select(feats, labels, 1, seed)
+        assert torch.equal(kmeans, registry.get("selectors", "herding").select(feats, labels, 1, seed))
