@@ -183,3 +183,22 @@ def test_select_pool_picks_per_class_in_the_named_space(registry, tmp_path, one_
         select_pool(ctx, ds.train_x, ds.train_y, 13, "k-means", "classifier")
     with pytest.raises(DDBenchError, match="unknown selector 'nope'"):
         select_pool(ctx, ds.train_x, ds.train_y, 1, "nope", "pixels")
+
+
+def test_training_features_are_cached_and_a_hit_selects_as_a_miss(registry, tmp_path, one_thread):
+    from ddbench.features import training_features
+
+    ctx = _ctx(registry, tmp_path)
+    first = training_features(ctx, "random-convnet")
+    files = list((tmp_path / "cache" / "features").glob("tiny-random-convnet-*.pt"))
+    assert len(files) == 1 and first.shape[0] == len(ctx.dataset.train_x)
+    assert torch.equal(first, training_features(ctx, "random-convnet"))
+    training_features(_ctx(registry, tmp_path, seed=1), "random-convnet")  # other weights, another entry
+    assert len(list((tmp_path / "cache" / "features").glob("tiny-random-convnet-*.pt"))) == 2
+
+
+def test_k_means_with_one_item_per_class_picks_herding_s_image(registry):
+    feats, labels, _ = pool(n_per_class=(30, 25), dim=6)
+    for seed in (0, 1):
+        kmeans = registry.get("selectors", "k-means").select(feats, labels, 1, seed)
+        assert torch.equal(kmeans, registry.get("selectors", "herding").select(feats, labels, 1, seed))
