@@ -54,7 +54,7 @@ def test_selector_and_space_are_settings(make_ctx, one_thread):
 def _guide_selector() -> str:
     """The example selector of docs/plugins.md, as a user would copy it."""
     text = (ROOT / "docs" / "plugins.md").read_text()
-    section = text.split("### `register_selectors(register)`", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n#{2,3} ", text.split("### `register_selectors(register)`", 1)[1], maxsplit=1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 1
     return blocks[0]
