@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol as 
 
 from .errors import DDBenchError, RunFailed
 from .jobs import Job
-from .records import RunRecord
+from .records import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, ROLES, SPEED, RunRecord
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched
     import argparse
@@ -61,6 +61,12 @@ class Param:
 
     `source` says where the default comes from (paper table or reference code): the benchmark promises
     faithful defaults, so every one carries its citation and `ddbench list --params` prints it.
+
+    `role` (protocols only) tells the host what the setting means, so that it names no protocol's keys:
+    IMPLEMENTATION (the implementation `--eval-impl` picks) and SPEED (any other speed- or memory-only knob)
+    never split runs that are compared; NETWORKS (`--eval-models`) is a sample size, so runs are pooled;
+    EPOCHS (`--eval-epochs`) is shown and the full-data reference ignores it; AUGMENTATION (a bool) is the
+    axis of the ARS score. "" (the default): the setting changes what is measured. docs/plugins.md#setting-roles.
     """
 
     default: Any
@@ -70,6 +76,13 @@ class Param:
     min: float | None = None
     max: float | None = None
     check: Callable[[str, Any], None] | None = None  # raises DDBenchError for a value type and range allow
+    role: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role and self.role not in ROLES:
+            raise ValueError(f"Param role {self.role!r} is not one of: {', '.join(ROLES)}")
+        if self.role == AUGMENTATION and not isinstance(self.default, bool):
+            raise ValueError(f"a Param of role {AUGMENTATION!r} is an on/off switch; its default must be a bool")
 
     def coerce(self, key: str, value: Any) -> Any:
         """Convert a value (often a string from `--set`) to the default's type and check its range."""

@@ -176,6 +176,7 @@ class Sweep:
     db: Path
     pending_dir: Path
     out: Path
+    registry: Any = None  # the plugins loaded for this sweep (plugins.toml applied); its report reads them too
 
 
 def parse_sweep(args) -> Sweep:
@@ -197,7 +198,7 @@ def parse_sweep(args) -> Sweep:
     base = _absolute(request_from_args(args, method=methods[0], budget=None, progress=False))
     grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config.paths, models)
     return Sweep(args, methods, models, ipcs, seeds, budgets, grid, launcher, settings, db_path(base.out, base.db),
-                 Path(base.out) / PENDING, Path(base.out))
+                 Path(base.out) / PENDING, Path(base.out), registry)
 
 
 def check_cells(sweep: Sweep, jobs: list[Job]) -> None:
@@ -299,8 +300,7 @@ def _report(sweep: Sweep) -> int:
                                               else _argv_of(args))
     reference = args.reference or sweep.methods[0]  # the host names no method: the first listed is the reference
     result = build_report(sweep.db, report_dir, hashes=sweep.grid.hashes, methods=sweep.methods, models=sweep.models,
-                          reference=reference,
-                          command=command)
+                          reference=reference, command=command, registry=sweep.registry)
     print()
     print_report(result)
     return sum(1 for r in result.rows if not r.ok)

@@ -26,7 +26,7 @@ from .identity import config_hash, dataset_fingerprint
 from .guard import PluginExit, plugin_call
 from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
-from .records import FAILED, OK, RunRecord
+from .records import EPOCHS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
 from .results import DEFAULT_OUT, PENDING, StoreError, db_path, open_store, query, record_or_keep
 from .synsets import load_synset, save_grid, save_synset
 
@@ -165,12 +165,14 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     protocol_layers = config.sources("protocols", request.protocol, request.dataset) if use_config else []
     method_params = _settings(f"method {request.method}", method.params, method_layers, request.sets)
     cli_eval: dict[str, Any] = dict(request.eval_sets)
-    for key, value in (("n_models", request.eval_models), ("epochs", request.eval_epochs), ("impl", request.eval_impl)):
+    roles = {role: key for key, role in roles_of(protocol.params).items()}
+    for role, flag, value in eval_flags(request):
         if value is not None:
-            if key not in protocol.params:
-                raise DDBenchError(f"protocol {request.protocol!r} has no setting {key!r}")
+            key = roles.get(role)
+            if key is None:
+                raise DDBenchError(f"{flag}: protocol {request.protocol!r} has no setting of role {role!r} "
+                                   "(docs/plugins.md#setting-roles)")
             if key in cli_eval:  # both used to be accepted and the --set value silently dropped
-                flag = "--eval-" + {"n_models": "models"}.get(key, key)
                 raise DDBenchError(f"{flag} {value!r} and --set eval.{key}={cli_eval[key]!r} both set {key}; give one")
             cli_eval[key] = value
     protocol_settings = _settings(f"protocol {request.protocol}", protocol.params, protocol_layers, cli_eval)
@@ -178,6 +180,12 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     resolved = Resolved(request, method, protocol, method_params, protocol_settings, "", notes)
     resolved.config_hash = config_hash(resolved.config())
     return resolved
+
+
+def eval_flags(request: RunRequest) -> tuple[tuple[str, str, Any], ...]:
+    """(role, flag, value) of the `--eval-*` flags: each sets the protocol's setting of that role."""
+    return ((NETWORKS, "--eval-models", request.eval_models), (EPOCHS, "--eval-epochs", request.eval_epochs),
+            (IMPLEMENTATION, "--eval-impl", request.eval_impl))
 
 
 def pick_device(name: str) -> torch.device:
@@ -348,6 +356,8 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
                      else "".join(traceback.format_exception(exc)))
         if rec.distill_seconds is None:
             rec.distill_seconds = time.perf_counter() - t0
+    if roles_of(resolved.protocol.params):  # read back when this protocol's plugin is not loaded (records.SettingRoles)
+        rec.meta[ROLES_META] = roles_of(resolved.protocol.params)
     if record_to_db and not record_or_keep(resolved.db_path, rec, resolved.pending_dir, log):
         raise NotStored(f"run {rec.run_id} finished ({rec.status}) but is not in {resolved.db_path} yet")
     if rec.ok:
@@ -387,7 +397,9 @@ def _evaluate(resolved: Resolved, ctx: RunContext, syn: SyntheticSet, rec: RunRe
     r = resolved.request
     result = plugin_call(plugin_label(ctx.registry, "protocols", r.protocol), "evaluate()",
                          lambda: resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings), refuse_is_failure=True)
-    check_evaluation(result, protocol=r.protocol, n_models=resolved.protocol_settings.get("n_models"))
+    networks = next((k for k, role in roles_of(resolved.protocol.params).items() if role == NETWORKS), None)
+    check_evaluation(result, protocol=r.protocol,
+                     networks=None if networks is None else (networks, resolved.protocol_settings.get(networks)))
     rec.eval_seconds = result.seconds
     rec.accuracies = [float(a) for a in result.accuracies]
     rec.accuracy_mean, rec.accuracy_std = result.mean, result.std
