@@ -176,11 +176,6 @@ class RunRecord:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """Mapping-style read, kept for scripts written when a record was a dict; new code reads attributes."""
-        value = getattr(self, key, default)
-        return default if value is None else value
-
     # -- the stored form --------------------------------------------------------------------------
 
     def to_columns(self) -> dict[str, Any]:
