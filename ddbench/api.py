@@ -30,6 +30,16 @@ if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touch
 MAX_BUDGET = 86400.0
 
 
+def check_budget(seconds: float) -> float:
+    """The one rule for a generation budget, wherever it comes from (a flag, a RunRequest): positive, finite, at
+    most MAX_BUDGET. ValueError says why, for the caller to name its input."""
+    if not seconds > 0 or seconds == float("inf"):  # NaN fails `> 0`
+        raise ValueError("must be a positive, finite number of seconds")
+    if seconds > MAX_BUDGET:
+        raise ValueError(f"is above the cap of {MAX_BUDGET:g} s (a day)")
+    return seconds
+
+
 # What a plugin may import from ddbench: this module, and the few helper modules below (each one helper per
 # job, documented in docs/plugins.md#what-a-plugin-may-import). tests/test_layers.py holds every bundled plugin
 # (ddbench/default_plugins/, baselines/, ddbench_minmax/) to it; anything else of the host may change freely.

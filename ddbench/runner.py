@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, resolve_params
+from .api import (MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, check_budget,
+                  resolve_params)
 from .config import Config, Layer, preset_note
 from .atomic import writable_dir
 from .identity import config_hash, dataset_fingerprint
@@ -131,8 +132,10 @@ def _check_budget(request: RunRequest, method: Any, registry: Registry) -> None:
         raise DDBenchError(
             f"method {request.method!r} does not take a generation budget; methods that do: {', '.join(able) or '(none)'}"
         )
-    if not 0 < request.budget <= MAX_BUDGET:
-        raise DDBenchError(f"--budget {request.budget!r} is not allowed; give seconds in (0, {MAX_BUDGET:g}] (a day)")
+    try:
+        check_budget(float(request.budget))
+    except (TypeError, ValueError):
+        raise DDBenchError(f"--budget {request.budget!r} is not allowed; give seconds in (0, {MAX_BUDGET:g}] (a day)") from None
 
 
 def _settings(owner: str, spec: dict, layers: list[Layer], cli: dict[str, Any]) -> dict[str, Any]:
