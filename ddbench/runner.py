@@ -6,6 +6,7 @@ steps: `resolve` gives the config hash that identifies a cell, `execute` runs it
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -22,13 +23,13 @@ from . import __version__
 from .api import (MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, check_budget,
                   resolve_params)
 from .config import Config, Layer, preset_note
-from .atomic import writable_dir
+from .atomic import atomic_write_json, writable_dir
 from .identity import config_hash, dataset_fingerprint
 from .guard import PluginExit, plugin_call
 from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import EPOCHS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
-from .results import DEFAULT_OUT, PENDING, StoreError, db_path, open_store, query, record_or_keep
+from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
 from .synsets import load_synset, save_grid, save_synset
 
 DEFAULT_DATASET = "fashion-mnist"
@@ -365,6 +366,7 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         raise NotStored(f"run {rec.run_id} finished ({rec.status}) but is not in {resolved.db_path} yet")
     if rec.ok:
         (resolved.work_dir / DISTILLED).unlink(missing_ok=True)
+        _remember_set(resolved, rec)
     return rec
 
 
@@ -446,33 +448,44 @@ def distill_key(config: dict[str, Any]) -> str:
     return config_hash({k: v for k, v in config.items() if k != "eval_model"})
 
 
+SETS = "sets"  # OUT/cache/sets/<distill key>.json: the recorded set a distill key last produced
+
+
+def _set_entry(resolved: Resolved) -> Path:
+    return resolved.cache_dir / SETS / f"{distill_key(resolved.config())}.json"
+
+
+def _remember_set(resolved: Resolved, rec: RunRecord) -> None:
+    """A run that ended ok points its distill key at its saved set (the cache `_set_of_other_architecture` reads)."""
+    if rec.artifact:
+        atomic_write_json({"run_id": rec.run_id, "artifact": rec.artifact, "distill_seconds": rec.distill_seconds,
+                           "config_hash": rec.config_hash, "model": rec.model}, _set_entry(resolved))
+
+
 def _set_of_other_architecture(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSet, float] | None:
-    """The set a recorded run distilled with this very config but evaluated on another architecture.
+    """The set a run that ended ok distilled with this very config but evaluated on another architecture.
 
     `compare --models a,b,...` makes one cell per evaluation architecture; the set does not depend on it, so
-    DM or MTT distil once, not once per architecture. Sequential cells share; parallel ones distil each.
+    DM or MTT distil once, not once per architecture. Sequential cells share; parallel ones distil each. The
+    sets are found through a cache keyed by their distill key (OUT/cache/sets), not the results database: a
+    run recorded before that cache existed is not reused (its set is distilled once more, with the same result).
     """
-    key = distill_key(resolved.config())
-    r = resolved.request
     try:
-        rows = query(resolved.db_path, "method = ? AND dataset = ? AND seed = ? AND status = 'ok'",
-                     (r.method, r.dataset, r.seed))
-    except StoreError:
+        entry = json.loads(_set_entry(resolved).read_text())
+    except (OSError, ValueError):
         return None
-    for row in reversed(rows):
-        if row.config_hash == resolved.config_hash or not row.artifact or not Path(row.artifact).is_file():
-            continue
-        if distill_key(row.config) != key:
-            continue
-        try:
-            syn, _ = load_synset(Path(row.artifact))
-            _check(syn, resolved, ctx)
-        except Exception as exc:  # noqa: BLE001 - a set that no longer loads or fits is distilled again
-            ctx.log(f"not reusing the set of run {row.run_id} ({type(exc).__name__}); distilling")
-            continue
-        ctx.log(f"reusing the set of run {row.run_id} (same config, evaluated on {row.model}); no distillation")
-        return syn, float(row.distill_seconds or 0.0)
-    return None
+    if not isinstance(entry, dict) or entry.get("config_hash") == resolved.config_hash \
+            or not entry.get("artifact") or not Path(entry["artifact"]).is_file():
+        return None
+    try:
+        syn, _ = load_synset(Path(entry["artifact"]))
+        _check(syn, resolved, ctx)
+    except Exception as exc:  # noqa: BLE001 - a set that no longer loads or fits is distilled again
+        ctx.log(f"not reusing the set of run {entry.get('run_id')} ({type(exc).__name__}); distilling")
+        return None
+    ctx.log(f"reusing the set of run {entry.get('run_id')} (same config, evaluated on {entry.get('model')}); "
+            "no distillation")
+    return syn, float(entry.get("distill_seconds") or 0.0)
 
 
 def _check(syn: Any, resolved: Resolved, ctx: RunContext) -> None:
