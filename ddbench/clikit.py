@@ -185,7 +185,7 @@ def request_from_args(args, **overrides: Any):
     method_sets, eval_sets = parse_sets(args.sets)
     fields = dict(
         dataset=args.dataset, protocol=args.protocol, model=args.model, device=args.device,
-        eval_models=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl, budget=args.budget,
+        eval_networks=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl, budget=args.budget,
         preset=args.preset, sets=method_sets, eval_sets=eval_sets, data_root=args.data_root, download=args.download,
         out=args.out, db=args.db, progress=not args.no_progress,
     )

@@ -80,9 +80,10 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
             bucket.append(method)
         for ipc in ipcs:
             for budget in method_budgets:
-                for eval_model, seed in ((m, s) for m in models or [None] for s in seeds):
+                for architecture, seed in ((m, s) for m in models or [None] for s in seeds):
                     total += 1
-                    request = replace(base, method=method, ipc=ipc, seed=seed, budget=budget, eval_model=eval_model)
+                    request = replace(base, method=method, ipc=ipc, seed=seed, budget=budget,
+                                      eval_architecture=architecture)
                     resolved = resolve(request, config, registry)
                     if resolved.config_hash in grid.resolved:
                         continue

@@ -48,10 +48,12 @@ class RunRequest:
     ipc: int = 10
     protocol: str = DEFAULT_PROTOCOL
     model: str = DEFAULT_MODEL
-    eval_model: str | None = None  # evaluation architecture when it differs from `model` (compare --models)
+    # the architecture evaluated when it differs from `model` (compare --models); config["eval_model"] keeps the
+    # name it was stored under, so the hashes of stored cells stay what they were
+    eval_architecture: str | None = None
     seed: int = 0
     device: str = "auto"
-    eval_models: int | None = None
+    eval_networks: int | None = None  # --eval-models: how many networks the protocol trains (its NETWORKS setting)
     eval_epochs: int | None = None
     eval_impl: str | None = None
     budget: float | None = None
@@ -98,7 +100,7 @@ class Resolved:
 
     def config(self) -> dict[str, Any]:
         r = self.request
-        extra = {"eval_model": r.eval_model} if r.eval_model else {}  # absent when unset: old hashes unchanged
+        extra = {"eval_model": r.eval_architecture} if r.eval_architecture else {}  # absent when unset: old hashes unchanged
         return {**extra,
             "method": r.method,
             "dataset": r.dataset,
@@ -160,8 +162,8 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     registry.get("datasets", request.dataset)
     protocol = registry.get("protocols", request.protocol)
     registry.get("models", request.model)
-    if request.eval_model is not None:
-        registry.get("models", request.eval_model)
+    if request.eval_architecture is not None:
+        registry.get("models", request.eval_architecture)
     if request.budget is not None:
         _check_budget(request, method, registry)
     use_config = request.preset != "paper"
@@ -188,7 +190,7 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
 
 def eval_flags(request: RunRequest) -> tuple[tuple[str, str, Any], ...]:
     """(role, flag, value) of the `--eval-*` flags: each sets the protocol's setting of that role."""
-    return ((NETWORKS, "--eval-models", request.eval_models), (EPOCHS, "--eval-epochs", request.eval_epochs),
+    return ((NETWORKS, "--eval-models", request.eval_networks), (EPOCHS, "--eval-epochs", request.eval_epochs),
             (IMPLEMENTATION, "--eval-impl", request.eval_impl))
 
 
@@ -206,7 +208,7 @@ def plugin_versions(registry: Registry, request: RunRequest) -> dict[str, str]:
     """`plugin:NAME` -> version (or source) of every plugin the run uses: method, dataset, protocol, model."""
     used = {registry.owners[kind].get(name) for kind, name in (
         ("methods", request.method), ("datasets", request.dataset), ("protocols", request.protocol),
-        ("models", request.model), ("models", request.eval_model or request.model))}
+        ("models", request.model), ("models", request.eval_architecture or request.model))}
     return {f"plugin:{info.name}": info.version or info.source for info in registry.plugins if info.name in used}
 
 
@@ -282,7 +284,7 @@ def context(resolved: Resolved, registry: Registry, log=print, dataset: ImageDat
                      budget=r.budget, progress=r.progress, log=log, protocol=r.protocol)
     _guarded(registry, "methods", r.method, "validate()", lambda: resolved.method.validate(ctx))
     if not r.skip_eval:
-        eval_ctx = replace(ctx, model=r.eval_model) if r.eval_model else ctx
+        eval_ctx = replace(ctx, model=r.eval_architecture) if r.eval_architecture else ctx
         _guarded(registry, "protocols", r.protocol, "validate()",
                  lambda: resolved.protocol.validate(eval_ctx, resolved.protocol_settings))
     return ctx
@@ -342,8 +344,8 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     for note in resolved.notes:
         log(note)
     rec = RunRecord.start(resolved.config(), resolved.config_hash)
-    if resolved.request.eval_model:
-        rec.model = resolved.request.eval_model  # the architecture the accuracy is of; the config keeps both
+    if resolved.request.eval_architecture:
+        rec.model = resolved.request.eval_architecture  # the architecture the accuracy is of; the config keeps both
     rec.device = str(ctx.device)
     rec.versions = versions(registry, resolved.request)
     t0 = time.perf_counter()
@@ -397,8 +399,8 @@ def _evaluate(resolved: Resolved, ctx: RunContext, syn: SyntheticSet, rec: RunRe
         rec.eval_seconds, rec.accuracies, rec.n_eval_models = 0.0, [], 0
         return
     seed_everything(resolved.request.seed)
-    if resolved.request.eval_model:
-        ctx = replace(ctx, model=resolved.request.eval_model)
+    if resolved.request.eval_architecture:
+        ctx = replace(ctx, model=resolved.request.eval_architecture)
     r = resolved.request
     result = plugin_call(plugin_label(ctx.registry, "protocols", r.protocol), "evaluate()",
                          lambda: resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings), refuse_is_failure=True)
