@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol as 
 
 from .errors import DDBenchError, RunFailed
 from .jobs import Job
-from .records import RunRecord
+from .records import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, ROLES, SPEED, RunRecord
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched
     import argparse
@@ -28,6 +28,16 @@ if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touch
 # The longest generation budget taken: a day (the CLI's parsers and the runner check it). The ECCV 2024 challenge
 # budgets are minutes (docs/benchmark-axes.md); --budget 1e300 used to plan 16,777,215 images per class.
 MAX_BUDGET = 86400.0
+
+
+def check_budget(seconds: float) -> float:
+    """The one rule for a generation budget, wherever it comes from (a flag, a RunRequest): positive, finite, at
+    most MAX_BUDGET. ValueError says why, for the caller to name its input."""
+    if not seconds > 0 or seconds == float("inf"):  # NaN fails `> 0`
+        raise ValueError("must be a positive, finite number of seconds")
+    if seconds > MAX_BUDGET:
+        raise ValueError(f"is above the cap of {MAX_BUDGET:g} s (a day)")
+    return seconds
 
 
 # What a plugin may import from ddbench: this module, and the few helper modules below (each one helper per
@@ -61,6 +71,12 @@ class Param:
 
     `source` says where the default comes from (paper table or reference code): the benchmark promises
     faithful defaults, so every one carries its citation and `ddbench list --params` prints it.
+
+    `role` (protocols only) tells the host what the setting means, so that it names no protocol's keys:
+    IMPLEMENTATION (the implementation `--eval-impl` picks) and SPEED (any other speed- or memory-only knob)
+    never split runs that are compared; NETWORKS (`--eval-models`) is a sample size, so runs are pooled;
+    EPOCHS (`--eval-epochs`) is shown and the full-data reference ignores it; AUGMENTATION (a bool) is the
+    axis of the ARS score. "" (the default): the setting changes what is measured. docs/plugins.md#setting-roles.
     """
 
     default: Any
@@ -70,6 +86,13 @@ class Param:
     min: float | None = None
     max: float | None = None
     check: Callable[[str, Any], None] | None = None  # raises DDBenchError for a value type and range allow
+    role: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role and self.role not in ROLES:
+            raise ValueError(f"Param role {self.role!r} is not one of: {', '.join(ROLES)}")
+        if self.role == AUGMENTATION and not isinstance(self.default, bool):
+            raise ValueError(f"a Param of role {AUGMENTATION!r} is an on/off switch; its default must be a bool")
 
     def coerce(self, key: str, value: Any) -> Any:
         """Convert a value (often a string from `--set`) to the default's type and check its range."""

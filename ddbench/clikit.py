@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import config_warnings, load_config, parse_sets
-from .api import MAX_BUDGET
+from .api import check_budget
 from .errors import DDBenchError
 from .records import RunRecord
 from .results import DEFAULT_OUT
@@ -35,11 +35,10 @@ def duration(text: str) -> float:
         value = float(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{text!r} must be a positive, finite number of seconds")
-    if value > MAX_BUDGET:
-        raise ValueError(f"{text!r} is above the cap of {MAX_BUDGET:g} s (a day)")
-    return value
+    try:
+        return check_budget(value)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} {exc}") from None
 
 
 def int_at_least(minimum: int):
@@ -186,7 +185,7 @@ def request_from_args(args, **overrides: Any):
     method_sets, eval_sets = parse_sets(args.sets)
     fields = dict(
         dataset=args.dataset, protocol=args.protocol, model=args.model, device=args.device,
-        eval_models=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl, budget=args.budget,
+        eval_networks=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl, budget=args.budget,
         preset=args.preset, sets=method_sets, eval_sets=eval_sets, data_root=args.data_root, download=args.download,
         out=args.out, db=args.db, progress=not args.no_progress,
     )

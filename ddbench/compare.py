@@ -31,7 +31,6 @@ from .clikit import (add_common_run_args, add_report_args, dedupe, load, parse_b
                      print_report, request_from_args, shown_path, split_list)
 from .errors import DDBenchError
 from .atomic import writable_dir
-from .config import load_config
 from .records import RunRecord
 from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
 from .sweeps import Job, JobState, failed_record, plan
@@ -50,6 +49,7 @@ class Grid:
     merged: int = 0  # duplicate cells merged away
     budget_methods: list[str] = field(default_factory=list)
     fixed_methods: list[str] = field(default_factory=list)
+    resolved: dict[str, Any] = field(default_factory=dict)  # config hash -> runner.Resolved: each cell resolved once
 
     @property
     def hashes(self) -> list[str]:
@@ -71,7 +71,6 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
         raise DDBenchError(f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
                            f"--methods; valid: {valid}. Nothing was run")
     grid = Grid(jobs=[])
-    seen: set[str] = set()
     total = 0
     for method in methods:
         takes_budget = bool(getattr(registry.items["methods"][method], "supports_budget", False))
@@ -81,13 +80,14 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
             bucket.append(method)
         for ipc in ipcs:
             for budget in method_budgets:
-                for eval_model, seed in ((m, s) for m in models or [None] for s in seeds):
+                for architecture, seed in ((m, s) for m in models or [None] for s in seeds):
                     total += 1
-                    request = replace(base, method=method, ipc=ipc, seed=seed, budget=budget, eval_model=eval_model)
+                    request = replace(base, method=method, ipc=ipc, seed=seed, budget=budget,
+                                      eval_architecture=architecture)
                     resolved = resolve(request, config, registry)
-                    if resolved.config_hash in seen:
+                    if resolved.config_hash in grid.resolved:
                         continue
-                    seen.add(resolved.config_hash)
+                    grid.resolved[resolved.config_hash] = resolved
                     grid.jobs.append(Job(len(grid.jobs), request, config_paths, resolved.config_hash, resolved.config(),
                                          plugin_versions(registry, request)))
     grid.merged = total - len(grid.jobs)
@@ -176,6 +176,7 @@ class Sweep:
     db: Path
     pending_dir: Path
     out: Path
+    registry: Any = None  # the plugins loaded for this sweep (plugins.toml applied); its report reads them too
 
 
 def parse_sweep(args) -> Sweep:
@@ -197,22 +198,19 @@ def parse_sweep(args) -> Sweep:
     base = _absolute(request_from_args(args, method=methods[0], budget=None, progress=False))
     grid = build_grid(base, methods, ipcs, seeds, budgets, config, registry, config.paths, models)
     return Sweep(args, methods, models, ipcs, seeds, budgets, grid, launcher, settings, db_path(base.out, base.db),
-                 Path(base.out) / PENDING, Path(base.out))
+                 Path(base.out) / PENDING, Path(base.out), registry)
 
 
 def check_cells(sweep: Sweep, jobs: list[Job]) -> None:
     """Every cell that will run passes the checks `ddbench run` makes before any work: device, data, and the
-    method's own `validate`; so bad input exits 2 before anything runs, as it does under `run`."""
-    from .runner import check_cell, registry_for, resolve
+    method's own `validate`; so bad input exits 2 before anything runs, as it does under `run`. The cells were
+    resolved once, by build_grid."""
+    from .runner import check_cell
 
-    if not jobs:
-        return
-    config = load_config(jobs[0].config_path)
-    registry = registry_for(config)
     datasets: dict[tuple, Any] = {}
     for job in jobs:
         try:
-            check_cell(resolve(job.request, config, registry), registry, datasets)
+            check_cell(sweep.grid.resolved[job.config_hash], sweep.registry, datasets)
         except DDBenchError as exc:
             raise DDBenchError(f"cell {job.label}: {exc}. Nothing was run") from None
 
@@ -299,8 +297,7 @@ def _report(sweep: Sweep) -> int:
                                               else _argv_of(args))
     reference = args.reference or sweep.methods[0]  # the host names no method: the first listed is the reference
     result = build_report(sweep.db, report_dir, hashes=sweep.grid.hashes, methods=sweep.methods, models=sweep.models,
-                          reference=reference,
-                          command=command)
+                          reference=reference, command=command, registry=sweep.registry)
     print()
     print_report(result)
     return sum(1 for r in result.rows if not r.ok)

@@ -68,7 +68,7 @@ def cmd_run(args) -> int:
 
         role = getattr(registry.items["methods"][args.reference], "role", "")
         label = "random real" if role == RANDOM_ROLE else args.reference
-        for line in reference_lines(resolved.db_path, rec, args.reference, label):
+        for line in reference_lines(resolved.db_path, rec, args.reference, label, registry=registry):
             print(line, file=stream)
     if args.json:
         print(json.dumps(rec.summary(), default=str))

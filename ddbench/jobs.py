@@ -24,7 +24,7 @@ class Job:
     def label(self) -> str:
         r = self.request
         budget = f" budget={r.budget:g}s" if r.budget else ""
-        model = f" model={r.eval_model}" if getattr(r, "eval_model", None) else ""
+        model = f" model={r.eval_architecture}" if getattr(r, "eval_architecture", None) else ""
         return f"{r.method} ipc={r.ipc}{budget}{model} seed={r.seed}"
 
 

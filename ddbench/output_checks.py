@@ -111,8 +111,9 @@ class DatasetOutputError(RunFailed):
     """A dataset loader returned something that is not a usable dataset (exit 1; the runner names the plugin)."""
 
 
-def check_evaluation(result: object, *, protocol: str, n_models: int | None) -> object:
-    """Return `result` if it is an EvalResult of finite percentages, one per network asked for.
+def check_evaluation(result: object, *, protocol: str, networks: tuple[str, int] | None) -> object:
+    """Return `result` if it is an EvalResult of finite percentages, one per network asked for (`networks`: the
+    protocol's setting of role NETWORKS and its value; None when the protocol has none).
 
     A protocol's numbers are what the database stores and every report averages: one NaN used to make every
     later report refuse the whole database, so a bad value is the protocol's failure, caught here."""
@@ -129,8 +130,8 @@ def check_evaluation(result: object, *, protocol: str, n_models: int | None) -> 
     for a in accs:
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or not 0 <= a <= 100:
             raise fail(f"returned the accuracy {a!r}; allowed: a finite percentage in [0, 100] (all: {list(accs)!r})")
-    if n_models is not None and len(accs) != n_models:
-        raise fail(f"returned {len(accs)} accuracies for n_models={n_models} networks")
+    if networks is not None and networks[1] is not None and len(accs) != networks[1]:
+        raise fail(f"returned {len(accs)} accuracies for {networks[0]}={networks[1]} networks")
     secs = result.seconds
     if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not math.isfinite(secs) or secs < 0:
         raise fail(f"returned seconds={secs!r}; expected a finite number >= 0")

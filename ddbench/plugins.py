@@ -30,6 +30,7 @@ import pluggy
 from . import hookspecs
 from .api import Command, DatasetSpec, Launcher, Method, ModelSpec, Param, Policy, Protocol, Sampler, Selector
 from .errors import DDBenchError
+from .records import SINGLE_ROLES, SettingRoles, roles_of
 
 ENTRY_POINT_GROUP = "ddbench"
 COMMAND_GROUP = "ddbench.commands"  # modules implementing `register_commands` (light: parsed before any work)
@@ -84,6 +85,11 @@ def contract_problem(kind: str, obj: Any) -> str | None:
         params = getattr(obj, "params", {})
         if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, Param) for k, v in params.items()):
             return f"{c.singular} {name!r}: `params` must be a dict of str -> ddbench.api.Param"
+        roles = list(roles_of(params).values())
+        twice = sorted({r for r in roles if r in SINGLE_ROLES and roles.count(r) > 1})
+        if twice:
+            return (f"{c.singular} {name!r} gives the role {twice[0]!r} to more than one setting; at most one "
+                    "setting plays each role but 'speed' (docs/plugins.md#setting-roles)")
     return None
 
 
@@ -149,6 +155,10 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
+
+    def setting_roles(self) -> SettingRoles:
+        """The roles the loaded protocols declare for their settings (records.SettingRoles)."""
+        return SettingRoles({name: roles_of(getattr(p, "params", {})) for name, p in self.items["protocols"].items()})
 
     @property
     def failed(self) -> list[PluginInfo]:
@@ -279,6 +289,12 @@ def load_plugins(
             registry.warnings.append(f"plugin {plugin!r} registers the command {name!r} but is not in the "
                                      f"{COMMAND_GROUP!r} entry-point group, where commands are read; list its module there")
     return registry
+
+
+def registry_or_default(registry: Registry | None) -> Registry:
+    """The registry a command loaded (plugins.toml applied); a library caller that passes none gets the plugins
+    installed, as `load_plugins()` finds them."""
+    return load_plugins() if registry is None else registry
 
 
 def load_commands(enabled: Iterable[str] | None = None, disabled: Iterable[str] = ()) -> Registry:

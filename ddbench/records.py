@@ -9,29 +9,78 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 OK = "ok"
 FAILED = "failed"
 
-# Protocol settings that change speed, not accuracy (docs/evaluation.md), and the number of networks, which
-# changes how many accuracies a run has but not what each measures.
-IMPLEMENTATION_KEYS = frozenset({"impl", "parallel", "micro_batch", "max_parallel", "test_batch", "n_models"})
+# The roles a protocol setting can play (`ddbench.api.Param(role=...)`). A protocol declares them; the host
+# reads them and names no protocol's keys. At most one key per protocol plays each role but SPEED.
+IMPLEMENTATION = "implementation"  # which implementation computes the protocol (`--eval-impl`): speed, not accuracy
+SPEED = "speed"  # any other setting that changes speed or memory only (threads, chunk sizes, batch of the test pass)
+NETWORKS = "networks"  # how many networks are trained (`--eval-models`): a sample size, so runs are pooled
+EPOCHS = "epochs"  # training length of each network (`--eval-epochs`): shown; the full-data reference ignores it
+AUGMENTATION = "augmentation"  # the on/off switch (a bool) of training augmentation: the axis of the ARS score
+ROLES = (IMPLEMENTATION, SPEED, NETWORKS, EPOCHS, AUGMENTATION)
+SINGLE_ROLES = (IMPLEMENTATION, NETWORKS, EPOCHS, AUGMENTATION)
+# Settings of these roles do not change what an evaluation measures: runs that differ only there are comparable.
+NOT_COMPARED = frozenset({IMPLEMENTATION, SPEED, NETWORKS})
+ROLES_META = "setting_roles"  # meta key: the roles the protocol declared when the run was made
 
 
-def evaluation_settings(record: Any, ignore: frozenset[str] | set[str] = frozenset()) -> tuple:
+@dataclass(frozen=True)
+class SettingRoles:
+    """Which protocol setting plays which role, for every protocol: {protocol: {key: role}}.
+
+    `declared` holds the loaded protocols' declarations (`ddbench.plugins.Registry.setting_roles`). A run of a
+    protocol that is not loaded falls back to the roles it recorded when it ran (meta['setting_roles']); a run
+    recorded before protocols declared roles, whose protocol is not loaded either, has none: all its settings
+    count as changing accuracy, and it has no augmentation axis, epochs or network count (docs/plugins.md)."""
+
+    declared: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def of(self, record: Any) -> dict[str, str]:
+        """{key: role} for the protocol `record` (a RunRecord or a row dict) was evaluated with."""
+        protocol = _read(record, "protocol")
+        if protocol in self.declared:
+            return dict(self.declared[protocol])
+        meta = _read(record, "meta")
+        recorded = meta.get(ROLES_META) if isinstance(meta, dict) else None
+        return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+
+    def key(self, record: Any, role: str) -> str | None:
+        """The setting that plays `role` (one of SINGLE_ROLES) for `record`'s protocol, or None."""
+        return next((k for k, r in self.of(record).items() if r == role), None)
+
+    def value(self, record: Any, role: str) -> Any:
+        """The value `record` was evaluated with of the setting that plays `role`; None when there is none."""
+        key = self.key(record, role)
+        return None if key is None else protocol_settings(record).get(key)
+
+
+def roles_of(params: Mapping[str, Any]) -> dict[str, str]:
+    """{key: role} of a protocol's `params` (its Params that declare a role)."""
+    return {k: p.role for k, p in params.items() if getattr(p, "role", "")}
+
+
+def _read(record: Any, name: str) -> Any:
+    """A field of a RunRecord, or a key of a row dict (what scripts and tests pass)."""
+    return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+
+
+def evaluation_settings(record: Any, roles: SettingRoles, ignore: Iterable[str] = ()) -> tuple:
     """What makes two evaluations comparable: the protocol settings that change accuracy, as a sorted tuple.
 
     The one definition used by reports (which runs share a cell), scores (which reference matches) and
-    `run --reference`; it knows no protocol's keys, so a third-party protocol's settings count as well."""
-    skip = IMPLEMENTATION_KEYS | set(ignore)
+    `run --reference`. It knows no protocol's keys: the protocol's roles say which settings change only speed
+    or the sample size (NOT_COMPARED); `ignore` names more roles to leave out (the full-data reference: EPOCHS)."""
+    skip = {k for k, r in roles.of(record).items() if r in NOT_COMPARED or r in set(ignore)}
     return tuple(sorted((k, repr(v)) for k, v in protocol_settings(record).items() if k not in skip))
 
 
 def protocol_settings(record: Any) -> dict[str, Any]:
     """The protocol settings a run (a RunRecord or a row dict) was evaluated with; {} when it has none."""
-    config = record.get("config") if hasattr(record, "get") else None
-    return (config or {}).get("protocol_settings") or {}
+    return (_read(record, "config") or {}).get("protocol_settings") or {}
 
 
 def produced_ipc(record: Any) -> Any:
@@ -49,8 +98,7 @@ def produced_ipc(record: Any) -> Any:
 
 def requested_ipc(record: Any) -> Any:
     """The `--ipc` a run was asked for (its config's; a budget run produces its own): what names its cell."""
-    config = record.get("config") if hasattr(record, "get") else None
-    return (config or {}).get("ipc", record.get("ipc") if hasattr(record, "get") else None)
+    return (_read(record, "config") or {}).get("ipc", _read(record, "ipc"))
 
 
 def new_run_id() -> str:
@@ -127,11 +175,6 @@ class RunRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Mapping-style read, kept for scripts written when a record was a dict; new code reads attributes."""
-        value = getattr(self, key, default)
-        return default if value is None else value
 
     # -- the stored form --------------------------------------------------------------------------
 

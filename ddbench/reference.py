@@ -13,40 +13,40 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .records import RunRecord, evaluation_settings, protocol_settings
+from .plugins import Registry, registry_or_default
+from .records import EPOCHS, NETWORKS, RunRecord, SettingRoles, evaluation_settings
 from .results import query
 from .stats import welch
 
 DEFAULT_DATASET, DEFAULT_MODEL = "fashion-mnist", "convnet"  # the CLI's defaults (ddbench/cli.py), left out of commands
+ROLE_FLAGS = ((EPOCHS, "--eval-epochs"), (NETWORKS, "--eval-models"))  # ddbench/clikit.py: the flags that set them
 
 
-def _same_evaluation(rec: RunRecord) -> tuple:
+def same_evaluation(rec: RunRecord, roles: SettingRoles) -> tuple:
     """The comparable settings (records.evaluation_settings) and, here, the same number of networks too."""
-    return evaluation_settings(rec), protocol_settings(rec).get("n_models")
+    return evaluation_settings(rec, roles), roles.value(rec, NETWORKS)
 
 
-def reference_command(rec: Any, method: str, seed: int = 0) -> str:
-    """The one `ddbench run` that measures `method` at `rec`'s IPC under `rec`'s evaluation (a record or row)."""
+def reference_command(rec: RunRecord, method: str, roles: SettingRoles, seed: int = 0) -> str:
+    """The one `ddbench run` that measures `method` at `rec`'s IPC under `rec`'s evaluation."""
     cmd = ["ddbench", "run", "--method", method]
-    if rec.get("dataset") != DEFAULT_DATASET:
-        cmd += ["--dataset", str(rec.get("dataset"))]
-    cmd += ["--ipc", str(rec.get("ipc")), "--seed", str(seed), "--protocol", str(rec.get("protocol"))]
-    if rec.get("model") != DEFAULT_MODEL:
-        cmd += ["--model", str(rec.get("model"))]
-    ev = protocol_settings(rec)
-    if ev.get("epochs") is not None:
-        cmd += ["--eval-epochs", str(ev["epochs"])]
-    if ev.get("n_models") is not None:
-        cmd += ["--eval-models", str(ev["n_models"])]
+    if rec.dataset != DEFAULT_DATASET:
+        cmd += ["--dataset", str(rec.dataset)]
+    cmd += ["--ipc", str(rec.ipc), "--seed", str(seed), "--protocol", str(rec.protocol)]
+    if rec.model != DEFAULT_MODEL:
+        cmd += ["--model", str(rec.model)]
+    for role, flag in ROLE_FLAGS:
+        if roles.value(rec, role) is not None:
+            cmd += [flag, str(roles.value(rec, role))]
     return " ".join(shlex.quote(c) for c in cmd)
 
 
-def matching(db: Path, rec: RunRecord, method: str) -> list[RunRecord]:
+def matching(db: Path, rec: RunRecord, method: str, roles: SettingRoles) -> list[RunRecord]:
     """Successful runs of `method` at `rec`'s IPC (the images per class it produced), evaluated exactly as `rec` was."""
     rows = query(db, "method = ? AND dataset = ? AND ipc = ? AND protocol = ? AND model = ? AND status = 'ok'",
                  (method, rec.dataset, rec.ipc, rec.protocol, rec.model))
-    want = _same_evaluation(rec)
-    return [r for r in rows if _same_evaluation(r) == want and r.budget is None]
+    want = same_evaluation(rec, roles)
+    return [r for r in rows if same_evaluation(r, roles) == want and r.budget is None]
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -58,13 +58,16 @@ def _seeds(refs: list[RunRecord]) -> str:
     return ",".join(str(s) for s in sorted({r.seed for r in refs}))
 
 
-def reference_lines(db: Path, rec: RunRecord, method: str, label: str | None = None) -> list[str]:
-    """Lines for the terminal, ending with this run's accuracy, the reference's at equal count, the difference."""
+def reference_lines(db: Path, rec: RunRecord, method: str, label: str | None = None,
+                    registry: Registry | None = None) -> list[str]:
+    """Lines for the terminal, ending with this run's accuracy, the reference's at equal count, the difference.
+    `registry`: the plugins the command loaded (their protocols declare which settings count, records.SettingRoles)."""
     from . import shipped
 
     label = label or method
-    ev = protocol_settings(rec)
-    evaluation = ", ".join(f"{k} {ev[k]}" for k in ("epochs", "n_models") if ev.get(k) is not None)
+    roles = registry_or_default(registry).setting_roles()
+    evaluation = ", ".join(f"{roles.key(rec, role)} {roles.value(rec, role)}" for role, _ in ROLE_FLAGS
+                           if roles.value(rec, role) is not None)
     out = [f"== equal count: {rec.method} vs {label} at IPC {rec.ipc} (images per class"
            + (f" this run produced under its {rec.budget:g} s budget" if rec.budget is not None else "")
            + f"), {rec.dataset}, protocol {rec.protocol} ({evaluation}), {rec.model}"]
@@ -72,12 +75,12 @@ def reference_lines(db: Path, rec: RunRecord, method: str, label: str | None = N
     own, own_std = _stats(list(rec.accuracies))
     out.append(f"  {rec.method:<{width}}  {own:.2f} ± {own_std:.2f} %   this run "
                f"(seed {rec.seed}, {len(rec.accuracies)} networks)")
-    refs, source = matching(db, rec, method), "local"
+    refs, source = matching(db, rec, method, roles), "local"
     if not refs:
-        refs, source = shipped.matching(rec, method), shipped.LABEL
+        refs, source = shipped.matching(rec, method, roles), shipped.LABEL
     if not refs:
         out.append(f"  {label:<{width}}  -   no run at IPC {rec.ipc} under this evaluation in {db}; make it with:")
-        out.append(f"  {'':<{width}}      {reference_command(rec, method)}")
+        out.append(f"  {'':<{width}}      {reference_command(rec, method, roles)}")
         out.append(f"  {'difference':<{width}}  -")
         return out
     pooled = [a for r in refs for a in r.accuracies]

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .atomic import atomic_write_json, atomic_write_text
-from .records import RunRecord, evaluation_settings, requested_ipc
+from .plugins import Registry, registry_or_default
+from .records import RunRecord, SettingRoles, evaluation_settings, requested_ipc
 from .results import query
 from .stats import welch
 from .tables import markdown_table, plain_table
@@ -39,8 +40,11 @@ STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 
 
 def select_rows(db: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,
-                dataset: str | None = None, protocol: str | None = None) -> tuple[list[RunRecord], int]:
-    """The runs a report shows, and how many older runs of the same cells and seeds it left out."""
+                dataset: str | None = None, protocol: str | None = None,
+                registry: Registry | None = None) -> tuple[list[RunRecord], int]:
+    """The runs a report shows, and how many older runs of the same cells and seeds it left out. `registry`: the
+    plugins the command loaded (their protocols say which settings tell cells apart, records.SettingRoles)."""
+    roles = registry_or_default(registry).setting_roles()
     rows = query(Path(db))
     if hashes is not None:
         wanted = set(hashes)
@@ -59,15 +63,15 @@ def select_rows(db: Path, hashes: Iterable[str] | None = None, methods: Iterable
             by_hash[r.config_hash] = r
     by_seed: dict[tuple, RunRecord] = {}
     for r in sorted(by_hash.values(), key=lambda r: r.created or 0):
-        by_seed[_cell_key(r) + (r.seed,)] = r
+        by_seed[_cell_key(r, roles) + (r.seed,)] = r
     chosen = sorted(by_seed.values(), key=lambda r: r.created or 0)
     return chosen, len(by_hash) - len(chosen)
 
 
-def _cell_key(r: RunRecord) -> tuple:
+def _cell_key(r: RunRecord, roles: SettingRoles) -> tuple:
     """The cell a run was asked for: a budget run re-run with other settings replaces the older one even when
     it produced another number of images per class."""
-    return (r.dataset, r.protocol, r.model, evaluation_settings(r), r.method, r.budget, requested_ipc(r))
+    return (r.dataset, r.protocol, r.model, evaluation_settings(r, roles), r.method, r.budget, requested_ipc(r))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,6 +170,7 @@ class Section:
     variants: list[tuple[str, float | None]] = field(default_factory=list)
     ipcs: list[int] = field(default_factory=list)
     rows: list[RunRecord] = field(default_factory=list)
+    roles: SettingRoles = field(default_factory=SettingRoles, repr=False)  # of the protocols, as summarise read them
 
     @property
     def title(self) -> str:
@@ -190,7 +195,9 @@ def variant_name(variant: tuple[str, float | None]) -> str:
     return method if budget is None else f"{method} ({budget:g} s)"
 
 
-def summarise(rows: list[RunRecord], reference: str | None = None, method_order: list[str] | None = None) -> list[Section]:
+def summarise(rows: list[RunRecord], reference: str | None = None, method_order: list[str] | None = None,
+              registry: Registry | None = None) -> list[Section]:
+    roles = registry_or_default(registry).setting_roles()
     sections: dict[tuple, Section] = {}
     order = list(method_order or [])
     for r in rows:
@@ -199,8 +206,8 @@ def summarise(rows: list[RunRecord], reference: str | None = None, method_order:
     if reference is None:
         reference = order[0] if order else None  # the first method listed (or seen) is the reference
     for r in rows:
-        key = (r.dataset, r.protocol, r.model, evaluation_settings(r))
-        sec = sections.setdefault(key, Section(*key[:3], reference=reference, settings=key[3]))
+        key = (r.dataset, r.protocol, r.model, evaluation_settings(r, roles))
+        sec = sections.setdefault(key, Section(*key[:3], reference=reference, settings=key[3], roles=roles))
         sec.rows.append(r)
         ck = (r.method, r.budget, r.ipc)
         cell = sec.cells.setdefault(ck, Cell(*ck))
@@ -249,7 +256,7 @@ def add_shipped_references(sections: list[Section]) -> None:
             cells = [c for (_, _, i), c in sec.cells.items() if i == ipc and c.accuracies]
             data = {fingerprint(r) for c in cells for r in c.ok} - {None}
             refs = [r for r in rows if r.method == sec.reference and r.ipc == ipc and fingerprint(r) in data
-                    and (r.protocol, r.model, evaluation_settings(r)) == (sec.protocol, sec.model, sec.settings)]
+                    and (r.protocol, r.model, evaluation_settings(r, sec.roles)) == (sec.protocol, sec.model, sec.settings)]
             if not refs:
                 continue
             ref = sec.cells[(variant[0], None, ipc)] = Cell(variant[0], None, ipc, ok=refs, is_reference=True)
@@ -272,7 +279,7 @@ def missing_references(sec: Section) -> list[str]:
         cell = next((c for (m, b, i), c in sorted(sec.cells.items(), key=lambda kv: str(kv[0]))
                      if i == ipc and c.ok and c.accuracies), None)
         if cell is not None:
-            out.append(f"IPC {ipc}: {reference_command(cell.ok[0], sec.reference)}")
+            out.append(f"IPC {ipc}: {reference_command(cell.ok[0], sec.reference, sec.roles)}")
     return out
 
 
@@ -615,13 +622,17 @@ class ReportResult:
 
 def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,
                  dataset: str | None = None, protocol: str | None = None, reference: str | None = None,
-                 command: str | None = None, models: Iterable[str] | None = None) -> ReportResult:
-    """Write report.md, results.csv, plots and image grids into `report_dir` from the database alone."""
+                 command: str | None = None, models: Iterable[str] | None = None,
+                 registry: Registry | None = None) -> ReportResult:
+    """Write report.md, results.csv, plots and image grids into `report_dir` from the database alone. `registry`:
+    the plugins the command loaded (plugins.toml applied); they name the score references and setting roles."""
     db = Path(db)
+    registry = registry_or_default(registry)
     report_dir = Path(report_dir)
     methods = list(methods) if methods is not None else None
-    rows, superseded = select_rows(db, hashes=hashes, methods=methods, dataset=dataset, protocol=protocol)
-    sections = summarise(rows, reference=reference, method_order=methods)
+    rows, superseded = select_rows(db, hashes=hashes, methods=methods, dataset=dataset, protocol=protocol,
+                                   registry=registry)
+    sections = summarise(rows, reference=reference, method_order=methods, registry=registry)
     add_shipped_references(sections)
     report_dir.mkdir(parents=True, exist_ok=True)
     many = len(sections) > 1
@@ -643,8 +654,9 @@ def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None
     atomic_write_text(csv_text(sections), csv_path)
     from .scores import score_report
 
-    latest_everywhere, _ = select_rows(db)  # references too: the latest run of each cell and seed
-    scores = score_report(latest_everywhere, rows, method_order=methods, model_order=list(models) if models else None)
+    latest_everywhere, _ = select_rows(db, registry=registry)  # references too: the latest run of each cell and seed
+    scores = score_report(latest_everywhere, rows, method_order=methods, model_order=list(models) if models else None,
+                          registry=registry)
     atomic_write_text(markdown_text(sections, db, command, superseded, plots, report_dir) + "\n" + scores.markdown, md_path)
     atomic_write_json(scores.as_json(), report_dir / "scores.json")
     return ReportResult(report_dir, md_path, csv_path, all_plots, grids,

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import hookimpl
 from .api import Command
 from .atomic import writable_dir
-from .clikit import add_report_args, print_report, split_list
+from .clikit import add_report_args, load, print_report, split_list
 from .errors import DDBenchError
 from .results import DEFAULT_OUT, db_path, query
 
@@ -50,8 +50,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise DDBenchError(f"{flag}: no runs on {value!r} in {db}; {field}s there: {', '.join(there) or '(none)'}")
     report_dir = writable_dir(Path(args.report) if args.report else Path(args.out) / "report", "--report")
     models = split_list("--models", args.models) if args.models else None
+    _, registry = load(args.config)  # plugins.toml's lists apply: its plugins name the references and setting roles
     result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,
-                          reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]), models=models)
+                          reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]), models=models,
+                          registry=registry)
     if args.json:
         print(json.dumps({"report": str(result.markdown), **result.scores.as_json()}, default=str))
         return 0

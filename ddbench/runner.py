@@ -6,6 +6,7 @@ steps: `resolve` gives the config hash that identifies a cell, `execute` runs it
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -19,15 +20,16 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, resolve_params
+from .api import (MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, check_budget,
+                  resolve_params)
 from .config import Config, Layer, preset_note
-from .atomic import writable_dir
+from .atomic import atomic_write_json, writable_dir
 from .identity import config_hash, dataset_fingerprint
 from .guard import PluginExit, plugin_call
 from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
-from .records import FAILED, OK, RunRecord
-from .results import DEFAULT_OUT, PENDING, StoreError, db_path, open_store, query, record_or_keep
+from .records import EPOCHS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
+from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
 from .synsets import load_synset, save_grid, save_synset
 
 DEFAULT_DATASET = "fashion-mnist"
@@ -46,10 +48,12 @@ class RunRequest:
     ipc: int = 10
     protocol: str = DEFAULT_PROTOCOL
     model: str = DEFAULT_MODEL
-    eval_model: str | None = None  # evaluation architecture when it differs from `model` (compare --models)
+    # the architecture evaluated when it differs from `model` (compare --models); config["eval_model"] keeps the
+    # name it was stored under, so the hashes of stored cells stay what they were
+    eval_architecture: str | None = None
     seed: int = 0
     device: str = "auto"
-    eval_models: int | None = None
+    eval_networks: int | None = None  # --eval-models: how many networks the protocol trains (its NETWORKS setting)
     eval_epochs: int | None = None
     eval_impl: str | None = None
     budget: float | None = None
@@ -96,7 +100,7 @@ class Resolved:
 
     def config(self) -> dict[str, Any]:
         r = self.request
-        extra = {"eval_model": r.eval_model} if r.eval_model else {}  # absent when unset: old hashes unchanged
+        extra = {"eval_model": r.eval_architecture} if r.eval_architecture else {}  # absent when unset: old hashes unchanged
         return {**extra,
             "method": r.method,
             "dataset": r.dataset,
@@ -131,8 +135,10 @@ def _check_budget(request: RunRequest, method: Any, registry: Registry) -> None:
         raise DDBenchError(
             f"method {request.method!r} does not take a generation budget; methods that do: {', '.join(able) or '(none)'}"
         )
-    if not 0 < request.budget <= MAX_BUDGET:
-        raise DDBenchError(f"--budget {request.budget!r} is not allowed; give seconds in (0, {MAX_BUDGET:g}] (a day)")
+    try:
+        check_budget(float(request.budget))
+    except (TypeError, ValueError):
+        raise DDBenchError(f"--budget {request.budget!r} is not allowed; give seconds in (0, {MAX_BUDGET:g}] (a day)") from None
 
 
 def _settings(owner: str, spec: dict, layers: list[Layer], cli: dict[str, Any]) -> dict[str, Any]:
@@ -156,8 +162,8 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     registry.get("datasets", request.dataset)
     protocol = registry.get("protocols", request.protocol)
     registry.get("models", request.model)
-    if request.eval_model is not None:
-        registry.get("models", request.eval_model)
+    if request.eval_architecture is not None:
+        registry.get("models", request.eval_architecture)
     if request.budget is not None:
         _check_budget(request, method, registry)
     use_config = request.preset != "paper"
@@ -165,12 +171,14 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     protocol_layers = config.sources("protocols", request.protocol, request.dataset) if use_config else []
     method_params = _settings(f"method {request.method}", method.params, method_layers, request.sets)
     cli_eval: dict[str, Any] = dict(request.eval_sets)
-    for key, value in (("n_models", request.eval_models), ("epochs", request.eval_epochs), ("impl", request.eval_impl)):
+    roles = {role: key for key, role in roles_of(protocol.params).items()}
+    for role, flag, value in eval_flags(request):
         if value is not None:
-            if key not in protocol.params:
-                raise DDBenchError(f"protocol {request.protocol!r} has no setting {key!r}")
+            key = roles.get(role)
+            if key is None:
+                raise DDBenchError(f"{flag}: protocol {request.protocol!r} has no setting of role {role!r} "
+                                   "(docs/plugins.md#setting-roles)")
             if key in cli_eval:  # both used to be accepted and the --set value silently dropped
-                flag = "--eval-" + {"n_models": "models"}.get(key, key)
                 raise DDBenchError(f"{flag} {value!r} and --set eval.{key}={cli_eval[key]!r} both set {key}; give one")
             cli_eval[key] = value
     protocol_settings = _settings(f"protocol {request.protocol}", protocol.params, protocol_layers, cli_eval)
@@ -178,6 +186,12 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
     resolved = Resolved(request, method, protocol, method_params, protocol_settings, "", notes)
     resolved.config_hash = config_hash(resolved.config())
     return resolved
+
+
+def eval_flags(request: RunRequest) -> tuple[tuple[str, str, Any], ...]:
+    """(role, flag, value) of the `--eval-*` flags: each sets the protocol's setting of that role."""
+    return ((NETWORKS, "--eval-models", request.eval_networks), (EPOCHS, "--eval-epochs", request.eval_epochs),
+            (IMPLEMENTATION, "--eval-impl", request.eval_impl))
 
 
 def pick_device(name: str) -> torch.device:
@@ -194,7 +208,7 @@ def plugin_versions(registry: Registry, request: RunRequest) -> dict[str, str]:
     """`plugin:NAME` -> version (or source) of every plugin the run uses: method, dataset, protocol, model."""
     used = {registry.owners[kind].get(name) for kind, name in (
         ("methods", request.method), ("datasets", request.dataset), ("protocols", request.protocol),
-        ("models", request.model), ("models", request.eval_model or request.model))}
+        ("models", request.model), ("models", request.eval_architecture or request.model))}
     return {f"plugin:{info.name}": info.version or info.source for info in registry.plugins if info.name in used}
 
 
@@ -270,7 +284,7 @@ def context(resolved: Resolved, registry: Registry, log=print, dataset: ImageDat
                      budget=r.budget, progress=r.progress, log=log, protocol=r.protocol)
     _guarded(registry, "methods", r.method, "validate()", lambda: resolved.method.validate(ctx))
     if not r.skip_eval:
-        eval_ctx = replace(ctx, model=r.eval_model) if r.eval_model else ctx
+        eval_ctx = replace(ctx, model=r.eval_architecture) if r.eval_architecture else ctx
         _guarded(registry, "protocols", r.protocol, "validate()",
                  lambda: resolved.protocol.validate(eval_ctx, resolved.protocol_settings))
     return ctx
@@ -330,8 +344,8 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     for note in resolved.notes:
         log(note)
     rec = RunRecord.start(resolved.config(), resolved.config_hash)
-    if resolved.request.eval_model:
-        rec.model = resolved.request.eval_model  # the architecture the accuracy is of; the config keeps both
+    if resolved.request.eval_architecture:
+        rec.model = resolved.request.eval_architecture  # the architecture the accuracy is of; the config keeps both
     rec.device = str(ctx.device)
     rec.versions = versions(registry, resolved.request)
     t0 = time.perf_counter()
@@ -348,10 +362,13 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
                      else "".join(traceback.format_exception(exc)))
         if rec.distill_seconds is None:
             rec.distill_seconds = time.perf_counter() - t0
+    if roles_of(resolved.protocol.params):  # read back when this protocol's plugin is not loaded (records.SettingRoles)
+        rec.meta[ROLES_META] = roles_of(resolved.protocol.params)
     if record_to_db and not record_or_keep(resolved.db_path, rec, resolved.pending_dir, log):
         raise NotStored(f"run {rec.run_id} finished ({rec.status}) but is not in {resolved.db_path} yet")
     if rec.ok:
         (resolved.work_dir / DISTILLED).unlink(missing_ok=True)
+        _remember_set(resolved, rec)
     return rec
 
 
@@ -382,12 +399,14 @@ def _evaluate(resolved: Resolved, ctx: RunContext, syn: SyntheticSet, rec: RunRe
         rec.eval_seconds, rec.accuracies, rec.n_eval_models = 0.0, [], 0
         return
     seed_everything(resolved.request.seed)
-    if resolved.request.eval_model:
-        ctx = replace(ctx, model=resolved.request.eval_model)
+    if resolved.request.eval_architecture:
+        ctx = replace(ctx, model=resolved.request.eval_architecture)
     r = resolved.request
     result = plugin_call(plugin_label(ctx.registry, "protocols", r.protocol), "evaluate()",
                          lambda: resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings), refuse_is_failure=True)
-    check_evaluation(result, protocol=r.protocol, n_models=resolved.protocol_settings.get("n_models"))
+    networks = next((k for k, role in roles_of(resolved.protocol.params).items() if role == NETWORKS), None)
+    check_evaluation(result, protocol=r.protocol,
+                     networks=None if networks is None else (networks, resolved.protocol_settings.get(networks)))
     rec.eval_seconds = result.seconds
     rec.accuracies = [float(a) for a in result.accuracies]
     rec.accuracy_mean, rec.accuracy_std = result.mean, result.std
@@ -431,33 +450,44 @@ def distill_key(config: dict[str, Any]) -> str:
     return config_hash({k: v for k, v in config.items() if k != "eval_model"})
 
 
+SETS = "sets"  # OUT/cache/sets/<distill key>.json: the recorded set a distill key last produced
+
+
+def _set_entry(resolved: Resolved) -> Path:
+    return resolved.cache_dir / SETS / f"{distill_key(resolved.config())}.json"
+
+
+def _remember_set(resolved: Resolved, rec: RunRecord) -> None:
+    """A run that ended ok points its distill key at its saved set (the cache `_set_of_other_architecture` reads)."""
+    if rec.artifact:
+        atomic_write_json({"run_id": rec.run_id, "artifact": rec.artifact, "distill_seconds": rec.distill_seconds,
+                           "config_hash": rec.config_hash, "model": rec.model}, _set_entry(resolved))
+
+
 def _set_of_other_architecture(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSet, float] | None:
-    """The set a recorded run distilled with this very config but evaluated on another architecture.
+    """The set a run that ended ok distilled with this very config but evaluated on another architecture.
 
     `compare --models a,b,...` makes one cell per evaluation architecture; the set does not depend on it, so
-    DM or MTT distil once, not once per architecture. Sequential cells share; parallel ones distil each.
+    DM or MTT distil once, not once per architecture. Sequential cells share; parallel ones distil each. The
+    sets are found through a cache keyed by their distill key (OUT/cache/sets), not the results database: a
+    run recorded before that cache existed is not reused (its set is distilled once more, with the same result).
     """
-    key = distill_key(resolved.config())
-    r = resolved.request
     try:
-        rows = query(resolved.db_path, "method = ? AND dataset = ? AND seed = ? AND status = 'ok'",
-                     (r.method, r.dataset, r.seed))
-    except StoreError:
+        entry = json.loads(_set_entry(resolved).read_text())
+    except (OSError, ValueError):
         return None
-    for row in reversed(rows):
-        if row.config_hash == resolved.config_hash or not row.artifact or not Path(row.artifact).is_file():
-            continue
-        if distill_key(row.config) != key:
-            continue
-        try:
-            syn, _ = load_synset(Path(row.artifact))
-            _check(syn, resolved, ctx)
-        except Exception as exc:  # noqa: BLE001 - a set that no longer loads or fits is distilled again
-            ctx.log(f"not reusing the set of run {row.run_id} ({type(exc).__name__}); distilling")
-            continue
-        ctx.log(f"reusing the set of run {row.run_id} (same config, evaluated on {row.model}); no distillation")
-        return syn, float(row.distill_seconds or 0.0)
-    return None
+    if not isinstance(entry, dict) or entry.get("config_hash") == resolved.config_hash \
+            or not entry.get("artifact") or not Path(entry["artifact"]).is_file():
+        return None
+    try:
+        syn, _ = load_synset(Path(entry["artifact"]))
+        _check(syn, resolved, ctx)
+    except Exception as exc:  # noqa: BLE001 - a set that no longer loads or fits is distilled again
+        ctx.log(f"not reusing the set of run {entry.get('run_id')} ({type(exc).__name__}); distilling")
+        return None
+    ctx.log(f"reusing the set of run {entry.get('run_id')} (same config, evaluated on {entry.get('model')}); "
+            "no distillation")
+    return syn, float(entry.get("distill_seconds") or 0.0)
 
 
 def _check(syn: Any, resolved: Resolved, ctx: RunContext) -> None:

@@ -26,9 +26,14 @@ with random real at that IPC. Where the database has none, the table shipped wit
 same data fingerprint) stands in, marked `shipped reference` and never pooled with local runs; where neither
 has it, `missing` names the command that makes it. The full-data reference is a `full` run (ddbench/default_plugins/full_data_method.py) of the same dataset, architecture and
 protocol; its IPC and epoch count are ignored (the whole training set is one thing, and it needs far fewer
-epochs than a 100-image set). Settings that only choose an implementation (`impl`, `parallel`, `micro_batch`,
-`max_parallel`, `test_batch`) and the number of networks (`n_models`, a sample size: runs are pooled) are
-ignored when matching: they do not change what is computed.
+epochs than a 100-image set). Settings that only choose an implementation or its speed and the number of
+networks (a sample size: runs are pooled) are ignored when matching: they do not change what is computed.
+Which settings those are, which one counts epochs and which one switches augmentation on (ARS's axis), the
+protocol declares (`Param(role=...)`, records.SettingRoles); the scores name no protocol's keys.
+
+The references are the methods registered with `Method.role` "random-real" and "full-data" in the registry
+the command loaded (plugins.toml's allow and deny lists applied); a caller that passes no registry gets the
+default plugins.
 """
 from __future__ import annotations
 
@@ -37,25 +42,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from .errors import DDBenchError
-from .records import evaluation_settings, protocol_settings
+from .plugins import Registry, registry_or_default
+from .records import AUGMENTATION, EPOCHS, RunRecord, SettingRoles, evaluation_settings
 from .tables import markdown_table, plain_table
 
 RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)
 FULL_ROLE = "full-data"  # `Method.role` of the whole-training-set reference (HLR)
 
 
-def reference_names(registry=None) -> tuple[str, str]:
+def reference_names(registry: Registry) -> tuple[str, str]:
     """The names of the methods registered with the random-real and full-data roles (the host names none)."""
-    if registry is None:
-        from .plugins import load_plugins
-
-        registry = load_plugins()
     roles = {getattr(m, "role", ""): name for name, m in registry.items["methods"].items()}
     return roles.get(RANDOM_ROLE, ""), roles.get(FULL_ROLE, "")
+
+
 LRS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/hard_label.py compute_metrics(lrs_lambda=0.5)
 ARS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/aug_robust.py (ars_lambda, weighting with/without aug)
-AUG_KEY = "dsa"  # the protocol setting that switches augmentation on and off (ddbench/default_plugins/dsa_protocols.py)
-FULL_IGNORED_KEYS = frozenset({"epochs"})
+FULL_IGNORED_ROLES = frozenset({EPOCHS})  # the full-data reference's epochs are its own (docstring above)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,23 +121,24 @@ def ars(syn_aug: float, random_aug: float, syn_noaug: float, random_noaug: float
 # --------------------------------------------------------------------------------------------------
 
 
-def _settings(row: dict, ignore: Iterable[str] = ()) -> tuple:
-    return evaluation_settings(row, frozenset(ignore))
+def as_records(rows: Iterable[Any]) -> list[RunRecord]:
+    """Run records as they are; row dicts (scripts, tests) read as the store reads its rows."""
+    return [r if isinstance(r, RunRecord) else RunRecord.from_columns(r) for r in rows]
 
 
-def augmented(row: dict) -> bool | None:
+def augmented(row: RunRecord, roles: SettingRoles) -> bool | None:
     """Whether the row's protocol trained with augmentation (None when the protocol has no such switch)."""
-    settings = protocol_settings(row)
-    return bool(settings[AUG_KEY]) if AUG_KEY in settings else None
+    value = roles.value(row, AUGMENTATION)
+    return None if value is None else bool(value)
 
 
-def _epochs(row: dict) -> int | None:
-    value = protocol_settings(row).get("epochs")
+def _epochs(row: RunRecord, roles: SettingRoles) -> int | None:
+    value = roles.value(row, EPOCHS)
     return int(value) if value is not None else None
 
 
-def _accuracies(rows: list[dict]) -> list[float]:
-    return [float(a) for r in rows for a in (r.get("accuracies") or [])]
+def _accuracies(rows: list[RunRecord]) -> list[float]:
+    return [float(a) for r in rows for a in (r.accuracies or [])]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -181,44 +185,51 @@ class Scored:
         return asdict(self)
 
 
-def _key(row: dict, ignore: Iterable[str] = ()) -> tuple:
-    return (row.get("dataset"), row.get("model"), row.get("protocol"), _settings(row, ignore))
+def _key(row: RunRecord, roles: SettingRoles, ignore: Iterable[str] = ()) -> tuple:
+    return (row.dataset, row.model, row.protocol, evaluation_settings(row, roles, ignore))
 
 
-def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
+def score_rows(rows: list, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
                random_method: str | None = None, full_method: str | None = None,
-               references: list[dict] | None = None, shipped: list | None = None) -> list[Scored]:
+               references: list | None = None, shipped: list | None = None,
+               registry: Registry | None = None) -> list[Scored]:
     """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; seeds pooled), references looked up in
     `references` (default: `rows`).
 
-    Rows are dicts or anything with a dict-like `.get` (the store's run records). A cell's accuracy is that of
-    its runs in `rows` only; the random-real and full-data references, and the other augmentation setting ARS
-    pairs a cell with, come from `references` (pass the whole database): matched, not computed. A cell without
-    its reference gets None and says which run is missing and the command that makes it; `shipped` (rows of
-    the shipped reference table) stands in for a random reference the database lacks.
+    Rows are run records or row dicts. A cell's accuracy is that of its runs in `rows` only; the random-real
+    and full-data references, and the other augmentation setting ARS pairs a cell with, come from `references`
+    (pass the whole database): matched, not computed. A cell without its reference gets None and says which run
+    is missing and the command that makes it; `shipped` (rows of the shipped reference table) stands in for a
+    random reference the database lacks. `registry` names the references and the protocols' setting roles.
     """
+    registry = registry_or_default(registry)
+    roles = registry.setting_roles()
     if random_method is None or full_method is None:
-        names = reference_names()
+        names = reference_names(registry)
         random_method, full_method = random_method or names[0], full_method or names[1]
-    refs = [r for r in (rows if references is None else references) if r.get("status") == "ok" and r.get("accuracies")]
-    random_of: dict[tuple, list[dict]] = {}
-    full_of: dict[tuple, list[dict]] = {}
-    shipped_of: dict[tuple, list[dict]] = {}
-    for r in shipped or []:
-        if r.get("method") == random_method:
-            shipped_of.setdefault((r.get("ipc"),) + _key(r), []).append(r)
+    rows = as_records(rows)
+    refs = [r for r in (rows if references is None else as_records(references)) if r.ok and r.accuracies]
+    random_of: dict[tuple, list[RunRecord]] = {}
+    full_of: dict[tuple, list[RunRecord]] = {}
+    shipped_of: dict[tuple, list[RunRecord]] = {}
+    for r in as_records(shipped or []):
+        if r.method == random_method:
+            shipped_of.setdefault((r.ipc,) + _key(r, roles), []).append(r)
     for r in refs:
-        if r.get("method") == random_method:
-            random_of.setdefault((r.get("ipc"),) + _key(r), []).append(r)
-        if r.get("method") == full_method:
-            full_of.setdefault(_key(r, FULL_IGNORED_KEYS), []).append(r)
+        if r.method == random_method:
+            random_of.setdefault((r.ipc,) + _key(r, roles), []).append(r)
+        if r.method == full_method:
+            full_of.setdefault(_key(r, roles, FULL_IGNORED_ROLES), []).append(r)
 
-    def scored_cells(source: list[dict]) -> dict[tuple, Scored]:
-        cells: dict[tuple, list[dict]] = {}
+    switch: dict[tuple, str | None] = {}  # a cell's augmentation setting (its protocol's, or its runs')
+
+    def scored_cells(source: list[RunRecord]) -> dict[tuple, Scored]:
+        cells: dict[tuple, list[RunRecord]] = {}
         for r in source:
-            if r.get("status") == "ok" and r.get("accuracies") and r.get("method") != full_method:
-                cells.setdefault((r.get("method"), r.get("budget"), r.get("ipc")) + _key(r), []).append(r)
-        return {key: _score_cell(key, members, random_of, full_of, w, shipped_of, random_method)
+            if r.ok and r.accuracies and r.method != full_method:
+                cells.setdefault((r.method, r.budget, r.ipc) + _key(r, roles), []).append(r)
+        switch.update({key: roles.key(members[0], AUGMENTATION) for key, members in cells.items()})
+        return {key: _score_cell(key, members, random_of, full_of, w, roles, shipped_of, random_method)
                 for key, members in cells.items()}
 
     index = scored_cells(rows)
@@ -227,10 +238,10 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
     for key, s in index.items():
         if s.augmented is None:
             continue
-        twin = _twin(index, key)
+        twin = _twin(index, key, switch[key])
         if twin is None and references is not None:
             others = scored_cells(refs) if others is None else others
-            twin = _twin(others, key)
+            twin = _twin(others, key, switch[key])
         if twin is None:
             s.missing.append("no-augmentation twin" if s.augmented else "augmentation twin")
             continue
@@ -240,33 +251,33 @@ def score_rows(rows: list[dict], w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGH
     return list(index.values())
 
 
-def _score_cell(key: tuple, members: list[dict], random_of: dict, full_of: dict, w: float,
-                shipped_of: dict | None = None, random_method: str = "") -> Scored:
+def _score_cell(key: tuple, members: list[RunRecord], random_of: dict, full_of: dict, w: float,
+                roles: SettingRoles, shipped_of: dict | None = None, random_method: str = "") -> Scored:
     method, budget, ipc = key[:3]
     first = members[0]
     accs = _accuracies(members)
-    s = Scored(method, first.get("dataset"), first.get("model"), first.get("protocol"), ipc, budget,
-               augmented(first), _epochs(first), _mean(accs), _std(accs), len(accs))
-    rnd, s.random_source = random_of.get((ipc,) + _key(first), []), "local"
+    s = Scored(method, first.dataset, first.model, first.protocol, ipc, budget,
+               augmented(first, roles), _epochs(first, roles), _mean(accs), _std(accs), len(accs))
+    rnd, s.random_source = random_of.get((ipc,) + _key(first, roles), []), "local"
     if not rnd:  # the shipped table, on the very same data only
         from .shipped import LABEL, fingerprint
 
         data = fingerprint(first)
-        rnd = [r for r in (shipped_of or {}).get((ipc,) + _key(first), []) if data and fingerprint(r) == data]
+        rnd = [r for r in (shipped_of or {}).get((ipc,) + _key(first, roles), []) if data and fingerprint(r) == data]
         s.random_source = LABEL
-    full = full_of.get(_key(first, FULL_IGNORED_KEYS), [])
+    full = full_of.get(_key(first, roles, FULL_IGNORED_ROLES), [])
     if rnd:
         s.random_accuracy = _mean(_accuracies(rnd))
-        s.random_runs = [r.get("run_id") for r in rnd]
+        s.random_runs = [r.run_id for r in rnd]
         s.ior = ior(s.accuracy, s.random_accuracy)
     else:
         from .reference import reference_command
 
         s.random_source = None
-        s.missing.append(f"random IPC {ipc} (equal count): {reference_command(first, random_method)}")
+        s.missing.append(f"random IPC {ipc} (equal count): {reference_command(first, random_method, roles)}")
     if full:
         s.full_accuracy = _mean(_accuracies(full))
-        s.full_runs = [r.get("run_id") for r in full]
+        s.full_runs = [r.run_id for r in full]
         s.hlr = hlr(s.full_accuracy, s.accuracy)
     else:
         s.missing.append("full")
@@ -275,11 +286,12 @@ def _score_cell(key: tuple, members: list[dict], random_of: dict, full_of: dict,
     return s
 
 
-def _twin(index: dict[tuple, Scored], key: tuple) -> Scored | None:
+def _twin(index: dict[tuple, Scored], key: tuple, switch: str | None) -> Scored | None:
+    """The cell that differs from `key` only in its augmentation setting (`switch`, the protocol's key)."""
     method, budget, ipc, dataset, model, protocol, settings = key
     flipped = []
     for k, v in settings:
-        if k == AUG_KEY:
+        if k == switch:
             v = repr(not (v == "True"))
         flipped.append((k, v))
     return index.get((method, budget, ipc, dataset, model, protocol, tuple(flipped)))
@@ -377,19 +389,23 @@ class ScoreReport:
 
 
 def score_report(all_rows: list, shown_rows: list, method_order: list[str] | None = None,
-                 model_order: list[str] | None = None, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT) -> ScoreReport:
+                 model_order: list[str] | None = None, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
+                 registry: Registry | None = None) -> ScoreReport:
     """Scores of the cells in `shown_rows` (the report's selection), references looked up in `all_rows` (the
     whole database), and one cross-architecture table per (dataset, protocol, IPC, evaluation settings) that
-    has more than one architecture. Plain-text and markdown renderings share the same tables."""
-    random_method, full_method = reference_names()
-    shown_ok = [r for r in shown_rows if r.get("status") == "ok"]
+    has more than one architecture. Plain-text and markdown renderings share the same tables. `registry`: the
+    plugins the command loaded (they name the references and the protocols' setting roles)."""
+    registry = registry_or_default(registry)
+    roles = registry.setting_roles()
+    random_method, full_method = reference_names(registry)
+    shown_ok = [r for r in as_records(shown_rows) if r.ok]
     # score every shown cell on its shown runs; references come from the whole database
-    everything = {r.get("run_id"): r for r in list(all_rows) + list(shown_rows)}  # a run counts once
+    everything = {r.run_id: r for r in as_records(list(all_rows) + list(shown_rows))}  # a run counts once
     from .shipped import shipped_records
 
-    shipped = [r for d in sorted({str(r.get("dataset")) for r in shown_ok}) for r in shipped_records(d)]
+    shipped = [r for d in sorted({str(r.dataset) for r in shown_ok}) for r in shipped_records(d)]
     scored = score_rows(shown_ok, w, ars_w, random_method, full_method, references=list(everything.values()),
-                        shipped=shipped)
+                        shipped=shipped, registry=registry)
     text = ["== scores (DD-Ranking): IOR, HLR in percentage points; LRS, ARS x100 (fractions in the exponent)"]
     md = ["## Scores (DD-Ranking)", "",
           "IOR = accuracy − random real subset at equal count (the same IPC: a budget run's is the IPC it "
@@ -414,15 +430,16 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
     cross: list[dict[str, Any]] = []
     groups: dict[tuple, list] = {}
     for r in shown_ok:
-        if r.get("method") == full_method:
+        if r.method == full_method:
             continue
         # one table per evaluation setting: runs of other epochs or augmentation never share a cell
-        groups.setdefault((r.get("dataset"), r.get("protocol"), r.get("ipc"), _settings(r)), []).append(r)
+        groups.setdefault((r.dataset, r.protocol, r.ipc, evaluation_settings(r, roles)), []).append(r)
     for (dataset, protocol, ipc, _), members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        if len({r.get("model") for r in members}) < 2:
+        if len({r.model for r in members}) < 2:
             continue
-        header, body = cross_architecture_table(members, ipc=ipc, method_order=method_order, model_order=model_order)
-        aug, epochs = augmented(members[0]), _epochs(members[0])
+        header, body = cross_architecture_table(members, ipc=ipc, method_order=method_order, model_order=model_order,
+                                                registry=registry)
+        aug, epochs = augmented(members[0], roles), _epochs(members[0], roles)
         title = (f"{dataset} · protocol {protocol} · IPC {ipc}" + ("" if epochs is None else f" · {epochs} epochs")
                  + ("" if aug is None else f" · augmentation {'on' if aug else 'off'}"))
         text += ["", f"== cross-architecture accuracy % — {title} (rows: methods, columns: evaluation architectures)",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .identity import file_sha256
-from .records import OK, RunRecord, evaluation_settings, protocol_settings
+from .records import NETWORKS, OK, RunRecord, SettingRoles, evaluation_settings
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "reference"
 LABEL = "shipped reference"
@@ -76,29 +76,26 @@ def shipped_records(dataset: str, directory: Path | None = None, warn: Callable[
     return [as_record(row, path) for row in (table or {}).get("rows", [])]
 
 
-def is_shipped(record: Any) -> bool:
-    meta = record.get("meta") if hasattr(record, "get") else None
-    return bool(isinstance(meta, dict) and meta.get("shipped"))
+def is_shipped(record: RunRecord) -> bool:
+    return bool(isinstance(record.meta, dict) and record.meta.get("shipped"))
 
 
-def fingerprint(record: Any) -> str | None:
-    meta = record.get("meta") if hasattr(record, "get") else None
-    return meta.get("dataset_fingerprint") if isinstance(meta, dict) else None
+def fingerprint(record: RunRecord) -> str | None:
+    return record.meta.get("dataset_fingerprint") if isinstance(record.meta, dict) else None
 
 
-def matching(rec: Any, method: str, same_networks: bool = True, directory: Path | None = None,
-             warn: Callable[[str], None] = _warn) -> list[RunRecord]:
+def matching(rec: RunRecord, method: str, roles: SettingRoles, same_networks: bool = True,
+             directory: Path | None = None, warn: Callable[[str], None] = _warn) -> list[RunRecord]:
     """Shipped rows of `method` at `rec`'s IPC on the very same data (fingerprint), protocol, architecture and
-    evaluation settings (and number of networks, unless `same_networks` is False)."""
+    evaluation settings (`roles`: which settings count), and number of networks unless `same_networks` is False."""
     want = fingerprint(rec)
     if want is None:
         return []
-    n_models = protocol_settings(rec).get("n_models")
-    return [r for r in shipped_records(rec.get("dataset"), directory, warn)
-            if r.method == method and fingerprint(r) == want and r.ipc == rec.get("ipc")
-            and r.protocol == rec.get("protocol") and r.model == rec.get("model")
-            and evaluation_settings(r) == evaluation_settings(rec)
-            and (not same_networks or protocol_settings(r).get("n_models") == n_models)]
+    return [r for r in shipped_records(rec.dataset, directory, warn)
+            if r.method == method and fingerprint(r) == want and r.ipc == rec.ipc
+            and r.protocol == rec.protocol and r.model == rec.model
+            and evaluation_settings(r, roles) == evaluation_settings(rec, roles)
+            and (not same_networks or roles.value(r, NETWORKS) == roles.value(rec, NETWORKS))]
 
 
 __all__ = ["LABEL", "DATA_DIR", "load_table", "shipped_records", "matching", "is_shipped", "table_path"]

@@ -9,7 +9,7 @@ import time
 import torch
 
 from ddbench import hookimpl
-from ddbench.api import DatasetSpec, EvalResult, ImageDataset, Launcher, Method, Param, Protocol
+from ddbench.api import EPOCHS, NETWORKS, DatasetSpec, EvalResult, ImageDataset, Launcher, Method, Param, Protocol
 
 
 def tiny_dataset(num_classes: int = 3, per_class: int = 12, size: int = 8, test_per_class: int = 10) -> ImageDataset:
@@ -31,8 +31,8 @@ class TinyEval(Protocol):
     name = "tiny-eval"
     description = "test protocol: nearest class mean, n_models jittered copies"
     params = {
-        "n_models": Param(2, min=1),
-        "epochs": Param(1, min=1),
+        "n_models": Param(2, min=1, role=NETWORKS),
+        "epochs": Param(1, min=1, role=EPOCHS),
         "sleep": Param(0.0, min=0.0, help="seconds to sleep per evaluation (to kill a sweep halfway)"),
         "fail_ipc": Param(0, help="raise at this IPC (a failed cell)"),
     }

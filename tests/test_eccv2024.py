@@ -186,10 +186,10 @@ def test_challenge_end_to_end(registry, data_root, tmp_path, one_thread):
     rows = query(tmp_path / "out" / "ddbench.sqlite")
     assert len(rows) == 2
     for r in rows:
-        assert r.get("protocol") == "eccv2024" and r.get("budget") == 600.0
-        assert r.get("ipc") == 12 and r.get("config")["ipc"] == 10  # the IPC it produced; --ipc 10 as asked
-        ev = r.get("meta")["eval"]
-        k = 100 if r.get("dataset") == "cifar100" else 4
+        assert r.protocol == "eccv2024" and r.budget == 600.0
+        assert r.ipc == 12 and r.config["ipc"] == 10  # the IPC it produced; --ipc 10 as asked
+        ev = r.meta["eval"]
+        k = 100 if r.dataset == "cifar100" else 4
         assert ev["submitted"] == 10 * k and ev["dropped"] == 2 * k  # 12 generated per class, 10 submitted
         assert ev["n_models"] == 1
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import hookimpl
-from ..api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
+from ..api import (AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, SPEED, DDBenchError, EvalResult, Param, Protocol,
+                   RunContext, SyntheticSet)
 from ..seeds import derive_seed
 from ..augment import DEFAULT_STRATEGY, DSA, DSAParams, check_strategy
 from .convnet_models import ConvNet, StackedConvNet
@@ -44,31 +45,33 @@ REF = "VICO-UoE/DatasetCondensation"
 
 def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
     return {
-        "epochs": Param(epochs, epochs_source, "training epochs per network (E runs E+1 passes, as the reference; 0 = one pass)", min=0),
+        "epochs": Param(epochs, epochs_source, "training epochs per network (E runs E+1 passes, as the reference; 0 = one pass)", min=0,
+                        role=EPOCHS),
         "n_models": Param(5, "DSA/DM/MTT papers report mean±std over 5 networks (MTT distill.py num_eval=5; DM main_DM.py num_eval=20)",
-                          "number of freshly initialised networks", min=1),
+                          "number of freshly initialised networks", min=1, role=NETWORKS),
         "lr": Param(0.01, f"{REF} main.py/main_DM.py --lr_net 0.01", "SGD learning rate", min=0.0),
         "momentum": Param(0.9, f"{REF} utils.py evaluate_synset: SGD(momentum=0.9)", min=0.0, max=1.0),
         "weight_decay": Param(0.0005, f"{REF} utils.py evaluate_synset: SGD(weight_decay=0.0005)", min=0.0),
         "batch_size": Param(256, f"{REF} main.py/main_DM.py --batch_train 256", "training batch", min=1),
         "dsa": Param(True, f"{REF} utils.py epoch(aug=True) with args.dsa: DiffAugment on every training batch",
-                     "DSA augmentation on every training batch"),
+                     "DSA augmentation on every training batch", role=AUGMENTATION),
         "dsa_strategy": Param(DEFAULT_STRATEGY, f"{REF} main_DM.py --dsa_strategy", "DSA groups, '_'-joined",
                               check=check_strategy),
         "impl": Param("fast", "docs/evaluation.md#two-implementations-of-the-protocol: ddbench's fast implementation by default; 'loop' is the plain reference",
-                      "fast (N networks at once) or loop (one after another)", choices=("fast", "loop")),
+                      "fast (N networks at once) or loop (one after another)", choices=("fast", "loop"), role=IMPLEMENTATION),
         "parallel": Param("auto", "docs/evaluation.md#two-implementations-of-the-protocol, measured: threads beat grouped convs on CPU",
                           "how the fast impl trains networks together: threads (one network per core, single-threaded "
                           "ops), stacked (one grouped-conv model), auto (threads on CPU, stacked on CUDA)",
-                          choices=("auto", "threads", "stacked")),
+                          choices=("auto", "threads", "stacked"), role=SPEED),
         "micro_batch": Param(16, "docs/evaluation.md (measured on a 2-core CPU): 16-image chunks keep activations "
                              "in cache, 1.5-1.9x faster per image than 256", "fast impl: forward/backward each batch in chunks "
                              "of this many images, accumulating gradients (exact: instance norm and DSA are per-sample); "
-                             "also the test chunk; 0 = whole batches", min=0),
-        "max_parallel": Param(0, "docs/evaluation.md#peak-memory (ddbench's memory cap): 0 = all n_models at once", "networks trained at once (fast impl)", min=0),
+                             "also the test chunk; 0 = whole batches", min=0, role=SPEED),
+        "max_parallel": Param(0, "docs/evaluation.md#peak-memory (ddbench's memory cap): 0 = all n_models at once", "networks trained at once (fast impl)", min=0,
+                              role=SPEED),
         "use_syn_lr": Param(True, "GeorgeCazenavette/mtt-distillation distill.py: args.lr_net = syn_lr.item() before evaluate_synset",
                             "train with SyntheticSet.lr when the method learned one"),
-        "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1),
+        "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1, role=SPEED),
         "zca": Param(False, "GeorgeCazenavette/mtt-distillation distill.py: with --zca, evaluate_synset trains and tests on "
                             "ZCA-whitened images (kornia ZCAWhitening fitted on the real training set)",
                      "train on the whitened synthetic set and test on the whitened real test set (MTT's --zca evaluation)"),

@@ -34,7 +34,8 @@ from typing import Any, Callable
 import torch
 
 from .. import hookimpl
-from ..api import DDBenchError, EvalResult, ImageDataset, Method, Param, RunContext, RunFailed, SyntheticSet
+from ..api import (AUGMENTATION, NETWORKS, SPEED, DDBenchError, EvalResult, ImageDataset, Method, Param, RunContext,
+                   RunFailed, SyntheticSet)
 from .dsa_protocols import DSAProtocol
 
 OFFICIAL = "DataDistillation/ECCV2024-Dataset-Distillation-Challenge evaluate.py"
@@ -116,7 +117,7 @@ class ECCV2024Protocol(DSAProtocol):
         super().__init__("eccv2024", "ECCV 2024 DD challenge evaluation: 3 ConvNet-3, 1000 epochs DSA, hard labels, "
                          "10 images per class", 1000, f"{OFFICIAL}: Epoch = int(1000)")
         p = self.params
-        p["n_models"] = Param(ROUNDS, f"{OFFICIAL}: rounds = 3 (scores averaged)", "networks trained", min=1)
+        p["n_models"] = Param(ROUNDS, f"{OFFICIAL}: rounds = 3 (scores averaged)", "networks trained", min=1, role=NETWORKS)
         p["lr"] = Param(0.01, f"{OFFICIAL}: lr = float(0.01)", "SGD learning rate", min=0.0)
         p["momentum"] = Param(0.9, f"{OFFICIAL}: SGD(momentum=0.9)", min=0.0, max=1.0)
         p["weight_decay"] = Param(0.0005, f"{OFFICIAL}: SGD(weight_decay=0.0005)", min=0.0)
@@ -124,11 +125,11 @@ class ECCV2024Protocol(DSAProtocol):
         p["use_syn_lr"] = Param(False, f"{OFFICIAL}: the lr is fixed at 0.01 whatever the submission",
                                 "train with a method's learned lr (off: the official script has none)")
         p["dsa"] = Param(True, f"{OFFICIAL}: epoch('train', ..., aug=True): DiffAugment on every batch",
-                         "DSA augmentation on every training batch")
+                         "DSA augmentation on every training batch", role=AUGMENTATION)
         p["dsa_strategy"] = Param("color_crop_cutout_flip_scale_rotate",
                                   f"{OFFICIAL}: dsa_strategy = 'color_crop_cutout_flip_scale_rotate', ParamDiffAug() (mode S)",
                                   "DSA groups, '_'-joined")
-        p["test_batch"] = Param(256, f"{OFFICIAL}: testloader batch_size=256", "test images per forward", min=1)
+        p["test_batch"] = Param(256, f"{OFFICIAL}: testloader batch_size=256", "test images per forward", min=1, role=SPEED)
         if "zca" in p:
             p["zca"] = Param(False, f"{OFFICIAL}: no whitening (the script normalises nothing)", p["zca"].help)
         p["strict"] = Param(True, f"{OFFICIAL}: asserts data.shape == (10*num_classes, 3, H, H)",

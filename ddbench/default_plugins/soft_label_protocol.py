@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import hookimpl
-from ..api import DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
+from ..api import AUGMENTATION, EPOCHS, NETWORKS, SPEED, DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
 from ..augment import DEFAULT_STRATEGY, DSA
 from .dsa_protocols import _check, epoch_batches, init_network, test_accuracy, worker_count
 from ..identity import config_hash, dataset_fingerprint
@@ -55,8 +55,8 @@ TEACHER_KEYS = ("teacher_model", "teacher_epochs", "teacher_lr", "teacher_batch"
 
 PARAMS: dict[str, Param] = {
     "epochs": Param(300, f"{DDR} ddranking/metrics/soft_label.py: num_epochs=300",
-                    "student training epochs (E runs E+1 passes, as the dsa protocol)", min=0),
-    "n_models": Param(5, f"{DDR} ddranking/metrics/soft_label.py: num_eval=5", "number of students", min=1),
+                    "student training epochs (E runs E+1 passes, as the dsa protocol)", min=0, role=EPOCHS),
+    "n_models": Param(5, f"{DDR} ddranking/metrics/soft_label.py: num_eval=5", "number of students", min=1, role=NETWORKS),
     "lr": Param(0.01, f"{DDR} soft_label.py: default_lr=0.01; {REF} main.py --lr_net 0.01", "student SGD lr", min=0.0),
     "momentum": Param(0.9, f"{DDR} soft_label.py: momentum=0.9", min=0.0, max=1.0),
     "weight_decay": Param(0.0005, f"{DDR} soft_label.py: weight_decay=0.0005", min=0.0),
@@ -66,7 +66,7 @@ PARAMS: dict[str, Param] = {
     "scale_loss": Param(False, f"{DDR} configs/Demo_LRS_Soft_Label.yaml: scale_loss false; ddranking/loss/kl.py",
                         "multiply the KL loss by T^2"),
     "dsa": Param(True, f"{REF} utils.py evaluate_synset: DSA on every batch (the augmentation the teacher relabels)",
-                 "augment every student batch with DSA before the teacher labels it"),
+                 "augment every student batch with DSA before the teacher labels it", role=AUGMENTATION),
     "dsa_strategy": Param(DEFAULT_STRATEGY, f"{REF} main_DM.py --dsa_strategy", "DSA groups, '_'-joined"),
     "teacher_model": Param("", f"{DDR} soft_label.py: teachers are built with model_name (the student's architecture)",
                            "teacher architecture; empty = the run's --model"),
@@ -81,9 +81,10 @@ PARAMS: dict[str, Param] = {
                                   min=0.0),
     "teacher_seed": Param(0, "docs/benchmark-axes.md#soft-labels---protocol-soft: one teacher per dataset and architecture, shared by every run seed",
                           "seed of the teacher's initialisation and data order", min=0),
-    "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1),
+    "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1, role=SPEED),
     "max_parallel": Param(0, "docs/evaluation.md: worker_count, on a CPU students train one per core (0 = all at once)",
-                          "students trained at once on a CPU (1 = one after another with all threads)", min=0),
+                          "students trained at once on a CPU (1 = one after another with all threads)", min=0,
+                          role=SPEED),
 }
 
 
