@@ -222,8 +222,17 @@ def _trajectories(make_ctx, tmp_path, name: str, **over) -> list[torch.Tensor]:
 def test_micro_batched_experts_match_whole_batches(make_ctx, tmp_path):
     whole = _trajectories(make_ctx, tmp_path, "whole", micro_batch=0, workers=1)
     chunks = _trajectories(make_ctx, tmp_path, "chunks", micro_batch=3, workers=1)
+    # Chunked gradients sum in another order. After the first epoch the two differ by float noise (measured:
+    # 1.9e-6 of how far training moved the weights); a chunk weighted wrongly (a sum instead of a mean over 3
+    # chunks) moves them by a multiple of the update itself. Later epochs can amplify the noise chaotically
+    # (measured on one expert: 1.9e-6, 4.6e-5, 1.8e-3 over 3 epochs; the other stayed at 1.6e-6), so they get
+    # a looser bound that still catches a real difference.
     for a, b in zip(whole, chunks):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert torch.equal(a[0], b[0])  # the same initialisation
+        for t in range(1, len(a)):
+            moved = (a[t] - a[0]).norm()
+            drift = float((a[t] - b[t]).norm() / moved)
+            assert drift <= (1e-4 if t == 1 else 2e-2), (t, drift)
 
 
 def test_experts_on_worker_threads_match_one_after_another(make_ctx, tmp_path):
