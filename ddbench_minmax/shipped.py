@@ -1,4 +1,4 @@
-"""The files shipped inside the package: the pretrained base generator of each dataset.
+"""The files shipped inside the package: the pretrained base of each dataset.
 
 `ddbench_minmax/weights/<dataset>/` holds `generator/` and `meta.json`, read through the generator cache's
 layout; ./base.py makes them, ./generator.py reads them.
@@ -24,7 +24,7 @@ def load_verified(cache: GeneratorCache):
     try:
         return cache.load()
     except CorruptCache as exc:
-        raise DDBenchError(f"base generator is corrupt: {exc}; reinstall the package, retrain it with "
+        raise DDBenchError(f"base is corrupt: {exc}; reinstall the package, retrain it with "
                            f"`python -m ddbench_minmax.base train`, or set base=train") from None
 
 
