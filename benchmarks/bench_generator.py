@@ -38,7 +38,7 @@ def new_model():
     from ddbench_minmax.base import BaseRecipe
     from ddbench_minmax.model import build_denoiser
 
-    return build_denoiser(BaseRecipe().generator_config(1, 28, 10))
+    return build_denoiser(BaseRecipe().denoiser_config(1, 28, 10))
 
 
 def train_steps(net, call, steps: int, bf16: bool, governor=None) -> list[float]:

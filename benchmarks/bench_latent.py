@@ -43,7 +43,7 @@ def make_folder(path: Path, dit: str) -> Path:
 def measure(folder: Path, device: str, train_steps: int, images: int, classes: int = 10, size: int = 32) -> dict:
     from ddbench.api import SampleRequest
     from ddbench_minmax.folder import inspect_folder, load_folder
-    from ddbench_minmax.generator import model_shape
+    from ddbench_minmax.generator import sample_shape
     from ddbench_minmax.latent import LatentSpace
     from ddbench_minmax.sampler import DSRSampler
     from ddbench_minmax.train import TrainSpec, train_phase
@@ -77,8 +77,8 @@ def measure(folder: Path, device: str, train_steps: int, images: int, classes: i
     ema.to(dev).eval()
     ema.decoder = space
     sampler = DSRSampler()
-    thr = sampler.measure(ema, classes, model_shape(ema), images, guidance=4.0)
-    req = SampleRequest(num_classes=classes, steps=10, image_shape=model_shape(ema), ipc=max(1, images // classes),
+    thr = sampler.measure(ema, classes, sample_shape(ema), images, guidance=4.0)
+    req = SampleRequest(num_classes=classes, steps=10, image_shape=sample_shape(ema), ipc=max(1, images // classes),
                         guidance=4.0, batch_size=images, seed=0, progress=True)
     res = sampler.generate(ema, req)
     out["sampling"] = {**res.stats, "decode_seconds_per_batch": round(thr.overhead, 3),

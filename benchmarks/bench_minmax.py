@@ -270,7 +270,7 @@ def study_curve() -> None:
     from ddbench_minmax.model import Denoiser
     from ddbench_minmax.quality import reference_classifier
     from ddbench_minmax.sampler import DSRSampler
-    from ddbench_minmax.train import from_model_space
+    from ddbench_minmax.train import from_signed_pixels
     from ddbench.api import SampleRequest
 
     path = CELLS / "curve.json"
@@ -299,7 +299,7 @@ def study_curve() -> None:
             model = Denoiser.load(folder)
             out = DSRSampler().generate(model, SampleRequest(num_classes=10, steps=10, image_shape=(1, 28, 28), ipc=20,
                                                              guidance=guidance, seed=0))
-            fig = clf.figures(from_model_space(ds, out.images), out.labels)
+            fig = clf.figures(from_signed_pixels(ds, out.images), out.labels)
             done[key] = {"step": step, "guidance": guidance, "epochs": round(step * 128 / 60000, 2),
                          **{k: fig[k] for k in ("class_accuracy", "fd", "images")}}
             print(key, done[key], flush=True)

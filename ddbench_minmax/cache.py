@@ -1,10 +1,12 @@
-"""The generator cache: trained denoisers saved with diffusers' `save_pretrained` (safetensors), keyed by
-dataset, configuration and seed, plus the resumable training checkpoint of an unfinished training.
+"""The denoiser cache: a trained base or fine-tuned generator saved with diffusers' `save_pretrained`
+(safetensors), keyed by dataset, recipe or fine-tuning spec and seed, plus the resumable training checkpoint of
+an unfinished training. The shipped base uses the same layout (shipped.py).
 
 Layout under `<cache_dir>/minmax-diffusion/<key>/`:
-    generator/              save_pretrained output (config.json + diffusion_pytorch_model.safetensors)
+    generator/              save_pretrained output (config.json + diffusion_pytorch_model.safetensors); the
+                            folder keeps the first release's name, so existing caches and the shipped base load
     meta.json               written last: the config, the weights' sha256, training time; "complete": true
-    checkpoint.pt           training state while training runs (deleted once the generator is saved)
+    checkpoint.pt           training state while training runs (deleted once the denoiser is saved)
     .lock                   a file lock held while one process trains this key
 """
 from __future__ import annotations
@@ -29,8 +31,9 @@ from .model import Denoiser
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def config_key(prefix: str, config: dict[str, Any]) -> str:
-    return f"{prefix}-{config_hash(config)}"
+def cache_key(prefix: str, identity: dict[str, Any]) -> str:
+    """The folder name of a cached denoiser: `prefix-<hash of what made it>` (the format existing caches use)."""
+    return f"{prefix}-{config_hash(identity)}"
 
 
 def sha256_file(path: Path) -> str:
@@ -41,17 +44,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-class GeneratorCache:
+class DenoiserCache:
+    """One cached denoiser (base or fine-tuned generator) under `root`, in the layout above."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.key = self.root.name
 
     @classmethod
-    def for_key(cls, cache_dir: Path, key: str) -> "GeneratorCache":
+    def for_key(cls, cache_dir: Path, key: str) -> "DenoiserCache":
         return cls(Path(cache_dir) / "minmax-diffusion" / key)
 
     @property
     def generator_dir(self) -> Path:
+        """The saved weights' folder (named `generator/` on disk, for either stage)."""
         return self.root / "generator"
 
     @property
@@ -77,7 +83,7 @@ class GeneratorCache:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def load(self) -> tuple[Denoiser, dict[str, Any]]:
-        """The cached generator and its meta. Raises CorruptCache when anything is missing or altered."""
+        """The cached denoiser and its meta. Raises CorruptCache when anything is missing or altered."""
         if not self.meta_path.is_file():
             raise CorruptCache(f"{self.meta_path} is missing (an interrupted save?)")
         try:
@@ -90,18 +96,18 @@ class GeneratorCache:
         if meta.get("sha256") and sha256_file(weights) != meta["sha256"]:
             raise CorruptCache(f"{weights} does not match the sha256 recorded in meta.json")
         try:
-            model = Denoiser.load(self.generator_dir)
+            denoiser = Denoiser.load(self.generator_dir)
         except Exception as exc:  # noqa: BLE001 - any loader failure means a corrupt cache entry
             raise CorruptCache(f"{self.generator_dir} does not load: {type(exc).__name__}: {exc}") from None
-        return model, meta
+        return denoiser, meta
 
-    def save(self, model: Denoiser, meta: dict[str, Any]) -> dict[str, Any]:
+    def save(self, denoiser: Denoiser, meta: dict[str, Any]) -> dict[str, Any]:
         """save_pretrained into a temporary folder, swap it in, then write meta.json last."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / "generator.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        model.save(tmp)
+        denoiser.save(tmp)
         if self.generator_dir.exists():
             shutil.rmtree(self.generator_dir)
         os.replace(tmp, self.generator_dir)
@@ -112,7 +118,7 @@ class GeneratorCache:
         return meta
 
     def clear(self) -> None:
-        """Remove the generator and its meta (a corrupt entry); a training checkpoint is kept."""
+        """Remove the saved denoiser and its meta (a corrupt entry); a training checkpoint is kept."""
         with contextlib.suppress(FileNotFoundError):
             self.meta_path.unlink()
         for d in (self.generator_dir, self.root / "generator.tmp"):
@@ -137,3 +143,6 @@ class GeneratorCache:
 
 class CorruptCache(DDBenchError):
     pass
+
+
+GeneratorCache = DenoiserCache  # the first release's name, for code written against it

@@ -45,7 +45,7 @@ def check_samples(out: object, sampler: str, num_classes: int, image_shape: tupl
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise fail("returned images or labels that are not torch tensors")
     if x.ndim == 4 and x.shape[0] == 0 and y.numel() == 0:
-        return 0  # nothing fitted (its shape may be the model's own, e.g. latents)
+        return 0  # nothing fitted (its shape may be the denoiser's own, e.g. latents)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape) or not x.is_floating_point():
         raise fail(f"returned images of shape {tuple(x.shape)} and dtype {x.dtype}; expected floating-point "
                    f"(N, {', '.join(map(str, image_shape))})")

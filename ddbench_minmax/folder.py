@@ -23,7 +23,7 @@ from typing import Any
 
 from ddbench.api import DDBenchError
 
-from .model import CONFIG_FILE, Denoiser, GeneratorConfig
+from .model import CONFIG_FILE, Denoiser, DenoiserConfig
 
 BUILTIN = ("shipped", "train")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -59,10 +59,10 @@ class BaseFolder:
     @property
     def num_classes(self) -> int:
         """Real label rows; the null row of classifier-free guidance is the one after them (DiT's LabelEmbedder).
-        A folder ddbench saved says it in its GeneratorConfig (its DiT tables have one spare row)."""
+        A folder ddbench saved says it in its DenoiserConfig (its DiT tables have one spare row)."""
         own = self.denoiser_dir / CONFIG_FILE
         if own.is_file():
-            return GeneratorConfig.from_json(own.read_text()).num_classes
+            return DenoiserConfig.from_json(own.read_text()).num_classes
         c = self.denoiser_config
         if self.arch == "dit":
             return int(c["num_embeds_ada_norm"])
@@ -75,12 +75,13 @@ class BaseFolder:
 
     @property
     def pixel_size(self) -> int:
-        """The image size the model sees: its sample size, times the VAE factor in latent space."""
+        """The image size the base sees: its sample size, times the VAE factor in latent space."""
         return int(self.denoiser_config["sample_size"]) * self.vae_factor
 
-    def generator_config(self) -> GeneratorConfig:
+    def as_denoiser_config(self) -> DenoiserConfig:
+        """The folder's diffusers configs as the DenoiserConfig ddbench drives the base with."""
         c, s = self.denoiser_config, self.scheduler_config
-        return GeneratorConfig(
+        return DenoiserConfig(
             arch=self.arch, channels=int(c["in_channels"]), image_size=int(c["sample_size"]),
             num_classes=self.num_classes, num_train_timesteps=int(s.get("num_train_timesteps", 1000)),
             beta_schedule=s.get("beta_schedule", "linear"), prediction_type=s.get("prediction_type", "epsilon"),
@@ -154,13 +155,13 @@ def inspect_folder(value: str) -> BaseFolder:
     weights = {str(den_dir.relative_to(path) / _weights(den_dir).name): _weights(den_dir)}
     if sched_path.is_file():
         sched_cfg = _read_json(sched_path, "the noise schedule")
-    elif (den_dir / CONFIG_FILE).is_file():  # a folder ddbench saved: its GeneratorConfig holds the schedule
-        g = GeneratorConfig.from_json((den_dir / CONFIG_FILE).read_text())
+    elif (den_dir / CONFIG_FILE).is_file():  # a folder ddbench saved: its DenoiserConfig holds the schedule
+        g = DenoiserConfig.from_json((den_dir / CONFIG_FILE).read_text())
         sched_cfg = {"num_train_timesteps": g.num_train_timesteps, "beta_schedule": g.beta_schedule,
                      "beta_start": g.beta_start, "beta_end": g.beta_end, "prediction_type": g.prediction_type}
     else:
         raise DDBenchError(f"base folder {path}: {sched_path.relative_to(path)} is missing (the noise schedule "
-                           f"the model was trained with)")
+                           f"the denoiser was trained with)")
     _check_scheduler(sched_cfg, sched_path)
     vae_cfg = None
     if vae_dir is not None:
@@ -220,4 +221,4 @@ def load_folder(folder: BaseFolder, untrained: bool = False):
             vae = AutoencoderKL.from_pretrained(str(folder.vae_dir), **kw,
                                                 use_safetensors=_weights(folder.vae_dir).suffix == ".safetensors")
         vae.eval().requires_grad_(False)
-    return Denoiser(net, folder.generator_config()), vae
+    return Denoiser(net, folder.as_denoiser_config()), vae

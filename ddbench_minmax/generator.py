@@ -1,4 +1,4 @@
-"""The generator of a run: a pretrained base, then min-max fine-tuning, each cached.
+"""The generator of a run: a pretrained base, then min-max fine-tuning, each cached (names: model.py).
 
 As the anchors do (vimar-gu/MinimaxDiffusion `train_dit.py`, FanJunqiao/DD_Track2 `train_dit.py`): start from a
 pretrained class-conditional generator and fine-tune it with L_diff + λ_r·L_r + λ_d·L_d. The base is the
@@ -18,12 +18,12 @@ from ddbench.identity import dataset_fingerprint
 from ddbench.seeds import derive_seed, seeded
 
 from .base import BaseRecipe
-from .cache import CorruptCache, GeneratorCache, config_key
+from .cache import CorruptCache, DenoiserCache, cache_key
 from .folder import BaseFolder, folder_identity, inspect_folder, is_folder_base, load_folder
 from .latent import LatentSpace
 from .model import Denoiser
 from .shipped import load_verified, shipped_cache
-from .train import TrainSpec, to_model_space, train_phase
+from .train import TrainSpec, to_signed_pixels, train_phase
 
 EMBEDDINGS = ("x0", "classifier", "random-convnet")
 
@@ -52,71 +52,77 @@ def make_embedder(kind: str, ctx: RunContext, classifier=None) -> Callable[[torc
     raise DDBenchError(f"embedding={kind!r} is not allowed; choose one of {', '.join(EMBEDDINGS)}")
 
 
-def _cached(ctx: RunContext, cache: GeneratorCache, train: Callable[[GeneratorCache], tuple[Denoiser, dict]],
-            key_cfg: dict[str, Any], what: str) -> tuple[Denoiser, dict[str, Any]]:
+def _cached(ctx: RunContext, cache: DenoiserCache, train: Callable[[DenoiserCache], tuple[Denoiser, dict]],
+            identity: dict[str, Any], what: str) -> tuple[Denoiser, dict[str, Any]]:
     with cache.lock():
         if cache.exists():
             try:
-                model, meta = cache.load()
+                denoiser, meta = cache.load()
                 ctx.log(f"minmax-diffusion: {what} loaded from {cache.root}")
-                return model, {**meta, "cache": "hit", "cache_path": str(cache.root)}
+                return denoiser, {**meta, "cache": "hit", "cache_path": str(cache.root)}
             except CorruptCache as exc:
                 if ctx.params["on_corrupt_cache"] == "error":
                     raise DDBenchError(f"cached {what} is corrupt: {exc}; delete {cache.root} or set "
                                        f"on_corrupt_cache=rebuild") from None
                 ctx.log(f"minmax-diffusion: cached {what} is corrupt ({exc}); rebuilding it")
                 cache.clear()
-        model, stats = train(cache)
-        meta = cache.save(model, {"key": cache.key, "config": key_cfg, "train": stats,
-                                  "parameters": model.num_parameters()})
-        return model, {**meta, "cache": "miss", "cache_path": str(cache.root)}
+        denoiser, stats = train(cache)
+        # "config": the meta key of the first release (old cache entries keep reading the same)
+        meta = cache.save(denoiser, {"key": cache.key, "config": identity, "train": stats,
+                                     "parameters": denoiser.num_parameters()})
+        return denoiser, {**meta, "cache": "miss", "cache_path": str(cache.root)}
 
 
 def obtain_base(ctx: RunContext) -> tuple[Denoiser, dict[str, Any]]:
+    """The pretrained base of `base=shipped|train`: the shipped one when it was trained on exactly this data
+    with this arch, else one trained here with the recipe (cached by the recipe and the data)."""
     ds, p = ctx.dataset, ctx.params
     fp = dataset_fingerprint(ds)
     recipe = base_recipe(ctx)
     shipped = shipped_cache(ds.name)
     if p["base"] == "shipped" and shipped.meta_path.is_file():
-        model, meta = load_verified(shipped)
+        base, meta = load_verified(shipped)
         same_recipe = meta.get("recipe", {}).get("arch") == recipe.arch
         if meta.get("data") == fp and same_recipe:
-            ctx.log(f"minmax-diffusion: shipped base generator {shipped.root} (sha256 {meta['sha256'][:12]}...)")
-            return model, {**meta, "source": "shipped", "cache_path": str(shipped.root)}
+            ctx.log(f"minmax-diffusion: shipped base {shipped.root} (sha256 {meta['sha256'][:12]}...)")
+            return base, {**meta, "source": "shipped", "cache_path": str(shipped.root)}
         ctx.log(f"minmax-diffusion: the shipped base was trained on other data or another arch "
                 f"(fingerprint {meta.get('data')} vs {fp}); training a base here instead")
     from .base import train_base
 
-    key_cfg = {"dataset": ds.name, "data": fp, "recipe": asdict(recipe)}
-    cache = GeneratorCache.for_key(ctx.cache_dir, f"{ds.name}-{config_key('base', key_cfg)}")
+    identity = {"dataset": ds.name, "data": fp, "recipe": asdict(recipe)}
+    cache = DenoiserCache.for_key(ctx.cache_dir, f"{ds.name}-{cache_key('base', identity)}")
 
     with cache.lock():
         if cache.exists():
             try:
-                model, meta = cache.load()
-                return model, {**meta, "source": "trained", "cache": "hit", "cache_path": str(cache.root)}
+                base, meta = cache.load()
+                return base, {**meta, "source": "trained", "cache": "hit", "cache_path": str(cache.root)}
             except CorruptCache as exc:
                 ctx.log(f"minmax-diffusion: cached base is corrupt ({exc}); retraining it")
                 cache.clear()
         meta = train_base(ds, recipe, cache.root / "work", cache, progress=ctx.progress, log=ctx.log,
                           device=ctx.device)
-        model, meta = cache.load()
-        return model, {**meta, "source": "trained", "cache": "miss", "cache_path": str(cache.root)}
+        base, meta = cache.load()
+        return base, {**meta, "source": "trained", "cache": "miss", "cache_path": str(cache.root)}
 
 
-def model_shape(model: Denoiser) -> tuple[int, int, int]:
-    """The shape of the model's own samples (latents for a latent base): what a sampler draws noise in."""
-    c = model.config
+def sample_shape(denoiser: Denoiser) -> tuple[int, int, int]:
+    """The shape of the denoiser's own samples (latents for a latent base): what a sampler draws noise in."""
+    c = denoiser.config
     return (c.channels, c.image_size, c.image_size)
 
 
-def to_generator_space(model: Denoiser, images: torch.Tensor | None) -> torch.Tensor | None:
-    """(classes, M, C, H, W) pixel tensors in [-1, 1] (e.g. k-means prototypes) in the model's space: the VAE's
-    posterior means for a latent base, unchanged in pixel space."""
-    if images is None or getattr(model, "decoder", None) is None:
+model_shape = sample_shape  # the first release's name, for code written against it
+
+
+def to_denoiser_space(denoiser: Denoiser, images: torch.Tensor | None) -> torch.Tensor | None:
+    """(classes, M, C, H, W) pixel tensors in [-1, 1] (e.g. k-means prototypes) in the denoiser's space: the
+    VAE's posterior means for a latent base, unchanged in pixel space."""
+    if images is None or getattr(denoiser, "decoder", None) is None:
         return images
     k, m = images.shape[:2]
-    z = model.decoder.encode(images.flatten(0, 1))
+    z = denoiser.decoder.encode(images.flatten(0, 1))
     return z.view(k, m, *z.shape[1:]).cpu()
 
 
@@ -136,14 +142,14 @@ def check_base_folder(value: str, ds) -> BaseFolder:
     return folder
 
 
-def untrained_folder_generator(folder: BaseFolder, ctx: RunContext) -> Denoiser:
-    """The folder's shapes with random weights (and VAE): throughput does not depend on the weights."""
+def untrained_folder_base(folder: BaseFolder, ctx: RunContext) -> Denoiser:
+    """The folder base's shapes with random weights (and VAE): throughput does not depend on the weights."""
     ds = ctx.dataset
-    model, vae = load_folder(folder, untrained=True)
+    base, vae = load_folder(folder, untrained=True)
     if vae is not None:
-        model.decoder = LatentSpace(vae, folder.pixel_size, ds.image_size, ds.channels, ctx.device,
-                                    ctx.params["vae_batch"])
-    return model
+        base.decoder = LatentSpace(vae, folder.pixel_size, ds.image_size, ds.channels, ctx.device,
+                                   ctx.params["vae_batch"])
+    return base
 
 
 def folder_base(ctx: RunContext) -> tuple[Denoiser, dict[str, Any], LatentSpace | None]:
@@ -152,17 +158,17 @@ def folder_base(ctx: RunContext) -> tuple[Denoiser, dict[str, Any], LatentSpace 
     ds, p = ctx.dataset, ctx.params
     folder = check_base_folder(p["base"], ds)
     ident = folder_identity(folder)
-    model, vae = load_folder(folder)
+    base, vae = load_folder(folder)
     space = None
     if vae is not None:
         space = LatentSpace(vae, folder.pixel_size, ds.image_size, ds.channels, ctx.device, p["vae_batch"])
     ctx.log(f"minmax-diffusion: base from {folder.path} ({folder.arch}, {'latent ' + str(folder.pixel_size) + ' px' if space else 'pixel space'}, "
             f"{folder.num_classes} label rows, dataset classes -> rows 0..{ds.num_classes - 1}, null row "
             f"{folder.num_classes}; sha256 {ident['sha256'][:12]}...)")
-    meta = {"source": "folder", **ident, "arch": folder.arch, "parameters": model.num_parameters(),
+    meta = {"source": "folder", **ident, "arch": folder.arch, "parameters": base.num_parameters(),
             "label_rows": {"classes": f"0..{ds.num_classes - 1}", "null": folder.num_classes},
             "latent": space.describe() if space else None}
-    return model, meta, space
+    return base, meta, space
 
 
 def finetune_spec(ctx: RunContext) -> TrainSpec:
@@ -192,27 +198,29 @@ def obtain_generator(ctx: RunContext, classifier=None) -> tuple[Denoiser, dict[s
     if spec.steps <= 0:
         base.decoder = space
         return base, info
-    key_cfg = {"base": base_meta["sha256"], "spec": asdict(replace(spec, checkpoint_every=0))}
+    identity = {"base": base_meta["sha256"], "spec": asdict(replace(spec, checkpoint_every=0))}
     if space is not None or base_meta.get("source") == "folder":
         # a folder's base was not trained on this data (a shipped or trained base's sha256 implies its data)
-        key_cfg.update(data=dataset_fingerprint(ctx.dataset), latent=base_meta.get("latent"))
-    cache = GeneratorCache.for_key(ctx.cache_dir, f"{ctx.dataset.name}-{config_key('finetune', key_cfg)}")
+        identity.update(data=dataset_fingerprint(ctx.dataset), latent=base_meta.get("latent"))
+    cache = DenoiserCache.for_key(ctx.cache_dir, f"{ctx.dataset.name}-{cache_key('finetune', identity)}")
+    generator, info["finetune"] = _cached(ctx, cache, lambda c: _finetune(ctx, base, spec, space, classifier, c),
+                                          identity, "fine-tuned generator")
+    generator.decoder = space
+    return generator, info
+
+
+def _finetune(ctx: RunContext, base: Denoiser, spec: TrainSpec, space: LatentSpace | None, classifier,
+              cache: DenoiserCache) -> tuple[Denoiser, dict[str, Any]]:
+    """Fine-tune a copy of the base with the min-max losses (resumable through the cache's checkpoint)."""
     ds = ctx.dataset
-
-    def train(c: GeneratorCache):
-        model = copy.deepcopy(base)  # the anchors fine-tune from the pretrained (EMA) weights
-        ctx.log(f"minmax-diffusion: fine-tuning ({spec.trainable} parameters) for {spec.steps} steps of batch "
-                f"{spec.batch_size}: lambda_r={spec.lambda_pos}, lambda_d={spec.lambda_neg}, embedding={spec.embedding}")
-        embed = make_embedder(spec.embedding, ctx, classifier)
-        if space is not None and spec.embedding != "x0":  # x0 compares latents, as the seed; the others see pixels
-            embed = space.through_decoder(embed)
-        if ctx.params["gradient_checkpointing"]:
-            model.net.enable_gradient_checkpointing()
-        return train_phase(model, to_model_space(ds, ds.train_x.float()), ds.train_y.long(), spec,
-                           checkpoint_path=c.checkpoint_path, embed=embed, progress=ctx.progress, log=ctx.log,
-                           device=ctx.device, encode=space.encode if space is not None else None)
-
-    model, meta = _cached(ctx, cache, train, key_cfg, "fine-tuned generator")
-    info["finetune"] = meta
-    model.decoder = space
-    return model, info
+    generator = copy.deepcopy(base)  # the anchors fine-tune from the pretrained (EMA) weights
+    ctx.log(f"minmax-diffusion: fine-tuning ({spec.trainable} parameters) for {spec.steps} steps of batch "
+            f"{spec.batch_size}: lambda_r={spec.lambda_pos}, lambda_d={spec.lambda_neg}, embedding={spec.embedding}")
+    embed = make_embedder(spec.embedding, ctx, classifier)
+    if space is not None and spec.embedding != "x0":  # x0 compares latents, as the seed; the others see pixels
+        embed = space.through_decoder(embed)
+    if ctx.params["gradient_checkpointing"]:
+        generator.net.enable_gradient_checkpointing()
+    return train_phase(generator, to_signed_pixels(ds, ds.train_x.float()), ds.train_y.long(), spec,
+                       checkpoint_path=cache.checkpoint_path, embed=embed, progress=ctx.progress, log=ctx.log,
+                       device=ctx.device, encode=space.encode if space is not None else None)

@@ -7,7 +7,7 @@ factor is the VAE's own `scaling_factor` (0.18215 in sd-vae-ft-*), the size is t
 times the VAE's downsampling factor (32 x 8 = 256 for DiT-XL-2-256), images go in as [-1, 1] (the range the VAE
 was trained on), a grey dataset repeats its channel into an RGB VAE and averages the three out, and decoded
 images are resized to the dataset's size. Everything outside this module keeps working in pixels scaled to
-[-1, 1] at the dataset's size (`train.to_model_space`); the latents exist only inside training and sampling.
+[-1, 1] at the dataset's size (`train.to_signed_pixels`); the latents exist only inside training and sampling.
 """
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""The class-conditional denoiser and its one config: architecture, classes (+ the null class), noise schedule.
+"""The network class, `Denoiser`, and its one config: architecture, classes (+ the null class), noise schedule.
+
+One object, three stages, one name each throughout this package:
+- `Denoiser` (this module): the network class; a `denoiser` is an instance whose stage does not matter
+  (training, sampling, the cache);
+- the *base*: the pretrained denoiser a run starts from (shipped, trained here, or a diffusers folder; base.py);
+- the *generator*: the denoiser a run samples, the base after min-max fine-tuning (generator.py).
 
 A diffusers UNet2DModel (default) or DiTTransformer2DModel predicts the noise epsilon of x_t in pixel space
 scaled to [-1, 1], conditioned on the timestep and the class label. The label table has one extra entry,
@@ -6,9 +12,9 @@ the *null class* (index = num_classes), which training uses for label dropout an
 unconditional branch of classifier-free guidance (Ho & Salimans 2022; facebookresearch/DiT `models.py`
 LabelEmbedder: `class_dropout_prob=0.1`, the null label is `num_classes`).
 
-`GeneratorConfig` is the one place that says what a generator is; it is saved beside the diffusers weights
-(`ddbench_generator.json`), so a loaded generator brings its schedule and class count with it and the
-sampler never has to be told them again.
+`DenoiserConfig` is the one place that says what a denoiser is; it is saved beside the diffusers weights
+(`ddbench_generator.json`, the file name of the first release, kept so saved caches and the shipped base load),
+so a loaded denoiser brings its schedule and class count with it and the sampler never has to be told them again.
 """
 from __future__ import annotations
 
@@ -74,8 +80,8 @@ def arch_config(arch: str, image_size: int) -> dict[str, Any]:
 
 
 @dataclass
-class GeneratorConfig:
-    """What a generator is. Everything a sampler or a loader needs, saved beside the weights."""
+class DenoiserConfig:
+    """What a denoiser is. Everything a sampler or a loader needs, saved beside the weights."""
 
     arch: str
     channels: int
@@ -97,14 +103,17 @@ class GeneratorConfig:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "GeneratorConfig":
+    def from_json(cls, text: str) -> "DenoiserConfig":
         d = json.loads(text)
         d["net"] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.get("net", {}).items()}
         return cls(**d)
 
 
-def schedule_kwargs(c: GeneratorConfig) -> dict[str, Any]:
-    """The noise schedule of a generator, as the arguments of any diffusers scheduler (training and sampling)."""
+GeneratorConfig = DenoiserConfig  # the first release's name, for code written against it
+
+
+def schedule_kwargs(c: DenoiserConfig) -> dict[str, Any]:
+    """The noise schedule of a denoiser, as the arguments of any diffusers scheduler (training and sampling)."""
     return dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
                 prediction_type=c.prediction_type, beta_start=c.beta_start, beta_end=c.beta_end)
 
@@ -115,20 +124,20 @@ CONFIG_FILE = "ddbench_generator.json"
 class Denoiser(nn.Module):
     """eps = net(x_t, t, y) for either diffusers backbone; `y` may hold the null class."""
 
-    def __init__(self, net: nn.Module, config: GeneratorConfig):
+    def __init__(self, net: nn.Module, config: DenoiserConfig):
         super().__init__()
         self.net = net
         self.config = config
         _no_internal_label_dropout(net)
 
-    decoder = None  # latent.LatentSpace of a latent model (set where the generator is obtained); None in pixels
+    decoder = None  # latent.LatentSpace of a latent base (set in generator.py); None in pixel space
 
     @property
     def arch(self) -> str:
         return self.config.arch
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's samples as pixels in [-1, 1] at the dataset's size: the VAE decode of a latent model."""
+        """The denoiser's samples as pixels in [-1, 1] at the dataset's size: the VAE decode of a latent base."""
         return x if self.decoder is None else self.decoder.decode(x)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -143,13 +152,13 @@ class Denoiser(nn.Module):
         return out
 
     def save(self, path: Path) -> None:
-        """diffusers `save_pretrained` with safetensors, plus the GeneratorConfig."""
+        """diffusers `save_pretrained` with safetensors, plus the DenoiserConfig."""
         self.net.save_pretrained(str(path), safe_serialization=True)
         (Path(path) / CONFIG_FILE).write_text(self.config.to_json())
 
     @classmethod
     def load(cls, path: Path) -> "Denoiser":
-        config = GeneratorConfig.from_json((Path(path) / CONFIG_FILE).read_text())
+        config = DenoiserConfig.from_json((Path(path) / CONFIG_FILE).read_text())
         net = _net_class(config.arch).from_pretrained(str(path), use_safetensors=True, low_cpu_mem_usage=False)
         return cls(net, config)
 
@@ -174,7 +183,7 @@ def _net_class(arch: str):
     return {"unet": UNet2DModel, "dit": DiTTransformer2DModel}[arch]
 
 
-def build_denoiser(config: GeneratorConfig) -> Denoiser:
+def build_denoiser(config: DenoiserConfig) -> Denoiser:
     cfg = dict(config.net)
     n_labels = config.num_classes + 1  # + the null class of classifier-free guidance
     if config.arch == "unet":
@@ -193,15 +202,15 @@ def build_denoiser(config: GeneratorConfig) -> Denoiser:
     return Denoiser(net, config)
 
 
-def guided_eps(model: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
+def guided_eps(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance in DiT's form, eps_u + s * (eps_c - eps_u) (facebookresearch/DiT `models.py`
-    forward_with_cfg), both branches in one batched call. s = 1 is the conditional model alone (one call)."""
+    forward_with_cfg), both branches in one batched call. s = 1 is the conditional branch alone (one call)."""
     n = x.shape[0]
     if t.ndim == 0:
         t = t.expand(n)
     if scale == 1.0:
-        return model(x, t, y)
-    null = torch.full_like(y, model.config.null_class)
-    eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+        return denoiser(x, t, y)
+    null = torch.full_like(y, denoiser.config.null_class)
+    eps = denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
     eps_c, eps_u = eps[:n], eps[n:]
     return eps_u + scale * (eps_c - eps_u)

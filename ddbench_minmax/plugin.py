@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -22,15 +22,15 @@ from ddbench.seeds import derive_seed
 from .base import BaseRecipe
 from .checks import BudgetNotMet, PluginOutputError, check_decision, check_samples
 from .folder import is_folder_base
-from .generator import (base_recipe, check_base_folder, model_shape, obtain_generator, to_generator_space,
-                        untrained_folder_generator)
+from .generator import (base_recipe, check_base_folder, obtain_generator, sample_shape, to_denoiser_space,
+                        untrained_folder_base)
 from .losses import nn_cosine_distance
 from .model import arch_config, build_denoiser
 from .policy import Calibrated, FixedSteps, MaxImages
 from .prototypes import KINDS as PROTOTYPE_KINDS, class_prototypes
 from .quality import reference_classifier
 from .sampler import SCHEDULERS, DSRSampler
-from .train import from_model_space, to_model_space
+from .train import from_signed_pixels, to_signed_pixels
 
 ANCHOR = "vimar-gu/MinimaxDiffusion"
 SEED_CODE = "FanJunqiao/DD_Track2"
@@ -151,6 +151,15 @@ def guidance_of(ctx: RunContext) -> float:
     return float(p["guidance"])
 
 
+class Plan(NamedTuple):
+    """What a run samples with: the policy's decision, the throughput it was made from, and their cost."""
+
+    decision: Any  # ddbench.api.Decision
+    throughput: Any  # ddbench.api.Throughput
+    measure_seconds: float
+    pilot_seconds: float
+
+
 LEVERS = ("prototypes", "strength", "mode_guidance", "mode_guidance_stop", "guidance_interval")
 
 
@@ -175,7 +184,7 @@ class MinMaxDiffusion(Method):
     def validate(self, ctx: RunContext) -> None:
         p = ctx.params
         folder = check_base_folder(p["base"], ctx.dataset) if is_folder_base(p["base"]) else None
-        T = folder.generator_config().num_train_timesteps if folder else BaseRecipe.num_train_timesteps
+        T = folder.as_denoiser_config().num_train_timesteps if folder else BaseRecipe.num_train_timesteps
         for key in ("steps", "min_steps"):
             if not 1 <= p[key] <= T:
                 raise DDBenchError(f"{key}={p[key]} is not allowed; it must lie in [1, {T}] (the training timesteps)")
@@ -198,65 +207,48 @@ class MinMaxDiffusion(Method):
         if p["pool"] > 1:
             ctx.registry.get("selectors", p["selector"])
         if ctx.budget is not None:
-            if not ctx.budget > 0:
-                raise DDBenchError(f"budget={ctx.budget!r} is not allowed; it must be a positive number of seconds")
-            # Throughput does not depend on the weights: measure an untrained denoiser of the same shape now,
-            # so a hopeless budget fails before anything is trained.
-            ds = ctx.dataset
-            if folder is None:
-                model = build_denoiser(base_recipe(ctx).generator_config(ds.channels, ds.image_size, ds.num_classes))
-            else:
-                model = untrained_folder_generator(folder, ctx)
-            model.to(ctx.device)
-            thr = sampler.measure(model, ds.num_classes, model_shape(model), p["sample_batch"],
-                                  guidance=guidance_of(ctx))
-            s = p["steps"] if p["policy"] == "fixed-steps" else p["min_steps"]
-            need = thr.min_budget(s, p["budget_safety"])
-            if ctx.budget < need:
-                raise DDBenchError(
-                    f"budget={ctx.budget:g}s is too small to give each of the {ds.num_classes} classes one image at "
-                    f"S={s} steps; the minimum on this device is about {need:.2f}s"
-                )
-            planned = thr.max_ipc(ctx.budget, s, p["budget_safety"])
-            if planned > p["max_ipc"] * p["pool"]:
-                raise DDBenchError(
-                    f"budget={ctx.budget:g}s plans {planned} images per class at S={s} on this device, above "
-                    f"max_ipc={p['max_ipc']}" + (f" x pool={p['pool']}" if p["pool"] > 1 else "")
-                    + "; give a smaller --budget or raise max_ipc with --set max_ipc=N")
+            self._check_budget(ctx, sampler, folder)
+
+    @staticmethod
+    def _check_budget(ctx: RunContext, sampler, folder) -> None:
+        """A budget that cannot give each class one image, or that plans more than max_ipc, fails now."""
+        p, ds = ctx.params, ctx.dataset
+        if not ctx.budget > 0:
+            raise DDBenchError(f"budget={ctx.budget!r} is not allowed; it must be a positive number of seconds")
+        # Throughput does not depend on the weights: measure an untrained base of the same shape now,
+        # so a hopeless budget fails before anything is trained.
+        if folder is None:
+            base = build_denoiser(base_recipe(ctx).denoiser_config(ds.channels, ds.image_size, ds.num_classes))
+        else:
+            base = untrained_folder_base(folder, ctx)
+        base.to(ctx.device)
+        thr = sampler.measure(base, ds.num_classes, sample_shape(base), p["sample_batch"], guidance=guidance_of(ctx))
+        s = p["steps"] if p["policy"] == "fixed-steps" else p["min_steps"]
+        need = thr.min_budget(s, p["budget_safety"])
+        if ctx.budget < need:
+            raise DDBenchError(
+                f"budget={ctx.budget:g}s is too small to give each of the {ds.num_classes} classes one image at "
+                f"S={s} steps; the minimum on this device is about {need:.2f}s"
+            )
+        planned = thr.max_ipc(ctx.budget, s, p["budget_safety"])
+        if planned > p["max_ipc"] * p["pool"]:
+            raise DDBenchError(
+                f"budget={ctx.budget:g}s plans {planned} images per class at S={s} on this device, above "
+                f"max_ipc={p['max_ipc']}" + (f" x pool={p['pool']}" if p["pool"] > 1 else "")
+                + "; give a smaller --budget or raise max_ipc with --set max_ipc=N")
 
     def distill(self, ctx: RunContext) -> SyntheticSet:
         p, ds = ctx.params, ctx.dataset
-        k = ds.num_classes
         t0 = time.perf_counter()
         classifier = self._classifier(ctx) if p["quality"] or p["embedding"] == "classifier" else None
-        model, gen_info = obtain_generator(ctx, classifier)
-        model.to(ctx.device).eval()
+        generator, gen_info = obtain_generator(ctx, classifier)
+        generator.to(ctx.device).eval()
         t_gen = time.perf_counter() - t0
         sampler = ctx.registry.get("samplers", p["sampler"])
-        policy = ctx.registry.get("policies", p["policy"])
-
-        t1 = time.perf_counter()
-        thr = sampler.measure(model, k, model_shape(model), p["sample_batch"], guidance=guidance_of(ctx))
-        measure_s = time.perf_counter() - t1
-        gen_key = (gen_info.get("finetune") or gen_info["base"])["sha256"]
-        pilot_seconds = [0.0]
-
-        def pilot(steps: int) -> dict[int, float]:
-            return self._pilot(ctx, sampler, model, gen_key, steps, pilot_seconds)
-
-        req = PlanRequest(
-            num_classes=k, budget=ctx.budget, ipc=ctx.ipc, steps=p["steps"], min_steps=p["min_steps"],
-            max_steps=model.config.num_train_timesteps, throughput=thr, candidates=list(p["pilot_steps"]),
-            pilot=pilot, safety=p["budget_safety"], log=ctx.log,
-        )
-        decision = check_decision(self._decide(policy, req), p["policy"], req)
-        ctx.log(f"minmax-diffusion: policy {decision.policy}: {decision.reason}")
-        if ctx.budget is not None and p.get("budget_guidance") is not None and p["budget_guidance"] != p["guidance"]:
-            ctx.log(f"minmax-diffusion: under --budget, guidance {p['budget_guidance']:g} (budget_guidance; "
-                    f"guidance {p['guidance']:g} is for fixed-IPC runs)")
-
-        x, y, gen_stats, extra = self._sample_set(ctx, sampler, model, decision, thr)
-        images = from_model_space(ds, x)
+        plan = self._plan(ctx, sampler, generator, gen_info)
+        decision, thr = plan.decision, plan.throughput
+        x, y, gen_stats, extra = self._sample_set(ctx, sampler, generator, decision, thr)
+        images = from_signed_pixels(ds, x)
         meta: dict[str, Any] = {
             "generator": gen_info,
             "generator_seconds": round(t_gen, 2),
@@ -265,8 +257,8 @@ class MinMaxDiffusion(Method):
             "throughput_images_per_s": thr.table(sorted({*p["pilot_steps"], decision.steps, p["min_steps"]})),
             "throughput_fit": {"a": thr.a, "b": thr.b, "batch": thr.batch_size, "overhead": thr.overhead,
                                "threads": thr.threads},
-            "measure_seconds": round(measure_s, 3),
-            "pilot_seconds": round(pilot_seconds[0], 2),
+            "measure_seconds": round(plan.measure_seconds, 3),
+            "pilot_seconds": round(plan.pilot_seconds, 2),
             "budget": ctx.budget,
             **extra,
             "diversity_nn_cosine_distance": round(nn_cosine_distance(x, y)["mean"], 4),
@@ -282,7 +274,33 @@ class MinMaxDiffusion(Method):
         return SyntheticSet(images=images, labels=y, meta=meta, ipc=gen_stats["ipc"],
                             generation_seconds=gen_stats["seconds"])
 
-    def _sample_set(self, ctx: RunContext, sampler, model, decision, thr):
+    def _plan(self, ctx: RunContext, sampler, generator, gen_info: dict[str, Any]) -> Plan:
+        """The sampler's throughput on the generator, and the policy's choice of S and IPC from it (the calibrated
+        policy pilots candidate step counts here)."""
+        p, k = ctx.params, ctx.dataset.num_classes
+        policy = ctx.registry.get("policies", p["policy"])
+        t1 = time.perf_counter()
+        thr = sampler.measure(generator, k, sample_shape(generator), p["sample_batch"], guidance=guidance_of(ctx))
+        measure_s = time.perf_counter() - t1
+        gen_key = (gen_info.get("finetune") or gen_info["base"])["sha256"]
+        pilot_seconds = [0.0]
+
+        def pilot(steps: int) -> dict[int, float]:
+            return self._pilot(ctx, sampler, generator, gen_key, steps, pilot_seconds)
+
+        req = PlanRequest(
+            num_classes=k, budget=ctx.budget, ipc=ctx.ipc, steps=p["steps"], min_steps=p["min_steps"],
+            max_steps=generator.config.num_train_timesteps, throughput=thr, candidates=list(p["pilot_steps"]),
+            pilot=pilot, safety=p["budget_safety"], log=ctx.log,
+        )
+        decision = check_decision(self._decide(policy, req), p["policy"], req)
+        ctx.log(f"minmax-diffusion: policy {decision.policy}: {decision.reason}")
+        if ctx.budget is not None and p.get("budget_guidance") is not None and p["budget_guidance"] != p["guidance"]:
+            ctx.log(f"minmax-diffusion: under --budget, guidance {p['budget_guidance']:g} (budget_guidance; "
+                    f"guidance {p['guidance']:g} is for fixed-IPC runs)")
+        return Plan(decision, thr, measure_s, pilot_seconds[0])
+
+    def _sample_set(self, ctx: RunContext, sampler, generator, decision, thr):
         """Sample the set (over-generating `pool` candidates per kept image when pool > 1, then selecting)."""
         p, ds = ctx.params, ctx.dataset
         pool = p["pool"]
@@ -291,14 +309,14 @@ class MinMaxDiffusion(Method):
         t_proto = time.perf_counter()
         # one prototype per kept image: a fixed IPC's rounds cycle through them `pool` times; under a budget the
         # policy's predicted rounds are divided by the pool
-        prototypes = to_generator_space(  # VAE-encoded for a latent base
-            model, self._prototypes(ctx, max(1, decision.ipc // pool) if ctx.budget is not None else decision.ipc))
+        prototypes = to_denoiser_space(  # VAE-encoded for a latent base
+            generator, self._prototypes(ctx, max(1, decision.ipc // pool) if ctx.budget is not None else decision.ipc))
         extra: dict[str, Any] = {"prototype_seconds": round(time.perf_counter() - t_proto, 3)}
         reserve = self._selection_reserve(ctx, decision, thr) if pool > 1 and ctx.budget is not None else 0.0
         start = time.perf_counter()
         deadline = None if ctx.budget is None else start + ctx.budget - reserve
         ipc = p["max_ipc"] * pool if ctx.budget is not None else decision.ipc * pool  # under a budget: a cap
-        out = sampler.generate(model, self._request(ctx, model, decision.steps, ipc, seed=ctx.seed, deadline=deadline,
+        out = sampler.generate(generator, self._request(ctx, generator, decision.steps, ipc, seed=ctx.seed, deadline=deadline,
                                                    throughput=thr, prototypes=prototypes))
         seconds = time.perf_counter() - start  # timed here: a sampler's stats are free metadata
         made = check_samples(out, p["sampler"], ds.num_classes, (ds.channels, ds.image_size, ds.image_size))
@@ -312,7 +330,7 @@ class MinMaxDiffusion(Method):
                      images_per_second=round(x.shape[0] / seconds, 3) if seconds > 0 else None)
         if pool > 1:
             t_sel = time.perf_counter()
-            idx = select_pool(ctx, from_model_space(ds, x), y, keep, p["selector"], p["selector_space"],
+            idx = select_pool(ctx, from_signed_pixels(ds, x), y, keep, p["selector"], p["selector_space"],
                               seed=derive_seed(ctx.seed, "pool"))
             x, y = x[idx], y[idx]
             extra.update(pool=pool, selector=p["selector"], selector_space=p["selector_space"],
@@ -363,9 +381,9 @@ class MinMaxDiffusion(Method):
         return per_image * predicted * p["budget_safety"]
 
     @staticmethod
-    def _request(ctx: RunContext, model, steps: int, ipc: int | None, **kw: Any) -> SampleRequest:
+    def _request(ctx: RunContext, generator, steps: int, ipc: int | None, **kw: Any) -> SampleRequest:
         p, ds = ctx.params, ctx.dataset
-        return SampleRequest(num_classes=ds.num_classes, steps=steps, image_shape=model_shape(model),
+        return SampleRequest(num_classes=ds.num_classes, steps=steps, image_shape=sample_shape(generator),
                              ipc=ipc, guidance=guidance_of(ctx), scheduler=p["scheduler"], batch_size=p["sample_batch"],
                              safety=p["budget_safety"], progress=ctx.progress, strength=p["strength"],
                              mode_guidance=p["mode_guidance"], mode_guidance_stop=p["mode_guidance_stop"],
@@ -389,7 +407,7 @@ class MinMaxDiffusion(Method):
             except (OSError, RuntimeError, ValueError, EOFError):
                 pass  # an unreadable cache file is recomputed
         t0 = time.perf_counter()
-        protos = class_prototypes(to_model_space(ds, ds.train_x.float()), ds.train_y.long(), ds.num_classes, k, seed)
+        protos = class_prototypes(to_signed_pixels(ds, ds.train_x.float()), ds.train_y.long(), ds.num_classes, k, seed)
         atomic_save(protos, path)
         ctx.log(f"minmax-diffusion: {k} k-means prototypes per class in {time.perf_counter() - t0:.2f}s")
         return protos
@@ -400,12 +418,12 @@ class MinMaxDiffusion(Method):
                                     dataset_fingerprint(ctx.dataset), log=ctx.log, progress=ctx.progress)
 
     # -- the calibrated policy's pilot -----------------------------------------------------------------
-    def _pilot(self, ctx, sampler, model, gen_key: str, steps: int, seconds: list[float]) -> dict[int, float]:
+    def _pilot(self, ctx, sampler, generator, gen_key: str, steps: int, seconds: list[float]) -> dict[int, float]:
         p, ds = ctx.params, ctx.dataset
         cfg = {"gen": gen_key, "steps": steps, "ipcs": list(p["pilot_ipcs"]), "scheduler": p["scheduler"],
                "guidance": guidance_of(ctx), "epochs": p["pilot_epochs"], "models": p["pilot_models"], "seed": ctx.seed,
                "levers": {k: p[k] for k in LEVERS},
-               "model": ctx.model}
+               "model": ctx.model}  # the eval architecture (cache key)
         path = ctx.cache_dir / "minmax-diffusion" / "pilots" / f"{config_hash(cfg)}.json"
         if path.is_file():
             try:
@@ -415,9 +433,9 @@ class MinMaxDiffusion(Method):
                 pass
         t0 = time.perf_counter()
         ipcs = sorted(p["pilot_ipcs"])
-        out = sampler.generate(model, self._request(ctx, model, steps, ipcs[-1], seed=derive_seed(ctx.seed, "pilot"),
-                                                   prototypes=to_generator_space(model, self._prototypes(ctx, ipcs[-1]))))
-        x, y = from_model_space(ds, out.images), out.labels
+        out = sampler.generate(generator, self._request(ctx, generator, steps, ipcs[-1], seed=derive_seed(ctx.seed, "pilot"),
+                                                   prototypes=to_denoiser_space(generator, self._prototypes(ctx, ipcs[-1]))))
+        x, y = from_signed_pixels(ds, out.images), out.labels
         acc = {}
         for ipc in ipcs:
             n = ipc * ds.num_classes  # batches are whole rounds, so the first n images are balanced

@@ -64,7 +64,7 @@ class MaxImages(Policy):
         return decide_at(self.name, req, req.min_steps, f"fewest steps allowed, S={req.min_steps}", "predicted in")
 
 
-def accuracy_model(X, A, B, C, tau):
+def accuracy_curve(X, A, B, C, tau):
     import numpy as np
 
     s, i = X
@@ -82,11 +82,11 @@ def fit_curve(points: list[tuple[int, int, float]]) -> tuple[Callable[[float, fl
     a = np.array([p[2] for p in points], float)
     try:
         p0 = [float(a.max()), 3.0, max(1.0, float(a.max() - a.min())), 5.0]
-        popt, _ = curve_fit(accuracy_model, (s, i), a, p0=p0,
+        popt, _ = curve_fit(accuracy_curve, (s, i), a, p0=p0,
                             bounds=([0, 0, -100, 0.3], [100, 50, 100, 500]), maxfev=20000)
         A, B, C, tau = (float(v) for v in popt)
-        resid = float(np.sqrt(np.mean((accuracy_model((s, i), *popt) - a) ** 2)))
-        return (lambda S, I: float(accuracy_model((np.float64(S), np.float64(I)), A, B, C, tau)),
+        resid = float(np.sqrt(np.mean((accuracy_curve((s, i), *popt) - a) ** 2)))
+        return (lambda S, I: float(accuracy_curve((np.float64(S), np.float64(I)), A, B, C, tau)),
                 {"form": "A + B*ln(IPC) - C*exp(-(S-1)/tau)", "A": A, "B": B, "C": C, "tau": tau, "rmse": resid})
     except (RuntimeError, ValueError) as exc:
         M = np.stack([np.ones_like(s), np.log(i), np.log(s)], 1)

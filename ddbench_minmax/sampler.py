@@ -1,7 +1,7 @@
-"""The DSR sampler (Diffusion Step Reduction, Fan et al.): few-step, guided sampling of the trained denoiser.
+"""The DSR sampler (Diffusion Step Reduction, Fan et al.): few-step, guided sampling of a denoiser (the run's generator).
 
 A separate scheduler from training (diffusers' pattern): DDIM (default, eta 0) or DPM-Solver++ (2nd order
-multistep), with S steps over the T training timesteps of the model's own noise schedule. Classifier-free
+multistep), with S steps over the T training timesteps of the denoiser's own noise schedule. Classifier-free
 guidance (scale `guidance`, DiT's form) runs both branches in one batched call, and `measure` times that
 doubled call, so a time budget and the calibrated policy see the real cost of guidance. Generation is
 batched, class-balanced (every batch holds the same number of images of each class) and seeded (batch b's
@@ -9,32 +9,34 @@ noise depends only on the seed and b). Under a deadline it stops before a batch 
 A latent base's batch ends with its VAE decode (`Denoiser.decode`), timed by `measure` as the per-batch
 overhead of the throughput, so budgets and images/s include it.
 
-The contract (`ddbench.api.Sampler`): measure(...) -> Throughput, generate(model, SampleRequest) -> SampleResult.
+The contract (`ddbench.api.Sampler`): measure(...) -> Throughput, generate(model, SampleRequest) -> SampleResult;
+the contract's `model` (passed by position) is the method's trained object, here a `Denoiser` (model.py).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import time
+from dataclasses import dataclass, field
 
 import torch
 
 from ddbench.api import DDBenchError, SampleRequest, SampleResult, Sampler, Throughput
-from ddbench.seeds import generator
+from ddbench.seeds import generator as rng
 
 from .model import guided_eps, schedule_kwargs
 
 SCHEDULERS = ("ddim", "dpm++")
 
 
-def make_sampling_scheduler(kind: str, model):
+def make_sampling_scheduler(kind: str, denoiser):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    common = schedule_kwargs(model.config)
+    common = schedule_kwargs(denoiser.config)
     if kind == "ddim":
         # "trailing" spacing starts at t = T-1 even for very few steps (Lin et al. 2024, "Common diffusion
         # noise schedules and sample steps are flawed", Table 2; diffusers DDIMScheduler option).
-        return DDIMScheduler(**common, clip_sample=model.config.clip_sample, set_alpha_to_one=False,
+        return DDIMScheduler(**common, clip_sample=denoiser.config.clip_sample, set_alpha_to_one=False,
                              timestep_spacing="trailing")
     if kind == "dpm++":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
@@ -47,27 +49,27 @@ def balanced_batch_size(num_classes: int, batch_size: int) -> int:
     return max(1, batch_size // num_classes) * num_classes
 
 
-def finish_batch(model, x: torch.Tensor) -> torch.Tensor:
-    """A batch's samples as images: a latent base decodes them (`Denoiser.decode`); a pixel model's are done."""
-    return x if getattr(model, "decoder", None) is None else model.decode(x)
+def finish_batch(denoiser, x: torch.Tensor) -> torch.Tensor:
+    """A batch's samples as images: a latent base decodes them (`Denoiser.decode`); a pixel-space one's are done."""
+    return x if getattr(denoiser, "decoder", None) is None else denoiser.decode(x)
 
 
-def _decode_seconds(model, n: int, image_shape: tuple[int, int, int], device: torch.device, sync) -> float:
-    """Time of the model's decode of one full batch (a latent base's VAE; none in pixel space): the per-batch
+def _decode_seconds(denoiser, n: int, image_shape: tuple[int, int, int], device: torch.device, sync) -> float:
+    """Time of the denoiser's decode of one full batch (a latent base's VAE; none in pixel space): the per-batch
     overhead of the throughput, so budgets pay for it."""
-    if getattr(model, "decoder", None) is None:
+    if getattr(denoiser, "decoder", None) is None:
         return 0.0
     z = torch.randn(n, *image_shape, device=device)
-    model.decode(z[: min(n, 2)])  # warm-up
+    denoiser.decode(z[: min(n, 2)])  # warm-up
     sync()
     t0 = time.perf_counter()
-    model.decode(z)
+    denoiser.decode(z)
     sync()
     return time.perf_counter() - t0
 
 
 def _autocast(device: torch.device):
-    """bf16 autocast on CPU (the generator trains under it; 1.6-1.8x faster calls here), none elsewhere."""
+    """bf16 autocast on CPU (denoisers train under it; 1.6-1.8x faster calls here), none elsewhere."""
     if device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -78,7 +80,7 @@ class DSRSampler(Sampler):
     description = "Diffusion Step Reduction: DDIM / DPM-Solver++ few-step sampling with classifier-free guidance"
 
     @torch.no_grad()
-    def measure(self, model, num_classes: int, image_shape: tuple[int, int, int], batch_size: int,
+    def measure(self, denoiser, num_classes: int, image_shape: tuple[int, int, int], batch_size: int,
                 guidance: float = 1.0, repeats: int = 3) -> Throughput:
         """Time single guided denoiser steps at two batch sizes and fit a + b*n (after a warm-up call).
 
@@ -87,15 +89,15 @@ class DSRSampler(Sampler):
         faster one kept in `Throughput.threads`, as training's ThreadGovernor does (with 2 threads on 2 shared
         cores every OpenMP barrier waits for the busy core; docs/minmax.md#budgets-on-a-busy-machine).
         """
-        model.eval()
+        denoiser.eval()
         for kind in SCHEDULERS:  # import diffusers' schedulers now, not inside a timed generation
-            make_sampling_scheduler(kind, model)
+            make_sampling_scheduler(kind, denoiser)
         bs = balanced_batch_size(num_classes, batch_size)
-        device = next(model.parameters(), torch.empty(0)).device
+        device = next(denoiser.parameters(), torch.empty(0)).device
         best: Throughput | None = None
         for threads in thread_options(device):
             with use_threads(threads):
-                samples = _time_calls(model, num_classes, image_shape, bs, guidance, repeats, device)
+                samples = _time_calls(denoiser, num_classes, image_shape, bs, guidance, repeats, device)
             thr = _fit(samples, num_classes, bs)
             thr.threads = threads
             if best is None or thr.seconds(bs, 1) < best.seconds(bs, 1):
@@ -103,18 +105,18 @@ class DSRSampler(Sampler):
         assert best is not None
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         with use_threads(best.threads):
-            best.overhead = _decode_seconds(model, bs, image_shape, device, sync)  # a latent base's VAE decode
+            best.overhead = _decode_seconds(denoiser, bs, image_shape, device, sync)  # a latent base's VAE decode
         return best
 
-    def generate(self, model, request: SampleRequest) -> SampleResult:
+    def generate(self, denoiser, request: SampleRequest) -> SampleResult:
         """Generate `ipc` images per class, or (deadline set) as many balanced rounds as fit, at most `ipc`.
 
         Runs at the thread count the throughput measurement chose (`Throughput.threads`)."""
         with use_threads(request.throughput.threads if request.throughput is not None else None):
-            return self._generate(model, request)
+            return self._generate(denoiser, request)
 
     @torch.no_grad()
-    def _generate(self, model, request: SampleRequest) -> SampleResult:
+    def _generate(self, denoiser, request: SampleRequest) -> SampleResult:
         """Generate `ipc` images per class, or (deadline set) as many balanced rounds as fit, at most `ipc`.
 
         Before each batch its expected time (from `throughput`, corrected by the slowest observed batch) is
@@ -126,76 +128,102 @@ class DSRSampler(Sampler):
         from tqdm.auto import tqdm
 
         r = request
-        T = model.config.num_train_timesteps
-        check_request(r, T)
-        model.eval()
-        device = next(model.parameters(), torch.empty(0)).device
-        k = r.num_classes
-        rounds_per_batch = max(1, r.batch_size // k)
+        check_request(r, denoiser.config.num_train_timesteps)
+        denoiser.eval()
+        device = next(denoiser.parameters(), torch.empty(0)).device
         target_rounds = r.ipc if r.ipc is not None else math.inf
-        sched = make_sampling_scheduler(r.scheduler, model)
+        sched = make_sampling_scheduler(r.scheduler, denoiser)
         steps_run = len(_timesteps(sched, r.steps, r.strength))  # img2img runs only the last part of the schedule
-        done_rounds, b, abandoned, correction = 0, 0, 0, 1.0
-        images, labels, batch_times = [], [], []
+        done = _Progress()
         t_begin = time.perf_counter()
-        bar = tqdm(total=None if r.ipc is None or r.deadline is not None else r.ipc * k, desc=f"dsr S={r.steps}", disable=not r.progress,
-                   leave=False)
-        while done_rounds < target_rounds:
-            first = r.deadline is not None and b == 0  # one round first: the observed speed sizes the rest
-            rounds = int(min(1 if first else rounds_per_batch, target_rounds - done_rounds))
-            if r.deadline is not None:
-                left = r.deadline - time.perf_counter()
-                while rounds > 0 and r.throughput.seconds(rounds * k, steps_run) * correction * r.safety > left:
-                    rounds -= 1
-                if rounds == 0:
-                    break
-            n = rounds * k
-            y = torch.arange(k).repeat(rounds).to(device)
-            proto = _round_prototypes(r.prototypes, done_rounds, rounds, device)
-            t0 = time.perf_counter()
-            step_time = r.throughput.seconds(n, 1) * correction if r.throughput is not None else 0.0
-            finish = r.throughput.overhead * correction if r.throughput is not None else 0.0  # the VAE decode
-            steps_done = [0]
-            x = _denoise(model, sched, r, y, proto, generator(r.seed, "dsr", b), device, step_time, reserve=finish,
-                         steps_done=steps_done)
-            if x is not None:
-                x = finish_batch(model, x)  # latents -> pixels (a latent base), inside the batch's time and budget
-            dt = time.perf_counter() - t0
-            if x is None:  # a step would have crossed the deadline
-                abandoned += 1
-                correction = _observed_slowdown(r.throughput, n, steps_done[0], dt, correction)
+        bar = tqdm(total=None if r.ipc is None or r.deadline is not None else r.ipc * r.num_classes,
+                   desc=f"dsr S={r.steps}", disable=not r.progress, leave=False)
+        while done.rounds < target_rounds:
+            rounds = _rounds_that_fit(r, done, target_rounds, steps_run)
+            if rounds == 0 or not _sample_batch(denoiser, sched, r, rounds, done, steps_run, device):
                 break
-            batch_times.append((n, dt))
-            if r.throughput is not None:
-                est = r.throughput.seconds(n, steps_run)
-                if est > 0:
-                    correction = max(correction, dt / est)
-            images.append(x.clamp(-1, 1).cpu())
-            labels.append(y.cpu())
-            done_rounds += rounds
-            b += 1
-            bar.update(n)
+            bar.update(rounds * r.num_classes)
         bar.close()
-        total = time.perf_counter() - t_begin
-        out_x = torch.cat(images) if images else torch.empty(0, *r.image_shape)
-        out_y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
-        stats = {
-            "steps": r.steps,
-            "steps_run": steps_run,
-            "scheduler": r.scheduler,
-            "guidance": r.guidance,
-            "ipc": done_rounds,
-            "images": int(out_x.shape[0]),
-            "seconds": round(total, 3),
-            "images_per_second": round(out_x.shape[0] / total, 3) if total > 0 else None,
-            "batches": len(batch_times),
-            "slowdown_vs_measured": round(correction, 3),
-            "batches_abandoned_at_deadline": abandoned,
-            **lever_stats(r),
-        }
-        if r.deadline is not None:
-            stats["seconds_left_at_end"] = round(r.deadline - time.perf_counter(), 3)
-        return SampleResult(out_x, out_y, stats)
+        return _result(r, done, steps_run, time.perf_counter() - t_begin)
+
+
+@dataclass
+class _Progress:
+    """What a generation has made so far, and how much slower than measured its batches ran."""
+
+    rounds: int = 0  # balanced rounds kept (= images per class)
+    batches: int = 0  # batches kept; batch b's noise depends only on the seed and b
+    abandoned: int = 0
+    correction: float = 1.0  # the slowest observed batch time over its prediction (>= 1)
+    images: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+
+
+def _rounds_that_fit(r: SampleRequest, done: _Progress, target_rounds: float, steps_run: int) -> int:
+    """Rounds of the next batch: a full batch or the rounds left; under a deadline one round first (the observed
+    speed sizes the rest), shrunk to what the corrected prediction lets finish in time (0: stop)."""
+    k = r.num_classes
+    first = r.deadline is not None and done.batches == 0
+    rounds = int(min(1 if first else max(1, r.batch_size // k), target_rounds - done.rounds))
+    if r.deadline is not None:
+        left = r.deadline - time.perf_counter()
+        while rounds > 0 and r.throughput.seconds(rounds * k, steps_run) * done.correction * r.safety > left:
+            rounds -= 1
+    return rounds
+
+
+def _sample_batch(denoiser, sched, r: SampleRequest, rounds: int, done: _Progress, steps_run: int, device) -> bool:
+    """One batch of `rounds` balanced rounds, kept in `done`; False when a step would have crossed the deadline
+    (the batch is abandoned and its observed slowdown recorded)."""
+    k, thr = r.num_classes, r.throughput
+    n = rounds * k
+    y = torch.arange(k).repeat(rounds).to(device)
+    proto = _round_prototypes(r.prototypes, done.rounds, rounds, device)
+    t0 = time.perf_counter()
+    step_time = thr.seconds(n, 1) * done.correction if thr is not None else 0.0
+    finish = thr.overhead * done.correction if thr is not None else 0.0  # the VAE decode
+    steps_done = [0]
+    x = _denoise(denoiser, sched, r, y, proto, rng(r.seed, "dsr", done.batches), device, step_time, reserve=finish,
+                 steps_done=steps_done)
+    if x is not None:
+        x = finish_batch(denoiser, x)  # latents -> pixels (a latent base), inside the batch's time and budget
+    dt = time.perf_counter() - t0
+    if x is None:
+        done.abandoned += 1
+        done.correction = _observed_slowdown(thr, n, steps_done[0], dt, done.correction)
+        return False
+    if thr is not None:
+        est = thr.seconds(n, steps_run)
+        if est > 0:
+            done.correction = max(done.correction, dt / est)
+    done.images.append(x.clamp(-1, 1).cpu())
+    done.labels.append(y.cpu())
+    done.rounds += rounds
+    done.batches += 1
+    return True
+
+
+def _result(r: SampleRequest, done: _Progress, steps_run: int, total: float) -> SampleResult:
+    """The kept images and labels, with the generation's stats for the run's meta."""
+    out_x = torch.cat(done.images) if done.images else torch.empty(0, *r.image_shape)
+    out_y = torch.cat(done.labels) if done.labels else torch.empty(0, dtype=torch.long)
+    stats = {
+        "steps": r.steps,
+        "steps_run": steps_run,
+        "scheduler": r.scheduler,
+        "guidance": r.guidance,
+        "ipc": done.rounds,
+        "images": int(out_x.shape[0]),
+        "seconds": round(total, 3),
+        "images_per_second": round(out_x.shape[0] / total, 3) if total > 0 else None,
+        "batches": done.batches,
+        "slowdown_vs_measured": round(done.correction, 3),
+        "batches_abandoned_at_deadline": done.abandoned,
+        **lever_stats(r),
+    }
+    if r.deadline is not None:
+        stats["seconds_left_at_end"] = round(r.deadline - time.perf_counter(), 3)
+    return SampleResult(out_x, out_y, stats)
 
 
 def check_request(r: SampleRequest, T: int) -> None:
@@ -252,15 +280,15 @@ def _round_prototypes(prototypes: torch.Tensor | None, first_round: int, rounds:
     return prototypes[:, idx].transpose(0, 1).reshape(rounds * k, *prototypes.shape[2:]).to(device)
 
 
-def _denoise(model, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tensor | None, gen: torch.Generator,
+def _denoise(denoiser, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tensor | None, gen: torch.Generator,
              device, step_time: float, reserve: float = 0.0, steps_done: list[int] | None = None) -> torch.Tensor | None:
-    """One batch from noise (or from noised prototypes) to the model's samples; None when a step (plus `reserve`,
+    """One batch from noise (or from noised prototypes) to the denoiser's samples; None when a step (plus `reserve`,
     the batch's decode) would cross the deadline. `steps_done[0]` counts the steps run (an abandoned batch's
     observed slowdown)."""
     timesteps = _timesteps(sched, r.steps, r.strength)
     noise = torch.randn(y.shape[0], *r.image_shape, generator=gen).to(device)
     x = noise if r.strength >= 1.0 else sched.add_noise(proto, noise, timesteps[:1].repeat(y.shape[0]))
-    T = model.config.num_train_timesteps
+    T = denoiser.config.num_train_timesteps
     acp = sched.alphas_cumprod.to(device)
     lo, hi = r.guidance_interval
     stop = int(round(len(timesteps) * r.mode_guidance_stop))
@@ -270,7 +298,7 @@ def _denoise(model, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tenso
             return None
         scale = r.guidance if lo <= int(t) / T <= hi else 1.0  # limited-interval guidance
         with _autocast(device):
-            eps = guided_eps(model, x, t.to(device), y, scale).float()
+            eps = guided_eps(denoiser, x, t.to(device), y, scale).float()
         if r.mode_guidance > 0.0 and i < stop:
             # MGD3 (Chan-Santiago et al., ICML 2025; jachansantiago/mode_guidance): eps <- eps - sqrt(1 - a_t) *
             # lambda * (m - x0_t), which moves the predicted clean image x0_t by lambda (1 - a_t) / sqrt(a_t) of
@@ -307,7 +335,7 @@ def use_threads(threads: int | None):
             torch.set_num_threads(before)
 
 
-def _time_calls(model, num_classes: int, image_shape, bs: int, guidance: float, repeats: int,
+def _time_calls(denoiser, num_classes: int, image_shape, bs: int, guidance: float, repeats: int,
                 device: torch.device) -> list[tuple[int, float]]:
     """(n, seconds) of single guided calls at n = one round and n = a full batch, interleaved, `repeats` each."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -319,7 +347,7 @@ def _time_calls(model, num_classes: int, image_shape, bs: int, guidance: float, 
         t = torch.full((n,), 500, dtype=torch.long, device=device)
         inputs[n] = (x, t, y)
         with _autocast(device):
-            guided_eps(model, x, t, y, guidance)  # warm-up
+            guided_eps(denoiser, x, t, y, guidance)  # warm-up
     samples = []
     for _ in range(max(1, repeats)):
         for n in sizes:
@@ -327,7 +355,7 @@ def _time_calls(model, num_classes: int, image_shape, bs: int, guidance: float, 
             with _autocast(device):
                 sync()
                 t0 = time.perf_counter()
-                guided_eps(model, x, t, y, guidance)
+                guided_eps(denoiser, x, t, y, guidance)
                 sync()
             samples.append((n, time.perf_counter() - t0))
     return samples

@@ -1,12 +1,13 @@
-"""Training the generator: L = w(t)·L_diff + L_r + L_d, resumable, one phase at a time.
+"""Training a denoiser: L = w(t)·L_diff + L_r + L_d, resumable, one phase at a time.
 
 The anchors (vimar-gu/MinimaxDiffusion `train_dit.py`, FanJunqiao/DD_Track2) fine-tune a *pretrained,
-converged* class-conditional DiT with the min-max losses. Here the pretrained model is a base generator
+converged* class-conditional DiT with the min-max losses. Here the pretrained denoiser is the base,
 trained by `python -m ddbench_minmax.base train` (shipped for Fashion-MNIST, trained on demand for any other
-dataset), and a run fine-tunes it (`ddbench_minmax/generator.py`). Both phases use `train_phase`:
+dataset), and a run fine-tunes it into its generator (`ddbench_minmax/generator.py`). Both phases use
+`train_phase`:
 
-- DDPMScheduler for the forward process (schedule in the model's GeneratorConfig), t uniform;
-- label dropout `p_uncond` to the null class, so the model can be sampled with classifier-free guidance
+- DDPMScheduler for the forward process (schedule in the denoiser's DenoiserConfig), t uniform;
+- label dropout `p_uncond` to the null class, so the denoiser can be sampled with classifier-free guidance
   (facebookresearch/DiT `models.py`: `class_dropout_prob=0.1`);
 - Min-SNR-γ loss weighting (Hang et al., ICCV 2023; diffusers `train_text_to_image.py --snr_gamma 5.0`);
 - AdamW with linear warm-up and cosine decay (diffusers `get_scheduler("cosine")`);
@@ -16,7 +17,7 @@ dataset), and a run fine-tunes it (`ddbench_minmax/generator.py`). Both phases u
 - `trainable`: all parameters, or DiffFit's subset (bias, norm and class-embedding parameters; Xie et al.
   2023, as FanJunqiao/DD_Track2 `train_dit.py` fine-tunes).
 
-A checkpoint (model, EMA, optimizer, lr schedule, RNG, memories, data order) is written atomically every
+A checkpoint (weights, EMA, optimizer, lr schedule, RNG, memories, data order) is written atomically every
 `checkpoint_every` steps; a killed training resumes from it.
 """
 from __future__ import annotations
@@ -62,22 +63,25 @@ class TrainSpec:
     name: str = "train"
 
 
-def make_train_scheduler(model: Denoiser):
+def make_train_scheduler(denoiser: Denoiser):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**schedule_kwargs(model.config))
+    return DDPMScheduler(**schedule_kwargs(denoiser.config))
 
 
-def to_model_space(ctx_dataset, x_normalised: torch.Tensor) -> torch.Tensor:
-    """Dataset-normalised images -> pixel space scaled to [-1, 1] (the generator's space)."""
+def to_signed_pixels(ctx_dataset, x_normalised: torch.Tensor) -> torch.Tensor:
+    """Dataset-normalised images -> pixels scaled to [-1, 1]: a pixel-space denoiser's space, a VAE's input."""
     return (ctx_dataset.denormalise(x_normalised).clamp(0, 1) * 2 - 1).contiguous()
 
 
-def from_model_space(ctx_dataset, x: torch.Tensor) -> torch.Tensor:
+def from_signed_pixels(ctx_dataset, x: torch.Tensor) -> torch.Tensor:
     return ctx_dataset.normalise(((x.clamp(-1, 1) + 1) / 2).float())
 
 
-def trainable_parameters(model: Denoiser, which: str) -> list[torch.nn.Parameter]:
+to_model_space, from_model_space = to_signed_pixels, from_signed_pixels  # the first release's names
+
+
+def trainable_parameters(denoiser: Denoiser, which: str) -> list[torch.nn.Parameter]:
     """All parameters, or DiffFit's: biases, the scales of normalisation layers and the class-label table.
 
     FanJunqiao/DD_Track2 `train_dit.py mark_difffit_trainable` matches the names "bias", "norm", "gamma",
@@ -87,12 +91,12 @@ def trainable_parameters(model: Denoiser, which: str) -> list[torch.nn.Parameter
     if which not in TRAINABLE:
         raise DDBenchError(f"trainable={which!r} is not allowed; choose one of {', '.join(TRAINABLE)}")
     norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.BatchNorm2d)
-    label_tables = {f"{n}.weight" for n, m in model.named_modules()
+    label_tables = {f"{n}.weight" for n, m in denoiser.named_modules()
                     if isinstance(m, torch.nn.Embedding) and ("class_embedding" in n or "class_embedder" in n)}
-    norm_params = {f"{n}.{pn}" for n, m in model.named_modules() if isinstance(m, norm_types)
+    norm_params = {f"{n}.{pn}" for n, m in denoiser.named_modules() if isinstance(m, norm_types)
                    for pn, _ in m.named_parameters(recurse=False)}
     out = []
-    for name, p in model.named_parameters():
+    for name, p in denoiser.named_parameters():
         keep = which == "all" or name.endswith(".bias") or name in norm_params or name in label_tables
         p.requires_grad_(keep)
         if keep:
@@ -165,26 +169,27 @@ class TrainState:
 class Phase:
     """The objects of one training phase and their (re)storage."""
 
-    def __init__(self, model: Denoiser, spec: TrainSpec, device, embed=None, encode=None):
+    def __init__(self, denoiser: Denoiser, spec: TrainSpec, device, embed=None, encode=None):
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
-        self.model, self.spec, self.device = model.to(device), spec, device
-        self.params = trainable_parameters(model, spec.trainable)
+        self.denoiser, self.spec, self.device = denoiser.to(device), spec, device
+        self.params = trainable_parameters(denoiser, spec.trainable)
         self.ema = EMAModel(self.params, decay=spec.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
         self.opt = torch.optim.AdamW(self.params, lr=spec.lr, weight_decay=0.0)
         self.lr_sched = get_scheduler(spec.lr_schedule, self.opt, num_warmup_steps=spec.warmup_steps,
                                       num_training_steps=max(1, spec.steps))
         self.gen = torch.Generator().manual_seed(spec.seed)
         self.real_mem, self.pseudo_mem = ClassMemory(spec.memory_size), ClassMemory(spec.memory_size)
-        self.sched = make_train_scheduler(model)
+        self.sched = make_train_scheduler(denoiser)
         self.alphas = self.sched.alphas_cumprod.to(torch.float32).to(device)
         self.embed = embed or (lambda x: x.flatten(start_dim=1))
-        self.encode = encode  # pixels -> the model's space per batch (latent.LatentSpace.encode), drawn with self.gen
+        self.encode = encode  # pixels -> the denoiser's space per batch (latent.LatentSpace.encode), drawn with self.gen
         self.state = TrainState()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"spec": asdict(self.spec), "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+        # "model": the checkpoint's key for the weights since the first release (a checkpoint on disk resumes)
+        return {"spec": asdict(self.spec), "model": self.denoiser.state_dict(), "ema": self.ema.state_dict(),
                 "opt": self.opt.state_dict(), "lr_sched": self.lr_sched.state_dict(), "rng": self.gen.get_state(),
                 "real_mem": self.real_mem.state_dict(), "pseudo_mem": self.pseudo_mem.state_dict(),
                 "state": asdict(self.state)}
@@ -192,7 +197,7 @@ class Phase:
     def load_state_dict(self, d: dict[str, Any]) -> bool:
         if d.get("spec") != asdict(self.spec):
             return False
-        self.model.load_state_dict(d["model"])
+        self.denoiser.load_state_dict(d["model"])
         self.ema.load_state_dict(d["ema"])
         self.opt.load_state_dict(d["opt"])
         self.lr_sched.load_state_dict(d["lr_sched"])
@@ -225,11 +230,11 @@ class Phase:
             "trainable_parameters": sum(p.numel() for p in self.params),
         }
 
-    def ema_model(self) -> Denoiser:
-        """A copy of the model holding the EMA weights (the weights sampled, as the anchors do)."""
+    def ema_denoiser(self) -> Denoiser:
+        """A copy of the denoiser holding the EMA weights (the weights sampled, as the anchors do)."""
         import copy
 
-        out = copy.deepcopy(self.model).cpu()
+        out = copy.deepcopy(self.denoiser).cpu()
         self.ema.copy_to([p for n, p in out.named_parameters() if p.requires_grad])
         for p in out.parameters():
             p.requires_grad_(False)
@@ -247,17 +252,17 @@ class Phase:
         return x, labels[idx].to(self.device)
 
     def step(self, x0: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        spec, model = self.spec, self.model
-        k = model.config.num_classes
+        spec, denoiser = self.spec, self.denoiser
+        k = denoiser.config.num_classes
         noise = torch.randn(x0.shape, generator=self.gen).to(self.device)
-        t = torch.randint(0, model.config.num_train_timesteps, (x0.shape[0],), generator=self.gen).to(self.device)
+        t = torch.randint(0, denoiser.config.num_train_timesteps, (x0.shape[0],), generator=self.gen).to(self.device)
         drop = torch.rand(x0.shape[0], generator=self.gen).to(self.device) < spec.p_uncond
         y_in = torch.where(drop, torch.full_like(y, k), y)
         xt = self.sched.add_noise(x0, noise, t)
         amp = torch.autocast(self.device.type if hasattr(self.device, "type") else str(self.device),
                              dtype=torch.bfloat16) if spec.precision == "bf16" else contextlib.nullcontext()
         with amp:
-            eps = model(xt, t, y_in)
+            eps = denoiser(xt, t, y_in)
         eps = eps.float()
         w = min_snr_weights(self.alphas, t, spec.snr_gamma)
         loss_diff = ((eps - noise) ** 2).mean(dim=(1, 2, 3)).mul(w).mean()
@@ -280,7 +285,7 @@ class Phase:
 
 
 def train_phase(
-    model: Denoiser,
+    denoiser: Denoiser,
     data: torch.Tensor,
     labels: torch.Tensor,
     spec: TrainSpec,
@@ -294,32 +299,40 @@ def train_phase(
     stop_at: int | None = None,
     encode: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> tuple[Denoiser, dict[str, Any]]:
-    """Train `model` (in place) for spec.steps; return (EMA model, stats). Resumes from checkpoint_path.
+    """Train `denoiser` (in place) for spec.steps; return (its EMA copy, stats). Resumes from checkpoint_path.
 
     stop_at: end early at this step (the schedule stays that of spec.steps) and return the EMA there.
     threads: a fixed intra-op thread count, or "auto" (ThreadGovernor over {torch's current count, 1}).
-    encode: maps each batch of `data` into the model's space (a latent model's VAE encoder), as the seed encodes
+    encode: maps each batch of `data` into the denoiser's space (a latent base's VAE encoder), as the seed encodes
     every batch; its posterior draw uses the phase's generator, so a resumed phase draws the same latents.
     """
-    from tqdm.auto import tqdm
-
-    from ddbench.atomic import atomic_save
-
     device = torch.device(device)
     if spec.p_uncond and not 0 <= spec.p_uncond < 1:
         raise DDBenchError(f"p_uncond={spec.p_uncond} is not allowed; it must lie in [0, 1)")
-    ph = Phase(model, spec, device, embed, encode)
+    ph = Phase(denoiser, spec, device, embed, encode)
     if ph.resume(checkpoint_path):
         log(f"minmax-diffusion: resuming {spec.name} from the checkpoint at step {ph.state.step}/{spec.steps}")
-    st = ph.state
-    model.train()
-    bar = tqdm(total=spec.steps, initial=st.step, desc=f"minmax {spec.name}", disable=not progress, leave=False)
-    t_start = time.perf_counter() - st.elapsed
+    denoiser.train()
     before = torch.get_num_threads()
     governor = ThreadGovernor(before) if threads == "auto" and device.type == "cpu" else None
     if isinstance(threads, int):
         torch.set_num_threads(threads)
     end = spec.steps if stop_at is None else min(stop_at, spec.steps)
+    _run_steps(ph, data, labels, end, governor, checkpoint_path, snapshot_dir, progress)
+    torch.set_num_threads(before)
+    return ph.ema_denoiser(), {**ph.stats(), "threads": governor.summary() if governor is not None else threads}
+
+
+def _run_steps(ph: Phase, data: torch.Tensor, labels: torch.Tensor, end: int, governor: ThreadGovernor | None,
+               checkpoint_path: Path | None, snapshot_dir: Path | None, progress: bool) -> None:
+    """The phase's steps up to `end`, with its EMA snapshots and checkpoints on their schedules."""
+    from tqdm.auto import tqdm
+
+    from ddbench.atomic import atomic_save
+
+    st, spec = ph.state, ph.spec
+    bar = tqdm(total=spec.steps, initial=st.step, desc=f"minmax {spec.name}", disable=not progress, leave=False)
+    t_start = time.perf_counter() - st.elapsed
     while st.step < end:
         if governor is not None:
             governor.choose(st.step)
@@ -334,12 +347,9 @@ def train_phase(
         bar.set_postfix(diff=f"{losses['diff']:.4f}", r=f"{losses['pos']:.5f}", d=f"{losses['neg']:.5f}")
         st.elapsed = time.perf_counter() - t_start
         if snapshot_dir is not None and spec.snapshot_every and st.step % spec.snapshot_every == 0:
-            ph.ema_model().save(snapshot_dir / f"step-{st.step:06d}")
+            ph.ema_denoiser().save(snapshot_dir / f"step-{st.step:06d}")
             st.snapshots.append(st.step)
         if checkpoint_path is not None and spec.checkpoint_every and st.step % spec.checkpoint_every == 0 \
                 and st.step < spec.steps:
             atomic_save(ph.state_dict(), checkpoint_path)
     bar.close()
-    torch.set_num_threads(before)
-    return ph.ema_model(), {**ph.stats(), "threads": governor.summary() if governor is not None else threads}
-
