@@ -27,18 +27,21 @@ def same_evaluation(rec: RunRecord, roles: SettingRoles) -> tuple:
     return evaluation_settings(rec, roles), roles.value(rec, NETWORKS)
 
 
-def reference_command(rec: RunRecord, method: str, roles: SettingRoles, seed: int = 0) -> str:
-    """The one `ddbench run` that measures `method` at `rec`'s IPC under `rec`'s evaluation."""
+def reference_command(rec: RunRecord, method: str, roles: SettingRoles, seed: int = 0, *, ipc: str | None = None,
+                      epochs: int | None = None, extra: tuple[str, ...] = ()) -> str:
+    """The one `ddbench run` that measures `method` at `rec`'s IPC (or `ipc`) under `rec`'s evaluation (its
+    epochs replaced by `epochs` when given), with `extra` flags after it."""
     cmd = ["ddbench", "run", "--method", method]
     if rec.dataset != DEFAULT_DATASET:
         cmd += ["--dataset", str(rec.dataset)]
-    cmd += ["--ipc", str(rec.ipc), "--seed", str(seed), "--protocol", str(rec.protocol)]
+    cmd += ["--ipc", ipc or str(rec.ipc), "--seed", str(seed), "--protocol", str(rec.protocol)]
     if rec.model != DEFAULT_MODEL:
         cmd += ["--model", str(rec.model)]
     for role, flag in ROLE_FLAGS:
-        if roles.value(rec, role) is not None:
-            cmd += [flag, str(roles.value(rec, role))]
-    return " ".join(shlex.quote(c) for c in cmd)
+        value = epochs if role == EPOCHS and epochs is not None else roles.value(rec, role)
+        if value is not None:
+            cmd += [flag, str(value)]
+    return " ".join(shlex.quote(c) for c in (*cmd, *extra))
 
 
 def matching(db: Path, rec: RunRecord, method: str, roles: SettingRoles) -> list[RunRecord]:

@@ -43,7 +43,7 @@ from typing import Any, Iterable
 
 from .errors import DDBenchError
 from .plugins import Registry, registry_or_default
-from .records import AUGMENTATION, EPOCHS, RunRecord, SettingRoles, evaluation_settings
+from .records import AUGMENTATION, EPOCHS, RunRecord, SettingRoles, evaluation_settings, requested_ipc
 from .tables import markdown_table, plain_table
 
 RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)
@@ -58,6 +58,7 @@ def reference_names(registry: Registry) -> tuple[str, str]:
 
 LRS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/hard_label.py compute_metrics(lrs_lambda=0.5)
 ARS_WEIGHT = 0.5  # NUS-HPC-AI-Lab/DD-Ranking ddranking/metrics/aug_robust.py (ars_lambda, weighting with/without aug)
+FULL_EPOCHS = 20  # the suggested epochs of a missing full-data run (default_plugins/full_data_method.py docstring)
 FULL_IGNORED_ROLES = frozenset({EPOCHS})  # the full-data reference's epochs are its own (docstring above)
 
 
@@ -222,6 +223,7 @@ def score_rows(rows: list, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
             full_of.setdefault(_key(r, roles, FULL_IGNORED_ROLES), []).append(r)
 
     switch: dict[tuple, str | None] = {}  # a cell's augmentation setting (its protocol's, or its runs')
+    firsts: dict[tuple, RunRecord] = {}  # a run of each cell: the missing twin's command is made from it
 
     def scored_cells(source: list[RunRecord]) -> dict[tuple, Scored]:
         cells: dict[tuple, list[RunRecord]] = {}
@@ -229,7 +231,8 @@ def score_rows(rows: list, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
             if r.ok and r.accuracies and r.method != full_method:
                 cells.setdefault((r.method, r.budget, r.ipc) + _key(r, roles), []).append(r)
         switch.update({key: roles.key(members[0], AUGMENTATION) for key, members in cells.items()})
-        return {key: _score_cell(key, members, random_of, full_of, w, roles, shipped_of, random_method)
+        firsts.update({key: members[0] for key, members in cells.items()})
+        return {key: _score_cell(key, members, random_of, full_of, w, roles, shipped_of, random_method, full_method)
                 for key, members in cells.items()}
 
     index = scored_cells(rows)
@@ -243,7 +246,7 @@ def score_rows(rows: list, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
             others = scored_cells(refs) if others is None else others
             twin = _twin(others, key, switch[key])
         if twin is None:
-            s.missing.append("no-augmentation twin" if s.augmented else "augmentation twin")
+            s.missing.append(_twin_missing(s, firsts[key], switch[key], roles))
             continue
         aug, noaug = (s, twin) if s.augmented else (twin, s)
         if aug.random_accuracy is not None and noaug.random_accuracy is not None:
@@ -252,7 +255,8 @@ def score_rows(rows: list, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
 
 
 def _score_cell(key: tuple, members: list[RunRecord], random_of: dict, full_of: dict, w: float,
-                roles: SettingRoles, shipped_of: dict | None = None, random_method: str = "") -> Scored:
+                roles: SettingRoles, shipped_of: dict | None = None, random_method: str = "",
+                full_method: str = "") -> Scored:
     method, budget, ipc = key[:3]
     first = members[0]
     accs = _accuracies(members)
@@ -280,10 +284,24 @@ def _score_cell(key: tuple, members: list[RunRecord], random_of: dict, full_of: 
         s.full_runs = [r.run_id for r in full]
         s.hlr = hlr(s.full_accuracy, s.accuracy)
     else:
-        s.missing.append("full")
+        from .reference import reference_command
+
+        s.missing.append("full data (N = the training set's images per class; `full` names it if wrong): "
+                         + reference_command(first, full_method or "full", roles, ipc="N", epochs=FULL_EPOCHS))
     if s.ior is not None and s.hlr is not None:
         s.lrs = lrs(s.ior, s.hlr, w)
     return s
+
+
+def _twin_missing(s: Scored, first: RunRecord, switch: str | None, roles: SettingRoles) -> str:
+    """What ARS lacks: the same cell under the other augmentation setting, and the command that makes it."""
+    from .reference import reference_command
+
+    what = "no-augmentation twin" if s.augmented else "augmentation twin"
+    extra = ("--set", f"eval.{switch}={'false' if s.augmented else 'true'}")
+    if first.budget is not None:  # the same budget run: its --ipc is the one asked for, not the one it made
+        extra = ("--budget", f"{first.budget:g}", *extra)
+    return f"{what}: {reference_command(first, first.method, roles, ipc=str(requested_ipc(first)), extra=extra)}"
 
 
 def _twin(index: dict[tuple, Scored], key: tuple, switch: str | None) -> Scored | None:
