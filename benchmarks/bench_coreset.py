@@ -141,6 +141,25 @@ def space_table() -> str:
     return "\n".join(out) + "\n"
 
 
+MINMAX_CELLS = ROOT / "benchmarks" / "results" / "minmax-equal-count"  # bench_minmax.py equal-count: eq-ipc*-minmax-s*
+
+
+def minmax_table() -> str:
+    """Min-Max Diffusion (its Fashion-MNIST preset, 5 method seeds) against the selections, same IPC and evaluation."""
+    out = ["| IPC, evaluation | minmax-diffusion % (seeds) | selection % (seeds) | difference | Welch p (seed means / pooled nets) |",
+           "|---|---|---|---|---|"]
+    for ipc in (1, 10):
+        mm = stats(MINMAX_CELLS, f"eq-ipc{ipc}-minmax")
+        for name in METHODS:
+            s = stats(CELLS, f"ipc{ipc}-{'herding' if ipc == 1 and name == 'k-means' else name}")
+            if mm is None or s is None or (ipc == 1 and name == "k-means"):
+                continue
+            diff, p = versus(mm, s)
+            out.append(f"| {EVALS[ipc]} | {mm['mean']:.2f} ± {mm['std']:.2f} ({mm['seeds']}) | {name} "
+                       f"{s['mean']:.2f} ± {s['std']:.2f} ({s['seeds']}) | {diff} | {p} |")
+    return "\n".join(out) + "\n"
+
+
 def readme_table() -> str:
     """One line per method, one column per IPC: the README's short form of ipc_tables()."""
     head = "| accuracy % (seeds; vs random, Welch p over seed means) | " + " | ".join(EVALS.values()) + " |"
@@ -175,10 +194,12 @@ def report(write: bool = False) -> None:
     if write:
         fill(ROOT / "docs" / "baselines.md", "coreset-table", ipc_tables())
         fill(ROOT / "docs" / "baselines.md", "coreset-space", space_table())
+        fill(ROOT / "docs" / "baselines.md", "coreset-minmax", minmax_table())
         readme = ROOT / "README.md"
         if "<!-- coreset-table begin -->" in readme.read_text():
             fill(readme, "coreset-table", readme_table())
-    print(ipc_tables(), "\nFeature space, seed 0\n", space_table(), "\nREADME\n", readme_table(), sep="\n")
+    print(ipc_tables(), "\nFeature space, seed 0\n", space_table(), "\nREADME\n", readme_table(),
+          "\nminmax-diffusion vs the selections\n", minmax_table(), sep="\n")
 
 
 def study_ipc50() -> None:

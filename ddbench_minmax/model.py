@@ -32,22 +32,17 @@ from ddbench.api import DDBenchError
 # One config place per (architecture, image size). 28/32 px: channels (32, 64, 64), one ResNet layer per
 # level, no attention anywhere (the mid-block attention diffusers adds by default cost 10 % of a step and is
 # not needed at 7x7; measured in benchmarks/bench_generator.py). 64 px adds a level with attention at 8x8.
+_UNET_SMALL = dict(  # 28 and 32 px share one layout
+    block_out_channels=(32, 64, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    add_attention=False,
+)
 ARCH_CONFIGS: dict[str, dict[int, dict[str, Any]]] = {
     "unet": {
-        28: dict(
-            block_out_channels=(32, 64, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
-            add_attention=False,
-        ),
-        32: dict(
-            block_out_channels=(32, 64, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
-            add_attention=False,
-        ),
+        28: dict(_UNET_SMALL),
+        32: dict(_UNET_SMALL),
         64: dict(
             block_out_channels=(32, 64, 128, 128),
             layers_per_block=1,
