@@ -14,7 +14,7 @@ import sys
 
 from .config import load_config
 from .errors import DDBenchError, RunFailed
-from .guard import Terminated, handle_signals
+from .guard import Terminated, ended, handle_signals, no_hard_exit
 from .plugins import Registry, load_commands
 
 # The order `ddbench --help` lists the host's commands in; any other command follows, by name.
@@ -40,8 +40,16 @@ def commands_for(argv: list[str]) -> Registry:
     return commands
 
 
+def command_label(commands: Registry, name: str) -> str:
+    """`command 'NAME' (plugin 'OWNER')`: how a message blaming a command's plugin names it."""
+    return f"command {name!r} (plugin {commands.owners['commands'].get(name, '?')!r})"
+
+
 def build_parser(commands: Registry) -> argparse.ArgumentParser:
-    """One sub-parser per registered command, its `run` as the handler."""
+    """One sub-parser per registered command, its `run` as the handler.
+
+    Each command's `add_arguments` is plugin code: one that raises (or adds a clashing option, or tries to end the
+    process) loses its sub-parser, with one warning naming its plugin; every other command still parses."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="ddbench", description="Dataset-distillation benchmark")
@@ -51,9 +59,35 @@ def build_parser(commands: Registry) -> argparse.ArgumentParser:
     for name in names:
         command = commands.get("commands", name)
         p = sub.add_parser(name, help=command.help, description=command.description or command.help)
-        command.add_arguments(p)
-        p.set_defaults(handler=command.run)
+        try:
+            with no_hard_exit():
+                command.add_arguments(p)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - argparse.ArgumentError, SystemExit, any bug: skip this one
+            _drop_subparser(sub, name)
+            why = ended(exc) if isinstance(exc, SystemExit) else f"raised {type(exc).__name__}: {' '.join(str(exc).split())}"
+            plugin = commands.owners["commands"].get(name, "?")
+            print(f"warning: {command_label(commands, name)} was skipped: its add_arguments {why}; fix it, or stop "
+                  f"loading it: disabled = [{plugin!r}] under [plugins] in plugins.toml", file=sys.stderr)
+            continue
+        p.set_defaults(handler=command.run, _command_label=command_label(commands, name))
     return parser
+
+
+def _drop_subparser(sub, name: str) -> None:
+    """Take a half-built sub-parser out again (argparse has no public way; these are its two records of it)."""
+    sub._name_parser_map.pop(name, None)
+    sub._choices_actions[:] = [a for a in sub._choices_actions if getattr(a, "dest", None) != name]
+
+
+def exit_code(value, label: str) -> int:
+    """A command's return value as an exit code: None is 0; an int 0..255 is itself; anything else is refused."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
+        return value
+    raise RunFailed(f"{label} returned {value!r}, not an exit code (None or an integer 0..255)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     _line_buffered()
     try:
         with handle_signals():
-            return args.handler(args)
+            return exit_code(args.handler(args), getattr(args, "_command_label", f"command {args.command!r}"))
     except DDBenchError as exc:
         print(f"ddbench: error: {exc}", file=sys.stderr)
         return 2

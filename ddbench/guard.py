@@ -4,9 +4,19 @@ A real Ctrl-C or SIGTERM must stop a run without a row (checkpoints stay, the ru
 calls `sys.exit(0)` or raises KeyboardInterrupt itself used to end `run` and `compare` with exit 0 and no
 record. The CLI installs handlers that note each signal (`handle_signals`); a SystemExit from plugin code, or a
 KeyboardInterrupt with no signal behind it, is then the plugin's failure (`plugin_call`), recorded and exit 1.
+
+`os._exit()` raises nothing a handler could catch, so while plugin code runs (`no_hard_exit`: loading a plugin,
+its hooks, a method's `validate`/`distill`, a protocol's `evaluate`) `os._exit` is replaced by a function that
+raises `HardExit` (a SystemExit) in the process that installed it; a forked child (a DataLoader worker, a
+multiprocessing fork) still ends with the real `os._exit`, as it must. Swapping one attribute costs nothing per
+call. What no in-process guard stops: a crash of the interpreter itself (a segfault in native code), a plugin that
+kept `posix._exit` under another name before loading, or calls into libc's `_exit` through ctypes. For those,
+`compare --jobs N` runs cells in worker processes and a dead worker fails its own cell only (launchers.py).
 """
 from __future__ import annotations
 
+import os
+import posix
 import signal
 import threading
 from contextlib import contextmanager
@@ -24,6 +34,41 @@ class Terminated(KeyboardInterrupt):
 
 class PluginExit(RunFailed):
     """Plugin code raised SystemExit, or KeyboardInterrupt without a signal: a failed run naming the plugin."""
+
+
+class HardExit(SystemExit):
+    """Plugin code called `os._exit(code)` while `no_hard_exit` was active: raised instead of ending the process."""
+
+
+_REAL_EXIT = os._exit
+_hard = {"depth": 0, "pid": 0}
+
+
+def _refusing_exit(code: int = 0) -> None:
+    """`os._exit` while plugin code runs: raise in the guarded process; a forked child ends for real."""
+    if _hard["depth"] and os.getpid() == _hard["pid"]:
+        raise HardExit(code)
+    _REAL_EXIT(code)
+
+
+@contextmanager
+def no_hard_exit() -> Iterator[None]:
+    """While the block runs, `os._exit()` in this process raises HardExit (re-entrant; main thread or not)."""
+    if _hard["depth"] == 0:
+        _hard["pid"] = os.getpid()
+        os._exit = posix._exit = _refusing_exit
+    _hard["depth"] += 1
+    try:
+        yield
+    finally:
+        _hard["depth"] -= 1
+        if _hard["depth"] == 0:
+            os._exit = posix._exit = _REAL_EXIT
+
+
+def ended(exc: SystemExit) -> str:
+    """`called sys.exit(0)` or `called os._exit(3)`: how a message says what the plugin did."""
+    return f"called {'os._exit' if isinstance(exc, HardExit) else 'sys.exit'}({exc.code!r})"
 
 
 class PluginRefused(RunFailed):
@@ -65,10 +110,11 @@ def plugin_call(label: str, what: str, call: Callable[[], T], refuse_is_failure:
     PluginRefused: the plugin found a problem too late for it to be the user's bad input (exit 2 writes nothing).
     """
     try:
-        return call()
+        with no_hard_exit():
+            return call()
     except SystemExit as exc:
-        raise PluginExit(f"{label} called sys.exit({exc.code!r}) in {what}; a plugin must raise an "
-                         "exception, not end the process") from None
+        raise PluginExit(f"{label} {ended(exc)} in {what}; a plugin must raise an exception, not end the "
+                         "process") from None
     except KeyboardInterrupt as exc:
         if from_a_signal(exc):
             raise
@@ -79,4 +125,4 @@ def plugin_call(label: str, what: str, call: Callable[[], T], refuse_is_failure:
         raise PluginRefused(f"{label} refused in {what}, after work had begun: {exc}") from None
 
 
-__all__ = ["Terminated", "PluginExit", "PluginRefused", "handle_signals", "on_signal", "from_a_signal", "plugin_call"]
+__all__ = ["Terminated", "PluginExit", "HardExit", "no_hard_exit", "ended", "PluginRefused", "handle_signals", "on_signal", "from_a_signal", "plugin_call"]

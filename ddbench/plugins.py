@@ -30,6 +30,7 @@ import pluggy
 from . import hookspecs
 from .api import Command, DatasetSpec, Launcher, Method, ModelSpec, Param, Policy, Protocol, Sampler, Selector
 from .errors import DDBenchError
+from .guard import ended, no_hard_exit
 from .records import SINGLE_ROLES, SettingRoles, roles_of
 
 ENTRY_POINT_GROUP = "ddbench"
@@ -217,7 +218,9 @@ def _entry_point_candidates(registry: Registry, group: str) -> list[_Candidate]:
     return sorted(out, key=lambda c: 0 if _is_host(c.info.module) else 1 if c.info.source == HOST_DISTRIBUTION else 2)
 
 
-def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled, warn_unknown: bool = True) -> list[_Candidate]:
+def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled, warn_unknown: bool = True,
+            elsewhere: Iterable[str] = ()) -> list[_Candidate]:
+    """The candidates the lists allow; `elsewhere` are names of the other group's plugins (not "no plugin")."""
     allow_env = _names(os.environ.get(ALLOW_ENV, "").split(","))
     allow_cfg = _names(enabled)
     deny = _names(disabled) or set()
@@ -226,7 +229,7 @@ def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled,
     for c in candidates:
         dists.setdefault(c.aliases[1] if len(c.aliases) > 1 else "", []).append(c.info.name)
     for label, names in ((ALLOW_ENV, allow_env), ("[plugins] enabled", allow_cfg), ("[plugins] disabled", deny)):
-        for name in sorted((names or set()) - known) if warn_unknown else ():
+        for name in sorted((names or set()) - known - set(elsewhere)) if warn_unknown else ():
             hint = (f"; {name!r} is a distribution, its plugins are: {', '.join(dists[name])}" if name in dists
                     else f"; plugins: {', '.join(sorted(known))}")
             registry.warnings.append(f"{label} names {name!r}, which is no plugin{hint}")
@@ -268,22 +271,26 @@ def load_plugins(
     candidates += [_Candidate(PluginInfo(path, path, "", "plugins.toml"), lambda p=path: importlib.import_module(p),
                               (path,)) for path in modules]
     # the lists name plugins of both groups: a name is unknown only to the main group's load
-    chosen = _select(candidates, registry, enabled, disabled, warn_unknown=group == ENTRY_POINT_GROUP)
+    elsewhere = [n for c in _entry_point_candidates(Registry(), COMMAND_GROUP) for n in (c.info.name, *c.aliases[:1])] \
+        if group == ENTRY_POINT_GROUP else []
+    chosen = _select(candidates, registry, enabled, disabled, warn_unknown=group == ENTRY_POINT_GROUP,
+                     elsewhere=elsewhere)
     chosen += [_Candidate(PluginInfo(name, getattr(obj, "__name__", repr(obj)), "", "registered in code"),
                           lambda o=obj: o) for name, obj in extra]
     pm = make_manager()
-    for c in chosen:
-        if pm.has_plugin(c.info.name):
-            continue  # a module named both as an entry point and in plugins.toml loads once
-        registry.plugins.append(c.info)
-        try:
-            pm.register(c.load(), name=c.info.name)
-        except Exception as exc:  # noqa: BLE001 - import or @hookimpl validation failure: reported, not fatal
-            _refuse(c.info, exc)
-    _drop_unknown_hooks(pm, registry)
-    for info in registry.plugins:
-        if not info.error:
-            _collect(pm, registry, info)
+    with no_hard_exit():  # a plugin's os._exit() at import or in a hook raises instead of ending every command
+        for c in chosen:
+            if pm.has_plugin(c.info.name):
+                continue  # a module named both as an entry point and in plugins.toml loads once
+            registry.plugins.append(c.info)
+            try:
+                pm.register(c.load(), name=c.info.name)
+            except BaseException as exc:  # noqa: BLE001 - import, sys.exit or @hookimpl validation: reported, not fatal
+                _refuse(c.info, _own(exc, "at import"))
+        _drop_unknown_hooks(pm, registry)
+        for info in registry.plugins:
+            if not info.error:
+                _collect(pm, registry, info)
     if group == ENTRY_POINT_GROUP:
         for name, plugin in sorted(registry.owners["commands"].items()):
             registry.warnings.append(f"plugin {plugin!r} registers the command {name!r} but is not in the "
@@ -301,6 +308,16 @@ def load_commands(enabled: Iterable[str] | None = None, disabled: Iterable[str] 
     """The plugins of the `ddbench.commands` group and the commands they register (the same isolation and
     allow/deny lists as every plugin); light enough to run before a command line is parsed."""
     return load_plugins(enabled=enabled, disabled=disabled, group=COMMAND_GROUP)
+
+
+def _own(exc: BaseException, where: str) -> BaseException:
+    """A plugin's attempt to end the process (sys.exit, os._exit) as the DDBenchError that refuses it; a
+    KeyboardInterrupt goes on up (Ctrl-C while loading); any other exception is returned as is."""
+    if isinstance(exc, SystemExit):
+        return DDBenchError(f"{ended(exc)} {where}; a plugin must raise an exception, not end the process")
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc  # before the command's signal handlers exist, a Ctrl-C cannot be told from a plugin's own
+    return exc
 
 
 def _refuse(info: PluginInfo, exc: BaseException | str) -> None:
@@ -350,7 +367,10 @@ def _collect(pm: pluggy.PluginManager, registry: Registry, info: PluginInfo) -> 
                     impl.function(register=register)
                 except DDBenchError:
                     raise
-                except Exception as exc:  # noqa: BLE001
+                except BaseException as exc:  # noqa: BLE001 - sys.exit/os._exit in a hook refuse the plugin too
+                    own = _own(exc, f"in {hook_name}")
+                    if isinstance(own, DDBenchError):
+                        raise own from None
                     raise DDBenchError(f"{hook_name} raised {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
     except DDBenchError as exc:
         _refuse(info, exc)

@@ -24,9 +24,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +95,58 @@ def _visible_gpus() -> list[str]:
 
 def _pool_init(slots: Any, gpus: list[str], threads: int) -> None:
     """Runs first in every pool worker: take a slot, pin its GPU, share the CPU cores."""
-    slot = slots.get()
+    _pin(slots.get(), gpus, threads)
+
+
+def _pin(slot: int, gpus: list[str], threads: int) -> None:
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     os.environ["DDBENCH_WORKER_SLOT"] = str(slot)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _worker(conn: Any, slot: int, gpus: list[str], threads: int) -> None:
+    """A pool worker: run each job the driver sends, send its row back; None (or a closed pipe) ends it."""
+    _pin(slot, gpus, threads)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if job is None:
+            return
+        try:
+            row = run_job(job)
+        except KeyboardInterrupt:
+            return
+        except BaseException as exc:  # noqa: BLE001 - run_job records failures; this is its last resort
+            row = failed_record(job, "".join(traceback.format_exception(exc)))
+        try:
+            conn.send(row)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable row: the cell fails, the worker goes on
+            conn.send(failed_record(job, f"the worker could not send this cell's row back: {type(exc).__name__}: {exc}"))
+
+
+def _death(exitcode: int | None) -> str:
+    """How a worker ended, in words: `killed by SIGSEGV` or `exit code 3`."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+@dataclass
+class _Slot:
+    """One worker process of the local pool and the job it is running (None: idle)."""
+
+    index: int
+    proc: Any
+    conn: Any
+    job: Job | None = None
 
 
 class LocalLauncher(Launcher):
@@ -133,44 +180,77 @@ class LocalLauncher(Launcher):
         yield from self._pool(jobs, settings, parallelism, log)
 
     def _pool(self, jobs, settings, parallelism, log):
+        """Run jobs on `parallelism` worker processes, each job's row sent back over the worker's own pipe.
+
+        A worker that dies (a segfault in native code, a kill, an `os._exit` no guard caught) fails only the job
+        it was running, naming how it ended, and a fresh worker takes its slot; concurrent.futures' pool instead
+        marks every queued and running job broken when one worker dies."""
         import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-        from concurrent.futures.process import BrokenProcessPool
+        from multiprocessing.connection import wait
 
         workers = min(parallelism, len(jobs))
         gpus = self._gpus(settings)
         if gpus and workers > len(gpus):
             log(f"note: {workers} workers share {len(gpus)} GPU(s)")
         ctx = mp.get_context(settings["start_method"])
-        slots = ctx.Queue()
-        for i in range(workers):
-            slots.put(i)
         threads = max(1, (os.cpu_count() or 1) // workers)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init,
-                                   initargs=(slots, gpus, threads))
-        futures = {pool.submit(run_job, job): job for job in jobs}
+        queue = list(jobs)
+
+        def start(index: int) -> _Slot:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, index, gpus, threads), daemon=True,
+                               name=f"ddbench-worker-{index}")
+            proc.start()
+            child.close()
+            return _Slot(index, proc, parent)
+
+        def give(slot: _Slot) -> None:
+            slot.job = queue.pop(0) if queue and slot.proc.is_alive() else None
+            if slot.job is not None:
+                slot.conn.send(slot.job)
+
+        slots = [start(i) for i in range(workers)]
         try:
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job = futures[fut]
-                    try:
-                        row = fut.result()
-                    except BrokenProcessPool as exc:
-                        row = failed_record(job, f"a worker process died while this job was queued or running "
-                                              f"({exc}); rerun the sweep to retry it")
-                    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable row
-                        row = failed_record(job, "".join(traceback.format_exception(exc)))
+            for slot in slots:
+                give(slot)
+            while any(s.job is not None for s in slots):
+                busy = [s for s in slots if s.job is not None]
+                ready = set(wait([s.conn for s in busy] + [s.proc.sentinel for s in busy]))
+                for slot in busy:
+                    row = None
+                    if slot.conn in ready or (slot.proc.sentinel in ready and slot.conn.poll()):
+                        try:
+                            row = slot.conn.recv()
+                        except (EOFError, OSError):
+                            row = None
+                    elif slot.proc.sentinel not in ready:
+                        continue
+                    job = slot.job
+                    if row is None:  # the worker died with this job: only this job failed
+                        slot.proc.join(5)
+                        row = failed_record(job, f"the worker process running this cell died ({_death(slot.proc.exitcode)}) "
+                                                 f"in plugin code of method {job.request.method!r} or its dataset or "
+                                                 "protocol; the other cells ran on; rerun the sweep to retry it")
+                        slot.conn.close()
+                        if queue:  # a fresh worker takes the slot only if there is work left for it
+                            fresh = start(slot.index)
+                            slot.proc, slot.conn = fresh.proc, fresh.conn
+                    if not isinstance(row, RunRecord):
+                        row = failed_record(job, f"the worker sent back {type(row).__name__}, not a RunRecord")
+                    give(slot)
                     yield job, row
         finally:
-            procs = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:  # a killed or interrupted sweep leaves no worker computing for nobody
-                if proc.is_alive():
-                    proc.terminate()
-            for proc in procs:
-                proc.join(timeout=5)
+            for slot in slots:  # a finished, killed or interrupted sweep leaves no worker computing for nobody
+                try:
+                    slot.conn.send(None)
+                except (OSError, ValueError):
+                    pass
+            for slot in slots:
+                slot.proc.join(timeout=0 if slot.job is not None else 5)
+                if slot.proc.is_alive():
+                    slot.proc.terminate()
+                    slot.proc.join(timeout=5)
+                slot.conn.close()
 
 
 # --------------------------------------------------------------------------------------------------
