@@ -464,6 +464,9 @@ class Sampler(ABC):
 
     name: str = ""
     description: str = ""
+    # The levers of SampleRequest beyond the seed paper that `generate` honours (names from SAMPLER_LEVERS). A
+    # method refuses a run that turns on a lever its sampler does not declare, rather than record it as applied.
+    levers: tuple[str, ...] = ()
 
     @abstractmethod
     def measure(self, model: Any, num_classes: int, image_shape: tuple[int, int, int], batch_size: int,
@@ -473,6 +476,18 @@ class Sampler(ABC):
     @abstractmethod
     def generate(self, model: Any, request: SampleRequest) -> SampleResult:
         """Generate a class-balanced set; under a deadline, never run past it."""
+
+
+# SampleRequest's levers beyond the seed paper and their "off" values (a lever at its off value asks nothing of a
+# sampler); mode_guidance_stop only tunes mode_guidance.
+SAMPLER_LEVERS: dict[str, Any] = {"prototypes": None, "strength": 1.0, "mode_guidance": 0.0,
+                                  "mode_guidance_stop": None, "guidance_interval": (0.0, 1.0)}
+
+
+def unhonoured_levers(sampler: Any, on: dict[str, Any]) -> list[str]:
+    """`name=value` of each lever in `on` (those a run turns on) that `sampler` does not declare in `levers`."""
+    honoured = set(getattr(sampler, "levers", ()) or ())
+    return [f"{k}={v}" for k, v in on.items() if k not in honoured]
 
 
 @dataclass
@@ -561,13 +576,25 @@ class Selector(ABC):
 
 
 def check_picks(who: str, picks: Any, k: int, n: int, label: int) -> torch.Tensor:
-    """A selector's answer for one class as a LongTensor, or RuntimeError (the plugin's fault) naming `who`."""
+    """A selector's answer for one class as a LongTensor, or RuntimeError (the plugin's fault) naming `who`.
+
+    Only integer positions pass: floats (`[0.9, 1.9]`) or a nested answer (`[[0], [1]]`) were once truncated and
+    flattened into a valid-looking pick."""
     import torch
 
-    out = torch.as_tensor(picks).long().flatten().cpu()
+    rule = f"it must return {k} distinct integer positions among the {n} items of that class"
+    try:
+        out = torch.as_tensor(picks)
+    except (TypeError, ValueError, RuntimeError):
+        raise RuntimeError(f"{who} returned {type(picks).__name__} {str(picks)[:80]} for class {label}; {rule}") from None
+    if out.ndim != 1:
+        raise RuntimeError(f"{who} returned positions of shape {tuple(out.shape)} for class {label}; {rule}")
+    if out.dtype == torch.bool or out.is_floating_point() or out.is_complex():
+        shown = [round(float(v), 4) for v in out.flatten()[:10].tolist()] if out.is_floating_point() else out.tolist()[:10]
+        raise RuntimeError(f"{who} returned {shown} ({out.dtype}) for class {label}; {rule}")
+    out = out.long().cpu()
     if len(out) != k or len(set(out.tolist())) != k or (k and not 0 <= int(out.min()) <= int(out.max()) < n):
-        raise RuntimeError(f"{who} returned {out.tolist()[:10]} for class {label}; it must return {k} distinct "
-                           f"positions among the {n} items of that class")
+        raise RuntimeError(f"{who} returned {out.tolist()[:10]} for class {label}; {rule}")
     return out
 
 

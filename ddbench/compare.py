@@ -30,7 +30,7 @@ from .api import Command, resolve_params
 from .clikit import (add_common_run_args, add_report_args, dedupe, load, parse_budgets, parse_ints, parse_seeds,
                      print_report, request_from_args, shown_path, split_list)
 from .errors import DDBenchError
-from .atomic import writable_dir
+from .atomic import missing_dirs, remove_empty, writable_dir
 from .records import RunRecord
 from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
 from .sweeps import Job, JobState, failed_record, plan
@@ -89,7 +89,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
                         continue
                     grid.resolved[resolved.config_hash] = resolved
                     grid.jobs.append(Job(len(grid.jobs), request, config_paths, resolved.config_hash, resolved.config(),
-                                         plugin_versions(registry, request)))
+                                         plugin_versions(registry, request, resolved.method_params)))
     grid.merged = total - len(grid.jobs)
     if budgets and not grid.budget_methods:
         able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
@@ -261,13 +261,20 @@ def cmd_compare(args) -> int:
     check_cells(sweep, states[JobState.TODO])
     if states[JobState.TODO] and not args.dry_run:
         sweep.launcher.check(sweep.settings, args.jobs)  # fail fast (no controller, missing package)
+    made = []  # folders the checks create: removed again if a later check refuses (exit 2 writes nothing)
     if not args.dry_run and not args.no_report:
+        made = missing_dirs(_report_dir(sweep))
         writable_dir(_report_dir(sweep), "--report")
     if not args.dry_run:
         # Before any work: a database that cannot take a row costs nothing. Opening it also stores records
         # an earlier run kept in OUT/pending, which may finish cells: plan again.
-        if open_store(sweep.db, sweep.pending_dir, print) and sweep.pending_dir.is_dir():
-            states = plan(sweep.grid.jobs, sweep.db, retry_failed=retry)
+        made += missing_dirs(sweep.db.parent)
+        try:
+            if open_store(sweep.db, sweep.pending_dir, print) and sweep.pending_dir.is_dir():
+                states = plan(sweep.grid.jobs, sweep.db, retry_failed=retry)
+        except DDBenchError:
+            remove_empty(made)
+            raise
     todo = states[JobState.TODO]
     _announce(sweep, states)
     if args.dry_run:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .api import DDBenchError, ImageDataset, RunContext
+from .guard import call_plugin
 
 SPACES = ("pixels", "classifier", "random-convnet")
 
@@ -142,6 +143,8 @@ def select_pool(ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, k: 
         x = images[idx]
         cls_logits = logits[idx] if logits is not None else (clf.logits(x.float()) if clf is not None else None)
         feats = pool_features[idx].double() if pool_features is not None else embed(x)
-        picked = sel.select(feats, labels[idx], k, seed, logits=cls_logits)
-        out.append(idx[check_picks(f"selector {selector!r} (plugin {owner!r})", picked, k, len(idx), c)])
+        picked = call_plugin(ctx.registry, "selectors", selector, "select()",
+                             lambda: sel.select(feats, labels[idx], k, seed, logits=cls_logits))
+        out.append(idx[call_plugin(ctx.registry, "selectors", selector, "select()",
+                                   lambda: check_picks(f"selector {selector!r} (plugin {owner!r})", picked, k, len(idx), c))])
     return torch.cat(out)

@@ -125,4 +125,28 @@ def plugin_call(label: str, what: str, call: Callable[[], T], refuse_is_failure:
         raise PluginRefused(f"{label} refused in {what}, after work had begun: {exc}") from None
 
 
-__all__ = ["Terminated", "PluginExit", "HardExit", "no_hard_exit", "ended", "PluginRefused", "handle_signals", "on_signal", "from_a_signal", "plugin_call"]
+class PluginCrashed(RunFailed):
+    """Plugin code that a method called (a selector, sampler, policy) raised: the run fails naming that plugin."""
+
+
+def owned_label(registry, kind: str, name: str) -> str:
+    """`selector 'NAME' (plugin 'OWNER')` for any registry-like object (its `owners` when it has them)."""
+    owner = getattr(registry, "owners", {}).get(kind, {}).get(name, "?")
+    return f"{'policy' if kind == 'policies' else kind[:-1]} {name!r} (plugin {owner!r})"
+
+
+def call_plugin(registry, kind: str, name: str, what: str, call: Callable[[], T]) -> T:
+    """Call a registered object's code from inside a method (a selector's `select`, a sampler's `generate`, a
+    policy's `decide`) so that its fault is blamed on its own plugin, not on the method that called it: an
+    ordinary exception becomes PluginCrashed, sys.exit/os._exit PluginExit, both naming the object's plugin.
+    A DDBenchError (bad input) and a failure that already names a plugin pass through unchanged."""
+    label = owned_label(registry, kind, name)
+    try:
+        return plugin_call(label, what, call)
+    except (DDBenchError, RunFailed):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the plugin's fault, named
+        raise PluginCrashed(f"{label} crashed in {what}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+
+
+__all__ = ["PluginCrashed", "owned_label", "call_plugin", "Terminated", "PluginExit", "HardExit", "no_hard_exit", "ended", "PluginRefused", "handle_signals", "on_signal", "from_a_signal", "plugin_call"]

@@ -159,6 +159,9 @@ def check_dataset(data: object) -> ImageDataset:
                        "expected floating-point (N, C, H, W)")
         if x.shape[0] == 0:
             raise fail(f"loader returned an empty {part} set")
+        if not bool(torch.isfinite(x).all()):  # else the first method to copy a pixel was blamed for the NaN
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise fail(f"loader returned {part} images with NaN or infinite pixels ({bad} of {x.shape[0]} images)")
         if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
             raise fail(f"loader returned {part} labels of shape {tuple(y.shape)} and dtype {y.dtype}; "
                        f"expected {x.shape[0]} integer class indices")

@@ -219,8 +219,9 @@ def _entry_point_candidates(registry: Registry, group: str) -> list[_Candidate]:
 
 
 def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled, warn_unknown: bool = True,
-            elsewhere: Iterable[str] = ()) -> list[_Candidate]:
-    """The candidates the lists allow; `elsewhere` are names of the other group's plugins (not "no plugin")."""
+            elsewhere=lambda: ()) -> list[_Candidate]:
+    """The candidates the lists allow; `elsewhere()` names the command group's plugins, which the lists may name
+    too (not "no plugin"; read only when a list names something this group lacks)."""
     allow_env = _names(os.environ.get(ALLOW_ENV, "").split(","))
     allow_cfg = _names(enabled)
     deny = _names(disabled) or set()
@@ -229,7 +230,10 @@ def _select(candidates: list[_Candidate], registry: Registry, enabled, disabled,
     for c in candidates:
         dists.setdefault(c.aliases[1] if len(c.aliases) > 1 else "", []).append(c.info.name)
     for label, names in ((ALLOW_ENV, allow_env), ("[plugins] enabled", allow_cfg), ("[plugins] disabled", deny)):
-        for name in sorted((names or set()) - known - set(elsewhere)) if warn_unknown else ():
+        unknown = (names or set()) - known if warn_unknown else set()
+        if unknown:
+            unknown -= set(elsewhere())
+        for name in sorted(unknown):
             hint = (f"; {name!r} is a distribution, its plugins are: {', '.join(dists[name])}" if name in dists
                     else f"; plugins: {', '.join(sorted(known))}")
             registry.warnings.append(f"{label} names {name!r}, which is no plugin{hint}")
@@ -271,10 +275,9 @@ def load_plugins(
     candidates += [_Candidate(PluginInfo(path, path, "", "plugins.toml"), lambda p=path: importlib.import_module(p),
                               (path,)) for path in modules]
     # the lists name plugins of both groups: a name is unknown only to the main group's load
-    elsewhere = [n for c in _entry_point_candidates(Registry(), COMMAND_GROUP) for n in (c.info.name, *c.aliases[:1])] \
-        if group == ENTRY_POINT_GROUP else []
     chosen = _select(candidates, registry, enabled, disabled, warn_unknown=group == ENTRY_POINT_GROUP,
-                     elsewhere=elsewhere)
+                     elsewhere=lambda: [n for c in _entry_point_candidates(Registry(), COMMAND_GROUP)
+                                        for n in (c.info.name, *c.aliases[:1])])
     chosen += [_Candidate(PluginInfo(name, getattr(obj, "__name__", repr(obj)), "", "registered in code"),
                           lambda o=obj: o) for name, obj in extra]
     pm = make_manager()

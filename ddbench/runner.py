@@ -144,7 +144,11 @@ def _check_budget(request: RunRequest, method: Any, registry: Registry) -> None:
 def _settings(owner: str, spec: dict, layers: list[Layer], cli: dict[str, Any]) -> dict[str, Any]:
     """Resolve one method's or protocol's settings; a bad value in a file names the file and table."""
     for layer in layers:
-        resolve_params(f"{owner} (from {layer.label})", spec, layer.values)
+        try:
+            resolve_params(f"{owner} (from {layer.label})", spec, layer.values)
+        except DDBenchError as exc:  # a bad value names the file and table, as `list --params` does
+            text = str(exc)
+            raise DDBenchError(text if layer.label in text else f"{text} (from {layer.label})") from None
     return resolve_params(owner, spec, *(layer.values for layer in layers), cli)
 
 
@@ -204,15 +208,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def plugin_versions(registry: Registry, request: RunRequest) -> dict[str, str]:
-    """`plugin:NAME` -> version (or source) of every plugin the run uses: method, dataset, protocol, model."""
+# Kinds a method names in its settings (`selector`, `sampler`, `policy`): their plugins take part in the run too.
+NAMED_KINDS = ("selectors", "samplers", "policies")
+
+
+def plugin_versions(registry: Registry, request: RunRequest, settings: dict[str, Any] | None = None) -> dict[str, str]:
+    """`plugin:NAME` -> version (or source) of every plugin the run uses: method, dataset, protocol, model, and
+    every selector, sampler or policy a setting of the method names (`settings`: its resolved settings)."""
+    named = [(kind, value) for value in (settings or {}).values() if isinstance(value, str)
+             for kind in NAMED_KINDS if value in registry.items[kind]]
     used = {registry.owners[kind].get(name) for kind, name in (
         ("methods", request.method), ("datasets", request.dataset), ("protocols", request.protocol),
-        ("models", request.model), ("models", request.eval_architecture or request.model))}
+        ("models", request.model), ("models", request.eval_architecture or request.model), *named)}
     return {f"plugin:{info.name}": info.version or info.source for info in registry.plugins if info.name in used}
 
 
-def versions(registry: Registry, request: RunRequest) -> dict[str, str]:
+def versions(registry: Registry, request: RunRequest, settings: dict[str, Any] | None = None) -> dict[str, str]:
     """Library versions, and the version (or source) of every plugin the run used."""
     import importlib.metadata as md
 
@@ -222,7 +233,7 @@ def versions(registry: Registry, request: RunRequest) -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    return {**out, **plugin_versions(registry, request)}
+    return {**out, **plugin_versions(registry, request, settings)}
 
 
 def seed_everything(seed: int) -> None:
@@ -347,7 +358,7 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     if resolved.request.eval_architecture:
         rec.model = resolved.request.eval_architecture  # the architecture the accuracy is of; the config keeps both
     rec.device = str(ctx.device)
-    rec.versions = versions(registry, resolved.request)
+    rec.versions = versions(registry, resolved.request, resolved.method_params)
     t0 = time.perf_counter()
     try:
         syn = _distill_and_save(resolved, ctx, rec)

@@ -27,8 +27,14 @@ def table_path(dataset: str, directory: Path | None = None) -> Path:
     return (directory or DATA_DIR) / f"{dataset}.json"
 
 
+_said: set[str] = set()
+
+
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    """One warning per problem per process: report, scores and references each read the table."""
+    if message not in _said:
+        _said.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def load_table(path: Path, warn: Callable[[str], None] = _warn) -> dict[str, Any] | None:
@@ -70,10 +76,31 @@ def as_record(row: dict[str, Any], source: Path) -> RunRecord:
 
 
 def shipped_records(dataset: str, directory: Path | None = None, warn: Callable[[str], None] = _warn) -> list[RunRecord]:
-    """Every row of the dataset's shipped table as records; [] when there is none or it fails its check."""
+    """Every usable row of the dataset's shipped table as records; [] when there is none or it fails its check.
+
+    The sha256 only says the table is the one shipped beside it (anyone can re-hash an edited table): each row is
+    also checked as a database row is (ddbench/row_checks.py), and a bad one skipped with a warning."""
+    from .row_checks import row_problem
+
     path = table_path(dataset, directory)
     table = load_table(path, warn)
-    return [as_record(row, path) for row in (table or {}).get("rows", [])]
+    rows = (table or {}).get("rows", []) if isinstance(table, dict) else []
+    if not isinstance(rows, list):
+        warn(f"{LABEL} table {path}: 'rows' is {type(rows).__name__}, not a list; it is ignored")
+        return []
+    out = []
+    for n, row in enumerate(rows):
+        name = f"row {row.get('config_hash', n) if isinstance(row, dict) else n}"
+        try:
+            rec = as_record(row, path)
+            problem = row_problem(rec)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problem = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyError) else f"no field {exc}"
+        if problem:
+            warn(f"{LABEL} table {path}: {name} skipped ({problem})")
+            continue
+        out.append(rec)
+    return out
 
 
 def is_shipped(record: RunRecord) -> bool:

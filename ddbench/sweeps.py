@@ -45,8 +45,9 @@ def plan(jobs: list[Job], db: Path, retry_failed: bool = True) -> dict[JobState,
 
 
 def same_plugins(recorded: dict[str, str], current: dict[str, str]) -> bool:
-    """Whether a record was made by the plugin versions a cell would use now (plugins it names in both)."""
-    return all(recorded[k] == v for k, v in current.items() if k in recorded)
+    """Whether a record was made by the plugin versions a cell would use now: every plugin the cell uses, at the
+    same version. A row that does not name one of them (made before its kind was recorded) is not reused."""
+    return all(recorded.get(k) == v for k, v in current.items())
 
 
 def where() -> dict[str, Any]:

@@ -103,8 +103,32 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 def _weights(d: Path) -> Path:
     for name in WEIGHT_FILES:
         if (d / name).is_file():
+            if name.endswith(".safetensors"):
+                _check_safetensors(d / name)
             return d / name
     raise DDBenchError(f"base folder {d}: no weights ({' or '.join(WEIGHT_FILES)} is missing)")
+
+
+MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header (huggingface/safetensors: MAX_HEADER_SIZE)
+
+
+def _check_safetensors(path: Path) -> None:
+    """The file's header against its size, before anything big is read: a sparse or truncated multi-GB file
+    used to fill memory before the loader refused it. safetensors layout: an 8-byte little-endian header length,
+    a JSON header of tensors with their `data_offsets`, then exactly the bytes those offsets cover."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 2 <= n <= min(MAX_HEADER, size - 8):
+                raise ValueError(f"a header length of {n} bytes in a file of {size}")
+            header = json.loads(fh.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise DDBenchError(f"base folder: {path} is not a readable safetensors file ({exc})") from None
+    if max(ends, default=0) != size - 8 - n:
+        raise DDBenchError(f"base folder: {path} holds {size} bytes but its header describes "
+                           f"{8 + n + max(ends, default=0)}; the file is truncated, padded or not safetensors")
 
 
 def _check_denoiser(d: Path, cfg: dict[str, Any]) -> str:
@@ -124,6 +148,14 @@ def _check_denoiser(d: Path, cfg: dict[str, Any]) -> str:
 
 
 def _check_scheduler(cfg: dict[str, Any], where: Path) -> None:
+    from .model import BETA_SCHEDULES
+
+    beta = cfg.get("beta_schedule", "linear")
+    if beta not in BETA_SCHEDULES:
+        raise DDBenchError(f"base folder: {where} has beta_schedule={beta!r}; supported: {', '.join(BETA_SCHEDULES)}")
+    steps = cfg.get("num_train_timesteps", 1000)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise DDBenchError(f"base folder: {where} has num_train_timesteps={steps!r}; it must be an integer >= 1")
     pred = cfg.get("prediction_type", "epsilon")
     if pred != "epsilon":
         raise DDBenchError(f"base folder: {where} has prediction_type={pred!r}; only 'epsilon' is supported")

@@ -13,7 +13,9 @@ from typing import Any, NamedTuple
 import torch
 
 from ddbench import hookimpl
-from ddbench.api import DDBenchError, Method, Param, PlanRequest, RunContext, SampleRequest, SyntheticSet
+from ddbench.api import (SAMPLER_LEVERS, DDBenchError, Method, Param, PlanRequest, RunContext, SampleRequest,
+                         SyntheticSet, unhonoured_levers)
+from ddbench.guard import call_plugin, owned_label
 from ddbench.features import SPACES as SELECTION_SPACES, select_pool
 from ddbench.identity import config_hash, dataset_fingerprint
 from ddbench.atomic import atomic_save, atomic_write_text
@@ -174,6 +176,40 @@ def check_levers(p: dict[str, Any]) -> None:
         raise DDBenchError("strength < 1 and mode_guidance > 0 need prototypes; set prototypes=kmeans")
 
 
+def check_sampler_levers(sampler, p: dict[str, Any], label: str) -> None:
+    """Refuse levers turned on for a sampler that does not declare them (ddbench.api.Sampler.levers): a third
+    party's sampler would ignore them and the run be recorded as if they applied."""
+    on = {k: v for k, v in (("prototypes", p["prototypes"]), ("strength", p["strength"]),
+                            ("mode_guidance", p["mode_guidance"]), ("guidance_interval", tuple(p["guidance_interval"])))
+          if v != {"prototypes": "none"}.get(k, SAMPLER_LEVERS[k])}
+    missing = unhonoured_levers(sampler, on)
+    if missing:
+        raise DDBenchError(f"{label} does not honour {', '.join(missing)} (it declares levers: "
+                           f"{', '.join(getattr(sampler, 'levers', ()) or ()) or 'none'}); turn them off with --set "
+                           "(prototypes=none, strength=1, mode_guidance=0, guidance_interval=0,1) or use a sampler "
+                           "that declares them")
+
+
+# Under --budget the prototypes are made before the clock, with k-means' cost growing with k: k is capped here
+# (ddbench's bound on that set-up; rounds past k cycle through the prototypes, as a fixed IPC's pool rounds do):
+# docs/minmax.md#budgets-and-prototypes.
+BUDGET_PROTOTYPES = 50
+
+
+def prototype_count(ctx: RunContext, ipc: int, pool: int) -> int:
+    """Prototypes per class to compute: the IPC; under a budget the planned IPC per kept image, capped at
+    BUDGET_PROTOTYPES and the smallest class (said in the log when capped)."""
+    if ctx.budget is None or ctx.params["prototypes"] == "none":
+        return ipc
+    planned = max(1, ipc // pool)
+    smallest = int(torch.bincount(ctx.dataset.train_y.long(), minlength=ctx.dataset.num_classes).min())
+    k = max(1, min(planned, BUDGET_PROTOTYPES, smallest))
+    if k < planned:
+        ctx.log(f"minmax-diffusion: {k} k-means prototypes per class, not the {planned} the budget plans (capped at "
+                f"{min(BUDGET_PROTOTYPES, smallest)}: they are made before the clock); rounds cycle through them")
+    return k
+
+
 class MinMaxDiffusion(Method):
     name = "minmax-diffusion"
     description = ("generative distillation: a pretrained class-conditional diffusion model fine-tuned with min-max "
@@ -203,9 +239,9 @@ class MinMaxDiffusion(Method):
         if folder is None:
             arch_config(p["arch"], ctx.dataset.image_size)
         sampler = ctx.registry.get("samplers", p["sampler"])
+        check_sampler_levers(sampler, p, owned_label(ctx.registry, "samplers", p["sampler"]))
         ctx.registry.get("policies", p["policy"])
-        if p["pool"] > 1:
-            ctx.registry.get("selectors", p["selector"])
+        ctx.registry.get("selectors", p["selector"])  # checked at pool=1 too, as every setting is
         if ctx.budget is not None:
             self._check_budget(ctx, sampler, folder)
 
@@ -280,7 +316,8 @@ class MinMaxDiffusion(Method):
         p, k = ctx.params, ctx.dataset.num_classes
         policy = ctx.registry.get("policies", p["policy"])
         t1 = time.perf_counter()
-        thr = sampler.measure(generator, k, sample_shape(generator), p["sample_batch"], guidance=guidance_of(ctx))
+        thr = call_plugin(ctx.registry, "samplers", p["sampler"], "measure()", lambda: sampler.measure(
+            generator, k, sample_shape(generator), p["sample_batch"], guidance=guidance_of(ctx)))
         measure_s = time.perf_counter() - t1
         gen_key = (gen_info.get("finetune") or gen_info["base"])["sha256"]
         pilot_seconds = [0.0]
@@ -293,7 +330,8 @@ class MinMaxDiffusion(Method):
             max_steps=generator.config.num_train_timesteps, throughput=thr, candidates=list(p["pilot_steps"]),
             pilot=pilot, safety=p["budget_safety"], log=ctx.log,
         )
-        decision = check_decision(self._decide(policy, req), p["policy"], req)
+        decision = check_decision(call_plugin(ctx.registry, "policies", p["policy"], "decide()",
+                                              lambda: self._decide(policy, req)), p["policy"], req)
         ctx.log(f"minmax-diffusion: policy {decision.policy}: {decision.reason}")
         if ctx.budget is not None and p.get("budget_guidance") is not None and p["budget_guidance"] != p["guidance"]:
             ctx.log(f"minmax-diffusion: under --budget, guidance {p['budget_guidance']:g} (budget_guidance; "
@@ -310,14 +348,15 @@ class MinMaxDiffusion(Method):
         # one prototype per kept image: a fixed IPC's rounds cycle through them `pool` times; under a budget the
         # policy's predicted rounds are divided by the pool
         prototypes = to_denoiser_space(  # VAE-encoded for a latent base
-            generator, self._prototypes(ctx, max(1, decision.ipc // pool) if ctx.budget is not None else decision.ipc))
+            generator, self._prototypes(ctx, prototype_count(ctx, decision.ipc, pool)))
         extra: dict[str, Any] = {"prototype_seconds": round(time.perf_counter() - t_proto, 3)}
         reserve = self._selection_reserve(ctx, decision, thr) if pool > 1 and ctx.budget is not None else 0.0
         start = time.perf_counter()
         deadline = None if ctx.budget is None else start + ctx.budget - reserve
         ipc = p["max_ipc"] * pool if ctx.budget is not None else decision.ipc * pool  # under a budget: a cap
-        out = sampler.generate(generator, self._request(ctx, generator, decision.steps, ipc, seed=ctx.seed, deadline=deadline,
-                                                   throughput=thr, prototypes=prototypes))
+        request = self._request(ctx, generator, decision.steps, ipc, seed=ctx.seed, deadline=deadline, throughput=thr,
+                                prototypes=prototypes)
+        out = call_plugin(ctx.registry, "samplers", p["sampler"], "generate()", lambda: sampler.generate(generator, request))
         seconds = time.perf_counter() - start  # timed here: a sampler's stats are free metadata
         made = check_samples(out, p["sampler"], ds.num_classes, (ds.channels, ds.image_size, ds.image_size))
         x, y, stats = out.images, out.labels.long(), dict(out.stats)

@@ -78,6 +78,8 @@ def _autocast(device: torch.device):
 class DSRSampler(Sampler):
     name = "dsr"
     description = "Diffusion Step Reduction: DDIM / DPM-Solver++ few-step sampling with classifier-free guidance"
+    # every lever of ddbench.api.SAMPLER_LEVERS (tests/test_minmax_levers.py checks each changes the samples)
+    levers = ("prototypes", "strength", "mode_guidance", "mode_guidance_stop", "guidance_interval")
 
     @torch.no_grad()
     def measure(self, denoiser, num_classes: int, image_shape: tuple[int, int, int], batch_size: int,

@@ -172,6 +172,11 @@ def test_null_class_is_the_pretrained_models_own_row(folders):
     ("vae-channels", "the VAE makes 8-channel latents but the denoiser takes 4 channels"),
     ("missing", "is not allowed; give shipped, train or an existing local diffusers folder"),
     ("few-rows", "its label table has 2 classes; the dataset tiny has 3"),
+    # issue 28: a bogus schedule failed only after work began, -5 timesteps was blamed on `steps`, and a sparse
+    # multi-GB weight file filled memory before the loader refused it
+    ("bad-beta", "has beta_schedule='bogus'; supported: linear, squaredcos_cap_v2"),
+    ("negative-timesteps", "has num_train_timesteps=-5; it must be an integer >= 1"),
+    ("padded-weights", "but its header describes"),
 ])
 def test_a_bad_folder_is_refused_in_one_line_before_any_work(env, capsys, folders, tmp_path, damage, message):
     src = shutil.copytree(folders["dit"], tmp_path / "dit")
@@ -189,6 +194,15 @@ def test_a_bad_folder_is_refused_in_one_line_before_any_work(env, capsys, folder
         src = tmp_path / "nowhere"
     elif damage == "few-rows":
         src = save_dit_pipeline(tmp_path / "dit2", num_classes=2)
+    elif damage in ("bad-beta", "negative-timesteps"):
+        path = src / "scheduler" / "scheduler_config.json"
+        cfg = json.loads(path.read_text())
+        cfg.update({"beta_schedule": "bogus"} if damage == "bad-beta" else {"num_train_timesteps": -5})
+        path.write_text(json.dumps(cfg))
+    elif damage == "padded-weights":
+        weights = src / "transformer" / "diffusion_pytorch_model.safetensors"
+        with open(weights, "r+b") as fh:
+            fh.truncate(weights.stat().st_size + 10 * 2**30)  # sparse: 10 GiB that take no disk
     rc, err = run(env, capsys, src, "--ipc", "1")
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not env["out"].exists() or not any(env["out"].iterdir())  # nothing written
