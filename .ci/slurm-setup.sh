@@ -18,6 +18,14 @@ LOG=/var/log/slurm
 
 say() { echo "slurm-setup: $*" >&2; }
 
+# The daemons must not inherit the caller's open descriptors: run under a held `flock` (the CI runner does),
+# a daemon keeping the lock's descriptor would hold the lock after .ci/run exits. `detached CMD...` starts CMD
+# in its own session with every descriptor above stderr closed, and stdin/stdout/stderr on /dev/null.
+detached() {
+  setsid bash -c 'for fd in /proc/self/fd/*; do fd=${fd##*/}; [[ $fd -gt 2 ]] && eval "exec $fd>&-" 2>/dev/null; done; exec "$@"' \
+    detached "$@" </dev/null >/dev/null 2>&1
+}
+
 pidfiles() { echo /run/slurmctld.pid /run/slurmd.pid /run/munge/munged.pid; }
 
 if [[ "${1:-}" == "--stop" ]]; then
@@ -73,7 +81,7 @@ fi
 chown munge:munge /etc/munge/munge.key
 chmod 0400 /etc/munge/munge.key
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-  runuser -u munge -- munged
+  detached runuser -u munge -- munged
   touch "$STATE/started-munge"
   for _ in $(seq 1 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
 fi
@@ -114,10 +122,10 @@ MinJobAge=300
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
-slurmctld -i
+detached slurmctld -i
 # slurmd initialises a cgroup plugin even with proctrack/linuxproc; autodetect usually works, and
 # containers with an odd cgroup mount get an explicit version instead.
-start_slurmd() { slurmd && sleep 1 && pgrep -x slurmd >/dev/null; }
+start_slurmd() { detached slurmd && sleep 1 && pgrep -x slurmd >/dev/null; }
 if ! start_slurmd; then
   for plugin in cgroup/v1 cgroup/v2; do
     say "slurmd did not start with cgroup autodetect; trying CgroupPlugin=$plugin"

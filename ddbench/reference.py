@@ -49,7 +49,8 @@ def matching(db: Path, rec: RunRecord, method: str, roles: SettingRoles) -> list
     rows = query(db, "method = ? AND dataset = ? AND ipc = ? AND protocol = ? AND model = ? AND status = 'ok'",
                  (method, rec.dataset, rec.ipc, rec.protocol, rec.model))
     want = same_evaluation(rec, roles)
-    return [r for r in rows if same_evaluation(r, roles) == want and r.budget is None]
+    # never the run itself: `run --method random --reference random` compares with the other runs of random
+    return [r for r in rows if same_evaluation(r, roles) == want and r.budget is None and r.run_id != rec.run_id]
 
 
 def _stats(values: list[float]) -> tuple[float, float]:

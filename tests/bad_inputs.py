@@ -150,6 +150,9 @@ CASES: list[Case] = [
          "plugins.enabled must be a list of strings", _write("lst.toml", '[plugins]\nenabled = "random"\n')),
     Case("bad value in plugins.toml", run("--method", "random", "--config", "TMP/val.toml"), 2,
          "[protocols.fast]); allowed: ", _write("val.toml", '[plugins]\nmodules = ["tiny_plugin"]\n[protocols.fast]\nepochz = 3\n')),
+    Case("bad value in plugins.toml, in run", run("--method", "random", "--config", "TMP/bv.toml"), 2,
+         "epochs=-3 is below the minimum 0 (from TMP/bv.toml (--config) [protocols.fast])",
+         _write("bv.toml", '[plugins]\nmodules = ["tiny_plugin"]\n[protocols.fast]\nepochs = -3\n')),
     Case("--db is a folder", run("--method", "random", "--db", "TMP"), 2, "is a folder; give a file such as"),
     Case("--db under a file", run("--method", "random", "--db", "TMP/afile/db.sqlite"), 2, "cannot create its folder",
          _write("afile", "x")),
@@ -184,6 +187,12 @@ CASES: list[Case] = [
          "protocol 'exit-protocol' (plugin 'hostile_plugin') called sys.exit(0) in evaluate()"),
     Case("method calls sys.exit(0)", run("--method", "exit-method", "--ipc", "1"), 1,
          "method 'exit-method' (plugin 'hostile_plugin') called sys.exit(0) in distill()"),
+    Case("method calls os._exit(0)", run("--method", "os-exit-method", "--ipc", "1"), 1,
+         "method 'os-exit-method' (plugin 'exit_plugin') called os._exit(0) in distill()"),
+    Case("protocol calls os._exit(0)", bare("--protocol", "os-exit-protocol"), 1,
+         "protocol 'os-exit-protocol' (plugin 'exit_plugin') called os._exit(0) in evaluate()"),
+    Case("minmax selector naming none, pool 1", run("--method", "minmax-diffusion", "--ipc", "1", "--no-eval",
+                                                    "--set", "selector=nosuch"), 2, "unknown selector 'nosuch'"),
     Case("method raises KeyboardInterrupt itself", run("--method", "interrupt-method", "--ipc", "1"), 1,
          "method 'interrupt-method' (plugin 'hostile_plugin') raised KeyboardInterrupt in distill() without a Ctrl-C"),
     Case("method refuses after work began", run("--method", "refuse-method", "--ipc", "1"), 1,
@@ -248,7 +257,7 @@ CASES: list[Case] = [
 
 
 def prepare(tmp: Path) -> None:
-    (tmp / "plugins.toml").write_text('[plugins]\nmodules = ["tiny_plugin", "hostile_plugin"]\n')
+    (tmp / "plugins.toml").write_text('[plugins]\nmodules = ["tiny_plugin", "hostile_plugin", "exit_plugin"]\n')
 
 
 def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:

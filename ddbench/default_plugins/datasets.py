@@ -10,6 +10,7 @@ Normalisation constants are those of the DC/DSA/DM reference code, VICO-UoE/Data
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import pickle
@@ -24,7 +25,7 @@ import torch
 from .. import hookimpl
 from ..api import DatasetSpec, DDBenchError, ImageDataset
 from ..identity import config_hash
-from ..atomic import atomic_save
+from ..atomic import atomic_save, missing_dirs, remove_empty
 
 DEFAULT_DATASET = "fashion-mnist"
 CACHE_ENV = "DDBENCH_CACHE"
@@ -210,17 +211,33 @@ def _torchvision_download(name: str, tv_class: str, root: Path | None) -> None:
     """Download with torchvision's own class, which writes the layout our readers look for."""
     if root is None:
         raise DDBenchError(f"downloading {name} needs a folder: pass `--data-root DIR --download`")
-    try:
-        import torchvision.datasets as tvd
+    with _no_empty_folders_on_failure(root):
+        try:
+            import torchvision.datasets as tvd
 
-        root.mkdir(parents=True, exist_ok=True)
-        cls = getattr(tvd, tv_class)
-        cls(str(root), train=True, download=True)
-        cls(str(root), train=False, download=True)
-    except DDBenchError:
+            root.mkdir(parents=True, exist_ok=True)
+            cls = getattr(tvd, tv_class)
+            cls(str(root), train=True, download=True)
+            cls(str(root), train=False, download=True)
+        except DDBenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - network/disk failures become one readable line
+            raise DDBenchError(f"downloading {name} into {root} failed: {_one_line(exc)}") from None
+
+
+@contextlib.contextmanager
+def _no_empty_folders_on_failure(root: Path):
+    """A failed download (offline) leaves no empty folder behind: neither `root` nor the layout torchvision made
+    in it (an exit-2 error writes nothing). Folders that existed before, or hold a file, stay."""
+    made = missing_dirs(root)
+    before = {p for p in root.glob("*/") if p.is_dir()} | {p for p in root.glob("*/*/") if p.is_dir()} \
+        if root.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        new = [Path(d) for d, _, _ in os.walk(root)] if root.is_dir() else []
+        remove_empty([d for d in new if d not in before and d != root] + made)
         raise
-    except Exception as exc:  # noqa: BLE001 - network/disk failures become one readable line
-        raise DDBenchError(f"downloading {name} into {root} failed: {_one_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -456,7 +473,8 @@ def _tiny_loader() -> Callable[..., ImageDataset]:
         try:
             from torchvision.datasets.utils import download_and_extract_archive
 
-            download_and_extract_archive(TINY_IMAGENET_URL, str(root))
+            with _no_empty_folders_on_failure(root):
+                download_and_extract_archive(TINY_IMAGENET_URL, str(root))
         except Exception as exc:  # noqa: BLE001
             raise DDBenchError(f"downloading {name} into {root} failed: {_one_line(exc)}") from None
 
