@@ -25,11 +25,10 @@ def env(tmp_path, monkeypatch):
 
 
 def test_compare_refused_by_its_database_leaves_no_report_folder(env, tmp_path, capsys):
-    foreign = tmp_path / "foreign.sqlite"
-    with sqlite3.connect(foreign) as con:
-        con.execute("CREATE TABLE users (id INTEGER)")
-    assert main(["compare", "--methods", "random", "--ipc", "1", "--db", str(foreign), *env["base"]]) == 2
-    assert "another application" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")  # --db under a file: refused when the store is opened, after the report check
+    assert main(["compare", "--methods", "random", "--ipc", "1", "--db", str(tmp_path / "afile" / "db.sqlite"),
+                 *env["base"]]) == 2
+    assert "cannot create its folder" in capsys.readouterr().err
     assert not (env["out"] / "report").exists() and not env["out"].exists()
 
 
