@@ -207,7 +207,10 @@ class LocalLauncher(Launcher):
         def give(slot: _Slot) -> None:
             slot.job = queue.pop(0) if queue and slot.proc.is_alive() else None
             if slot.job is not None:
-                slot.conn.send(slot.job)
+                try:
+                    slot.conn.send(slot.job)
+                except OSError:  # the worker died meanwhile: its sentinel fires, and this job is failed as its own
+                    pass
 
         slots = [start(i) for i in range(workers)]
         try:
