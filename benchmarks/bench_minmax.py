@@ -85,9 +85,9 @@ def run_cell(name: str, method: str, args: list[str]) -> dict[str, Any] | None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     meta = {}
     if summary.get("artifact"):
-        import torch
+        from ddbench.safeload import load_tensors
 
-        meta = torch.load(summary["artifact"], map_location="cpu", weights_only=False).get("meta", {})
+        meta = load_tensors(summary["artifact"]).get("meta", {})
     if LOCK:
         time.sleep(3)  # let a job waiting for the lock take it between cells
     cell = {"name": name, "command": shown, "summary": summary, "meta": meta, "wall_seconds": round(wall, 1),

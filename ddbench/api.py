@@ -47,6 +47,7 @@ PUBLIC_SURFACE: dict[str, str] = {
     "ddbench": "`hookimpl`, the marker of a hook implementation",
     "ddbench.api": "the contracts and types of every kind of extension, and the errors",
     "ddbench.atomic": "the one atomic-write helper (`atomic_write`, `atomic_save`, `atomic_write_json`...)",
+    "ddbench.safeload": "the one `.pt` reader, tensors and plain containers only (`load_tensors`, `UnsafeFile`)",
     "ddbench.seeds": "seeded generators on keyed streams (`generator`, `derive_seed`, `seeded`)",
     "ddbench.identity": "the one config hash and dataset fingerprint (cache keys)",
     "ddbench.augment": "DSA differentiable augmentation, shared by methods and protocols",

@@ -17,6 +17,7 @@ from ddbench.api import DDBenchError, Method, Param, PlanRequest, RunContext, Sa
 from ddbench.features import SPACES as SELECTION_SPACES, select_pool
 from ddbench.identity import config_hash, dataset_fingerprint
 from ddbench.atomic import atomic_save, atomic_write_text
+from ddbench.safeload import UnsafeFile, drop_refused, load_tensors
 from ddbench.seeds import derive_seed
 
 from .base import BaseRecipe
@@ -400,10 +401,12 @@ class MinMaxDiffusion(Method):
             config_hash({"data": dataset_fingerprint(ds), "kind": p["prototypes"], "k": k, "seed": seed}) + ".pt")
         if path.is_file():
             try:
-                protos = torch.load(path, map_location="cpu", weights_only=True)
+                protos = load_tensors(path)
                 if tuple(protos.shape[:2]) == (ds.num_classes, k):
                     ctx.log(f"minmax-diffusion: {k} k-means prototypes per class loaded from {path}")
                     return protos
+            except UnsafeFile as exc:
+                drop_refused(exc, ctx.log, "recomputing the prototypes")
             except (OSError, RuntimeError, ValueError, EOFError):
                 pass  # an unreadable cache file is recomputed
         t0 = time.perf_counter()

@@ -82,6 +82,8 @@ def _base_folder(damage: str) -> Callable[[Path], None]:
         (root / "transformer" / "config.json").write_text(json.dumps(
             {"_class_name": name, "norm_type": "ada_norm_zero", "num_embeds_ada_norm": 1000, "in_channels": 4, "sample_size": 32}))
         (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({"beta_schedule": "linear"}))
+        if damage == "bin-weights":  # a pickled weight file (never read: refused from its name alone)
+            (root / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle")
     return setup
 
 
@@ -121,6 +123,9 @@ CASES: list[Case] = [
     Case("base folder without weights", run("--method", "minmax-diffusion", "--set", "base=TMP/base"), 2,
          "no weights (diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin is missing)",
          setup=_base_folder("no-weights")),
+    Case("base folder with pickled weights", run("--method", "minmax-diffusion", "--set", "base=TMP/base"), 2,
+         "its weights are a pickle (diffusion_pytorch_model.bin), which ddbench does not read unless "
+         "DDBENCH_ALLOW_BIN_WEIGHTS=1 is set", setup=_base_folder("bin-weights")),
     Case("base folder with a foreign config", run("--method", "minmax-diffusion", "--set", "base=TMP/base"), 2,
          "is a 'UNet2DConditionModel' config; expected one of DiTTransformer2DModel", setup=_base_folder("foreign")),
     Case("unknown preset", run("--method", "random", "--preset", "huge"), 2, "argument --preset: invalid choice: 'huge'"),
