@@ -175,3 +175,24 @@ def test_zca_mtt_buffer_and_submission_loaders_refuse_it(tmp_path, tiny_dataset,
     with pytest.raises(UnsafeFile, match="refused to load"):
         load_submission(plant(tmp_path / "cifar100.pt", marker), "cifar100")
     assert not marker.exists()
+
+
+def test_feature_and_prototype_caches_are_deleted_unread_and_recomputed(make_ctx, tmp_path):
+    from dataclasses import replace
+
+    from ddbench.features import training_features
+    from ddbench_minmax.plugin import MinMaxDiffusion
+
+    marker, logs = tmp_path / "MARKER", []
+    _, ctx = make_ctx("minmax-diffusion", prototypes="kmeans")
+    ctx = replace(ctx, log=logs.append)
+    first = training_features(ctx, "random-convnet")
+    protos = MinMaxDiffusion._prototypes(ctx, 1)
+    for cache, again in ((next((ctx.cache_dir / "features").glob("*.pt")), lambda: training_features(ctx, "random-convnet")),
+                         (next((ctx.cache_dir / "minmax-diffusion" / "prototypes").glob("*.pt")),
+                          lambda: MinMaxDiffusion._prototypes(ctx, 1))):
+        torch.save(Marker(marker), cache)
+        logs.clear()
+        result = again()
+        assert not marker.exists() and any(f"{cache}: refused to load" in m and "deleted it" in m for m in logs), logs
+        assert torch.equal(result, first if "features" in str(cache) else protos)  # recomputed alike
