@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol as 
 
 from .errors import DDBenchError, RunFailed
 from .jobs import Job
-from .records import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, ROLES, SPEED, RunRecord
+from .records import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, ROLES, SPEED, RunRecord
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched
     import argparse
@@ -77,7 +77,9 @@ class Param:
     IMPLEMENTATION (the implementation `--eval-impl` picks) and SPEED (any other speed- or memory-only knob)
     never split runs that are compared; NETWORKS (`--eval-models`) is a sample size, so runs are pooled;
     EPOCHS (`--eval-epochs`) is shown and the full-data reference ignores it; AUGMENTATION (a bool) is the
-    axis of the ARS score. "" (the default): the setting changes what is measured. docs/plugins.md#setting-roles.
+    axis of the ARS score; PRECISION (the arithmetic, e.g. fp32 or bf16) never splits compared runs either,
+    which a protocol may declare only once its lower precision passed an equivalence test against fp32.
+    "" (the default): the setting changes what is measured. docs/plugins.md#setting-roles.
     """
 
     default: Any
