@@ -174,8 +174,14 @@ class RunRecord:
                 "accuracy_mean", "accuracy_std", "accuracies", "n_eval_models", "distill_seconds", "eval_seconds",
                 "device", "seed", "versions", "config_hash", "artifact", "error"]
         out = {k: getattr(self, k) for k in keys}
-        out["eval_impl"] = (self.meta.get("eval") or {}).get("impl") if isinstance(self.meta, dict) else None
+        out["eval_impl"] = self.eval_detail("impl")
+        out["eval_precision"] = self.eval_detail("precision")
         return out
+
+    def eval_detail(self, key: str) -> Any:
+        """One entry of the protocol's `details` (meta['eval']), or None."""
+        detail = self.meta.get("eval") if isinstance(self.meta, dict) else None
+        return detail.get(key) if isinstance(detail, dict) else None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -51,9 +51,30 @@ def unsafe_globals(path: Path | str) -> list[str]:
     allowed = {f"{t.__module__}.{t.__qualname__}" for t in _allowed()}
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # noqa: BLE001 - a legacy (non-zip) file: its pickle cannot be listed this way
-        return []
-    return [n for n in names if n not in allowed]
+    except Exception:  # noqa: BLE001 - a legacy (non-zip) file or a bare pickle: read its opcodes instead
+        names = _pickle_globals(Path(path))
+    return [n for n in names if n not in allowed and not n.startswith(("torch.", "collections.OrderedDict"))]
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """Every `module.name` the pickles in a file import (GLOBAL and STACK_GLOBAL opcodes), without running any."""
+    import pickletools
+
+    found: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                strings: list[str] = []
+                for op, arg, _ in pickletools.genops(fh):
+                    if op.name == "GLOBAL":
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+    except Exception:  # noqa: BLE001 - the end of the file, or bytes that are not a pickle
+        pass
+    return sorted(set(found))
 
 
 def load_tensors(path: Path | str, map_location: Any = "cpu", mmap: bool = False) -> Any:

@@ -196,3 +196,13 @@ def test_feature_and_prototype_caches_are_deleted_unread_and_recomputed(make_ctx
         result = again()
         assert not marker.exists() and any(f"{cache}: refused to load" in m and "deleted it" in m for m in logs), logs
         assert torch.equal(result, first if "features" in str(cache) else protos)  # recomputed alike
+
+
+def test_a_warm_start_from_a_planted_set_exits_2_in_one_line_writing_nothing(tmp_path, tiny_plugin_config, capsys):
+    marker, out = tmp_path / "MARKER", tmp_path / "out"
+    evil = plant(tmp_path / "shared" / "synset.pt", marker)
+    rc = main(["run", "--method", "dm", "--ipc", "1", "--set", f"init={evil}", *FAST, "--config", str(tiny_plugin_config),
+               "--out", str(out), "--dataset", "tiny"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and f"{evil}: refused to load, it holds" in err, err
+    assert not marker.exists() and not out.exists()

@@ -77,9 +77,10 @@ def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
                             "ZCA-whitened images (kornia ZCAWhitening fitted on the real training set)",
                      "train on the whitened synthetic set and test on the whitened real test set (MTT's --zca evaluation)"),
         "precision": Param("fp32", "docs/evaluation.md#precision: fp32 is the reference code's arithmetic",
-                           "arithmetic of the networks' convolutions and linear layers: fp32, bf16 (autocast; weights, "
-                           "optimizer, norm, DSA and loss stay fp32), or auto (bf16 where the CPU has native bf16, "
-                           "avx512_bf16 or AMX; fp32 elsewhere and on CUDA); the precision used is in details",
+                           "arithmetic of the networks' forward and backward passes: fp32, bf16 (torch autocast: "
+                           "activations in bf16; weights, gradients, optimizer, DSA and the loss stay fp32), or auto "
+                           "(bf16 where the CPU has native bf16, avx512_bf16 or AMX; fp32 elsewhere and on CUDA); "
+                           "the precision used is in details",
                            choices=PRECISIONS, role=PRECISION),
         "zca_eps": Param(0.1, "GeorgeCazenavette/mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1)",
                          "ZCA regularisation when zca=true", min=0.0),
@@ -120,8 +121,9 @@ def resolve_precision(setting: str, device) -> str:
 
 
 def autocast(precision: str, device):
-    """The forward passes' arithmetic: bf16 autocast (convolutions and linear layers in bf16, everything the
-    autocast lists keep in fp32 stays fp32; parameters and their gradients are fp32), or plain fp32."""
+    """The forward passes' arithmetic: bf16 autocast (convolutions and linear layers cast their inputs to bf16, so
+    the norm, ReLU and pooling after them run on bf16 activations; parameters and their gradients stay fp32, and
+    the loss is taken on fp32 logits), or plain fp32."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
