@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ddbench.api import DDBenchError, ImageDataset, RunContext
 from ddbench.atomic import atomic_save  # noqa: F401 - re-exported for the baselines
 from ddbench.identity import config_hash as fingerprint, dataset_fingerprint  # noqa: F401
+from ddbench.safeload import load_tensors
 from ddbench.seeds import derive_seed, generator, seeded  # noqa: F401 - re-exported for the baselines
 
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -108,9 +109,7 @@ def try_load(path: Path, device: torch.device | str = "cpu", mmap: bool = False)
     if not path.is_file():
         return None, "missing"
     try:
-        if mmap:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), None
-        return torch.load(path, map_location=device, weights_only=True), None
+        return load_tensors(path, map_location="cpu" if mmap else device, mmap=mmap), None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported as such
         return None, f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
 

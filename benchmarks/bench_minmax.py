@@ -85,9 +85,9 @@ def run_cell(name: str, method: str, args: list[str]) -> dict[str, Any] | None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     meta = {}
     if summary.get("artifact"):
-        import torch
+        from ddbench.safeload import load_tensors
 
-        meta = torch.load(summary["artifact"], map_location="cpu", weights_only=False).get("meta", {})
+        meta = load_tensors(summary["artifact"]).get("meta", {})
     if LOCK:
         time.sleep(3)  # let a job waiting for the lock take it between cells
     cell = {"name": name, "command": shown, "summary": summary, "meta": meta, "wall_seconds": round(wall, 1),
@@ -336,11 +336,10 @@ def stats_of(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def welch(a: list[float], b: list[float]) -> float | None:
-    from scipy.stats import ttest_ind
+    """The one Welch test of ddbench (ddbench/stats.py), so the study tables and `ddbench report` agree."""
+    from ddbench.stats import welch as one_welch
 
-    if len(a) < 2 or len(b) < 2:
-        return None
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
+    return one_welch(a, b)
 
 
 def compare_row(label: str, a: dict | None, b: dict | None) -> str:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .safeload import UnsafeFile, load_tensors
+
 # One epoch of Adam over the full training set (docs/minmax.md#quality-figures: ~88 % on Fashion-MNIST).
 CLASSIFIER_EPOCHS = 1
 CLASSIFIER_LR = 1e-3
@@ -128,10 +130,14 @@ def reference_classifier(dataset, build: Callable[[], nn.Module], cache_dir: Pat
     for candidate in (path, shipped):
         if candidate.is_file():
             try:
-                d = torch.load(candidate, map_location="cpu", weights_only=False)
+                d = load_tensors(candidate)
                 if candidate == shipped and d.get("data") != fingerprint:
                     continue
                 return _load(d, candidate, build, dataset)
+            except UnsafeFile as exc:  # never read; the cached copy is deleted (the package's own is left)
+                if candidate == path:
+                    candidate.unlink(missing_ok=True)
+                log(f"{exc}; {'deleted it, ' if candidate == path else ''}skipped")
             except Exception as exc:  # noqa: BLE001 - an unreadable file is retrained
                 log(f"reference classifier {candidate} unreadable ({type(exc).__name__}); skipped")
     t0 = time.perf_counter()

@@ -149,7 +149,8 @@ def _absolute(request):
 def _describe(rec: RunRecord) -> str:
     if rec.ok:
         acc = rec.accuracy_mean
-        acc_text = f"{acc:.2f} ± {rec.accuracy_std or 0.0:.2f} %" if acc is not None else "no eval"
+        # a run's own figure: its networks' population std (as np.std), labelled by their number
+        acc_text = f"{acc:.2f} ± {rec.accuracy_std or 0.0:.2f} % ({rec.n_eval_models} nets)" if acc is not None else "no eval"
         return f"ok      {acc_text}  (distill {rec.distill_seconds or 0:.1f} s, eval {rec.eval_seconds or 0:.1f} s)"
     return f"FAILED  {rec.error_line or 'unknown error'}  (run {rec.run_id})"
 

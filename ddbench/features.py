@@ -24,6 +24,7 @@ from torch import nn
 
 from .api import DDBenchError, ImageDataset, RunContext
 from .guard import call_plugin
+from .safeload import UnsafeFile, drop_refused, load_tensors
 
 SPACES = ("pixels", "classifier", "random-convnet")
 
@@ -103,9 +104,11 @@ def training_features(ctx: RunContext, space: str) -> torch.Tensor:
     path = ctx.cache_dir / "features" / f"{ds.name}-{space}-{config_hash([dataset_fingerprint(ds), h.hexdigest()])}.pt"
     if path.is_file():
         try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
+            cached = load_tensors(path)
             if cached.shape[0] == len(ds.train_x):
                 return cached.double()
+        except UnsafeFile as exc:
+            drop_refused(exc, ctx.log, "recomputing")
         except Exception as exc:  # noqa: BLE001 - an unreadable cache is recomputed
             ctx.log(f"features cache {path} unreadable ({type(exc).__name__}); recomputing")
     out = _apply(net, ds.train_x, ctx.device).float()  # what the cache holds, so a hit selects exactly as a miss

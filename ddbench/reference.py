@@ -2,9 +2,13 @@
 
 `ddbench run --method M --reference R` ends with a short block: M's accuracy, R's at the run's own IPC (the
 images per class it produced; for a budget run the IPC it declared) under the same dataset, protocol,
-evaluation architecture, number of networks and epochs, and the difference with a Welch t-test. R's figure
-comes from the results database (any seed, pooled), else from the table shipped with the package (labelled
-`shipped reference`, ddbench/shipped.py), else the block names the one command that computes it.
+evaluation architecture, number of networks and epochs, and the difference. The run's own figure is its
+networks' mean ± population std (as the reference code's np.std, like every run's summary); R's is the mean of
+its seed means ± their sample std over seeds (ddbench/stats.py; with one seed, over its networks), each labelled.
+No p-value: one run is one method seed, and the test is over method-seed means (>= 2 per side, `ddbench
+compare`); the block says so. R's figure comes from the results database (any seed), else from the table
+shipped with the package (labelled `shipped reference`, ddbench/shipped.py), else the block names the one
+command that computes it.
 The host names no method: R comes from the user (the Makefile passes `random`).
 """
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 from .plugins import Registry, registry_or_default
 from .records import EPOCHS, NETWORKS, RunRecord, SettingRoles, evaluation_settings
 from .results import query
-from .stats import welch
+from .stats import MIN_SEEDS, SEEDS, population_std, spread
 
 DEFAULT_DATASET, DEFAULT_MODEL = "fashion-mnist", "convnet"  # the CLI's defaults (ddbench/cli.py), left out of commands
 ROLE_FLAGS = ((EPOCHS, "--eval-epochs"), (NETWORKS, "--eval-models"))  # ddbench/clikit.py: the flags that set them
@@ -53,11 +57,6 @@ def matching(db: Path, rec: RunRecord, method: str, roles: SettingRoles) -> list
     return [r for r in rows if same_evaluation(r, roles) == want and r.budget is None and r.run_id != rec.run_id]
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, (sum((a - mean) ** 2 for a in values) / len(values)) ** 0.5
-
-
 def _seeds(refs: list[RunRecord]) -> str:
     return ",".join(str(s) for s in sorted({r.seed for r in refs}))
 
@@ -76,9 +75,10 @@ def reference_lines(db: Path, rec: RunRecord, method: str, label: str | None = N
            + (f" this run produced under its {rec.budget:g} s budget" if rec.budget is not None else "")
            + f"), {rec.dataset}, protocol {rec.protocol} ({evaluation}), {rec.model}"]
     width = max(len(rec.method), len(label), len("difference"))
-    own, own_std = _stats(list(rec.accuracies))
+    own = sum(rec.accuracies) / len(rec.accuracies)
+    own_std = population_std(list(rec.accuracies)) or 0.0
     out.append(f"  {rec.method:<{width}}  {own:.2f} ± {own_std:.2f} %   this run "
-               f"(seed {rec.seed}, {len(rec.accuracies)} networks)")
+               f"(seed {rec.seed}; ± population std of its {len(rec.accuracies)} networks, as np.std)")
     refs, source = matching(db, rec, method, roles), "local"
     if not refs:
         refs, source = shipped.matching(rec, method, roles), shipped.LABEL
@@ -87,18 +87,16 @@ def reference_lines(db: Path, rec: RunRecord, method: str, label: str | None = N
         out.append(f"  {'':<{width}}      {reference_command(rec, method, roles)}")
         out.append(f"  {'difference':<{width}}  -")
         return out
-    pooled = [a for r in refs for a in r.accuracies]
-    mean, std = _stats(pooled)
+    sp = spread([list(r.accuracies) for r in refs])
+    seeds = f"seed{'s' if len(refs) > 1 else ''} {_seeds(refs)}: ± sample std " + (
+        f"over seeds ({sp.n_networks} networks)" if sp.over == SEEDS else f"over its {sp.n_networks} networks")
     if source == "local":
-        where = f"{len(refs)} run(s) in {db}: seeds {_seeds(refs)}, {len(pooled)} networks"
+        where = f"{len(refs)} run(s) in {db}, {seeds}"
     else:
-        where = (f"{shipped.LABEL}, {Path(refs[0].meta['shipped']).name}: seeds {_seeds(refs)}, {len(pooled)} networks, "
+        where = (f"{shipped.LABEL}, {Path(refs[0].meta['shipped']).name}, {seeds}, "
                  f"made by e.g. `{refs[0].meta['command']}`")
-    out.append(f"  {label:<{width}}  {mean:.2f} ± {std:.2f} %   {where}")
-    diff = f"{own - mean:+.2f} points"
-    if len(rec.accuracies) > 1 and len(pooled) > 1:
-        p = welch(list(rec.accuracies), pooled)
-        diff += (f"   Welch p = {p:.2g} over networks (one seed of {rec.method}; "
-                 "compare seeds with `ddbench compare`)")
-    out.append(f"  {'difference':<{width}}  {diff}")
+    out.append(f"  {label:<{width}}  {sp.text()} %   {where}")
+    out.append(f"  {'difference':<{width}}  {own - sp.mean:+.2f} points   no p-value: one run is one seed of "
+               f"{rec.method}, and the t-test is over method-seed means (>= {MIN_SEEDS} per side; networks trained "
+               "on one set are not independent samples): `ddbench compare --seeds 0,1` tests them")
     return out

@@ -2,11 +2,15 @@
 
 One section per (dataset, protocol, evaluation model, evaluation settings). In a section, one row per method (and per
 generation budget, for methods given one), one column per IPC: the images per class a run produced (a budget
-run's IPC is the one it declared, so its row fills the columns of the IPCs it reached). A cell is the mean ± std
-of every accuracy of the cell (seeds x evaluation networks, pooled, population std as the reference code's
-np.std), with Welch's t-test (scipy.stats.ttest_ind, equal_var=False) of those accuracies against the
-reference method's at the same IPC, i.e. at equal count:  * p < 0.05, ** p < 0.01, *** p < 0.001. A cell
-whose equal-count reference is missing says so, with the command that makes it.
+run's IPC is the one it declared, so its row fills the columns of the IPCs it reached). A cell is the mean ± sample
+std of its method seeds' means (each seed: the mean of its evaluation networks), or, with one seed, of that seed's
+networks; it says which (`2 seeds` / `1 seed, 5 nets`). Its p is Welch's t-test (scipy.stats.ttest_ind,
+equal_var=False) of those seed means against the reference method's at the same IPC, i.e. at equal count:
+* p < 0.05, ** p < 0.01, *** p < 0.001; with fewer than 2 seeds on a side there is none, and the report says
+why. The test over every network pooled (which treats networks trained on one set as independent) is in
+report.md and results.csv, labelled as such. The statistics are ddbench/stats.py's, as data (`Cell.spread`,
+`Cell.test`), for any other view of the same cells. A cell whose equal-count reference is missing says so,
+with the command that makes it.
 
 Which runs count: per config hash, the latest `ok` run (else the latest failed one); then per cell, seed and
 evaluation settings (records.evaluation_settings: the protocol settings that change accuracy), the latest of
@@ -28,11 +32,8 @@ from .atomic import atomic_write_json, atomic_write_text
 from .plugins import Registry, registry_or_default
 from .records import RunRecord, SettingRoles, evaluation_settings, requested_ipc
 from .results import query
-from .stats import welch
+from .stats import STARS, Spread, Test, p_text, seed_test, spread, stars, welch  # noqa: F401 - STARS re-exported
 from .tables import markdown_table, plain_table
-
-STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
-
 
 # --------------------------------------------------------------------------------------------------
 # Selecting rows
@@ -86,26 +87,37 @@ class Cell:
     ipc: int
     ok: list[RunRecord] = field(default_factory=list)
     failed: list[RunRecord] = field(default_factory=list)
-    p_value: float | None = None
+    test: Test | None = None  # against the section's reference at this IPC (stats.seed_test); None: no reference
     is_reference: bool = False
     grid: Path | None = None  # copied image grid, relative to the report folder
 
     @property
     def accuracies(self) -> list[float]:
+        """Every network of every seed, pooled."""
         return [float(a) for r in self.ok for a in (r.accuracies or [])]
 
     @property
+    def per_seed(self) -> list[list[float]]:
+        """One list of network accuracies per method seed (a run): the samples of `spread` and `test`."""
+        return [[float(a) for a in r.accuracies] for r in self.ok if r.accuracies]
+
+    @property
+    def spread(self) -> Spread:
+        """mean ± sample std over seeds (over the networks of a one-seed cell), and what it is over."""
+        return spread(self.per_seed)
+
+    @property
     def mean(self) -> float | None:
-        acc = self.accuracies
-        return sum(acc) / len(acc) if acc else None
+        return self.spread.mean
 
     @property
     def std(self) -> float | None:
-        acc = self.accuracies
-        if not acc:
-            return None
-        m = sum(acc) / len(acc)
-        return math.sqrt(sum((a - m) ** 2 for a in acc) / len(acc))
+        return self.spread.std
+
+    @property
+    def p_value(self) -> float | None:
+        """Welch over seed means (None with fewer than 2 seeds on a side: `test.reason`)."""
+        return None if self.test is None else self.test.p
 
     @property
     def seeds(self) -> list[int]:
@@ -130,32 +142,26 @@ class Cell:
 
     @property
     def stars(self) -> str:
-        if self.p_value is None or math.isnan(self.p_value):
-            return ""
-        for limit, mark in STARS:
-            if self.p_value < limit:
-                return mark
-        return ""
+        return stars(self.p_value)
 
     def text(self, digits: int = 2) -> str:
-        """`78.20 ± 1.30 (p=0.004 **)`; FAILED when no seed succeeded."""
+        """`78.20 ± 1.30 (3 seeds, p=0.004 **)`, `61.00 ± 0.71 (1 seed, 2 nets, no p)`; FAILED when no seed succeeded."""
         if self.mean is None:
             if self.failed:
                 error = _last_line(self.failed[-1].error)
                 return f"FAILED: {error[:57] + '...' if len(error) > 60 else error}"
             return "no eval" if self.ok else "-"
-        out = f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        sp = self.spread
+        notes = [sp.label()]
         if self.is_reference:
-            out += " (ref)"
-        elif self.p_value is not None and not math.isnan(self.p_value):
-            out += f" (p={_p(self.p_value)}{' ' + self.stars if self.stars else ''})"
+            notes.append("ref")
+        elif self.test is not None:
+            p = self.p_value
+            notes.append("no p" if p is None or math.isnan(p) else f"p={p_text(p)}{' ' + self.stars if self.stars else ''}")
+        out = f"{sp.text(digits)} ({', '.join(notes)})"
         if self.failed:
             out += f" [{len(self.failed)} failed]"
         return out
-
-
-def _p(p: float) -> str:
-    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
 @dataclass
@@ -227,7 +233,8 @@ def summarise(rows: list[RunRecord], reference: str | None = None, method_order:
             if cell is ref:
                 cell.is_reference = True
                 continue
-            cell.p_value = welch(cell.accuracies, ref.accuracies)
+            if cell.per_seed:
+                cell.test = seed_test(cell.per_seed, ref.per_seed)
     return [sections[k] for k in sorted(sections, key=lambda k: tuple(str(x) for x in k))]
 
 
@@ -261,7 +268,7 @@ def add_shipped_references(sections: list[Section]) -> None:
                 continue
             ref = sec.cells[(variant[0], None, ipc)] = Cell(variant[0], None, ipc, ok=refs, is_reference=True)
             for cell in cells:
-                cell.p_value = welch(cell.accuracies, ref.accuracies)
+                cell.test = seed_test(cell.per_seed, ref.per_seed)
             if variant not in sec.variants:
                 sec.variants.append(variant)
 
@@ -355,14 +362,48 @@ def _n_text(sec: Section) -> str:
     return f"{seeds_t} seed(s) x {nets_t} evaluation network(s) per cell"
 
 
+def tested(sec: Section) -> list[tuple[tuple[str, float | None], int, Cell]]:
+    """(variant, IPC, cell) of every cell tested against the reference, in table order."""
+    return [(v, ipc, c) for v in sec.variants for ipc in sec.ipcs
+            if (c := sec.cell(v, ipc)) is not None and c.test is not None and c.mean is not None]
+
+
+def no_p_text(sec: Section) -> str | None:
+    """One line: which cells have no p and why (fewer than 2 method seeds on a side)."""
+    missing = [f"{variant_name(v)} IPC {ipc}" for v, ipc, c in tested(sec) if c.p_value is None]
+    if not missing:
+        return None
+    return (f"no p-value for {', '.join(missing)}: fewer than 2 method seeds on a side (this cell's or "
+            f"{sec.reference}'s); the t-test is over method-seed means, since networks trained on one set are not "
+            "independent samples (more seeds: `compare --seeds 0,1`)")
+
+
+def pooled_text(sec: Section) -> str | None:
+    """The Welch p over all networks pooled, per tested cell, labelled: shown beside the seed-mean test, never
+    instead of it."""
+    parts = [f"{variant_name(v)} IPC {ipc} p={p_text(c.test.p_pooled)}" for v, ipc, c in tested(sec)
+             if c.test.p_pooled is not None]
+    if not parts:
+        return None
+    return ("Welch p over all networks pooled (counts networks trained on one set as independent samples, so it "
+            "overstates; for comparison only): " + "; ".join(parts))
+
+
+def _header(sec: Section) -> str:
+    return (f"accuracy % (mean ± sample std over method seeds, each seed the mean of its networks; a one-seed cell: "
+            f"over its networks; {_n_text(sec)}; Welch t-test of seed means vs {sec.reference} at equal count: "
+            "the same IPC)")
+
+
 def terminal_text(sections: list[Section]) -> str:
     if not sections:
         return "(no runs to report)"
     out = []
     for sec in sections:
-        out.append(f"== {sec.title} — accuracy % (mean ± std over {_n_text(sec)}; Welch t-test vs {sec.reference} "
-                   "at equal count: the same IPC)")
+        out.append(f"== {sec.title} — {_header(sec)}")
         out.append(plain_table(*accuracy_table(sec)))
+        if (why := no_p_text(sec)) is not None:
+            out.append(f"   {why}")
         missing = missing_references(sec)
         if missing:
             out.append(f"   no {sec.reference} run at equal count for these IPCs; make each with:")
@@ -389,8 +430,12 @@ def _last_line(text: str | None) -> str:
 # CSV
 # --------------------------------------------------------------------------------------------------
 
+# accuracy_mean / accuracy_std: over seeds (std_over "seeds", sample std of the seed means), or over the networks
+# of a one-seed cell (std_over "networks"); p_value: Welch over seed means ("ref" for the reference, empty with
+# fewer than 2 seeds on a side: no_p_reason); p_value_pooled_networks: Welch over every network pooled, labelled.
 CSV_COLUMNS = ["dataset", "protocol", "model", "method", "budget", "ipc", "status", "n_seeds", "n_failed",
-               "n_accuracies", "accuracy_mean", "accuracy_std", "reference", "p_value", "significance",
+               "n_accuracies", "accuracy_mean", "accuracy_std", "std_over", "reference", "p_value", "significance",
+               "p_value_pooled_networks", "no_p_reason",
                "distill_seconds_mean", "eval_seconds_mean", "images", "run_ids", "error", "eval_settings"]
 
 
@@ -407,8 +452,11 @@ def csv_text(sections: list[Section]) -> str:
                 status = "ok" if c.ok and not c.failed else ("failed" if not c.ok else "partial")
                 w.writerow([
                     sec.dataset, sec.protocol, sec.model, c.method, "" if c.budget is None else c.budget, ipc, status,
-                    len(c.seeds), len(c.failed), len(c.accuracies), _num(c.mean), _num(c.std), sec.reference,
-                    "ref" if c.is_reference else _num(c.p_value, 6), c.stars, _num(c.distill_seconds, 3),
+                    len(c.seeds), len(c.failed), len(c.accuracies), _num(c.mean), _num(c.std),
+                    c.spread.over if c.accuracies else "", sec.reference,
+                    "ref" if c.is_reference else _num(c.p_value, 6), c.stars,
+                    "" if c.test is None else _num(c.test.p_pooled, 6),
+                    "" if c.test is None or c.test.p is not None else c.test.reason, _num(c.distill_seconds, 3),
                     _num(c.eval_seconds, 3), "" if c.images is None else c.images,
                     " ".join(r.run_id for r in c.ok + c.failed),
                     " | ".join(_last_line(r.error) for r in c.failed),
@@ -532,6 +580,9 @@ def _section_markdown(sec: Section, plots: dict[str, list[Path]], report_dir: Pa
     md.append(f"Reference for the t-test: **{sec.reference}** at equal count (the same IPC). "
               f"{_n_text(sec).capitalize()}.")
     md += ["", "### Accuracy (%)", "", markdown_table(*accuracy_table(sec)), ""]
+    for line in (no_p_text(sec), pooled_text(sec)):
+        if line:
+            md += [f"{line[0].upper()}{line[1:]}.", ""]
     missing = missing_references(sec)
     if missing:
         md += [f"No `{sec.reference}` run at equal count for these IPCs; make each with:", ""]
@@ -583,11 +634,15 @@ def markdown_text(sections: list[Section], db: Path, command: str | None, supers
     versions = (ok or rows)[0].versions or {}
     devices = sorted({str(r.device) for r in ok if r.device})
     md += ["", "## How to read this", "",
-           "Each cell is the test accuracy in %, mean ± standard deviation over every evaluation network of every "
-           "seed of that cell (pooled; population std). The p-value is Welch's two-sided t-test "
-           "(`scipy.stats.ttest_ind`, `equal_var=False`) of the cell's accuracies against the reference method's at "
-           "the same IPC (equal count: a budget run's IPC is the number of images per class it produced), marked * p < 0.05, ** p < 0.01, *** p < 0.001; `(ref)` marks the reference. A cell with "
-           "no successful seed reads FAILED; `[k failed]` counts failed seeds next to a result.", ""]
+           "Each cell is the test accuracy in %: the mean ± sample standard deviation (ddof=1) of its method seeds' "
+           "means (a seed's mean is over its evaluation networks), `(2 seeds)`; a cell with one seed shows that "
+           "seed's networks instead, `(1 seed, 5 nets)`. The p-value is Welch's two-sided t-test "
+           "(`scipy.stats.ttest_ind`, `equal_var=False`) of the cell's seed means against the reference method's at "
+           "the same IPC (equal count: a budget run's IPC is the number of images per class it produced), marked "
+           "* p < 0.05, ** p < 0.01, *** p < 0.001; `ref` marks the reference. It needs at least 2 seeds on each "
+           "side: networks trained on one set are not independent samples of the method, so a cell with fewer "
+           "reads `no p`. The test over all networks pooled is listed under each table, labelled, for comparison "
+           "only. A cell with no successful seed reads FAILED; `[k failed]` counts failed seeds next to a result.", ""]
     if devices:
         md.append(f"Devices: {', '.join(devices)}. "
                   + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if not k.startswith("plugin:")) + ".")

@@ -30,6 +30,7 @@ from .output_checks import DatasetOutputError, check_dataset, check_evaluation, 
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import EPOCHS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
 from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
+from .safeload import UnsafeFile
 from .synsets import load_synset, save_grid, save_synset
 
 DEFAULT_DATASET = "fashion-mnist"
@@ -292,7 +293,8 @@ def context(resolved: Resolved, registry: Registry, log=print, dataset: ImageDat
                            lambda: load_dataset(registry, r.dataset, r.data_root, r.download))
     ctx = RunContext(dataset=dataset, ipc=r.ipc, seed=r.seed, device=device, params=resolved.method_params,
                      model=r.model, registry=registry, work_dir=resolved.work_dir, cache_dir=resolved.cache_dir,
-                     budget=r.budget, progress=r.progress, log=log, protocol=r.protocol)
+                     budget=r.budget, progress=r.progress, log=log, protocol=r.protocol,
+                     results_db=resolved.db_path)
     _guarded(registry, "methods", r.method, "validate()", lambda: resolved.method.validate(ctx))
     if not r.skip_eval:
         eval_ctx = replace(ctx, model=r.eval_architecture) if r.eval_architecture else ctx
@@ -441,6 +443,9 @@ def _distill_or_resume(resolved: Resolved, ctx: RunContext) -> tuple[SyntheticSe
             _check(syn, resolved, ctx)
             ctx.log(f"resuming: reusing the synthetic set distilled by an interrupted run of this config ({path})")
             return syn, float(saved["distill_seconds"])
+        except UnsafeFile as exc:  # a leftover that would run code: deleted unread, the set is distilled again
+            path.unlink(missing_ok=True)
+            ctx.log(f"{exc}; deleted it, distilling again")
         except Exception as exc:  # noqa: BLE001 - an unreadable or invalid leftover is replaced, not trusted
             ctx.log(f"ignoring an unreadable or invalid {path} ({type(exc).__name__}); distilling again")
     shared = _set_of_other_architecture(resolved, ctx)
@@ -483,16 +488,27 @@ def _set_of_other_architecture(resolved: Resolved, ctx: RunContext) -> tuple[Syn
     sets are found through a cache keyed by their distill key (OUT/cache/sets), not the results database: a
     run recorded before that cache existed is not reused (its set is distilled once more, with the same result).
     """
+    pointer = _set_entry(resolved)
     try:
-        entry = json.loads(_set_entry(resolved).read_text())
+        entry = json.loads(pointer.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(entry, dict) or entry.get("config_hash") == resolved.config_hash \
-            or not entry.get("artifact") or not Path(entry["artifact"]).is_file():
+            or not isinstance(entry.get("artifact"), str) or not Path(entry["artifact"]).is_file():
+        return None
+    artifact = Path(entry["artifact"]).resolve()  # symlinks followed: the file itself must lie in OUT
+    if not artifact.is_relative_to(resolved.out_dir.resolve()):
+        pointer.unlink(missing_ok=True)
+        ctx.log(f"{pointer} points at {entry['artifact']}, outside the results folder {resolved.out_dir}; "
+                "deleted it, distilling")
         return None
     try:
-        syn, _ = load_synset(Path(entry["artifact"]))
+        syn, _ = load_synset(artifact)
         _check(syn, resolved, ctx)
+    except UnsafeFile as exc:  # never read: the pointer is deleted, the set distilled again
+        pointer.unlink(missing_ok=True)
+        ctx.log(f"{exc}; deleted the cache entry {pointer}, distilling")
+        return None
     except Exception as exc:  # noqa: BLE001 - a set that no longer loads or fits is distilled again
         ctx.log(f"not reusing the set of run {entry.get('run_id')} ({type(exc).__name__}); distilling")
         return None

@@ -20,8 +20,8 @@ IOR of 10 points gives e^5, far outside [0, 1], and the score then ranks by an e
 `robust_score` refuses an exponent outside [-1, 1], so that mistake cannot be made here.
 
 Where the references come from: they are runs like any other, in the same database. The random reference is
-a `random` run of the same dataset, architecture, protocol, IPC and protocol settings (any seed; seeds are
-pooled), at equal count: a budget run's IPC is the number of images per class it produced, so it is paired
+a `random` run of the same dataset, architecture, protocol, IPC and protocol settings (any seed; its accuracy,
+like every cell's, is the mean of the seed means, ddbench/stats.py), at equal count: a budget run's IPC is the number of images per class it produced, so it is paired
 with random real at that IPC. Where the database has none, the table shipped with the package (ddbench/shipped.py,
 same data fingerprint) stands in, marked `shipped reference` and never pooled with local runs; where neither
 has it, `missing` names the command that makes it. The full-data reference is a `full` run (ddbench/default_plugins/full_data_method.py) of the same dataset, architecture and
@@ -44,6 +44,7 @@ from typing import Any, Iterable
 from .errors import DDBenchError
 from .plugins import Registry, registry_or_default
 from .records import AUGMENTATION, EPOCHS, RunRecord, SettingRoles, evaluation_settings, requested_ipc
+from .stats import NETWORKS, Spread, spread
 from .tables import markdown_table, plain_table
 
 RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)
@@ -138,19 +139,10 @@ def _epochs(row: RunRecord, roles: SettingRoles) -> int | None:
     return int(value) if value is not None else None
 
 
-def _accuracies(rows: list[RunRecord]) -> list[float]:
-    return [float(a) for r in rows for a in (r.accuracies or [])]
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _std(values: list[float]) -> float | None:
-    if not values:
-        return None
-    m = sum(values) / len(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))  # population std, as the report
+def _spread(rows: list[RunRecord]) -> Spread:
+    """The runs' accuracy as the report computes it (ddbench/stats.py): mean of the seed means ± their sample
+    std, over seeds; over the networks of a one-seed cell."""
+    return spread([[float(a) for a in (r.accuracies or [])] for r in rows])
 
 
 @dataclass
@@ -168,9 +160,9 @@ class Scored:
     budget: float | None
     augmented: bool | None
     epochs: int | None
-    accuracy: float | None
-    std: float | None
-    n: int
+    accuracy: float | None  # mean of the seed means (stats.spread)
+    std: float | None  # sample std over seeds, or over the networks of a one-seed cell (`std_over`)
+    n: int  # networks, all seeds
     random_accuracy: float | None = None
     full_accuracy: float | None = None
     ior: float | None = None
@@ -181,9 +173,18 @@ class Scored:
     random_source: str | None = None  # "local", or shipped.LABEL when the shipped table gave the reference
     full_runs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    std_over: str | None = None  # stats.SEEDS or stats.NETWORKS
+    n_seeds: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def accuracy_text(self) -> str:
+        """`50.62 ± 0.88 (2 seeds)`: what the ± is over, as in the report's tables."""
+        if self.accuracy is None:
+            return "-"
+        sp = Spread(self.accuracy, self.std, self.std_over or NETWORKS, self.n_seeds, self.n)
+        return f"{sp.text()} ({sp.label()})"
 
 
 def _key(row: RunRecord, roles: SettingRoles, ignore: Iterable[str] = ()) -> tuple:
@@ -194,7 +195,7 @@ def score_rows(rows: list, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
                random_method: str | None = None, full_method: str | None = None,
                references: list | None = None, shipped: list | None = None,
                registry: Registry | None = None) -> list[Scored]:
-    """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; seeds pooled), references looked up in
+    """IOR/HLR/LRS/ARS of every cell in `rows` (successful runs; mean of the seed means), references looked up in
     `references` (default: `rows`).
 
     Rows are run records or row dicts. A cell's accuracy is that of its runs in `rows` only; the random-real
@@ -259,9 +260,10 @@ def _score_cell(key: tuple, members: list[RunRecord], random_of: dict, full_of: 
                 full_method: str = "") -> Scored:
     method, budget, ipc = key[:3]
     first = members[0]
-    accs = _accuracies(members)
+    sp = _spread(members)
     s = Scored(method, first.dataset, first.model, first.protocol, ipc, budget,
-               augmented(first, roles), _epochs(first, roles), _mean(accs), _std(accs), len(accs))
+               augmented(first, roles), _epochs(first, roles), sp.mean, sp.std, sp.n_networks,
+               std_over=sp.over, n_seeds=sp.n_seeds)
     rnd, s.random_source = random_of.get((ipc,) + _key(first, roles), []), "local"
     if not rnd:  # the shipped table, on the very same data only
         from .shipped import LABEL, fingerprint
@@ -271,7 +273,7 @@ def _score_cell(key: tuple, members: list[RunRecord], random_of: dict, full_of: 
         s.random_source = LABEL
     full = full_of.get(_key(first, roles, FULL_IGNORED_ROLES), [])
     if rnd:
-        s.random_accuracy = _mean(_accuracies(rnd))
+        s.random_accuracy = _spread(rnd).mean
         s.random_runs = [r.run_id for r in rnd]
         s.ior = ior(s.accuracy, s.random_accuracy)
     else:
@@ -280,7 +282,7 @@ def _score_cell(key: tuple, members: list[RunRecord], random_of: dict, full_of: 
         s.random_source = None
         s.missing.append(f"random IPC {ipc} (equal count): {reference_command(first, random_method, roles)}")
     if full:
-        s.full_accuracy = _mean(_accuracies(full))
+        s.full_accuracy = _spread(full).mean
         s.full_runs = [r.run_id for r in full]
         s.hlr = hlr(s.full_accuracy, s.accuracy)
     else:
@@ -335,7 +337,7 @@ def score_table(scored: list[Scored], method_order: list[str] | None = None) -> 
                                            s.model, s.ipc, s.budget or 0, not s.augmented, s.epochs or 0)):
         name = s.method if s.budget is None else f"{s.method} ({s.budget:g} s)"
         aug = "-" if s.augmented is None else ("on" if s.augmented else "off")
-        acc = "-" if s.accuracy is None else f"{s.accuracy:.2f} ± {s.std:.2f}"
+        acc = s.accuracy_text()
         rnd = _pct(s.random_accuracy) + ("" if s.random_source in (None, "local") else f" ({s.random_source})")
         body.append([name, s.model, str(s.ipc), aug, "-" if s.epochs is None else str(s.epochs), acc, rnd, _pct(s.full_accuracy),
                      _pct(s.ior, signed=True), _pct(s.hlr, signed=True),
@@ -372,7 +374,7 @@ def cross_architecture_table(rows: list[dict], ipc: int | None = None, method_or
     for s in scored:
         name = s.method if s.budget is None else f"{s.method} ({s.budget:g} s)"
         if value == "accuracy":
-            text = "-" if s.accuracy is None else f"{s.accuracy:.2f} ± {s.std:.2f}"
+            text = s.accuracy_text()
         elif value == "lrs":
             text = _pct(None if s.lrs is None else 100 * s.lrs)
         else:
@@ -424,9 +426,11 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
     shipped = [r for d in sorted({str(r.dataset) for r in shown_ok}) for r in shipped_records(d)]
     scored = score_rows(shown_ok, w, ars_w, random_method, full_method, references=list(everything.values()),
                         shipped=shipped, registry=registry)
-    text = ["== scores (DD-Ranking): IOR, HLR in percentage points; LRS, ARS x100 (fractions in the exponent)"]
+    text = ["== scores (DD-Ranking): accuracy ± sample std over the seeds (or networks) marked; IOR, HLR in "
+            "percentage points; LRS, ARS x100 (fractions in the exponent)"]
     md = ["## Scores (DD-Ranking)", "",
-          "IOR = accuracy − random real subset at equal count (the same IPC: a budget run's is the IPC it "
+          "Accuracy: the mean of the method seeds' means ± their sample std, as in the tables above (a one-seed "
+          "cell: over its networks; each cell says which). IOR = accuracy − random real subset at equal count (the same IPC: a budget run's is the IPC it "
           "produced), evaluated the same way (a value marked `shipped reference` comes from the table shipped "
           "with the package, used only where this database has no such run); HLR = full real training set "
           "− accuracy (lower is better); both in percentage points. LRS = (e^α − e^−1)/(e − e^−1), α = "

@@ -28,6 +28,7 @@ import torch
 
 from .api import DDBenchError, ImageDataset
 from .identity import config_hash, dataset_fingerprint
+from .safeload import UnsafeFile, drop_refused, load_tensors
 
 MTT_ZCA_EPS = 0.1  # mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1, compute_inv=True)
 
@@ -109,10 +110,12 @@ def fit_zca(dataset: ImageDataset, eps: float = MTT_ZCA_EPS, cache_dir: Path | N
         path = Path(cache_dir) / "zca" / f"{dataset.name}-{_cache_key(dataset, eps)}.pt"
         if path.is_file():
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = load_tensors(path)
                 zca = ZCA.from_state_dict(state)
                 if zca.shape == tuple(dataset.train_x.shape[1:]) and torch.isfinite(zca.transform_matrix).all():
                     return zca
+            except UnsafeFile as exc:
+                drop_refused(exc)
             except Exception:  # noqa: BLE001 - a corrupt cache file is refitted below
                 pass
     zca = ZCA.fit(dataset.denormalise(dataset.train_x.float()), eps)

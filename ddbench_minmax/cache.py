@@ -25,6 +25,7 @@ import torch
 from ddbench.api import DDBenchError
 from ddbench.identity import config_hash
 from ddbench.atomic import atomic_save, atomic_write_text
+from ddbench.safeload import load_tensors
 
 from .model import Denoiser
 
@@ -135,8 +136,8 @@ class DenoiserCache:
         if not self.checkpoint_path.is_file():
             return None
         try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a truncated checkpoint is discarded, training restarts
+            return load_tensors(self.checkpoint_path)
+        except Exception:  # noqa: BLE001 - a truncated or refused (safeload.UnsafeFile) checkpoint is deleted unread
             self.checkpoint_path.unlink()
             return None
 

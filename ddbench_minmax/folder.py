@@ -27,6 +27,7 @@ from .model import CONFIG_FILE, Denoiser, DenoiserConfig
 
 BUILTIN = ("shipped", "train")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+BIN_OPT_IN = "DDBENCH_ALLOW_BIN_WEIGHTS"  # a .bin (pickled) weight file is read only with this set to 1
 # diffusers names of the class-conditional denoisers ddbench can drive. The hub's DiT-XL-2-256 still says
 # "Transformer2DModel" (diffusers maps it to DiTTransformer2DModel when norm_type is ada_norm_zero).
 DIT_CLASSES = ("DiTTransformer2DModel", "Transformer2DModel")
@@ -101,8 +102,14 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _weights(d: Path) -> Path:
+    """The folder's weight file: safetensors (tensors only, by construction); a `.bin` is a pickle, read only where
+    the user opts in (BIN_OPT_IN=1), and then by diffusers with torch's weights-only unpickler."""
     for name in WEIGHT_FILES:
         if (d / name).is_file():
+            if name.endswith(".bin") and os.environ.get(BIN_OPT_IN) != "1":
+                raise DDBenchError(f"base folder {d}: its weights are a pickle ({name}), which ddbench does not read "
+                                   f"unless {BIN_OPT_IN}=1 is set; give safetensors (diffusers: "
+                                   "save_pretrained(..., safe_serialization=True))")
             if name.endswith(".safetensors"):
                 _check_safetensors(d / name)
             return d / name

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 
 from ddbench.api import DDBenchError
+from ddbench.safeload import UnsafeFile, load_tensors
 
 from .losses import ClassMemory, minmax_losses
 from .model import Denoiser, schedule_kwargs
@@ -207,12 +208,17 @@ class Phase:
         self.state = TrainState(**d["state"])
         return True
 
-    def resume(self, checkpoint_path: Path | None) -> bool:
-        """Load the phase's checkpoint if it exists and belongs to this spec (a truncated one is ignored)."""
+    def resume(self, checkpoint_path: Path | None, log: Callable[[str], None] = print) -> bool:
+        """Load the phase's checkpoint if it exists and belongs to this spec (a truncated one is ignored; one
+        holding more than tensors and plain containers is deleted unread, and the log says so)."""
         if checkpoint_path is None or not checkpoint_path.is_file():
             return False
         try:
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            state = load_tensors(checkpoint_path)
+        except UnsafeFile as exc:
+            checkpoint_path.unlink(missing_ok=True)
+            log(f"minmax-diffusion: {exc}; deleted it, training from the start")
+            return False
         except Exception:  # noqa: BLE001 - a truncated checkpoint is discarded, training restarts
             return False
         return self.load_state_dict(state)
@@ -310,7 +316,7 @@ def train_phase(
     if spec.p_uncond and not 0 <= spec.p_uncond < 1:
         raise DDBenchError(f"p_uncond={spec.p_uncond} is not allowed; it must lie in [0, 1)")
     ph = Phase(denoiser, spec, device, embed, encode)
-    if ph.resume(checkpoint_path):
+    if ph.resume(checkpoint_path, log):
         log(f"minmax-diffusion: resuming {spec.name} from the checkpoint at step {ph.state.step}/{spec.steps}")
     denoiser.train()
     before = torch.get_num_threads()

@@ -82,6 +82,21 @@ def _base_folder(damage: str) -> Callable[[Path], None]:
         (root / "transformer" / "config.json").write_text(json.dumps(
             {"_class_name": name, "norm_type": "ada_norm_zero", "num_embeds_ada_norm": 1000, "in_channels": 4, "sample_size": 32}))
         (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({"beta_schedule": "linear"}))
+        if damage == "bin-weights":  # a pickled weight file (never read: refused from its name alone)
+            (root / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle")
+    return setup
+
+
+def _synset(ipc: int) -> Callable[[Path], None]:
+    """TMP/set.pt: a stored synthetic set of `ipc` images of each of the tiny dataset's 3 classes (28 px, grey)."""
+    def setup(tmp: Path) -> None:
+        import torch
+
+        from ddbench.api import SyntheticSet
+        from ddbench.synsets import save_synset
+
+        labels = torch.arange(3).repeat(ipc)
+        save_synset(SyntheticSet(torch.zeros(len(labels), 1, 28, 28), labels), tmp / "set.pt")
     return setup
 
 
@@ -121,6 +136,9 @@ CASES: list[Case] = [
     Case("base folder without weights", run("--method", "minmax-diffusion", "--set", "base=TMP/base"), 2,
          "no weights (diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin is missing)",
          setup=_base_folder("no-weights")),
+    Case("base folder with pickled weights", run("--method", "minmax-diffusion", "--set", "base=TMP/base"), 2,
+         "its weights are a pickle (diffusion_pytorch_model.bin), which ddbench does not read unless "
+         "DDBENCH_ALLOW_BIN_WEIGHTS=1 is set", setup=_base_folder("bin-weights")),
     Case("base folder with a foreign config", run("--method", "minmax-diffusion", "--set", "base=TMP/base"), 2,
          "is a 'UNet2DConditionModel' config; expected one of DiTTransformer2DModel", setup=_base_folder("foreign")),
     Case("unknown preset", run("--method", "random", "--preset", "huge"), 2, "argument --preset: invalid choice: 'huge'"),
@@ -138,6 +156,14 @@ CASES: list[Case] = [
     Case("pilot_steps empty under the default policy", run("--method", "minmax-diffusion", "--set", "pilot_steps="), 2,
          "pilot_steps=() is not allowed; give at least two step counts"),
     Case("empty --out", run("--method", "random", "--out", ""), 2, "--out '' is empty; give a results folder"),
+    Case("warm start from a missing file", run("--method", "dm", "--ipc", "1", "--set", "init=TMP/nope.pt"), 2,
+         "init='TMP/nope.pt': no such file; give real, noise, a stored synthetic set"),
+    Case("warm start from an unknown run", run("--method", "dm", "--ipc", "1", "--set", "init=run:nope"), 2,
+         "init='run:nope': no run 'nope' in"),
+    Case("warm start from a set of another IPC", run("--method", "mtt", "--ipc", "1", "--set", "pix_init=TMP/set.pt"), 2,
+         "pix_init='TMP/set.pt': images per class [2, 2, 2]; this run's --ipc is 1", setup=_synset(2)),
+    Case("refine with an unknown objective", run("--method", "minmax-diffusion", "--set", "refine=nope"), 2,
+         "refine='nope' is not allowed; choose one of none, dm"),
     # ---- run: files
     Case("missing --config", run("--method", "random", "--config", "TMP/nope.toml"), 2, "config file"),
     Case("malformed plugins.toml", run("--method", "random", "--config", "TMP/bad.toml"), 2, "malformed TOML",

@@ -15,6 +15,7 @@ from ddbench.api import DDBenchError
 from ddbench.cli import main
 from ddbench.compare import parse_budgets, parse_ints, parse_seeds
 from ddbench.results import query
+from ddbench.safeload import load_tensors
 
 from sweep_plugin import subprocess_env, write_config
 
@@ -250,7 +251,7 @@ def test_models_axis_distils_once_and_evaluates_the_same_set_on_each(sweep, caps
     assert [r.model for r in rows] == ["convnet", "mlp"] and all(r.ok for r in rows)
     import torch
 
-    a, b = (torch.load(r.artifact, weights_only=False) for r in rows)
+    a, b = (load_tensors(r.artifact) for r in rows)
     assert torch.equal(a["images"], b["images"])
     assert rows[0].distill_seconds == rows[1].distill_seconds
     assert rows[0].config_hash != rows[1].config_hash  # still two runs, each with its own record
@@ -261,7 +262,7 @@ def test_sets_are_shared_within_a_seed_only(sweep, capsys):
 
     run, db, _, out = sweep
     assert run("--methods", "gen", "--ipc", "2", "--models", "convnet,mlp", "--seeds", "0,1") == 0
-    sets = {(r.seed, r.model): torch.load(r.artifact, weights_only=False)["images"] for r in query(db)}
+    sets = {(r.seed, r.model): load_tensors(r.artifact)["images"] for r in query(db)}
     assert len(sets) == 4
     assert torch.equal(sets[0, "convnet"], sets[0, "mlp"]) and torch.equal(sets[1, "convnet"], sets[1, "mlp"])
     assert not torch.equal(sets[0, "convnet"], sets[1, "convnet"])

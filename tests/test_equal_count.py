@@ -58,7 +58,8 @@ def test_budget_run_stores_the_ipc_it_produced_and_is_paired_at_that_ipc(cli, tm
     result = build_report(db, tmp_path / "report", methods=["random", "gen"])
     (sec,) = result.sections
     cell = sec.cells[("gen", 5.0, 4)]  # the IPC-4 column, beside random IPC 4
-    assert cell.p_value is not None and ("gen", 5.0, 2) not in sec.cells
+    assert cell.test is not None and ("gen", 5.0, 2) not in sec.cells
+    assert cell.p_value is None and "1 seed(s) here, 1 in the reference" in cell.test.reason  # one seed a side
     (scored,) = [s for s in result.scores.scored if s.method == "gen"]
     assert scored.ipc == 4 and scored.random_accuracy == pytest.approx(random4.accuracy_mean)
     assert scored.ior == pytest.approx(scored.accuracy - random4.accuracy_mean)
@@ -88,7 +89,7 @@ def test_an_old_database_budget_row_reads_with_its_declared_ipc(tmp_path):
     (s,) = [s for s in S.score_rows(query(db), random_method="random", full_method="full") if s.method != "random"]
     assert (s.ipc, s.random_accuracy, s.ior) == (57, 84.5, -5.0)
     lines = reference_lines(db, row, "random", "random real")
-    assert "84.50 ± 0.50 %" in lines[-2] and "-5.00 points" in lines[-1]
+    assert "84.50 ± 0.71 %" in lines[-2] and "-5.00 points" in lines[-1]
 
 
 def test_ior_of_a_budget_run_uses_random_real_at_its_ipc_or_names_the_command():
@@ -130,7 +131,8 @@ def test_the_shipped_table_is_used_labelled_and_never_pooled(tmp_path, monkeypat
     db = open_store(tmp_path / "r.sqlite")
     mine = _row("minmax-diffusion", [70.0, 71.0], meta={"dataset_fingerprint": FP})
     lines = reference_lines(db, mine, "random", "random real")
-    assert "63.00 ± 2.24 %" in lines[-2] and "shipped reference, fashion-mnist.json: seeds 0,1, 4 networks" in lines[-2]
+    assert "63.00 ± 2.83 %" in lines[-2]  # seed means 61 and 65, sample std over the 2 seeds
+    assert "shipped reference, fashion-mnist.json, seeds 0,1: ± sample std over seeds (4 networks)" in lines[-2]
     assert "+7.50 points" in lines[-1]
     other_data = _row("minmax-diffusion", [70.0, 71.0], meta={"dataset_fingerprint": "another-data"})
     assert "make it with" in reference_lines(db, other_data, "random")[-3]  # other data: no shipped row fits
@@ -139,7 +141,7 @@ def test_the_shipped_table_is_used_labelled_and_never_pooled(tmp_path, monkeypat
     assert "63.00 (shipped reference)" in S.score_table([s])[1][0]
     record(db, _row("random", [50.0, 52.0], meta={"dataset_fingerprint": FP}))  # a local run: the shipped one steps aside
     lines = reference_lines(db, mine, "random", "random real")
-    assert "51.00 ± 1.00 %" in lines[-2] and "shipped reference" not in "".join(lines)
+    assert "51.00 ± 1.41 %" in lines[-2] and "shipped reference" not in "".join(lines)  # sample std, 2 networks
 
 
 def test_a_tampered_or_unsigned_shipped_table_is_ignored_with_one_warning(tmp_path):
@@ -184,7 +186,9 @@ def test_the_report_pairs_a_cell_with_the_shipped_reference_and_says_so(tmp_path
     (sec,) = result.sections
     ref = sec.cells[("random (shipped reference)", None, 10)]
     assert ref.is_reference and ref.mean == pytest.approx(63.0)
-    assert sec.cells[("gen", 10.0, 10)].p_value is not None and sec.cells[("gen", 10.0, 3)].p_value is None
+    tested = sec.cells[("gen", 10.0, 10)].test  # one gen seed against 2 shipped seeds: the pooled p only
+    assert tested.p is None and tested.p_pooled is not None and tested.n_seeds == (1, 2)
+    assert sec.cells[("gen", 10.0, 3)].test is None
     md = result.markdown.read_text()
     assert "| random (shipped reference) |" in md
     assert "IPC 3: `ddbench run --method random --ipc 3 --seed 0 --protocol fast --eval-epochs 300 --eval-models 2`" in md

@@ -21,7 +21,7 @@ PLUGIN_PACKAGES = ("ddbench.default_plugins", "ddbench_baselines", "ddbench_minm
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation: errors and data types", {"ddbench", "ddbench.errors", "ddbench.atomic", "ddbench.seeds",
                                            "ddbench.records", "ddbench.jobs", "ddbench.tables",
-                                           "ddbench.stats"}),
+                                           "ddbench.stats", "ddbench.safeload"}),
     ("contracts", {"ddbench.api", "ddbench.hookspecs"}),
     ("helpers: plugins.toml, the store, identities, checks, loading", {
         "ddbench.identity", "ddbench.augment", "ddbench.zca", "ddbench.config", "ddbench.output_checks",

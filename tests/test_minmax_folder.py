@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ddbench.cli import main
+from ddbench.safeload import load_tensors
 
 FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress", "--json"]
 TINY = ["--set", "finetune_steps=2", "--set", "batch_size=6", "--set", "steps=3", "--set", "sample_batch=6",
@@ -72,7 +73,7 @@ def meta_of(env, run_id: str) -> dict:
 
 
 def synset(result: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    d = torch.load(result["artifact"], map_location="cpu", weights_only=False)
+    d = load_tensors(result["artifact"])  # a set file reads as tensors and plain containers
     return d["images"], d["labels"]
 
 
@@ -206,6 +207,26 @@ def test_a_bad_folder_is_refused_in_one_line_before_any_work(env, capsys, folder
     rc, err = run(env, capsys, src, "--ipc", "1")
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not env["out"].exists() or not any(env["out"].iterdir())  # nothing written
+
+
+def test_pickled_weights_are_refused_unless_the_user_opts_in(env, capsys, folders, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from ddbench_minmax.folder import BIN_OPT_IN, inspect_folder, load_folder
+
+    src = shutil.copytree(folders["dit"], tmp_path / "dit")
+    st = src / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(st)
+    torch.save(weights, src / "transformer" / "diffusion_pytorch_model.bin")
+    st.unlink()
+    rc, err = run(env, capsys, src, "--ipc", "1")
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "its weights are a pickle (diffusion_pytorch_model.bin)" in err and BIN_OPT_IN in err
+    assert not env["out"].exists() or not any(env["out"].iterdir())  # nothing written
+    monkeypatch.setenv(BIN_OPT_IN, "1")  # the user's opt-in: diffusers reads it (weights only)
+    model, _ = load_folder(inspect_folder(str(src)))
+    state = model.net.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items())
 
 
 def test_a_pixel_folder_of_another_size_is_refused(env, capsys, tmp_path):

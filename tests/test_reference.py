@@ -27,8 +27,12 @@ def test_reference_found_under_the_same_evaluation_only(tmp_path):
     lines = reference_lines(db, mine, "random", "random real")
     assert lines[0].startswith("== equal count: minmax-diffusion vs random real at IPC 10")
     assert lines[-3].split()[:4] == ["minmax-diffusion", "81.00", "±", "0.82"]
-    assert "72.50 ± 1.71 %" in lines[-2] and "2 run(s)" in lines[-2] and "seeds 0,1, 6 networks" in lines[-2]
-    assert "+8.50 points" in lines[-1] and "Welch p" in lines[-1]
+    assert "(seed 0; ± population std of its 3 networks, as np.std)" in lines[-3]  # a run's own figure
+    # the reference: seed means 71 and 74, ± their sample std over the 2 seeds
+    assert "72.50 ± 2.12 %" in lines[-2] and "2 run(s)" in lines[-2]
+    assert "seeds 0,1: ± sample std over seeds (6 networks)" in lines[-2]
+    assert "+8.50 points" in lines[-1] and "no p-value: one run is one seed of minmax-diffusion" in lines[-1]
+    assert "p =" not in lines[-1] and "p=" not in lines[-1]
 
 
 def test_missing_reference_names_the_command(tmp_path):

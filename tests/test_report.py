@@ -64,21 +64,32 @@ def _pooled(method, ipc):
     return [a for (m, i, _), accs in ACC.items() if (m, i) == (method, ipc) for a in accs]
 
 
+def _means(method, ipc):
+    """The method seeds' means: the samples of a cell's ± and of its t-test."""
+    return [float(np.mean(accs)) for (m, i, _), accs in ACC.items() if (m, i) == (method, ipc)]
+
+
 def test_report_carries_the_numbers_of_the_database(db, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", "--db", str(db), "--report", str(out), "--reference", "random"]) == 0
     terminal = capsys.readouterr().out
     md = (out / "report.md").read_text()
     for method, ipc in [("random", 1), ("random", 10), ("dm", 1), ("dm", 10)]:
-        acc = _pooled(method, ipc)
-        text = f"{np.mean(acc):.2f} ± {np.std(acc):.2f}"
+        means = _means(method, ipc)  # mean ± sample std (ddof=1) over the 2 method seeds
+        text = f"{np.mean(means):.2f} ± {np.std(means, ddof=1):.2f} (2 seeds"
         assert text in md and text in terminal
-    # Welch's t-test against the reference, marked.
-    p1 = stats.ttest_ind(_pooled("dm", 1), _pooled("random", 1), equal_var=False).pvalue
-    p10 = stats.ttest_ind(_pooled("dm", 10), _pooled("random", 10), equal_var=False).pvalue
-    assert p1 < 0.001 and p10 > 0.05
-    assert f"(p={p1:.1e} ***)" in md and f"(p={p10:.3f})" in md
-    assert "(ref)" in md and "Welch" in md
+    # Welch's t-test of the seed means against the reference's, marked; the pooled one only labelled.
+    p1 = stats.ttest_ind(_means("dm", 1), _means("random", 1), equal_var=False).pvalue
+    p10 = stats.ttest_ind(_means("dm", 10), _means("random", 10), equal_var=False).pvalue
+    pooled1 = stats.ttest_ind(_pooled("dm", 1), _pooled("random", 1), equal_var=False).pvalue
+    assert 0.001 < p1 < 0.01 and p10 > 0.05 and pooled1 < 0.001
+    assert f"(2 seeds, p={p1:.3f} **)" in md and f"(2 seeds, p={p10:.3f})" in md
+    assert f"Welch p over all networks pooled (counts networks trained on one set as independent" in md
+    assert f"dm IPC 1 p={pooled1:.1e}" in md and f"p={pooled1:.1e}" not in terminal
+    assert "(2 seeds, ref)" in md and "Welch" in md
+    # gen IPC 10 has one ok seed: ± over its networks, and no p, with the reason.
+    assert f"60.50 ± {np.std([60.0, 61.0], ddof=1):.2f} (1 seed, 2 nets, no p)" in terminal
+    assert "no p-value for gen IPC 10: fewer than 2 method seeds on a side" in terminal
     # Failed cell and failed seed, with their error.
     assert "FAILED: RuntimeError: CUDA out of memory" in md and "[1 failed]" in md
     assert "CUDA out of memory" in terminal
@@ -87,9 +98,13 @@ def test_report_carries_the_numbers_of_the_database(db, tmp_path, capsys):
 
     with open(out / "results.csv") as fh:
         rows = {(r["method"], r["ipc"]): r for r in csv.DictReader(fh)}
-    assert math.isclose(float(rows[("dm", "1")]["accuracy_mean"]), np.mean(_pooled("dm", 1)), abs_tol=1e-4)
+    assert math.isclose(float(rows[("dm", "1")]["accuracy_mean"]), np.mean(_means("dm", 1)), abs_tol=1e-4)
+    assert math.isclose(float(rows[("dm", "1")]["accuracy_std"]), np.std(_means("dm", 1), ddof=1), abs_tol=1e-4)
+    assert rows[("dm", "1")]["std_over"] == "seeds" and rows[("gen", "10")]["std_over"] == "networks"
     assert math.isclose(float(rows[("dm", "1")]["p_value"]), p1, rel_tol=1e-3)
-    assert rows[("dm", "1")]["significance"] == "***" and rows[("random", "1")]["p_value"] == "ref"
+    assert math.isclose(float(rows[("dm", "1")]["p_value_pooled_networks"]), pooled1, rel_tol=1e-2)
+    assert rows[("dm", "1")]["significance"] == "**" and rows[("random", "1")]["p_value"] == "ref"
+    assert rows[("gen", "10")]["p_value"] == "" and "needs >= 2 on each side" in rows[("gen", "10")]["no_p_reason"]
     assert rows[("gen", "1")]["status"] == "failed" and "CUDA out of memory" in rows[("gen", "1")]["error"]
     assert rows[("gen", "10")]["status"] == "partial" and rows[("gen", "10")]["n_failed"] == "1"
 
@@ -134,7 +149,7 @@ def test_latest_run_per_seed_wins(tmp_path):
     record(db, _row(tmp_path, "random", 1, 0, [30.0, 30.0], created=2.0, config_hash="new"))
     result = build_report(db, tmp_path / "r")
     md = result.markdown.read_text()
-    assert "30.00 ± 0.00" in md and "10.00" not in md and "1 older run(s)" in md
+    assert "30.00 ± 0.00 (1 seed, 2 nets" in md and "10.00" not in md and "1 older run(s)" in md
 
 
 def test_other_evaluation_settings_get_their_own_section_not_the_latest_slot(tmp_path):
@@ -196,3 +211,39 @@ def test_empty_database_gives_an_empty_report(tmp_path):
     record(db, _row(tmp_path, "random", 1, 0, [1.0]))
     result = build_report(db, tmp_path / "r", methods=["nothing"])
     assert result.sections == [] and "No runs to report" in result.markdown.read_text()
+
+
+def test_the_p_value_is_over_seed_means_not_networks(tmp_path, capsys):
+    # 2 seeds per side whose networks agree closely within a seed but whose seeds differ: pooled, the 2 x 5
+    # networks look like 10 independent samples and give a p orders of magnitude below the honest one.
+    db = tmp_path / "ddbench.sqlite"
+    runs = {("random", 0): [50.0, 50.1, 49.9, 50.0, 50.05], ("random", 1): [53.0, 53.1, 52.9, 53.0, 52.95],
+            ("dm", 0): [54.0, 54.1, 53.9, 54.0, 54.05], ("dm", 1): [57.5, 57.6, 57.4, 57.5, 57.45]}
+    for t, ((method, seed), accs) in enumerate(runs.items()):
+        record(db, _row(tmp_path, method, 1, seed, accs, created=1000.0 + t))
+    means = {m: [float(np.mean(runs[m, s])) for s in (0, 1)] for m in ("random", "dm")}
+    p_seeds = stats.ttest_ind(means["dm"], means["random"], equal_var=False).pvalue
+    p_nets = stats.ttest_ind(runs["dm", 0] + runs["dm", 1], runs["random", 0] + runs["random", 1],
+                             equal_var=False).pvalue
+    assert p_seeds > 0.05 and p_nets < 1e-3 and p_seeds / p_nets > 100  # orders of magnitude apart
+    assert main(["report", "--db", str(db), "--report", str(tmp_path / "r"), "--reference", "random"]) == 0
+    terminal = capsys.readouterr().out
+    (cell,) = [c for c in build_report(db, tmp_path / "r2", reference="random").sections[0].cells.values()
+               if c.method == "dm"]
+    assert cell.test.p == pytest.approx(p_seeds) and cell.test.p_pooled == pytest.approx(p_nets)
+    assert cell.spread.over == "seeds" and cell.spread.std == pytest.approx(np.std(means["dm"], ddof=1))
+    assert f"(2 seeds, p={p_seeds:.3f})" in terminal and f"{p_nets:.1e}" not in terminal
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert f"(2 seeds, p={p_seeds:.3f})" in md and f"pooled (counts networks" in md and f"p={p_nets:.1e}" in md
+
+
+def test_one_seed_per_side_prints_no_p_and_says_why(tmp_path, capsys):
+    db = tmp_path / "ddbench.sqlite"
+    record(db, _row(tmp_path, "random", 1, 0, [50.0, 51.0, 49.0], created=1.0))
+    record(db, _row(tmp_path, "dm", 1, 0, [60.0, 61.0, 59.0], created=2.0))
+    assert main(["report", "--db", str(db), "--report", str(tmp_path / "r"), "--reference", "random"]) == 0
+    terminal = capsys.readouterr().out
+    assert "60.00 ± 1.00 (1 seed, 3 nets, no p)" in terminal  # sample std of the one seed's networks
+    assert "p=" not in terminal.split("== scores")[0]
+    assert ("no p-value for dm IPC 1: fewer than 2 method seeds on a side (this cell's or random's); the t-test is "
+            "over method-seed means") in terminal

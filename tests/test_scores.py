@@ -82,9 +82,10 @@ def test_scores_find_their_references():
     scored = {(s.method, s.ipc, s.model, s.augmented): s for s in S.score_rows(rows)}
     dm = scored[("dm", 10, "convnet", True)]
     assert dm.accuracy == pytest.approx(79.0) and dm.n == 2
-    assert dm.random_accuracy == pytest.approx(220.0 / 3)
+    assert dm.random_accuracy == pytest.approx((75.0 + 70.0) / 2)  # the mean of the seed means, not of 3 networks
     assert dm.full_accuracy == pytest.approx(93.0)
-    assert dm.ior == pytest.approx(79.0 - 220.0 / 3)
+    assert dm.ior == pytest.approx(79.0 - 72.5)
+    assert (dm.std_over, dm.n_seeds, dm.std) == ("networks", 1, pytest.approx(2 ** 0.5))  # one seed: its networks
     assert dm.hlr == pytest.approx(14.0)
     assert dm.lrs == pytest.approx(S.lrs(dm.ior, dm.hlr))
     assert len(dm.random_runs) == 2 and len(dm.full_runs) == 1
@@ -121,7 +122,7 @@ def test_score_table_columns():
     rows = [row("random", [70.0]), row("full", [93.0], ipc=6000), row("dm", [80.0])]
     header, body = S.score_table(S.score_rows(rows), method_order=["dm", "random"])
     assert header == ["method", "model", "IPC", "aug", "epochs", "accuracy", "random real", "full data", "IOR", "HLR", "LRS", "ARS"]
-    assert body[0][:6] == ["dm", "convnet", "10", "on", "300", "80.00 ± 0.00"]
+    assert body[0][:6] == ["dm", "convnet", "10", "on", "300", "80.00 ± - (1 seed, 1 net)"]  # one value: no std
     assert body[0][8:10] == ["+10.00", "+13.00"]
     assert body[0][10] == f"{100 * S.lrs(10, 13):.2f}"
     assert body[0][11] == "-"
@@ -135,8 +136,9 @@ def test_cross_architecture_table():
     header, body = S.cross_architecture_table(rows, method_order=["random", "dm"],
                                               model_order=["convnet", "resnet18", "alexnet"])
     assert header == ["method", "convnet", "resnet18", "alexnet"]
-    assert body == [["random", "71.00 ± 1.00", "51.00 ± 1.00", "61.00 ± 1.00"],
-                    ["dm", "78.00 ± 0.00", "58.00 ± 0.00", "68.00 ± 0.00"]]
+    assert body == [["random", "71.00 ± 1.41 (1 seed, 2 nets)", "51.00 ± 1.41 (1 seed, 2 nets)",
+                     "61.00 ± 1.41 (1 seed, 2 nets)"],  # sample std of the one seed's 2 networks
+                    ["dm", "78.00 ± - (1 seed, 1 net)", "58.00 ± - (1 seed, 1 net)", "68.00 ± - (1 seed, 1 net)"]]
     _, ior_body = S.cross_architecture_table(rows, value="ior", model_order=["convnet"])
     assert ior_body[1][:2] == ["dm", "+7.00"]
     with pytest.raises(DDBenchError, match="value 'acc'"):
@@ -166,7 +168,8 @@ def test_report_gives_each_evaluation_setting_its_own_cross_architecture_table()
     for model in ("convnet", "alexnet"):
         rows += [row("dm", [78.0], model=model), row("dm", [60.0], model=model, epochs=100)]
     rep = S.score_report(rows, rows, model_order=["convnet", "alexnet"])
-    assert sorted((c["epochs"], c["rows"][0][1]) for c in rep.cross) == [(100, "60.00 ± 0.00"), (300, "78.00 ± 0.00")]
+    assert sorted((c["epochs"], c["rows"][0][1]) for c in rep.cross) == [(100, "60.00 ± - (1 seed, 1 net)"),
+                                                                            (300, "78.00 ± - (1 seed, 1 net)")]
     assert "IPC 10 · 100 epochs · augmentation on" in rep.terminal
 
 

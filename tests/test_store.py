@@ -185,7 +185,7 @@ def test_a_database_written_by_the_old_code_reads_reports_and_takes_new_runs(env
     assert "50.50" in capsys.readouterr().out
     assert main(["report", "--out", str(env["out"]), "--report", str(env["tmp"] / "rep")]) == 0
     out = capsys.readouterr().out
-    assert "50.50 ± 0.50" in out and "60.50 ± 0.50" in out
+    assert "50.50 ± 0.71 (1 seed, 2 nets" in out and "60.50 ± 0.71 (1 seed, 2 nets" in out  # sample std
     assert main([*env["run"], "--out", str(env["out"]), "--ipc", "3"]) == 0  # migrated in place, then recorded
     assert len(query(db)) == 4
 

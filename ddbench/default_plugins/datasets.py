@@ -26,6 +26,7 @@ from .. import hookimpl
 from ..api import DatasetSpec, DDBenchError, ImageDataset
 from ..identity import config_hash
 from ..atomic import atomic_save, missing_dirs, remove_empty
+from ..safeload import UnsafeFile, drop_refused, load_tensors
 
 DEFAULT_DATASET = "fashion-mnist"
 CACHE_ENV = "DDBENCH_CACHE"
@@ -485,7 +486,9 @@ def _tiny_loader() -> Callable[..., ImageDataset]:
         data: dict[str, Any] | None = None
         if cache.is_file():
             try:
-                data = torch.load(cache, map_location="cpu", weights_only=True)
+                data = load_tensors(cache)
+            except UnsafeFile as exc:
+                drop_refused(exc, then="decoding the images again")
             except Exception:  # noqa: BLE001 - a broken cache is rebuilt, not fatal
                 data = None
         if data is None:

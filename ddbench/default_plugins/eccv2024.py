@@ -37,6 +37,7 @@ from .. import hookimpl
 from ..api import (AUGMENTATION, NETWORKS, SPEED, DDBenchError, EvalResult, ImageDataset, Method, Param, RunContext,
                    RunFailed, SyntheticSet)
 from .dsa_protocols import DSAProtocol
+from ..safeload import UnsafeFile, load_tensors
 
 OFFICIAL = "DataDistillation/ECCV2024-Dataset-Distillation-Challenge evaluate.py"
 IPC = 10
@@ -191,7 +192,9 @@ def load_submission(path: Path | str, dataset: str) -> SyntheticSet:
     if not path.is_file():
         raise DDBenchError(f"no submission file {path}; expected {spec.file}.pt")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_tensors(path)
+    except UnsafeFile:
+        raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad file
         raise DDBenchError(f"cannot read submission {path}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
     want = (IPC * spec.num_classes, 3, spec.image_size, spec.image_size)

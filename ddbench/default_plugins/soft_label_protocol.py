@@ -46,6 +46,7 @@ from ..augment import DEFAULT_STRATEGY, DSA
 from .dsa_protocols import _check, epoch_batches, init_network, test_accuracy, worker_count
 from ..identity import config_hash, dataset_fingerprint
 from ..atomic import atomic_save
+from ..safeload import UnsafeFile, drop_refused, load_tensors
 from ..seeds import derive_seed, seeded
 
 DDR = "NUS-HPC-AI-Lab/DD-Ranking"
@@ -128,11 +129,14 @@ def get_teacher(ctx: RunContext, settings: dict[str, Any]) -> Teacher:
     net = _build(ctx, model, settings["teacher_seed"]).to(ctx.device)
     if path.is_file():
         try:
-            saved = torch.load(path, map_location=ctx.device, weights_only=True)
+            saved = load_tensors(path, map_location=ctx.device)
             net.load_state_dict(saved["state_dict"])
             net.eval()
             ctx.log(f"soft: teacher {model} from {path} ({saved['accuracy']:.2f}% on the test set)")
             return Teacher(net, float(saved["accuracy"]), float(saved["seconds"]), path, True, model)
+        except UnsafeFile as exc:
+            drop_refused(exc, ctx.log, "training the teacher again")
+            net = _build(ctx, model, settings["teacher_seed"]).to(ctx.device)
         except Exception as exc:  # noqa: BLE001 - an unreadable cache entry is retrained, not trusted
             ctx.log(f"soft: ignoring unreadable teacher {path} ({type(exc).__name__}); training it again")
             net = _build(ctx, model, settings["teacher_seed"]).to(ctx.device)
