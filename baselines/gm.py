@@ -146,6 +146,15 @@ def loops_for(ctx: RunContext) -> tuple[int, int]:
     return p["outer_loop"] or outer, p["inner_loop"] or inner
 
 
+def iterations_for(ctx: RunContext) -> int:
+    """`iterations`, or with `image_updates` > 0 the iterations that make that many synthetic-image updates
+    (an iteration makes outer_loop of them): a budget that costs about the same at every IPC's loops."""
+    updates = ctx.params["image_updates"]
+    if not updates:
+        return ctx.params["iterations"]
+    return -(-updates // loops_for(ctx)[0])
+
+
 class GradientMatching(Method):
     """main.py of DC/DSA; `dsa` picks the method (DSA: siamese augmentation in matching, DSA in the inner loop)."""
 
@@ -161,6 +170,9 @@ class GradientMatching(Method):
         method = "DSA" if dsa else "DC"
         self.params = {
             "iterations": Param(1000, f"{REF}: --Iteration 1000", "outer iterations (a fresh network each)", min=0),
+            "image_updates": Param(0, f"{REF}: --Iteration fixes the iterations at every IPC; 0 = off (the CPU "
+                                   "preset's budget, plugins.toml)",
+                                   "if > 0, replaces iterations: ceil(image_updates / outer_loop) iterations", min=0),
             "lr_img": Param(0.1, f"{REF}: --lr_img 0.1", "SGD learning rate on the synthetic images", min=0),
             "momentum": Param(0.5, f"{REF}: torch.optim.SGD([image_syn], lr=args.lr_img, momentum=0.5)", min=0, max=1),
             "lr_net": Param(0.01, f"{REF}: --lr_net 0.01 (SGD without momentum)", "inner-loop learning rate", min=0),
@@ -200,7 +212,8 @@ class GradientMatching(Method):
                 f"set both, e.g. --set outer_loop=10 --set inner_loop=50")
 
     def _fingerprint(self, ctx: RunContext) -> str:
-        p = {k: v for k, v in ctx.params.items() if k not in ("iterations", "checkpoint_every") + LAYOUT_KEYS}
+        p = {k: v for k, v in ctx.params.items()
+             if k not in ("iterations", "image_updates", "checkpoint_every") + LAYOUT_KEYS}
         return fingerprint({"method": self.name, "params": p, "loops": loops_for(ctx), "ipc": ctx.ipc,
                             "seed": ctx.seed, "model": ctx.model, "data": dataset_fingerprint(ctx.dataset)})
 
@@ -212,24 +225,28 @@ class GradientMatching(Method):
         image_syn = images.to(dev).requires_grad_(True)
         labels = labels.to(dev)
         opt = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
+        iterations = iterations_for(ctx)
+        if p["image_updates"]:
+            ctx.log(f"{self.name}: image_updates={p['image_updates']} -> {iterations} iterations of outer_loop "
+                    f"{loops_for(ctx)[0]} (iterations={p['iterations']} is not used; --set image_updates=0 to use it)")
         ckpt_path = ctx.work_dir / self.checkpoint
-        ckpt = Resumable(ctx, ckpt_path, self._fingerprint(ctx), self.name, p["iterations"], {"images": image_syn},
+        ckpt = Resumable(ctx, ckpt_path, self._fingerprint(ctx), self.name, iterations, {"images": image_syn},
                          {"optimizer": opt}, {"labels": labels.cpu()})
         start = ckpt.resume()
         losses = ckpt.losses
         step = Step(ctx, self.name, self.dsa, ds.train_x.to(dev), class_indices(ds))
         t0 = time.perf_counter()
-        bar = progress(range(start, p["iterations"]), ctx, self.name, total=p["iterations"], initial=start)
+        bar = progress(range(start, iterations), ctx, self.name, total=iterations, initial=start)
         for it in bar:
             losses.append(step.iteration(it, image_syn, labels, opt))
             if ctx.progress:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if (it + 1) % p["checkpoint_every"] == 0 or it + 1 == p["iterations"]:
+            if (it + 1) % p["checkpoint_every"] == 0 or it + 1 == iterations:
                 ckpt.save(it + 1)
-        if start == p["iterations"] and not ckpt_path.exists():
+        if start == iterations and not ckpt_path.exists():
             ckpt.save(start)  # iterations=0: still leave a checkpoint
         outer, inner = step.loops
-        meta = {"method": self._method, "iterations": p["iterations"], "init": p["init"], "outer_loop": outer,
+        meta = {"method": self._method, "iterations": iterations, "init": p["init"], "outer_loop": outer,
                 "inner_loop": inner, "losses": losses, "final_loss": losses[-1] if losses else None,
                 "resumed_from": ckpt.resumed_from, "seconds_this_session": time.perf_counter() - t0}
         return SyntheticSet(image_syn.detach().cpu(), labels.cpu().clone(), meta=meta)

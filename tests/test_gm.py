@@ -190,6 +190,33 @@ def test_resumes_from_checkpoint_exactly(make_ctx, tmp_path, monkeypatch):
     assert method.distill(ctx3).meta["resumed_from"] is None and any("other settings" in m for m in messages)
 
 
+def test_image_updates_set_the_iterations_per_ipc(make_ctx):
+    method, ctx = make_ctx("dc", ipc=1, iterations=7, image_updates=3, batch_real=4)
+    assert gm.iterations_for(ctx) == 3
+    messages = []
+    ctx.log = messages.append
+    syn = method.distill(ctx)
+    assert len(syn.meta["losses"]) == 3 and syn.meta["iterations"] == 3 and "3 iterations" in messages[0]
+    _, ctx = make_ctx("dc", ipc=2, outer_loop=4, inner_loop=1, image_updates=10)
+    assert gm.iterations_for(ctx) == 3  # ceil(10 / 4)
+    _, ctx = make_ctx("dc", ipc=2, outer_loop=4, inner_loop=1, iterations=5)
+    assert gm.iterations_for(ctx) == 5
+
+
+def test_cpu_preset_and_paper_preset():
+    from ddbench.config import PACKAGED, load_config
+    from ddbench.runner import RunRequest, registry_for, resolve
+
+    cfg = load_config(str(PACKAGED))
+    reg = registry_for(cfg)
+    for name in ("dc", "dsa-gm"):
+        preset = resolve(RunRequest(method=name, ipc=10), cfg, reg).method_params
+        paper = resolve(RunRequest(method=name, ipc=10, preset="paper"), cfg, reg).method_params
+        assert (preset["image_updates"], preset["batch_real"], preset["inner_loop"], preset["init"]) == (100, 32, 5, "real")
+        assert (paper["image_updates"], paper["iterations"], paper["batch_real"], paper["inner_loop"]) == (0, 1000, 256, 0)
+        assert paper["init"] == ("noise" if name == "dc" else "real")
+
+
 def test_layout_settings_do_not_change_the_fingerprint(make_ctx):
     method, a = make_ctx("dc", micro_batch=4, workers=1)
     _, b = make_ctx("dc", micro_batch=0, workers=2)
