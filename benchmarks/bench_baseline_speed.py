@@ -491,8 +491,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dm-ipcs", type=int, nargs="*", default=[1, 10, 50])
     ap.add_argument("--mtt-ipcs", type=int, nargs="*", default=[1, 10])
-    ap.add_argument("--dc-ipcs", type=int, nargs="*", default=[1, 10], help="DC (main.py --method DC) IPCs")
-    ap.add_argument("--dsa-ipcs", type=int, nargs="*", default=[1, 10], help="DSA (main.py --method DSA) IPCs")
+    ap.add_argument("--dc-ipcs", type=int, nargs="*", default=[],
+                    help="DC (main.py --method DC) IPCs; none by default (an IPC-10 iteration is minutes; "
+                         "the commands: docs/baselines.md#speed-against-mainpy)")
+    ap.add_argument("--dsa-ipcs", type=int, nargs="*", default=[], help="DSA (main.py --method DSA) IPCs; none by default")
     ap.add_argument("--gm-iters", type=int, default=3, help="timed DC/DSA iterations")
     ap.add_argument("--gm-warmup", type=int, default=1, help="untimed first DC/DSA iterations")
     ap.add_argument("--gm-set", action="append", default=[], metavar="KEY=VALUE", help="a DC/DSA setting (e.g. micro_batch=0)")
