@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
 
 import torch
 
 from ddbench import hookimpl
-from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
+from ddbench.api import DDBenchError, MatchStep, Method, Objective, Param, RunContext, SyntheticSet
 from ddbench.augment import DSAParams
 
 from ._common import (
@@ -40,12 +42,12 @@ from ._common import (
     dataset_fingerprint,
     fingerprint,
     generator,
-    init_images,
     keep_freed_memory,
     make_dsa,
     progress,
     seeded,
 )
+from .warm_start import check_init, init_param, initial_set
 
 REF = "VICO-UoE/DatasetCondensation main_DM.py"
 CHECKPOINT = "dm_checkpoint.pt"
@@ -60,7 +62,7 @@ class DM(Method):
         "lr_img": Param(1.0, f"{REF}: --lr_img 1.0", "SGD learning rate on the synthetic images", min=0),
         "momentum": Param(0.5, f"{REF}: torch.optim.SGD([image_syn], lr=args.lr_img, momentum=0.5)", min=0, max=1),
         "batch_real": Param(256, f"{REF}: --batch_real 256", "real images per class per iteration", min=1),
-        "init": Param("real", f"{REF}: --init real", "initial synthetic images", choices=("real", "noise")),
+        "init": init_param(f"{REF}: --init real; PATH and run:RUN_ID are ddbench's warm starts (docs/baselines.md#warm-starts)"),
         "dsa_strategy": Param(DSA_STRATEGY, f"{REF}: --dsa_strategy {DSA_STRATEGY}", "'none' disables DSA"),
         "impl": Param("auto", "docs/baselines.md#speed (ddbench's layout, not the paper's; same objective)",
                       "chunked (CPU: classes on worker threads, real images in micro-batches), batched (CUDA: "
@@ -77,35 +79,29 @@ class DM(Method):
 
     def validate(self, ctx: RunContext) -> None:
         check_ipc_fits(ctx)
-        strategy = ctx.params["dsa_strategy"]
-        if strategy not in ("none", "None", ""):
-            from ddbench.augment import DSA
-
-            try:
-                DSA(strategy=strategy)
-            except DDBenchError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise DDBenchError(f"dsa_strategy={strategy!r} is not valid: {exc}; e.g. {DSA_STRATEGY} or none") from None
+        check_dsa_strategy(ctx.params["dsa_strategy"])
+        check_init(ctx, "init")
 
     # ----------------------------------------------------------------------------------------------
 
-    def _fingerprint(self, ctx: RunContext) -> str:
-        # the layout settings change only float summation order, not the run: a checkpoint stays usable
+    def _fingerprint(self, ctx: RunContext, init_sha256: str | None = None) -> str:
+        # the layout settings change only float summation order, not the run: a checkpoint stays usable;
+        # a warm start's file enters by its content (the same path may hold another set later)
         p = {k: v for k, v in ctx.params.items() if k not in ("iterations", "checkpoint_every") + LAYOUT_KEYS}
+        warm = {"init_sha256": init_sha256} if init_sha256 else {}
         return fingerprint({"method": "dm", "params": p, "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model,
-                            "data": dataset_fingerprint(ctx.dataset)})
+                            "data": dataset_fingerprint(ctx.dataset), **warm})
 
     def distill(self, ctx: RunContext) -> SyntheticSet:
         p = ctx.params
         ds, dev = ctx.dataset, ctx.device
         n_cls = ds.num_classes
-        fp = self._fingerprint(ctx)
+        images, labels, provenance = initial_set(ctx, "init")
+        fp = self._fingerprint(ctx, provenance and provenance["sha256"])
         ckpt_path = ctx.work_dir / CHECKPOINT
 
         if torch.device(dev).type == "cpu":
             keep_freed_memory()  # docs/baselines.md#speed: no page faults on every chunk's activations
-        images, labels = init_images(ctx, p["init"])
         image_syn = images.to(dev).requires_grad_(True)
         opt = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
         ckpt = Resumable(ctx, ckpt_path, fp, "dm", p["iterations"], {"images": image_syn}, {"optimizer": opt},
@@ -113,18 +109,15 @@ class DM(Method):
         start = ckpt.resume()
         losses, save = ckpt.losses, ckpt.save
 
-        train_x = ds.train_x.to(dev)
-        idx_by_class = class_indices(ds)  # CPU indices: the draws stay on the host (one transfer per batch)
-        dsa = make_dsa(p["dsa_strategy"])
-        impl = resolve_impl(p["impl"], dev)
+        step = DMStep(ctx, labels, p)  # the same loss code the `dm` objective gives other methods
         t0 = time.perf_counter()
         bar = progress(range(start, p["iterations"]), ctx, "dm", total=p["iterations"], initial=start)
         for it in bar:
-            loss, grad = _iteration(ctx, it, image_syn, train_x, idx_by_class, dsa, impl)
+            loss, grad = step(it, image_syn)
             opt.zero_grad()
             image_syn.grad = grad
             opt.step()
-            losses.append(loss.item() / n_cls)  # main_DM.py logs loss / num_classes
+            losses.append(loss / n_cls)  # main_DM.py logs loss / num_classes
             if ctx.progress:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if (it + 1) % p["checkpoint_every"] == 0 or it + 1 == p["iterations"]:
@@ -135,13 +128,92 @@ class DM(Method):
         meta = {
             "iterations": p["iterations"],
             "init": p["init"],
+            **({"init_provenance": provenance} if provenance else {}),
             "losses": losses,
             "final_loss": losses[-1] if losses else None,
             "resumed_from": ckpt.resumed_from,
-            "impl": impl,
+            "impl": step.impl,
             "seconds_this_session": time.perf_counter() - t0,
         }
         return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)
+
+
+def check_dsa_strategy(strategy: str) -> None:
+    """A DSA strategy the host's DSA accepts, or 'none'; else a one-line DDBenchError."""
+    if strategy not in ("none", "None", ""):
+        from ddbench.augment import DSA
+
+        try:
+            DSA(strategy=strategy)
+        except DDBenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DDBenchError(f"dsa_strategy={strategy!r} is not valid: {exc}; e.g. {DSA_STRATEGY} or none") from None
+
+
+class DMStep:
+    """main_DM.py's objective bound to one set: `step(it, images) -> (loss summed over classes, its gradient)`.
+
+    The set's labels may come in any order (a generated set is class-interleaved): the images are put class-major
+    for `_iteration` and the gradient back in the caller's order. `settings` holds DM's objective keys
+    (batch_real, dsa_strategy, impl, micro_batch, workers); the embedder is `ctx.model`, the draws (ctx.seed, it)'s.
+    """
+
+    def __init__(self, ctx: RunContext, labels: torch.Tensor, settings: dict[str, Any]):
+        ds = ctx.dataset
+        ipc, self.order = class_major(labels, ds.num_classes)
+        self.ctx = replace(ctx, params=dict(settings), ipc=ipc)
+        self.train_x = ds.train_x.to(ctx.device)
+        self.idx_by_class = class_indices(ds)  # CPU indices: the draws stay on the host (one transfer per batch)
+        self.dsa = make_dsa(settings["dsa_strategy"])
+        self.impl = resolve_impl(settings["impl"], ctx.device)
+
+    def __call__(self, it: int, images: torch.Tensor) -> tuple[float, torch.Tensor]:
+        x = images if self.order is None else images[self.order.to(images.device)]
+        loss, grad = _iteration(self.ctx, it, x, self.train_x, self.idx_by_class, self.dsa, self.impl)
+        if self.order is not None:
+            back = torch.empty_like(grad)
+            back[self.order.to(grad.device)] = grad
+            grad = back
+        return float(loss), grad
+
+
+def class_major(labels: torch.Tensor, num_classes: int) -> tuple[int, torch.Tensor | None]:
+    """(images per class, the permutation that makes `labels` class-major, or None when they already are);
+    DDBenchError for labels DM cannot match (soft, outside the classes, unbalanced)."""
+    if labels.ndim != 1 or labels.is_floating_point():
+        raise DDBenchError(f"the dm objective matches hard labels; got labels of shape {tuple(labels.shape)} "
+                           f"({labels.dtype})")
+    labels = labels.long().cpu()
+    if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise DDBenchError(f"the dm objective needs labels in 0..{num_classes - 1}; got {labels.tolist()[:10]}")
+    counts = torch.bincount(labels, minlength=num_classes)
+    if int(counts.min()) != int(counts.max()):
+        raise DDBenchError(f"the dm objective needs every class equally often; images per class {counts.tolist()}")
+    order = torch.argsort(labels, stable=True)
+    return int(counts[0]), None if torch.equal(order, torch.arange(len(labels))) else order
+
+
+OBJECTIVE_KEYS = ("batch_real", "dsa_strategy", "impl", "micro_batch", "workers")
+
+
+class DMObjective(Objective):
+    """DM's loss for other methods (`ctx.registry.get("objectives", "dm")`): the same `_iteration` DM runs."""
+
+    name = "dm"
+    description = "DM's distribution matching: per class, mean embeddings of real and synthetic images under a fresh random ConvNet"
+    source = f"Zhao & Bilen, WACV 2023; {REF}"
+    params = {
+        "lr": Param(1.0, f"{REF}: --lr_img 1.0", "SGD learning rate on the images", min=0),
+        "momentum": DM.params["momentum"],
+        **{k: DM.params[k] for k in OBJECTIVE_KEYS},
+    }
+
+    def validate(self, ctx: RunContext, settings: dict[str, Any]) -> None:
+        check_dsa_strategy(settings["dsa_strategy"])
+
+    def bind(self, ctx: RunContext, labels: torch.Tensor, settings: dict[str, Any]) -> MatchStep:
+        return DMStep(ctx, labels, settings)
 
 
 def resolve_impl(impl: str, device) -> str:
@@ -305,3 +377,8 @@ def reference_loss(ctx: RunContext, it: int, image_syn: torch.Tensor, train_x: t
 @hookimpl
 def register_methods(register):
     register(DM())
+
+
+@hookimpl
+def register_objectives(register):
+    register(DMObjective())

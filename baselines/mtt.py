@@ -64,13 +64,13 @@ from ._common import (
     dataset_fingerprint,
     fingerprint,
     generator,
-    init_images,
     keep_freed_memory,
     make_dsa,
     progress,
     seeded,
     try_load,
 )
+from .warm_start import check_init, init_param, initial_set
 
 DISTILL = "GeorgeCazenavette/mtt-distillation distill.py"
 BUFFER = "GeorgeCazenavette/mtt-distillation buffer.py"
@@ -98,7 +98,8 @@ class MTT(Method):
         "expert_epochs": Param(3, f"{DISTILL}: --expert_epochs 3", "target = expert this many epochs after the start", min=1),
         "max_start_epoch": Param(25, f"{DISTILL}: --max_start_epoch 25", "start epoch drawn in [0, max_start_epoch)", min=1),
         "batch_syn": Param(0, f"{DISTILL}: --batch_syn None = all synthetic images (0 here)", "synthetic mini-batch per step; 0 = all", min=0),
-        "pix_init": Param("real", f"{DISTILL}: --pix_init real", "initial synthetic images", choices=("real", "noise")),
+        "pix_init": init_param(f"{DISTILL}: --pix_init real; PATH and run:RUN_ID are ddbench's warm starts "
+                               "(docs/baselines.md#warm-starts)"),
         "dsa_strategy": Param(DSA_STRATEGY, f"{DISTILL} / {BUFFER}: --dsa True --dsa_strategy {DSA_STRATEGY}", "'none' disables DSA"),
         # experts (buffer.py)
         "num_experts": Param(100, f"{BUFFER}: --num_experts 100", "expert trajectories in the buffer", min=1),
@@ -143,6 +144,7 @@ class MTT(Method):
             make_dsa(p["dsa_strategy"])
         if p["zca"] and not p["zca_eps"] > 0:
             raise DDBenchError(f"zca_eps={p['zca_eps']!r} must be > 0 when zca=true")
+        check_init(ctx, "pix_init")
         if p["buffer"] == "require":
             buf = ExpertBuffer(ctx, None)
             bad = buf.problems(range(p["num_experts"]))
@@ -172,11 +174,16 @@ class MTT(Method):
         buffer = ExpertBuffer(ctx, data)
         buffer.ensure(p["num_experts"])
 
+        # real / noise are drawn in the whitened space (distill.py); a stored set is checked against the real data
+        # and whitened like it
+        images, labels, provenance = initial_set(ctx, "pix_init", draw=wctx)
+        if provenance is not None and zca is not None:
+            images = zca.from_normalised(images, ctx.dataset)
+        warm = {"init_sha256": provenance["sha256"]} if provenance else {}  # a file enters by its content
         fp = fingerprint({"method": "mtt", "params": {k: v for k, v in p.items() if k not in ("iterations", "checkpoint_every", "buffer") + LAYOUT_KEYS},
-                          "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model, "buffer": buffer.key})
+                          "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model, "buffer": buffer.key, **warm})
         ckpt_path = ctx.work_dir / CHECKPOINT
 
-        images, labels = init_images(wctx, p["pix_init"])
         labels_dev = labels.to(dev)
         image_syn = images.to(dev).requires_grad_(True)
         syn_lr = torch.tensor(float(p["lr_teacher"]), device=dev).requires_grad_(True)
@@ -212,7 +219,8 @@ class MTT(Method):
             if (it + 1) % p["checkpoint_every"] == 0 or it + 1 == p["iterations"]:
                 save(it + 1)
 
-        meta = {"iterations": p["iterations"], "losses": losses, "final_loss": losses[-1] if losses else None,
+        meta = {"iterations": p["iterations"], "pix_init": p["pix_init"],
+                **({"init_provenance": provenance} if provenance else {}), "losses": losses, "final_loss": losses[-1] if losses else None,
                 "resumed_from": ckpt.resumed_from, "buffer": str(buffer.dir), "zca": bool(zca is not None),
                 "seconds_this_session": time.perf_counter() - t0}
         return _result(ctx, image_syn, labels, syn_lr, zca, meta)

@@ -41,10 +41,16 @@ SEEDS = (0, 1, 2, 3, 4)
 GROUPS = {
     "ipc10-fast": ["--ipc", "10", "--protocol", "fast", "--eval-epochs", "100", "--eval-models", "3"],
     "ipc1-dsa": ["--ipc", "1", "--protocol", "dsa", "--eval-models", "5"],
+    "ipc10-dsa": ["--ipc", "10", "--protocol", "dsa", "--eval-models", "5"],  # the standard table's (bench_standard.py)
 }
+# Protocol settings added after cells were stored: a cell that lacks one ran at its default (the fp32 arithmetic
+# of the reference code, before `precision` existed), so its config hash is checked without it.
+ADDED_SETTINGS = ("precision",)
 # Cells benchmarks/bench_minmax.py already ran with the very same commands (its 4000-step-base studies).
 ADOPT_FROM = ROOT / "benchmarks" / "results" / "minmax-base4000"
 ADOPT = {f"ipc10-fast-s{s}": f"ipc10-random-s{s}" for s in SEEDS} | {f"ipc1-dsa-s{s}": f"ipc1-random-s{s}" for s in (0, 1, 2)}
+# The standard table's random-real cells (benchmarks/bench_standard.py) are the same commands as group ipc10-dsa.
+ADOPT_STANDARD = {f"ipc10-dsa-s{s}": f"ipc10-dsa-random-s{s}" for s in SEEDS}
 
 
 def cells() -> dict[str, list[str]]:
@@ -88,13 +94,15 @@ def run_cell(name: str, args: list[str]) -> dict[str, Any] | None:
 
 
 def adopt() -> None:
-    for name, source in ADOPT.items():
-        target, src = CELLS / f"{name}.json", ADOPT_FROM / f"{source}.json"
+    pairs = [(name, ADOPT_FROM / f"{source}.json") for name, source in ADOPT.items()]
+    pairs += [(name, ROOT / "benchmarks" / "results" / "standard" / f"{source}.json") for name, source in ADOPT_STANDARD.items()]
+    for name, src in pairs:
+        target = CELLS / f"{name}.json"
         if target.is_file() or not src.is_file():
             continue
         cell = json.loads(src.read_text())
         cell["name"] = name
-        cell["provenance"] = f"copied from {src.relative_to(ROOT)} (benchmarks/bench_minmax.py ran the same command)"
+        cell["provenance"] = f"copied from {src.relative_to(ROOT)} (a study ran the same command)"
         atomic_json(cell, target)
         print(f"adopted {src.relative_to(ROOT)} as {target.relative_to(ROOT)}")
 
@@ -109,6 +117,21 @@ def _resolved(command: str):
     request = request_from_args(args, method=args.method, ipc=args.ipc, seed=args.seed, skip_eval=args.no_eval)
     config, registry = load(args.config)
     return resolve(request, config, registry)
+
+
+def _hash_before_added_settings(resolved) -> str:
+    """The config hash without the ADDED_SETTINGS that sit at their defaults (what a cell stored before they existed
+    recorded); '' when one is set to something else."""
+    from ddbench.identity import config_hash
+
+    config = resolved.config()
+    settings = dict(config["protocol_settings"])
+    for key in ADDED_SETTINGS:
+        if key in settings:
+            if settings[key] != resolved.protocol.params[key].default:
+                return ""
+            del settings[key]
+    return config_hash({**config, "protocol_settings": settings})
 
 
 def table() -> Path:
@@ -128,7 +151,7 @@ def table() -> Path:
         cell = json.loads(path.read_text())
         s = cell["summary"]
         resolved = _resolved(cell["command"])
-        if resolved.config_hash != s["config_hash"]:
+        if s["config_hash"] not in (resolved.config_hash, _hash_before_added_settings(resolved)):
             raise SystemExit(f"{path}: today's code resolves its command to config {resolved.config_hash}, the run "
                              f"recorded {s['config_hash']}; delete the cell and run it again")
         recorded = (cell.get("record") or {}).get("meta", {}).get("dataset_fingerprint")
@@ -137,6 +160,7 @@ def table() -> Path:
         rows.append({"method": s["method"], "dataset": s["dataset"], "dataset_fingerprint": data, "ipc": s["ipc"],
                      "protocol": s["protocol"], "model": s["model"], "seed": s["seed"],
                      "protocol_settings": resolved.protocol_settings, "config_hash": s["config_hash"],
+                     "precision": s.get("eval_precision") or "fp32",
                      "images": s["images"], "accuracies": s["accuracies"], "accuracy_mean": s["accuracy_mean"],
                      "accuracy_std": s["accuracy_std"], "eval_seconds": s["eval_seconds"], "run_id": s["run_id"],
                      "versions": s["versions"], "command": cell["command"], "provenance": cell["provenance"]})

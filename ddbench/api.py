@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol as 
 
 from .errors import DDBenchError, RunFailed
 from .jobs import Job
-from .records import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, ROLES, SPEED, RunRecord
+from .records import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, ROLES, SPEED, RunRecord
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched
     import argparse
@@ -56,7 +56,8 @@ PUBLIC_SURFACE: dict[str, str] = {
     "ddbench.sweeps": "for launchers: `run_job(job)` and `failed_record(job, why)`",
     "ddbench.clikit": "for commands: the shared run flags, `load(config)`, `request_from_args`, a run's summary",
     "ddbench.runner": "for commands: `RunRequest`, `resolve` and `execute`, the programmatic way to run a cell",
-    "ddbench.results": "for commands: reading the results database (`query`, `find_ok`, `get_run`)",
+    "ddbench.results": "for commands, and methods that start from a recorded run: reading the results database "
+                       "(`query`, `find_ok`, `get_run`)",
 }
 
 
@@ -76,7 +77,9 @@ class Param:
     IMPLEMENTATION (the implementation `--eval-impl` picks) and SPEED (any other speed- or memory-only knob)
     never split runs that are compared; NETWORKS (`--eval-models`) is a sample size, so runs are pooled;
     EPOCHS (`--eval-epochs`) is shown and the full-data reference ignores it; AUGMENTATION (a bool) is the
-    axis of the ARS score. "" (the default): the setting changes what is measured. docs/plugins.md#setting-roles.
+    axis of the ARS score; PRECISION (the arithmetic, e.g. fp32 or bf16) never splits compared runs either,
+    which a protocol may declare only once its lower precision passed an equivalence test against fp32.
+    "" (the default): the setting changes what is measured. docs/plugins.md#setting-roles.
     """
 
     default: Any
@@ -601,6 +604,41 @@ def check_pool(selector: Selector, features: torch.Tensor, labels: torch.Tensor,
                            f"use k <= {int(counts.min())} (selector {name!r})")
 
 
+class MatchStep(Interface):
+    """One iteration of a bound matching objective: (iteration, current images) -> (loss, d loss / d images)."""
+
+    def __call__(self, iteration: int, images: torch.Tensor) -> tuple[float, torch.Tensor]: ...
+
+
+class Objective(ABC):
+    """A matching objective on the pixels of a synthetic set (DM's distribution matching, DC/DSA's gradient
+    matching...), shared so that a method can optimise its own set with another method's loss code (minmax-diffusion's
+    `refine`) instead of a copy of it. Registered by the plugin that owns the loss (`register_objectives`), looked
+    up by name: `ctx.registry.get("objectives", name)`.
+
+    Set `name`, `description`, `source` (the paper or `owner/repo: file` the loss follows) and `params`: its
+    settings as `Param`s with cited defaults, among them `lr` and `momentum`, the SGD on the images its own method
+    uses (a caller's optimiser reads them). Implement `bind`.
+    """
+
+    name: str = ""
+    description: str = ""
+    source: str = ""
+    params: dict[str, Param] = {}
+
+    def validate(self, ctx: "RunContext", settings: dict[str, Any]) -> None:
+        """Check resolved `settings` against the run before any work (raise DDBenchError); the caller's `validate`
+        calls it."""
+
+    @abstractmethod
+    def bind(self, ctx: "RunContext", labels: torch.Tensor, settings: dict[str, Any]) -> MatchStep:
+        """A step function for a set with these hard `labels` (N,), every class equally often, in any order:
+        `step(it, images) -> (loss, grad)` with `images` (N, C, H, W) in the dataset's normalised space on
+        `ctx.device` and `grad` of their shape; call it with it = 0, 1, 2... (it may keep state between calls).
+        Iteration `it`'s random draws depend only on (ctx.seed, it). `settings` are resolved `params`. Labels it
+        cannot match (soft, unbalanced, another class count): DDBenchError."""
+
+
 class Launcher(ABC):
     """Runs the jobs of a sweep (`ddbench compare --launcher NAME`) somewhere: processes, SLURM, a cluster.
 
@@ -673,6 +711,7 @@ class RunContext:
     progress: bool = True
     log: Callable[[str], None] = print
     protocol: str = "dsa"
+    results_db: Path | None = None  # the run's results database (--out/--db): methods that start from a recorded run
 
     def build_model(self, name: str | None = None) -> nn.Module:
         spec = self.registry.get("models", name or self.model)

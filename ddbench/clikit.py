@@ -211,7 +211,8 @@ def print_summary(rec: RunRecord, stream=None) -> None:
         ("IPC / images", f"{rec.ipc} / {_fmt(rec.images)}{budget}"),
         ("protocol / model", f"{rec.protocol} / {rec.model}"),
         ("accuracy", f"{_fmt(rec.accuracy_mean)} ± {_fmt(rec.accuracy_std)} % over {_fmt(rec.n_eval_models)} networks"),
-        ("distill / eval", f"{_fmt(rec.distill_seconds, 1)} s / {_fmt(rec.eval_seconds, 1)} s on {rec.device}"),
+        ("distill / eval", f"{_fmt(rec.distill_seconds, 1)} s / {_fmt(rec.eval_seconds, 1)} s on {rec.device}"
+                           + (f", {precision}" if (precision := rec.eval_detail("precision")) else "")),
         ("synthetic set", _fmt(rec.artifact)),
     ]
     for key, value in lines:

@@ -19,7 +19,8 @@ from typing import Callable
 
 import pluggy
 
-from .api import Command, DatasetSpec, Launcher, Method, ModelSpec, Policy, Protocol, Sampler, Selector
+from .api import (Command, DatasetSpec, Launcher, Method, ModelSpec, Objective, Policy, Protocol, Sampler,
+                  Selector)
 
 hookspec = pluggy.HookspecMarker("ddbench")
 
@@ -75,6 +76,12 @@ def register_launchers(register: Callable[[Launcher], None]) -> None:
 def register_selectors(register: Callable[[Selector], None]) -> None:
     """Add selectors: `register(selector)` with a `ddbench.api.Selector` that picks k items per class from a pool
     by their features (coreset baselines, and generative methods that over-generate and keep the best)."""
+
+
+@hookspec
+def register_objectives(register: Callable[[Objective], None]) -> None:
+    """Add matching objectives: `register(objective)` with a `ddbench.api.Objective`, a method's loss on the pixels
+    of a synthetic set (e.g. DM's), which other methods look up by name to optimise their own sets with it."""
 
 
 @hookspec

@@ -28,7 +28,8 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .api import Command, DatasetSpec, Launcher, Method, ModelSpec, Param, Policy, Protocol, Sampler, Selector
+from .api import (Command, DatasetSpec, Launcher, Method, ModelSpec, Objective, Param, Policy, Protocol, Sampler,
+                  Selector)
 from .errors import DDBenchError
 from .records import SINGLE_ROLES, SettingRoles, roles_of
 
@@ -62,6 +63,7 @@ CONTRACTS: dict[str, Contract] = {c.kind: c for c in (
     Contract("policies", "register_policies", Policy, ("decide",)),
     Contract("launchers", "register_launchers", Launcher, ("check", "run"), has_params=True),
     Contract("selectors", "register_selectors", Selector, ("select",)),
+    Contract("objectives", "register_objectives", Objective, ("bind",), has_params=True),
     Contract("commands", "register_commands", Command, ("add_arguments", "run")),
 )}
 # kind -> hook name. One kind of extension per hook.

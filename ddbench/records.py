@@ -21,10 +21,14 @@ SPEED = "speed"  # any other setting that changes speed or memory only (threads,
 NETWORKS = "networks"  # how many networks are trained (`--eval-models`): a sample size, so runs are pooled
 EPOCHS = "epochs"  # training length of each network (`--eval-epochs`): shown; the full-data reference ignores it
 AUGMENTATION = "augmentation"  # the on/off switch (a bool) of training augmentation: the axis of the ARS score
-ROLES = (IMPLEMENTATION, SPEED, NETWORKS, EPOCHS, AUGMENTATION)
-SINGLE_ROLES = (IMPLEMENTATION, NETWORKS, EPOCHS, AUGMENTATION)
+# The arithmetic of the training and test passes (fp32, bf16): a setting that passed the protocol's equivalence
+# test against the fp32 reference (docs/evaluation.md#precision) and so, like the implementation, names no
+# different measurement. The precision a run used is recorded in its details.
+PRECISION = "precision"
+ROLES = (IMPLEMENTATION, SPEED, NETWORKS, EPOCHS, AUGMENTATION, PRECISION)
+SINGLE_ROLES = (IMPLEMENTATION, NETWORKS, EPOCHS, AUGMENTATION, PRECISION)
 # Settings of these roles do not change what an evaluation measures: runs that differ only there are comparable.
-NOT_COMPARED = frozenset({IMPLEMENTATION, SPEED, NETWORKS})
+NOT_COMPARED = frozenset({IMPLEMENTATION, SPEED, NETWORKS, PRECISION})
 ROLES_META = "setting_roles"  # meta key: the roles the protocol declared when the run was made
 
 
@@ -170,8 +174,14 @@ class RunRecord:
                 "accuracy_mean", "accuracy_std", "accuracies", "n_eval_models", "distill_seconds", "eval_seconds",
                 "device", "seed", "versions", "config_hash", "artifact", "error"]
         out = {k: getattr(self, k) for k in keys}
-        out["eval_impl"] = (self.meta.get("eval") or {}).get("impl") if isinstance(self.meta, dict) else None
+        out["eval_impl"] = self.eval_detail("impl")
+        out["eval_precision"] = self.eval_detail("precision")
         return out
+
+    def eval_detail(self, key: str) -> Any:
+        """One entry of the protocol's `details` (meta['eval']), or None."""
+        detail = self.meta.get("eval") if isinstance(self.meta, dict) else None
+        return detail.get(key) if isinstance(detail, dict) else None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

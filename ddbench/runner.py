@@ -281,7 +281,8 @@ def context(resolved: Resolved, registry: Registry, log=print, dataset: ImageDat
                            lambda: load_dataset(registry, r.dataset, r.data_root, r.download))
     ctx = RunContext(dataset=dataset, ipc=r.ipc, seed=r.seed, device=device, params=resolved.method_params,
                      model=r.model, registry=registry, work_dir=resolved.work_dir, cache_dir=resolved.cache_dir,
-                     budget=r.budget, progress=r.progress, log=log, protocol=r.protocol)
+                     budget=r.budget, progress=r.progress, log=log, protocol=r.protocol,
+                     results_db=resolved.db_path)
     _guarded(registry, "methods", r.method, "validate()", lambda: resolved.method.validate(ctx))
     if not r.skip_eval:
         eval_ctx = replace(ctx, model=r.eval_architecture) if r.eval_architecture else ctx

@@ -28,6 +28,7 @@ from .losses import nn_cosine_distance
 from .model import arch_config, build_denoiser
 from .policy import Calibrated, FixedSteps, MaxImages
 from .prototypes import KINDS as PROTOTYPE_KINDS, class_prototypes
+from . import refine
 from .quality import reference_classifier
 from .sampler import SCHEDULERS, DSRSampler
 from .train import from_signed_pixels, to_signed_pixels
@@ -138,6 +139,8 @@ PARAMS: dict[str, Param] = {
     "max_ipc": Param(1000, "docs/minmax.md#budgets-on-a-busy-machine: a cap on the images per class a --budget run "
                      "plans and makes (the IPC tables of the distillation papers stop at 1000)",
                      "most images per class under --budget; a budget planning more is refused", min=1),
+    # -- refine: a matching objective on the generated set (docs/minmax.md#refine) ----------------------
+    **refine.PARAMS,
     "quality": Param(True, "docs/minmax.md#quality-figures: class accuracy and Fréchet distance of the set under a real-data "
                      "ConvNet (trained once, cached)", "record generator-quality figures in the run's meta"),
 }
@@ -200,6 +203,7 @@ class MinMaxDiffusion(Method):
             if isinstance(i, bool) or not isinstance(i, int) or i < 1:
                 raise DDBenchError(f"pilot_ipcs value {i!r} is not allowed; each must be an integer >= 1")
         check_levers(p)
+        refine.validate(ctx)
         if folder is None:
             arch_config(p["arch"], ctx.dataset.image_size)
         sampler = ctx.registry.get("samplers", p["sampler"])
@@ -236,6 +240,12 @@ class MinMaxDiffusion(Method):
                 f"budget={ctx.budget:g}s plans {planned} images per class at S={s} on this device, above "
                 f"max_ipc={p['max_ipc']}" + (f" x pool={p['pool']}" if p["pool"] > 1 else "")
                 + "; give a smaller --budget or raise max_ipc with --set max_ipc=N")
+        if refine.active(ctx):
+            cost = refine.measure(ctx, (ds.channels, ds.image_size, ds.image_size), max(1, planned // p["pool"]))
+            fits, kept = refine.split(ctx, cost, lambda i: thr.seconds(i * p["pool"] * ds.num_classes, s) * p["budget_safety"],
+                                      ctx.budget, max(1, planned // p["pool"]))
+            if not fits:
+                raise DDBenchError(refine.too_long(ctx, kept))
 
     def distill(self, ctx: RunContext) -> SyntheticSet:
         p, ds = ctx.params, ctx.dataset
@@ -247,8 +257,15 @@ class MinMaxDiffusion(Method):
         sampler = ctx.registry.get("samplers", p["sampler"])
         plan = self._plan(ctx, sampler, generator, gen_info)
         decision, thr = plan.decision, plan.throughput
-        x, y, gen_stats, extra = self._sample_set(ctx, sampler, generator, decision, thr)
+        x, y, gen_stats, extra, start = self._sample_set(ctx, sampler, generator, decision, thr)
         images = from_signed_pixels(ds, x)
+        if refine.active(ctx):  # inside the budget: the sampling kept back extra["refine_reserve_seconds"]
+            images, extra["refine"] = refine.run(ctx, images, y, deadline=None if ctx.budget is None else
+                                                 start + ctx.budget, expected=extra.get("refine_seconds_per_iteration", 0.0))
+            x = to_signed_pixels(ds, images)  # the figures below describe the refined set
+            stages = time.perf_counter() - start  # sampling, selection and refine, on one clock
+        else:
+            stages = gen_stats["seconds"] + extra.get("selection_seconds", 0.0)
         meta: dict[str, Any] = {
             "generator": gen_info,
             "generator_seconds": round(t_gen, 2),
@@ -268,11 +285,11 @@ class MinMaxDiffusion(Method):
             ctx.log(f"minmax-diffusion: quality: class accuracy {meta['quality']['class_accuracy']} %, "
                     f"FD {meta['quality']['fd']} ({len(y)} images)")
         if ctx.budget is not None:
-            meta["budget_honoured"] = gen_stats["seconds"] + extra.get("selection_seconds", 0.0) <= ctx.budget
+            meta["budget_honoured"] = stages <= ctx.budget
         ctx.log(f"minmax-diffusion: {gen_stats['images']} images ({gen_stats['ipc']}/class) at S={decision.steps}, "
                 f"guidance {guidance_of(ctx):g}, in {gen_stats['seconds']:.1f}s ({gen_stats['images_per_second']} images/s)")
         return SyntheticSet(images=images, labels=y, meta=meta, ipc=gen_stats["ipc"],
-                            generation_seconds=gen_stats["seconds"])
+                            generation_seconds=stages)  # every stage the budget counts: sampling, selection, refine
 
     def _plan(self, ctx: RunContext, sampler, generator, gen_info: dict[str, Any]) -> Plan:
         """The sampler's throughput on the generator, and the policy's choice of S and IPC from it (the calibrated
@@ -313,8 +330,20 @@ class MinMaxDiffusion(Method):
             generator, self._prototypes(ctx, max(1, decision.ipc // pool) if ctx.budget is not None else decision.ipc))
         extra: dict[str, Any] = {"prototype_seconds": round(time.perf_counter() - t_proto, 3)}
         reserve = self._selection_reserve(ctx, decision, thr) if pool > 1 and ctx.budget is not None else 0.0
+        kept_for_refine, per_iteration = 0.0, 0.0
+        if refine.active(ctx) and ctx.budget is not None:  # measured before the clock, as the selection's reserve
+            largest = max(1, min(thr.max_ipc(ctx.budget, decision.steps, p["budget_safety"]) // pool, p["max_ipc"]))
+            cost = refine.measure(ctx, (ds.channels, ds.image_size, ds.image_size), largest)
+            fits, kept_for_refine = refine.split(
+                ctx, cost, lambda i: thr.seconds(i * pool * ds.num_classes, decision.steps) * p["budget_safety"],
+                ctx.budget - reserve, largest)
+            if not fits:
+                raise BudgetNotMet(refine.too_long(ctx, kept_for_refine) + " (measured after fine-tuning)")
+            per_iteration = cost.seconds(fits)
+            extra.update(refine_reserve_seconds=round(kept_for_refine, 3), refine_planned_ipc=fits,
+                         refine_seconds_per_iteration=round(per_iteration, 4))
         start = time.perf_counter()
-        deadline = None if ctx.budget is None else start + ctx.budget - reserve
+        deadline = None if ctx.budget is None else start + ctx.budget - reserve - kept_for_refine
         ipc = p["max_ipc"] * pool if ctx.budget is not None else decision.ipc * pool  # under a budget: a cap
         out = sampler.generate(generator, self._request(ctx, generator, decision.steps, ipc, seed=ctx.seed, deadline=deadline,
                                                    throughput=thr, prototypes=prototypes))
@@ -337,7 +366,7 @@ class MinMaxDiffusion(Method):
                          pool_images=stats["images"], selection_seconds=round(time.perf_counter() - t_sel, 3),
                          selection_reserve_seconds=round(reserve, 3))
             stats.update(ipc=keep, images=int(x.shape[0]))
-        return x, y, stats, extra
+        return x, y, stats, extra, start
 
     @staticmethod
     def _decide(policy, req: PlanRequest):

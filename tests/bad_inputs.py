@@ -85,6 +85,19 @@ def _base_folder(damage: str) -> Callable[[Path], None]:
     return setup
 
 
+def _synset(ipc: int) -> Callable[[Path], None]:
+    """TMP/set.pt: a stored synthetic set of `ipc` images of each of the tiny dataset's 3 classes (28 px, grey)."""
+    def setup(tmp: Path) -> None:
+        import torch
+
+        from ddbench.api import SyntheticSet
+        from ddbench.synsets import save_synset
+
+        labels = torch.arange(3).repeat(ipc)
+        save_synset(SyntheticSet(torch.zeros(len(labels), 1, 28, 28), labels), tmp / "set.pt")
+    return setup
+
+
 CORRUPT = b"not SQLite, just text someone pointed --db at\n" * 40
 
 CASES: list[Case] = [
@@ -138,6 +151,14 @@ CASES: list[Case] = [
     Case("pilot_steps empty under the default policy", run("--method", "minmax-diffusion", "--set", "pilot_steps="), 2,
          "pilot_steps=() is not allowed; give at least two step counts"),
     Case("empty --out", run("--method", "random", "--out", ""), 2, "--out '' is empty; give a results folder"),
+    Case("warm start from a missing file", run("--method", "dm", "--ipc", "1", "--set", "init=TMP/nope.pt"), 2,
+         "init='TMP/nope.pt': no such file; give real, noise, a stored synthetic set"),
+    Case("warm start from an unknown run", run("--method", "dm", "--ipc", "1", "--set", "init=run:nope"), 2,
+         "init='run:nope': no run 'nope' in"),
+    Case("warm start from a set of another IPC", run("--method", "mtt", "--ipc", "1", "--set", "pix_init=TMP/set.pt"), 2,
+         "pix_init='TMP/set.pt': images per class [2, 2, 2]; this run's --ipc is 1", setup=_synset(2)),
+    Case("refine with an unknown objective", run("--method", "minmax-diffusion", "--set", "refine=nope"), 2,
+         "refine='nope' is not allowed; choose one of none, dm"),
     # ---- run: files
     Case("missing --config", run("--method", "random", "--config", "TMP/nope.toml"), 2, "config file"),
     Case("malformed plugins.toml", run("--method", "random", "--config", "TMP/bad.toml"), 2, "malformed TOML",

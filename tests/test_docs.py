@@ -124,7 +124,7 @@ def followable(source: str) -> str | None:
 
 def _all_params():
     registry = load_plugins()
-    for kind in ("methods", "protocols", "launchers"):
+    for kind in ("methods", "protocols", "launchers", "objectives"):
         for name, obj in registry.items[kind].items():
             for key, param in (getattr(obj, "params", {}) or {}).items():
                 yield f"{kind[:-1]} {name} [{registry.owners[kind][name]}] {key}", param.source

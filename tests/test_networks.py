@@ -49,3 +49,18 @@ def test_stacked_matches_separate_networks():
     for a, b in zip(nets, copies):
         for pa, pb in zip(a.parameters(), b.parameters()):
             assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 3, 7, 9), (1, 1, 2, 2), (2, 4, 5, 4)])
+def test_avg_pool_2x2_is_avg_pool2d(shape):
+    """The ConvNet's pooling equals nn.AvgPool2d(2, 2) (values and input gradients), odd sizes included."""
+    from ddbench.default_plugins.convnet_models import avg_pool_2x2
+
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y, y2 = avg_pool_2x2(x), torch.nn.functional.avg_pool2d(x2, 2)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(y, y2)
+    torch.testing.assert_close(x.grad, x2.grad)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ddbench import scores as S
-from ddbench.api import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, SPEED, Method, Param, Protocol
+from ddbench.api import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, SPEED, Method, Param, Protocol
 from ddbench.cli import main
 from ddbench.plugins import Registry, contract_problem, load_plugins
 from ddbench.records import ROLES_META, RunRecord, SettingRoles, evaluation_settings
@@ -22,7 +22,7 @@ def test_the_built_in_protocols_declare_the_roles_the_host_used_to_name():
     roles = load_plugins().setting_roles()
     assert roles.declared["dsa"] == roles.declared["fast"] == {
         "epochs": EPOCHS, "n_models": NETWORKS, "dsa": AUGMENTATION, "impl": IMPLEMENTATION, "parallel": SPEED,
-        "micro_batch": SPEED, "max_parallel": SPEED, "test_batch": SPEED}
+        "micro_batch": SPEED, "max_parallel": SPEED, "test_batch": SPEED, "precision": PRECISION}
     assert roles.declared["soft"] == {"epochs": EPOCHS, "n_models": NETWORKS, "dsa": AUGMENTATION,
                                       "test_batch": SPEED, "max_parallel": SPEED}
     assert roles.declared["eccv2024"] == roles.declared["dsa"]

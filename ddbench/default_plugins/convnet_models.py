@@ -55,7 +55,7 @@ class ConvNet(nn.Module):
                 nn.Conv2d(in_ch, width, kernel_size=3, padding=first_padding(channels) if d == 0 else 1),
                 nn.GroupNorm(width, width, affine=True),  # 'instancenorm' in the reference code
                 nn.ReLU(inplace=True),
-                nn.AvgPool2d(kernel_size=2, stride=2),
+                AvgPool2x2(),
             ]
             in_ch = width
         self.features = nn.Sequential(*layers)
@@ -70,6 +70,26 @@ class ConvNet(nn.Module):
         """Flattened features before the classifier (what DM matches)."""
         out = self.features(x)
         return out.reshape(out.size(0), -1)
+
+
+def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling, stride 2 (an odd last row or column is dropped, as `F.avg_pool2d(x, 2)` does), as
+    the mean of the four strided quarter views. The same values up to float summation order (2e-7 in fp32), and
+    faster on a CPU than `avg_pool2d`'s kernel at these sizes, forward and backward: a 16-image ConvNet training
+    step took 12-13 % less time in fp32 and bf16 (docs/evaluation.md#precision)."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
+
+
+class AvgPool2x2(nn.AvgPool2d):
+    """The reference's nn.AvgPool2d(kernel_size=2, stride=2), computed by `avg_pool_2x2`."""
+
+    def __init__(self):
+        super().__init__(kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return avg_pool_2x2(x)
 
 
 def depth_for(image_size: int) -> int:
@@ -177,7 +197,7 @@ class StackedConvNet(nn.Module):
                          groups=first_groups if d == 0 else self.n)
             h = F.group_norm(h, nw, self.norm_w[d], self.norm_b[d])
             h = F.relu(h)
-            h = F.avg_pool2d(h, 2)
+            h = avg_pool_2x2(h)
         return h
 
     def _classify(self, h: torch.Tensor) -> torch.Tensor:
@@ -196,8 +216,8 @@ class StackedConvNet(nn.Module):
         # One ordinary conv with N*width outputs = every network's first conv on the same input.
         h = F.conv2d(x, w0, self.conv_b[0], padding=self.pad0)
         nw = self.n * self.width
-        h = F.avg_pool2d(F.relu(F.group_norm(h, nw, self.norm_w[0], self.norm_b[0])), 2)
+        h = avg_pool_2x2(F.relu(F.group_norm(h, nw, self.norm_w[0], self.norm_b[0])))
         for d in range(1, self.depth):
             h = F.conv2d(h, self.conv_w[d], self.conv_b[d], padding=1, groups=self.n)
-            h = F.avg_pool2d(F.relu(F.group_norm(h, nw, self.norm_w[d], self.norm_b[d])), 2)
+            h = avg_pool_2x2(F.relu(F.group_norm(h, nw, self.norm_w[d], self.norm_b[d])))
         return self._classify(h)

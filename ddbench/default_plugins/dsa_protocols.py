@@ -34,13 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import hookimpl
-from ..api import (AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, SPEED, DDBenchError, EvalResult, Param, Protocol,
-                   RunContext, SyntheticSet)
+from ..api import (AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, SPEED, DDBenchError, EvalResult, Param,
+                   Protocol, RunContext, SyntheticSet)
 from ..seeds import derive_seed
 from ..augment import DEFAULT_STRATEGY, DSA, DSAParams, check_strategy
 from .convnet_models import ConvNet, StackedConvNet
 
 REF = "VICO-UoE/DatasetCondensation"
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
@@ -75,6 +76,12 @@ def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
         "zca": Param(False, "GeorgeCazenavette/mtt-distillation distill.py: with --zca, evaluate_synset trains and tests on "
                             "ZCA-whitened images (kornia ZCAWhitening fitted on the real training set)",
                      "train on the whitened synthetic set and test on the whitened real test set (MTT's --zca evaluation)"),
+        "precision": Param("fp32", "docs/evaluation.md#precision: fp32 is the reference code's arithmetic",
+                           "arithmetic of the networks' forward and backward passes: fp32, bf16 (torch autocast: "
+                           "activations in bf16; weights, gradients, optimizer, DSA and the loss stay fp32), or auto "
+                           "(bf16 where the CPU has native bf16, avx512_bf16 or AMX; fp32 elsewhere and on CUDA); "
+                           "the precision used is in details",
+                           choices=PRECISIONS, role=PRECISION),
         "zca_eps": Param(0.1, "GeorgeCazenavette/mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1)",
                          "ZCA regularisation when zca=true", min=0.0),
     }
@@ -93,6 +100,31 @@ class DSAProtocol(Protocol):
 # --------------------------------------------------------------------------------------------------
 # Shared pieces
 # --------------------------------------------------------------------------------------------------
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX in /proc/cpuinfo): there oneDNN's bf16
+    convolutions run at about twice the fp32 rate; elsewhere bf16 is emulated and no faster."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(setting: str, device) -> str:
+    """The precision an evaluation runs at: `auto` is bf16 on a CPU with native bf16, fp32 elsewhere."""
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.device(device).type == "cpu" and native_bf16() else "fp32"
+
+
+def autocast(precision: str, device):
+    """The forward passes' arithmetic: bf16 autocast (convolutions and linear layers cast their inputs to bf16, so
+    the norm, ReLU and pooling after them run on bf16 activations; parameters and their gradients stay fp32, and
+    the loss is taken on fp32 logits), or plain fp32."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def network_seed(seed: int, i: int) -> int:
@@ -126,7 +158,7 @@ def train_and_test(ctx: RunContext, i: int, prepared, settings: dict[str, Any], 
     net, gen = init_network(ctx, i)
     net = net.to(ctx.device)
     train_acc = _train_one(net, gen, *prepared, settings, lr, bar, micro=micro)
-    return test_accuracy(net, ctx, test_batch or settings["test_batch"]), train_acc
+    return test_accuracy(net, ctx, test_batch or settings["test_batch"], settings.get("precision", "fp32")), train_acc
 
 
 def lr_decay_epoch(epochs: int) -> int:
@@ -173,8 +205,10 @@ def evaluate(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> Ev
     if settings["zca"]:
         syn, ctx = _whitened(syn, ctx, settings["zca_eps"])
     impl = settings["impl"]
+    settings = {**settings, "precision": resolve_precision(settings["precision"], ctx.device)}
     details: dict[str, Any] = {"impl": impl, "lr": _lr(syn, settings), "epochs": settings["epochs"],
-                               "n_models": settings["n_models"], "images": int(syn.images.shape[0])}
+                               "n_models": settings["n_models"], "images": int(syn.images.shape[0]),
+                               "precision": settings["precision"]}
     if impl == "fast":
         probe, _ = init_network(ctx, 0)
         if not isinstance(probe, ConvNet):
@@ -252,6 +286,7 @@ def _train_one(net, gen, images, labels, dsa, settings, lr, bar=None, micro: int
     their gradients before the one optimizer step: the same gradient, as every op is per-sample.
     """
     epochs, n = settings["epochs"], images.shape[0]
+    amp = settings.get("precision", "fp32")
     net.train()
     correct = 0
     for ep, idx, optimizer in epoch_batches(net, gen, n, images.device, settings, lr, bar):
@@ -262,13 +297,15 @@ def _train_one(net, gen, images, labels, dsa, settings, lr, bar=None, micro: int
             optimizer.zero_grad()
             outs = []
             for s in range(0, len(idx), micro):
-                out = net(x[s:s + micro])
+                with autocast(amp, x.device):
+                    out = net(x[s:s + micro]).float()
                 (F.cross_entropy(out, y[s:s + micro], reduction="sum") / len(idx)).backward()
                 outs.append(out.detach())
             optimizer.step()
             out = torch.cat(outs)
         else:
-            out = net(x)
+            with autocast(amp, x.device):
+                out = net(x).float()
             loss = F.cross_entropy(out, y)
             optimizer.zero_grad()
             loss.backward()
@@ -279,8 +316,8 @@ def _train_one(net, gen, images, labels, dsa, settings, lr, bar=None, micro: int
     return 100.0 * correct / n
 
 
-@torch.no_grad()
-def test_accuracy(net: nn.Module, ctx: RunContext, batch: int) -> float:
+@torch.inference_mode()
+def test_accuracy(net: nn.Module, ctx: RunContext, batch: int, precision: str = "fp32") -> float:
     """Accuracy (%) of one network on the whole real test set."""
     net.eval()
     x_all, y_all = ctx.dataset.test_x, ctx.dataset.test_y
@@ -288,7 +325,9 @@ def test_accuracy(net: nn.Module, ctx: RunContext, batch: int) -> float:
     for s in range(0, x_all.shape[0], batch):
         x = x_all[s:s + batch].to(ctx.device, torch.float32)
         y = y_all[s:s + batch].to(ctx.device)
-        correct += int((net(x).argmax(1) == y).sum())
+        with autocast(precision, ctx.device):
+            out = net(x)
+        correct += int((out.argmax(1) == y).sum())
     return 100.0 * correct / x_all.shape[0]
 
 
@@ -311,7 +350,7 @@ def _evaluate_stacked(syn, ctx, settings, details) -> tuple[list[float], list[fl
         nets, gens = zip(*(init_network(ctx, i) for i in ids))
         stacked = StackedConvNet.from_nets(list(nets)).to(device)
         train_accs += train_stacked(stacked, list(gens), images, labels, dsa, settings, _lr(syn, settings), bar)
-        accs += test_accuracy_stacked(stacked, ctx, settings["test_batch"])
+        accs += test_accuracy_stacked(stacked, ctx, settings["test_batch"], settings["precision"])
     bar.close()
     return accs, train_accs
 
@@ -398,7 +437,8 @@ def train_stacked(stacked: StackedConvNet, gens, images, labels, dsa, settings, 
         for start in range(0, n_img, bs):
             idx = perms[:, start:start + bs]
             x, y = stacked_batch(images, labels, idx, dsa, gens)
-            out = stacked(x)  # (N, B, K)
+            with autocast(settings.get("precision", "fp32"), images.device):
+                out = stacked(x).float()  # (N, B, K)
             loss = stacked_loss(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -414,15 +454,17 @@ def train_stacked(stacked: StackedConvNet, gens, images, labels, dsa, settings, 
     return [100.0 * int(c) / n_img for c in correct]
 
 
-@torch.no_grad()
-def test_accuracy_stacked(stacked: StackedConvNet, ctx: RunContext, batch: int) -> list[float]:
+@torch.inference_mode()
+def test_accuracy_stacked(stacked: StackedConvNet, ctx: RunContext, batch: int, precision: str = "fp32") -> list[float]:
     stacked.eval()
     x_all, y_all = ctx.dataset.test_x, ctx.dataset.test_y
     correct = torch.zeros(stacked.n, dtype=torch.long)
     for s in range(0, x_all.shape[0], batch):
         x = x_all[s:s + batch].to(ctx.device, torch.float32)
         y = y_all[s:s + batch].to(ctx.device)
-        correct += (stacked.forward_shared(x).argmax(-1) == y).sum(1).cpu()
+        with autocast(precision, ctx.device):
+            out = stacked.forward_shared(x)
+        correct += (out.argmax(-1) == y).sum(1).cpu()
     return [100.0 * int(c) / x_all.shape[0] for c in correct]
 
 

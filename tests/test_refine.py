@@ -1,0 +1,215 @@
+"""minmax-diffusion `refine`: a registered matching objective (the `objectives` plugin kind) run on the generated
+set, looked up by name, counted inside --budget; refine_iterations=0 is exactly no refine."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_tiny_dataset
+from ddbench.api import DDBenchError
+from ddbench.plugins import load_plugins
+from ddbench_baselines import dm as dm_module
+from ddbench_minmax import refine
+from ddbench_minmax.checks import PluginOutputError
+from test_minmax import TINY, tiny_ds, tiny_arch  # noqa: F401 - tiny_arch is an autouse fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST_DM = "batch_real=4"  # 4 real images per class per iteration: tiny shapes
+
+
+def test_the_dm_objective_is_registered_with_cited_defaults(registry):
+    obj = registry.get("objectives", "dm")
+    assert registry.owners["objectives"]["dm"] == "dm" and obj.source
+    assert obj.params["lr"].default == 1.0 and "lr_img 1.0" in obj.params["lr"].source
+    assert obj.params["momentum"].default == 0.5 and obj.params["batch_real"].default == 256
+    with pytest.raises(DDBenchError, match="unknown objective 'nope'; valid: dm"):
+        registry.get("objectives", "nope")
+
+
+def test_an_unknown_objective_is_refused_naming_the_allowed_ones(make_ctx):
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="nope", **TINY)
+    with pytest.raises(DDBenchError) as err:
+        method.validate(ctx)
+    assert str(err.value) == "refine='nope' is not allowed; choose one of none, dm"
+
+
+def test_bad_objective_settings_are_refused_before_any_work(make_ctx):
+    for settings, message in (("batch_real=0", "batch_real='0' is below the minimum 1"),
+                              ("nope=3", "unknown setting 'nope' for objective dm"),
+                              ("dsa_strategy=color_blur", "unknown DSA augmentation 'blur'")):
+        method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dm", refine_settings=settings, **TINY)
+        with pytest.raises(DDBenchError, match=message):
+            method.validate(ctx)
+    with pytest.raises(DDBenchError, match="KEY=VALUE"):
+        make_ctx("minmax-diffusion", refine="dm", refine_settings="batch_real")
+
+
+def test_refine_iterations_zero_equals_no_refine_exactly(make_ctx):
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
+    plain = method.distill(ctx)
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dm", refine_iterations=0, **TINY)
+    method.validate(ctx)
+    zero = method.distill(ctx)
+    assert torch.equal(zero.images, plain.images) and torch.equal(zero.labels, plain.labels)
+    assert "refine" not in zero.meta
+    # while iterations > 0 move the images, with DM's own loss going down
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dm", refine_iterations=4,
+                           refine_settings=f"{FAST_DM},dsa_strategy=none", **TINY)
+    refined = method.distill(ctx)
+    r = refined.meta["refine"]
+    assert r["objective"] == "dm" and r["iterations_done"] == 4 and r["settings"]["lr"] == 1.0
+    assert not torch.equal(refined.images, plain.images) and torch.equal(refined.labels, plain.labels)
+    assert r["losses"][-1] < r["losses"][0]
+    assert refined.generation_seconds >= refined.meta["sampler"]["seconds"] + r["seconds"] - 0.002  # meta rounds to ms
+
+
+def test_refine_lr_overrides_the_objectives_lr(make_ctx):
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dm", refine_iterations=1, refine_lr=0.0,
+                           refine_settings=FAST_DM, **TINY)
+    plain_method, plain_ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
+    assert torch.equal(method.distill(ctx).images, plain_method.distill(plain_ctx).images)  # lr 0: nothing moves
+    with pytest.raises(DDBenchError, match="both set the lr"):
+        method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dm", refine_lr=0.5,
+                               refine_settings="lr=0.1", **TINY)
+        method.validate(ctx)
+
+
+def test_the_dm_objective_takes_a_class_interleaved_set(make_ctx):
+    """A generated set comes in rounds (0, 1, 2, 0, 1, 2...): the objective gives the loss and gradient of the same
+    set laid out class-major, in the caller's order."""
+    ds = make_tiny_dataset(num_classes=3, per_class=20)
+    method, ctx = make_ctx("dm", dataset=ds, ipc=2, batch_real=5)
+    settings = {k: ctx.params[k] for k in dm_module.OBJECTIVE_KEYS}
+    x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    interleaved = torch.arange(3).repeat(2)
+    order = torch.argsort(interleaved, stable=True)
+    loss_i, grad_i = dm_module.DMObjective().bind(ctx, interleaved, settings)(1, x)
+    loss_c, grad_c = dm_module.DMStep(ctx, interleaved[order], settings)(1, x[order])
+    assert loss_i == pytest.approx(loss_c, rel=1e-6)
+    torch.testing.assert_close(grad_i[order], grad_c)
+    for bad in (torch.tensor([0, 0, 1, 1, 2]), torch.eye(3), torch.tensor([0, 1, 3])):
+        with pytest.raises(DDBenchError, match="the dm objective"):
+            dm_module.DMObjective().bind(ctx, bad, settings)
+
+
+def test_dm_runs_the_same_code_as_its_objective(make_ctx):
+    method, ctx = make_ctx("dm", ipc=1, iterations=3, batch_real=6)
+    syn = method.distill(ctx)
+    _, ctx2 = make_ctx("dm", ipc=1, iterations=3, batch_real=6)
+    from ddbench_baselines._common import init_images
+
+    images, labels = init_images(ctx2, "real")
+    obj = dm_module.DMObjective()
+    settings = {k: ctx2.params[k] for k in dm_module.OBJECTIVE_KEYS} | {"lr": 1.0, "momentum": 0.5}
+    out, losses, _ = refine.optimise(obj.bind(ctx2, labels, settings), images, 3, 1.0, 0.5, "dm")
+    torch.testing.assert_close(out, syn.images)
+    assert [loss / 3 for loss in losses] == pytest.approx(syn.meta["losses"])
+
+
+class _Sleepy:
+    def __init__(self, seconds: float):
+        self.seconds, self.calls = seconds, 0
+
+    def __call__(self, it, images):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return 1.0, torch.zeros_like(images)
+
+
+def test_the_loop_starts_no_iteration_predicted_past_the_deadline():
+    step = _Sleepy(0.05)
+    t0 = time.perf_counter()
+    _, losses, stopped = refine.optimise(step, torch.zeros(3, 1, 4, 4), 100, 1.0, 0.5, "sleepy",
+                                         deadline=t0 + 0.3, expected=0.05, safety=1.1)
+    assert stopped and 1 <= len(losses) < 6 and time.perf_counter() - t0 <= 0.3 + 0.02
+    # an expected iteration longer than the time left: not even the first one starts
+    step = _Sleepy(0.05)
+    _, losses, stopped = refine.optimise(step, torch.zeros(3, 1, 4, 4), 10, 1.0, 0.5, "sleepy",
+                                         deadline=time.perf_counter() + 0.1, expected=0.2)
+    assert stopped and losses == [] and step.calls == 0
+
+
+def test_a_broken_objective_fails_the_run_naming_it():
+    def wrong(it, images):
+        return 0.0, torch.zeros(1)
+
+    with pytest.raises(PluginOutputError, match="objective 'broken' returned a gradient of shape"):
+        refine.optimise(wrong, torch.zeros(3, 1, 4, 4), 2, 1.0, 0.5, "broken")
+
+
+def test_refine_is_counted_inside_the_budget(make_ctx):
+    budget = 3.0
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=budget, refine="dm", refine_iterations=3,
+                           refine_settings=FAST_DM, **{**TINY, "policy": "max-images"})
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    r, meta = syn.meta["refine"], syn.meta
+    assert meta["refine_reserve_seconds"] > 0 and meta["refine_planned_ipc"] >= 1
+    # the sampling stopped early enough to leave refine its reserve, and the whole run fits the budget
+    assert meta["sampler"]["seconds"] <= budget - meta["refine_reserve_seconds"] + 0.05
+    # all iterations, unless the machine ran slower than measured and the deadline stopped the loop (said so)
+    assert 1 <= r["iterations_done"] <= 3 and (r["iterations_done"] == 3 or r["stopped_at_deadline"])
+    assert meta["sampler"]["seconds"] + r["seconds"] <= syn.generation_seconds <= budget and meta["budget_honoured"]
+    counts = syn.per_class(3)
+    assert len(set(counts)) == 1 and syn.ipc == counts[0] >= 1
+    # without refine the same budget samples more images
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=budget, **{**TINY, "policy": "max-images"})
+    assert method.distill(ctx).ipc > syn.ipc
+
+
+def test_a_refine_longer_than_the_budget_is_refused_before_any_work(make_ctx):
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=0.5, refine="dm", refine_iterations=100000,
+                           refine_settings=FAST_DM, **{**TINY, "policy": "max-images"})
+    with pytest.raises(DDBenchError) as err:
+        method.validate(ctx)
+    assert "refine=dm with refine_iterations=100000 needs about" in str(err.value) and "\n" not in str(err.value)
+
+
+def _guide_example() -> str:
+    """The example objective of docs/plugins.md (the code block of its `register_objectives` section)."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    section = guide[guide.index("### `register_objectives(register)`"):]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_another_registered_objective_is_used_by_name(make_ctx, tmp_path, monkeypatch):
+    """A later objective (e.g. gradient matching) is added by registering it; refine finds it by name. The
+    plugin is the guide's example, loaded through plugins.toml `modules` as a user's would be."""
+    (tmp_path / "pull_to_mean.py").write_text(_guide_example())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_plugins(modules=["pull_to_mean"])
+    assert not registry.failed and registry.names("objectives") == ["dm", "pull-to-mean"]
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="pull-to-mean", refine_iterations=40,
+                           refine_lr=0.5, **TINY)
+    ctx.registry = registry
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    assert syn.meta["refine"]["objective"] == "pull-to-mean" and syn.meta["refine"]["settings"]["lr"] == 0.5
+    ds = ctx.dataset
+    means = torch.stack([ds.train_x[ds.train_y == c].mean(0) for c in range(ds.num_classes)])
+    torch.testing.assert_close(syn.images, means[syn.labels], atol=1e-4, rtol=0)  # lr 0.5 on |x-m|^2: one step lands
+
+
+def test_refine_equals_dm_warm_started_from_the_unrefined_set(make_ctx, tmp_path):
+    """The two items meet: DM from the stored unrefined set (init=PATH) for N iterations gives exactly the images
+    refine=dm gives after sampling, because both run the one registered DM step with the same draws."""
+    from ddbench.synsets import save_synset
+
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
+    plain = method.distill(ctx)
+    path = tmp_path / "synset.pt"
+    save_synset(plain, path)
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dm", refine_iterations=3,
+                           refine_settings=FAST_DM, **TINY)
+    refined = method.distill(ctx)
+    dm, dctx = make_ctx("dm", dataset=tiny_ds(), ipc=2, init=str(path), iterations=3, batch_real=4)
+    dctx.work_dir = tmp_path / "dm-work"
+    dctx.work_dir.mkdir()
+    dm.validate(dctx)
+    warm = dm.distill(dctx)
+    order = torch.argsort(refined.labels, stable=True)
+    assert torch.equal(warm.images, refined.images[order]) and torch.equal(warm.labels, refined.labels[order])
