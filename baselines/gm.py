@@ -44,6 +44,7 @@ from ddbench import hookimpl
 from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
 from ddbench.augment import check_strategy
 
+from .warm_start import check_init, init_param, initial_set
 from ._common import (
     DSA_STRATEGY,
     Resumable,
@@ -52,7 +53,6 @@ from ._common import (
     dataset_fingerprint,
     fingerprint,
     generator,
-    init_images,
     keep_freed_memory,
     make_dsa,
     progress,
@@ -63,6 +63,7 @@ REF = "VICO-UoE/DatasetCondensation main.py"
 UTILS = "VICO-UoE/DatasetCondensation utils.py"
 README = "VICO-UoE/DatasetCondensation readme.md"
 # utils.py: get_loops(ipc) -> (outer_loop, inner_loop), "empirically good" values; other IPCs exit there
+WARM = "PATH and run:RUN_ID are ddbench's warm starts (docs/baselines.md#warm-starts)"
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 BN_REAL_PER_CLASS = 16  # main.py: BNSizePC = 16 real images per class set BatchNorm statistics
 EPS = 0.000001  # utils.py distance_wb: norm product + 0.000001
@@ -130,13 +131,14 @@ def match_class(net: torch.nn.Module, real_x: torch.Tensor, real_y: torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------- the method
-def initial_images(ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """The initial synthetic set for the `init` setting (main.py --init noise|real), class-major labels.
+def initial_images(ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+    """(images, labels, provenance) of the initial synthetic set for the `init` setting, class-major labels.
 
     `real`: ipc random real images per class, the `random` baseline's draw with the same seed; `noise`:
-    standard normal pixels in the normalised space (main.py: torch.randn).
+    standard normal pixels in the normalised space (main.py --init, torch.randn); PATH or run:RUN_ID: a stored
+    set (docs/baselines.md#warm-starts), whose provenance is returned (None for real / noise).
     """
-    return init_images(ctx, ctx.params["init"])
+    return initial_set(ctx, "init")
 
 
 def loops_for(ctx: RunContext) -> tuple[int, int]:
@@ -178,10 +180,9 @@ class GradientMatching(Method):
             "lr_net": Param(0.01, f"{REF}: --lr_net 0.01 (SGD without momentum)", "inner-loop learning rate", min=0),
             "batch_real": Param(256, f"{REF}: --batch_real 256", "real images per class per matching step", min=1),
             "batch_train": Param(256, f"{REF}: --batch_train 256", "synthetic images per inner-loop batch", min=1),
-            "init": (Param("real", f"{README}: DSA command `--init real`", "initial synthetic images",
-                           choices=("real", "noise")) if dsa else
-                     Param("noise", f"{REF}: --init default 'noise' ({README}: the DC Table 1 command sets none)",
-                           "initial synthetic images", choices=("real", "noise"))),
+            "init": (init_param(f"{README}: DSA command `--init real`; {WARM}", "real") if dsa else
+                     init_param(f"{REF}: --init default 'noise' ({README}: the DC Table 1 command sets none); {WARM}",
+                                "noise")),
             "outer_loop": Param(0, f"{UTILS}: get_loops (IPC 1/10/20/30/40/50: 1/10/20/30/40/50)",
                                 "matching steps per network; 0 = get_loops(ipc)", min=0),
             "inner_loop": Param(0, f"{UTILS}: get_loops (IPC 1/10/20/30/40/50: 1/50/25/20/15/10)",
@@ -205,23 +206,26 @@ class GradientMatching(Method):
 
     def validate(self, ctx: RunContext) -> None:
         check_ipc_fits(ctx)
+        check_init(ctx, "init")
         outer, inner = loops_for(ctx)
         if not outer or not inner:
             raise DDBenchError(
                 f"--ipc {ctx.ipc} has no loops in get_loops of {UTILS} (defined for IPC {', '.join(map(str, LOOPS))}); "
                 f"set both, e.g. --set outer_loop=10 --set inner_loop=50")
 
-    def _fingerprint(self, ctx: RunContext) -> str:
+    def _fingerprint(self, ctx: RunContext, init_sha256: str | None = None) -> str:
+        # layout settings change float order only; a warm start's file enters by its content, as in DM
         p = {k: v for k, v in ctx.params.items()
              if k not in ("iterations", "image_updates", "checkpoint_every") + LAYOUT_KEYS}
+        warm = {"init_sha256": init_sha256} if init_sha256 else {}
         return fingerprint({"method": self.name, "params": p, "loops": loops_for(ctx), "ipc": ctx.ipc,
-                            "seed": ctx.seed, "model": ctx.model, "data": dataset_fingerprint(ctx.dataset)})
+                            "seed": ctx.seed, "model": ctx.model, "data": dataset_fingerprint(ctx.dataset), **warm})
 
     def distill(self, ctx: RunContext) -> SyntheticSet:
         p, ds, dev = ctx.params, ctx.dataset, ctx.device
         if torch.device(dev).type == "cpu":
             keep_freed_memory()  # docs/baselines.md#speed: no page faults on every chunk's activations
-        images, labels = initial_images(ctx)
+        images, labels, provenance = initial_images(ctx)
         image_syn = images.to(dev).requires_grad_(True)
         labels = labels.to(dev)
         opt = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
@@ -230,7 +234,7 @@ class GradientMatching(Method):
             ctx.log(f"{self.name}: image_updates={p['image_updates']} -> {iterations} iterations of outer_loop "
                     f"{loops_for(ctx)[0]} (iterations={p['iterations']} is not used; --set image_updates=0 to use it)")
         ckpt_path = ctx.work_dir / self.checkpoint
-        ckpt = Resumable(ctx, ckpt_path, self._fingerprint(ctx), self.name, iterations, {"images": image_syn},
+        ckpt = Resumable(ctx, ckpt_path, self._fingerprint(ctx, provenance and provenance["sha256"]), self.name, iterations, {"images": image_syn},
                          {"optimizer": opt}, {"labels": labels.cpu()})
         start = ckpt.resume()
         losses = ckpt.losses
@@ -247,7 +251,7 @@ class GradientMatching(Method):
             ckpt.save(start)  # iterations=0: still leave a checkpoint
         outer, inner = step.loops
         meta = {"method": self._method, "iterations": iterations, "init": p["init"], "outer_loop": outer,
-                "inner_loop": inner, "losses": losses, "final_loss": losses[-1] if losses else None,
+                "inner_loop": inner, **({"init_provenance": provenance} if provenance else {}), "losses": losses, "final_loss": losses[-1] if losses else None,
                 "resumed_from": ckpt.resumed_from, "seconds_this_session": time.perf_counter() - t0}
         return SyntheticSet(image_syn.detach().cpu(), labels.cpu().clone(), meta=meta)
 

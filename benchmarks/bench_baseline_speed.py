@@ -261,7 +261,7 @@ def time_gm(kind: str, ipc: int, iters: int, warmup: int, extra: dict | None = N
 
     name = {"dc": "dc", "dsa": "dsa-gm"}[kind]
     _, ctx = _context(name, ipc, dict(extra or {}))
-    images, labels = gm.initial_images(ctx)
+    images, labels, _ = gm.initial_images(ctx)
     image_syn = images.requires_grad_(True)
     opt = torch.optim.SGD([image_syn], lr=ctx.params["lr_img"], momentum=ctx.params["momentum"])
     step = gm.Step(ctx, name, kind == "dsa", ctx.dataset.train_x, class_indices(ctx.dataset))

@@ -90,7 +90,8 @@ def test_matching_drives_the_synthetic_gradient_toward_the_real_one():
 
 def test_init_real_picks_real_images_of_each_class(make_ctx):
     _, ctx = make_ctx("dsa-gm", ipc=3)
-    images, labels = gm.initial_images(ctx)
+    images, labels, prov = gm.initial_images(ctx)
+    assert prov is None
     ds = ctx.dataset
     assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     for img, c in zip(images, labels):
@@ -98,7 +99,7 @@ def test_init_real_picks_real_images_of_each_class(make_ctx):
         assert len(same) == 1 and int(ds.train_y[same[0]]) == int(c)
     assert len({tuple(x.flatten()[:5].tolist()) for x in images}) == 9  # distinct images
     _, ctx = make_ctx("dc", ipc=3)  # main.py default: noise
-    noise, _ = gm.initial_images(ctx)
+    noise, _, _ = gm.initial_images(ctx)
     assert not any(((ds.train_x == x).flatten(1).all(1)).any() for x in noise)
 
 
@@ -258,3 +259,16 @@ def test_runs_through_the_command_line(tmp_path, tiny_plugin_config, capsys):
     assert main(["run", "--method", "dsa-gm", "--ipc", "2", "--no-eval", "--dataset", "tiny", "--config",
                  str(tiny_plugin_config), "--out", str(out), "--no-progress"]) == 2
     assert "get_loops" in capsys.readouterr().err
+
+
+def test_warm_start_from_a_stored_set(make_ctx, tmp_path):
+    """init=PATH (docs/baselines.md#warm-starts): the run starts from the stored images and records where from."""
+    method, ctx = make_ctx("dc", ipc=1, iterations=0)
+    stored = method.distill(ctx)
+    path = tmp_path / "synset.pt"
+    torch.save({"images": stored.images + 1.0, "labels": stored.labels, "meta": {}}, path)
+    method, ctx = make_ctx("dsa-gm", ipc=1, iterations=0, init=str(path))
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    torch.testing.assert_close(syn.images, stored.images + 1.0)
+    assert syn.meta["init_provenance"]["path"] == str(path.absolute())
