@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("helpers: plugins.toml, the store, identities, checks, loading", {
         "ddbench.identity", "ddbench.augment", "ddbench.zca", "ddbench.config", "ddbench.output_checks",
         "ddbench.results", "ddbench.synsets", "ddbench.plugins", "ddbench.classifier", "ddbench.features",
-        "ddbench.shipped", "ddbench.guard", "ddbench.row_checks"}),
+        "ddbench.shipped", "ddbench.guard", "ddbench.row_checks", "ddbench.provenance"}),
     ("one run", {"ddbench.runner"}),
     ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores"}),
     ("the report", {"ddbench.report"}),
