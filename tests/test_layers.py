@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("one run", {"ddbench.runner"}),
     ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores"}),
     ("the report", {"ddbench.report"}),
+    ("the report as a page", {"ddbench.report_html"}),
     ("the command kit", {"ddbench.clikit"}),
     ("commands", {"ddbench.core_commands", "ddbench.compare", "ddbench.report_command"}),
     ("the command line", {"ddbench.cli"}),
