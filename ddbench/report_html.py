@@ -92,6 +92,14 @@ def code(text: str) -> Raw:
     return tag("code", text)
 
 
+def inline(text: str) -> Raw:
+    """Text whose `backticked` spans (report.py and scores.py write markdown) become <code>; all of it escaped."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: plain text
+        return Raw(esc(text))
+    return join(code(p) if i % 2 else p for i, p in enumerate(parts))
+
+
 # --------------------------------------------------------------------------------------------------
 # Gallery: one seed's synthetic set per method and IPC, one row per class
 # --------------------------------------------------------------------------------------------------
@@ -203,9 +211,10 @@ def gallery_html(sec: Section, report_dir: Path, per_class: int) -> Raw:
                 continue
             body: list[Any] = [tag("h4", g.title), tag("p", g.note, cls="note")]
             if g.rows:
+                most = max(row.shown for row in g.rows)
                 trs = [tag("tr", join([tag("th", row.name, scope="row"),
                                        tag("td", tag("img", src=data_uri_png(row.png), alt=f"{g.title}, class {row.name}",
-                                                     cls="strip") if row.png else "(none)"),
+                                                     cls="strip" if most > 3 else "strip big") if row.png else "(none)"),
                                        tag("td", f"{row.shown} of {row.total}", cls="count")]))
                        for row in g.rows]
                 body.append(tag("table", tag("tbody", join(trs)), cls="synset"))
@@ -266,7 +275,7 @@ def _scores_of(sec: Section, scored: list[Scored]) -> list[Scored]:
 def _command_line(line: str) -> Raw:
     """`what: ddbench run ...` as the label and the command in <code>."""
     what, _, command = line.partition(": ")
-    return tag("div", join([what + ": ", code(command)]) if command else line)
+    return tag("div", join([inline(what + ": "), code(command)]) if command else inline(line))
 
 
 def scores_html(sec: Section, scored: list[Scored], method_order: list[str] | None) -> Raw:
@@ -316,7 +325,7 @@ def provenance_html(rows: list[RunRecord]) -> Raw:
                      "-" if acc is None else f"{acc:.2f}", machine, commit, tag("small", _versions(r)),
                      code(command) if command else "-"])
         keys.append([None, r.created or 0] + [None] * 9)
-    return html_table(header, body, keys)
+    return html_table(header, body, keys, cls="sortable runs")
 
 
 def _failed_html(sec: Section) -> Raw:
@@ -356,7 +365,7 @@ def section_html(sec: Section, result: ReportResult, report_dir: Path, per_class
     parts += [tag("h3", "Settings"), tag("ul", join(settings)), _failed_html(sec)]
     parts += [tag("h3", "Runs: provenance"), tag("details", join([tag("summary", f"{len(sec.rows)} run(s): run id, "
                                                                   "date, machine, commit, versions, command"),
-                                                                  provenance_html(sec.rows)]))]
+                                                                  provenance_html(sec.rows)]), open="open")]
     return tag("section", join(parts), id=f"s-{sec.slug}")
 
 
@@ -439,9 +448,10 @@ figure.card { margin: 0; border: 1px solid #ccd; padding: .5em; background: #faf
 figure.card h4 { margin: 0; } figure.card .note { font-size: 12px; max-width: 26em; margin: .2em 0 .4em; }
 table.synset { margin: 0; } table.synset th, table.synset td { border: 0; padding: 1px 4px; font-size: 12px; }
 table.synset td.count { color: #777; white-space: nowrap; }
-img.strip { height: 32px; image-rendering: pixelated; display: block; }
+img.strip { height: 36px; image-rendering: pixelated; display: block; } img.strip.big { height: 56px; }
 img.grid { image-rendering: pixelated; max-width: 100%; } img.plot { max-width: 48%; margin-right: 1%; }
 h4.ipc { margin: 1em 0 .4em; }
+table.runs { font-size: 12px; } table.runs td:nth-child(2) { white-space: nowrap; }
 """
 
 
@@ -472,7 +482,7 @@ def page_html(result: ReportResult, per_class: int = GALLERY_PER_CLASS) -> str:
     body.append(skipped_html(result))
     explain = result.scores.markdown.split("\n\n")[1] if result.scores is not None and "\n\n" in result.scores.markdown else ""
     body.append(tag("footer", join([tag("p", "p-value marks: * < 0.05, ** < 0.01, *** < 0.001."),
-                                    tag("p", f"Scores: {explain}") if explain else ""])))
+                                    tag("p", inline(f"Scores: {explain}")) if explain else ""])))
     csp = (f"default-src 'none'; img-src data:; style-src {_csp_hash(STYLE)}; script-src {_csp_hash(SCRIPT)}; "
            "base-uri 'none'; form-action 'none'")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
