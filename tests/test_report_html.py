@@ -230,3 +230,15 @@ def test_the_page_in_headless_chromium(page, tmp_path):
     assert found["ready"] == found["tables"]
     assert "damaged JSON in column(s) meta" in found["skipped"]
     assert seconds < 30, f"chromium took {seconds:.1f} s"
+
+
+def test_a_run_without_its_synthetic_set_shows_its_grid_and_says_so(tmp_path):
+    from ddbench.synsets import save_grid
+
+    db = tmp_path / "ddbench.sqlite"
+    rec = _row(tmp_path, "random", 2, 0, 1_765_000_000.0)
+    Path(rec.artifact).unlink()
+    save_grid(torch.rand(6, 1, 8, 8), torch.arange(3).repeat_interleave(2), 3, Path(rec.artifact).parent / "grid.png")
+    record(db, rec)
+    text = page_html(build_report(db, tmp_path / "report"))
+    assert 'class="grid"' in text and "synset.pt not found" in text and 'class="strip' not in text
