@@ -88,6 +88,9 @@ def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
 
 
 class DSAProtocol(Protocol):
+    # Both follow evaluate_synset at main_DM.py's --epoch_eval_train 1000: `fast` is the same protocol cut short.
+    standard_epochs = 1000
+
     def __init__(self, name: str, description: str, epochs: int, epochs_source: str):
         self.name = name
         self.description = description
