@@ -7,11 +7,19 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: setup run test test-all bench bad-input-table
 
-setup: $(VENV)/.installed $(FMNIST)
+# Debian's chromium: the browser tests/test_report_html.py renders report.html in (headless; no browser is
+# downloaded by a Python package).
+CHROMIUM := /usr/bin/chromium
+
+setup: $(VENV)/.installed $(FMNIST) $(CHROMIUM)
 
 $(FMNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,4 +1,4 @@
-"""DM and MTT speed against their reference scripts (issue 13): iterations/s, peak memory, ratio.
+"""DM, MTT, DC and DSA speed against their reference scripts (issues 13, 27): iterations/s, peak memory, ratio.
 
 Run by hand, under the shared CPU lock, on a quiet machine (docs/baselines.md#speed):
 
@@ -19,6 +19,11 @@ What is timed, on Fashion-MNIST (ConvNet-3, DSA on, the reference defaults):
 - `expert:N`: the second of two expert training epochs over the first N real images, batch 256
   (ddbench: `ExpertBuffer._train_expert`, `--experts` of them at once; reference: `buffer.py`'s
   `epoch("train", ...)` without its test pass), reported as epochs/s of the full 60,000-image epoch.
+
+- `dc:IPC` / `dsa:IPC`: one DC / DSA gradient-matching iteration (a fresh network, get_loops(ipc) outer and
+  inner loops), batch_real 256, batch_train 256 (ddbench: `gm.Step.iteration`; reference: `main.py --method
+  DC|DSA`, one loop iteration without evaluation). `--gm-warmup` untimed first iterations (default 1: an
+  IPC-10 iteration is about a minute here).
 
 With `--reference-dir DIR` (patched copies made as docs/baselines.md#speed says) the reference runs in
 the same invocation, so each ratio is from one run; without it the ratios use the figures stored in
@@ -47,7 +52,7 @@ WARMUP = 2
 # ------------------------------------------------------------------------------ reference copies (patched)
 DC_COMMIT = "53f63a672eab9ade02aabe6432706ef56f317d64"   # VICO-UoE/DatasetCondensation, timed at this commit
 MTT_COMMIT = "50dccea47ba48b9cfb3b9c59375d7da92e4e603b"  # GeorgeCazenavette/mtt-distillation
-DC_FILES = ("main_DM.py", "utils.py", "networks.py")
+DC_FILES = ("main_DM.py", "main.py", "utils.py", "networks.py")
 MTT_FILES = ("buffer.py", "distill.py", "utils.py", "networks.py", "reparam_module.py")
 
 
@@ -78,6 +83,16 @@ def dc(d):
         "            print('TIMING it %d %.4f s' % (it, _times[-1]), flush=True)\n")
     # no result file (it would hold the last iteration's images only)
     sub(m, "                torch.save({'data'", "                pass  # torch.save({'data'")
+    g = d / "main.py"  # DC / DSA: the same three patches
+    sub(g, "eval_it_pool = np.arange(0, args.Iteration+1, 500).tolist() if args.eval_mode == 'S' or args.eval_mode == 'SS' else [args.Iteration]",
+        "eval_it_pool = []")
+    sub(g, "        for it in range(args.Iteration+1):\n",
+        "        print('threads', torch.get_num_threads())\n"
+        "        for it in range(args.Iteration+1):\n            _ti = time.perf_counter()\n")
+    sub(g, "            loss_avg /= (num_classes*args.outer_loop)\n",
+        "            loss_avg /= (num_classes*args.outer_loop)\n"
+        "            print('TIMING it %d %.4f s' % (it, time.perf_counter() - _ti), flush=True)\n")
+    sub(g, "                torch.save({'data'", "                pass  # torch.save({'data'")
 
 
 
@@ -162,7 +177,7 @@ def fake_buffer(out, epochs):
     torch.save([traj], Path(out) / "replay_buffer_0.pt")
 
 
-def prepare_reference(out: Path, dc_src: Path, mtt_src: Path, fmnist: Path) -> None:
+def prepare_reference(out: Path, dc_src: Path, mtt_src: Path | None, fmnist: Path) -> None:
     """Patched copies of the reference scripts under `out` (dc/, mtt/, data/): never committed.
 
     dc_src / mtt_src: checkouts of the two repositories (at DC_COMMIT / MTT_COMMIT); fmnist: a folder with
@@ -172,6 +187,8 @@ def prepare_reference(out: Path, dc_src: Path, mtt_src: Path, fmnist: Path) -> N
     import shutil
 
     for name, src, files, patch in (("dc", dc_src, DC_FILES, dc), ("mtt", mtt_src, MTT_FILES, mtt)):
+        if src is None:  # only DM / DC / DSA to time: no MTT checkout needed
+            continue
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
         for f in files:
@@ -181,6 +198,8 @@ def prepare_reference(out: Path, dc_src: Path, mtt_src: Path, fmnist: Path) -> N
     raw.mkdir(parents=True, exist_ok=True)
     for gz in sorted(fmnist.glob("*-ubyte.gz")):
         (raw / gz.name[:-3]).write_bytes(gzip.open(gz).read())
+    if mtt_src is None:
+        return
     data_link = out / "mtt" / "data"
     if not data_link.exists():
         data_link.symlink_to(out / "data")
@@ -231,6 +250,27 @@ def time_dm(ipc: int, iters: int, impl: str, batch_real: int = 256, extra: dict 
         float(loss)
         times.append(time.perf_counter() - t)
     return times[WARMUP:]
+
+
+def time_gm(kind: str, ipc: int, iters: int, warmup: int, extra: dict | None = None) -> list[float]:
+    """Seconds per DC (`kind` dc) or DSA (dsa) iteration at the paper settings, after `warmup` untimed ones."""
+    import torch
+
+    from ddbench_baselines import gm
+    from ddbench_baselines._common import class_indices
+
+    name = {"dc": "dc", "dsa": "dsa-gm"}[kind]
+    _, ctx = _context(name, ipc, dict(extra or {}))
+    images, labels, _ = gm.initial_images(ctx)
+    image_syn = images.requires_grad_(True)
+    opt = torch.optim.SGD([image_syn], lr=ctx.params["lr_img"], momentum=ctx.params["momentum"])
+    step = gm.Step(ctx, name, kind == "dsa", ctx.dataset.train_x, class_indices(ctx.dataset))
+    times = []
+    for it in range(iters + warmup):
+        t = time.perf_counter()
+        step.iteration(it, image_syn, labels, opt)
+        times.append(time.perf_counter() - t)
+    return times[warmup:]
 
 
 class _OneExpert:
@@ -329,6 +369,8 @@ def run_one(spec: str, args) -> dict:
         times = time_dm(arg, args.dm_iters, args.dm_impl, args.batch_real, _sets(args.dm_set))
     elif kind == "mtt":
         times = time_mtt(arg, args.mtt_iters, _sets(args.mtt_set))
+    elif kind in ("dc", "dsa"):
+        times = time_gm(kind, arg, args.gm_iters, args.gm_warmup, {"batch_real": args.batch_real, **_sets(args.gm_set)})
     else:
         times = time_expert(arg, _sets(args.mtt_set), args.experts)
     return {"spec": spec, "times": times, "threads": torch.get_num_threads(), "peak_mb": _peak_mb(), "malloc_tuned": tuned}
@@ -361,6 +403,13 @@ def reference_command(spec: str, args) -> tuple[list[str], str]:
         return (["main_DM.py", "--dataset", "FashionMNIST", "--ipc", arg, "--Iteration", str(args.dm_iters + WARMUP - 1),
                  "--num_exp", "1", "--batch_real", str(args.batch_real), "--data_path", str(ref / "data"),
                  "--save_path", str(ref / "result")], str(ref / "dc"))
+    if kind in ("dc", "dsa"):
+        extra = ["--method", "DSA", "--init", "real", "--dsa_strategy", "color_crop_cutout_flip_scale_rotate"] \
+            if kind == "dsa" else ["--method", "DC"]
+        return (["main.py", "--dataset", "FashionMNIST", "--ipc", arg, *extra,
+                 "--Iteration", str(args.gm_iters + args.gm_warmup - 1), "--num_exp", "1",
+                 "--batch_real", str(args.batch_real), "--data_path", str(ref / "data"),
+                 "--save_path", str(ref / "result")], str(ref / "dc"))
     if kind == "mtt":
         return (["distill.py", "--dataset", "FashionMNIST", "--ipc", arg, "--syn_steps", "20", "--expert_epochs", "1",
                  "--max_start_epoch", "2", "--Iteration", str(args.mtt_iters + WARMUP - 1), "--load_all",
@@ -380,7 +429,10 @@ def run_reference(spec: str, args) -> dict:
         raise SystemExit(f"reference {spec} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     times = [float(t) for t in re.findall(r"^TIMING \w+ \d+ ([0-9.]+) s", out.stdout, re.M)]
     threads = re.findall(r"^threads (\d+)", out.stdout, re.M)
-    times = times[WARMUP:] if spec.startswith(("dm", "mtt")) else times[1:]  # warm-up, as for ddbench
+    if spec.startswith(("dc", "dsa")):
+        times = times[args.gm_warmup:]
+    else:
+        times = times[WARMUP:] if spec.startswith(("dm", "mtt")) else times[1:]  # warm-up, as for ddbench
     return {"spec": spec, "times": times, "threads": int(threads[0]) if threads else None,
             "peak_mb": float(re.findall(r"^PEAK_MB ([0-9.]+)", out.stdout, re.M)[-1]),
             "command": f"OMP_NUM_THREADS={args.threads} python {' '.join(argv)}", "cwd": cwd}
@@ -426,7 +478,8 @@ def loadavg() -> str:
 
 def subprocess_one(spec: str, args) -> dict:
     cmd = [sys.executable, __file__, "--one", spec, "--threads", str(args.threads), "--dm-iters", str(args.dm_iters),
-           "--mtt-iters", str(args.mtt_iters), "--dm-impl", args.dm_impl, "--batch-real", str(args.batch_real)]
+           "--mtt-iters", str(args.mtt_iters), "--dm-impl", args.dm_impl, "--batch-real", str(args.batch_real),
+           "--gm-iters", str(args.gm_iters), "--gm-warmup", str(args.gm_warmup)] + [f"--gm-set={kv}" for kv in args.gm_set]
     cmd += ["--experts", str(args.experts)] + (["--no-malloc-tuning"] if args.no_malloc_tuning else []) + [f"--dm-set={kv}" for kv in args.dm_set] + [f"--mtt-set={kv}" for kv in args.mtt_set]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
@@ -438,6 +491,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dm-ipcs", type=int, nargs="*", default=[1, 10, 50])
     ap.add_argument("--mtt-ipcs", type=int, nargs="*", default=[1, 10])
+    ap.add_argument("--dc-ipcs", type=int, nargs="*", default=[],
+                    help="DC (main.py --method DC) IPCs; none by default (an IPC-10 iteration is minutes; "
+                         "the commands: docs/baselines.md#speed-against-mainpy)")
+    ap.add_argument("--dsa-ipcs", type=int, nargs="*", default=[], help="DSA (main.py --method DSA) IPCs; none by default")
+    ap.add_argument("--gm-iters", type=int, default=3, help="timed DC/DSA iterations")
+    ap.add_argument("--gm-warmup", type=int, default=1, help="untimed first DC/DSA iterations")
+    ap.add_argument("--gm-set", action="append", default=[], metavar="KEY=VALUE", help="a DC/DSA setting (e.g. micro_batch=0)")
     ap.add_argument("--expert-images", type=int, nargs="*", default=[5120],
                     help="images of the timed expert epoch (a full one is 60000; 5120 = 20 batches of 256)")
     ap.add_argument("--dm-iters", type=int, default=5, help="timed DM iterations (after one warm-up)")
@@ -458,7 +518,7 @@ def main() -> None:
     ap.add_argument("--prepare-reference", default=None, metavar="DIR",
                     help="make the patched reference copies in DIR (then pass --reference-dir DIR)")
     ap.add_argument("--dc-src", default=None, help="checkout of VICO-UoE/DatasetCondensation (for --prepare-reference)")
-    ap.add_argument("--mtt-src", default=None, help="checkout of GeorgeCazenavette/mtt-distillation")
+    ap.add_argument("--mtt-src", default=None, help="checkout of GeorgeCazenavette/mtt-distillation (none: MTT not prepared)")
     ap.add_argument("--fmnist", default="/usr/share/datasets/fashion-mnist", help="folder with the Fashion-MNIST IDX .gz files")
     ap.add_argument("--summarize-presets", default=None, metavar="JSONL",
                     help="print old vs new preset accuracy (mean ± std over seeds, Welch test) and exit")
@@ -472,7 +532,8 @@ def main() -> None:
         fake_buffer(args.fake_buffer, 4)
         return
     if args.prepare_reference:
-        prepare_reference(Path(args.prepare_reference), Path(args.dc_src), Path(args.mtt_src), Path(args.fmnist))
+        prepare_reference(Path(args.prepare_reference), Path(args.dc_src), Path(args.mtt_src) if args.mtt_src else None,
+                          Path(args.fmnist))
         print(f"# patched reference copies in {args.prepare_reference}")
         return
     if args.one:
@@ -480,13 +541,15 @@ def main() -> None:
         return
 
     specs = [f"dm:{i}" for i in args.dm_ipcs] + [f"mtt:{i}" for i in args.mtt_ipcs] + [f"expert:{n}" for n in args.expert_images]
+    specs += [f"dc:{i}" for i in args.dc_ipcs] + [f"dsa:{i}" for i in args.dsa_ipcs]
     stored = {}
     if not args.reference_dir and Path(args.reference_json).is_file():
         rows = json.loads(Path(args.reference_json).read_text())["results"]
         stored = {r["spec"]: r["reference"] for r in rows if "reference" in r}
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} threads={args.threads} load before={loadavg()} "
           f"cpus={os.cpu_count()} dm_impl={args.dm_impl} batch_real={args.batch_real} dm_set={args.dm_set} "
-          f"mtt_set={args.mtt_set} experts={args.experts} malloc_tuning={not args.no_malloc_tuning}", flush=True)
+          f"mtt_set={args.mtt_set} experts={args.experts} malloc_tuning={not args.no_malloc_tuning} "
+          f"gm_iters={args.gm_iters} gm_warmup={args.gm_warmup} gm_set={args.gm_set}", flush=True)
     results = []
     for spec in specs:
         row = {"spec": spec, "load_before": loadavg()}

@@ -347,6 +347,9 @@ class Protocol(ABC):
     name: str = ""
     description: str = ""
     params: dict[str, Param] = {}
+    # The epoch count of the published protocol this one follows (None: no such claim). A run evaluated with fewer
+    # epochs (its setting of role EPOCHS) is a cut protocol, and reports label its tables as such.
+    standard_epochs: int | None = None
 
     def validate(self, ctx: "RunContext", settings: dict[str, Any]) -> None:
         """Check the data, network and settings before any work starts (raise DDBenchError): a problem found

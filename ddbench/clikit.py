@@ -157,7 +157,10 @@ def shown_path(path: Path) -> str:
 def print_report(result) -> None:
     """A written report (ddbench.report.ReportResult) on the terminal, and where its files are."""
     print(result.terminal)
-    print(f"report: {shown_path(result.markdown)}  (also {result.csv.name}, {', '.join(p.name for p in result.plots)})")
+    also = [result.csv.name, *(p.name for p in result.plots)]
+    if getattr(result, "html", None) is not None:  # report.html (ddbench/report_html.py), with its size
+        also.insert(0, f"{result.html.name} {result.html.stat().st_size / 1024:.0f} KB")
+    print(f"report: {shown_path(result.markdown)}  (also {', '.join(also)})")
 
 
 def load(config_path: str | None):

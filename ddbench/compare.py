@@ -298,6 +298,7 @@ def _report_dir(sweep: Sweep) -> Path:
 def _report(sweep: Sweep) -> int:
     """Write the report of this grid; returns how many of its cells failed."""
     from .report import build_report
+    from .report_html import write_html
 
     args = sweep.args
     report_dir = _report_dir(sweep)
@@ -306,6 +307,7 @@ def _report(sweep: Sweep) -> int:
     reference = args.reference or sweep.methods[0]  # the host names no method: the first listed is the reference
     result = build_report(sweep.db, report_dir, hashes=sweep.grid.hashes, methods=sweep.methods, models=sweep.models,
                           reference=reference, command=command, registry=sweep.registry)
+    write_html(result)  # report.html beside report.md
     print()
     print_report(result)
     return sum(1 for r in result.rows if not r.ok)

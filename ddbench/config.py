@@ -196,10 +196,16 @@ def _nearest(name: str, valid: Iterable[str]) -> str:
     return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(sorted(valid)) or '(none)'}"
 
 
+def _close(name: str, valid: Iterable[str]) -> bool:
+    return bool(_nearest(name, valid).startswith("; did you mean"))
+
+
 def config_warnings(config: Config, registry: Any) -> list[str]:
     """Tables and keys that name no loaded method, protocol, dataset or setting (typos are otherwise silent).
 
-    A table named after a plugin that was not loaded (allow/deny lists) or was refused is not reported."""
+    A table named after a plugin that was not loaded (allow/deny lists) or was refused is not reported; nor, while
+    any plugin is left out, is a name close to no loaded one: it may belong to the left-out plugin (one plugin may
+    register several methods under other names, as `gm` does `dc` and `dsa-gm`), whereas a near miss is a typo."""
     out = []
     datasets = registry.names("datasets")
     # A table for a plugin deliberately not loaded (or refused) is unused, not a typo.
@@ -209,7 +215,7 @@ def config_warnings(config: Config, registry: Any) -> list[str]:
             loaded: Mapping[str, Any] = registry.items[section]
             for name, table in getattr(f, section).items():
                 if name not in loaded:
-                    if name in not_loaded:
+                    if name in not_loaded or (not_loaded and not _close(name, loaded)):
                         continue
                     out.append(f"{f.path}: [{section}.{name}] names no loaded {section[:-1]}{_nearest(name, loaded)}")
                     continue

@@ -673,6 +673,13 @@ class ReportResult:
     sections: list[Section]
     rows: list[RunRecord]
     scores: Any = None  # ddbench.scores.ScoreReport
+    # what report.html (ddbench/report_html.py) adds from the same build: plots per section (by slug), the database,
+    # the command, how many older runs were left out; `html` once written
+    section_plots: dict[str, list[Path]] = field(default_factory=dict)
+    db: Path | None = None
+    command: str | None = None
+    superseded: int = 0
+    html: Path | None = None
 
 
 def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,
@@ -715,7 +722,8 @@ def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None
     atomic_write_text(markdown_text(sections, db, command, superseded, plots, report_dir) + "\n" + scores.markdown, md_path)
     atomic_write_json(scores.as_json(), report_dir / "scores.json")
     return ReportResult(report_dir, md_path, csv_path, all_plots, grids,
-                        terminal_text(sections) + "\n\n" + scores.terminal, sections, rows, scores)
+                        terminal_text(sections) + "\n\n" + scores.terminal, sections, rows, scores,
+                        section_plots=plots, db=db, command=command, superseded=superseded)
 
 
 __all__ = ["build_report", "select_rows", "summarise", "welch", "ReportResult", "Section", "Cell"]

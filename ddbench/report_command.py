@@ -1,4 +1,4 @@
-"""`ddbench report`: tables, CSV, plots and report.md from the results database alone (ddbench/report.py).
+"""`ddbench report`: tables, CSV, plots, report.md and report.html (ddbench/report_html.py) from the results database alone (ddbench/report.py).
 
     ddbench report --out ddbench-results --methods random,dm --reference random
 """
@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
+    from .report_html import write_html
 
     db = db_path(args.out, args.db)
     if not db.is_file():
@@ -54,8 +55,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = build_report(db, report_dir, methods=methods, dataset=args.dataset, protocol=args.protocol,
                           reference=args.reference, command="ddbench report " + shlex.join(sys.argv[2:]), models=models,
                           registry=registry)
+    write_html(result)  # report.html beside report.md: the same build, with every set's images
     if args.json:
-        print(json.dumps({"report": str(result.markdown), **result.scores.as_json()}, default=str))
+        print(json.dumps({"report": str(result.markdown), "html": str(result.html), **result.scores.as_json()},
+                         default=str))
         return 0
     print_report(result)
     return 0
@@ -63,7 +66,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @hookimpl
 def register_commands(register):
-    register(Command("report", "tables, CSV, plots and report.md from the results database alone", add_arguments,
+    register(Command("report", "tables, CSV, plots, report.md and report.html from the results database alone", add_arguments,
                      cmd_report))
 
 

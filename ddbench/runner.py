@@ -31,6 +31,7 @@ from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import EPOCHS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
 from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
 from .safeload import UnsafeFile
+from .provenance import HOST_META, host_info
 from .synsets import load_synset, save_grid, save_synset
 
 DEFAULT_DATASET = "fashion-mnist"
@@ -361,6 +362,7 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
         rec.model = resolved.request.eval_architecture  # the architecture the accuracy is of; the config keeps both
     rec.device = str(ctx.device)
     rec.versions = versions(registry, resolved.request, resolved.method_params)
+    host = host_info(torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else None)
     t0 = time.perf_counter()
     try:
         syn = _distill_and_save(resolved, ctx, rec)
@@ -375,6 +377,7 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
                      else "".join(traceback.format_exception(exc)))
         if rec.distill_seconds is None:
             rec.distill_seconds = time.perf_counter() - t0
+    rec.meta.setdefault(HOST_META, host)  # CPU/GPU model and git commit: the report's provenance per row
     if roles_of(resolved.protocol.params):  # read back when this protocol's plugin is not loaded (records.SettingRoles)
         rec.meta[ROLES_META] = roles_of(resolved.protocol.params)
     if record_to_db and not record_or_keep(resolved.db_path, rec, resolved.pending_dir, log):

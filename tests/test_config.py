@@ -103,6 +103,20 @@ def test_typos_in_tables_and_keys_are_warned_with_a_suggestion(tmp_path, registr
     assert not [w for w in config_warnings(load_config(str(PACKAGED)), registry)]  # the shipped file is clean
 
 
+def test_tables_of_a_left_out_plugin_are_not_typos_but_near_misses_still_are(tmp_path):
+    """`gm` registers `dc` and `dsa-gm`: with it disabled, their packaged tables name no loaded method yet are no typo."""
+    from ddbench.plugins import load_plugins
+
+    reg = load_plugins(disabled=["gm"])
+    assert "dc" not in reg.names("methods") and "random" in reg.names("methods")
+    assert not config_warnings(load_config(str(PACKAGED)), reg)
+    cfg_file = tmp_path / "plugins.toml"
+    cfg_file.write_text("[methods.randon]\n[methods.nosuch]\n")
+    warnings = " | ".join(config_warnings(load_config(str(cfg_file)), reg))
+    assert "[methods.randon] names no loaded method; did you mean 'random'?" in warnings
+    assert "nosuch" not in warnings
+
+
 def test_binary_config_is_one_line(tmp_path):
     cfg_file = tmp_path / "plugins.toml"
     cfg_file.write_bytes(b"\x00\xff\xfe binary")

@@ -26,10 +26,11 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("helpers: plugins.toml, the store, identities, checks, loading", {
         "ddbench.identity", "ddbench.augment", "ddbench.zca", "ddbench.config", "ddbench.output_checks",
         "ddbench.results", "ddbench.synsets", "ddbench.plugins", "ddbench.classifier", "ddbench.features",
-        "ddbench.shipped", "ddbench.guard", "ddbench.row_checks"}),
+        "ddbench.shipped", "ddbench.guard", "ddbench.row_checks", "ddbench.provenance"}),
     ("one run", {"ddbench.runner"}),
     ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores"}),
     ("the report", {"ddbench.report"}),
+    ("the report as a page", {"ddbench.report_html"}),
     ("the command kit", {"ddbench.clikit"}),
     ("commands", {"ddbench.core_commands", "ddbench.compare", "ddbench.report_command"}),
     ("the command line", {"ddbench.cli"}),

@@ -1,0 +1,428 @@
+"""DC and DSA: dataset condensation by per-class gradient matching (Zhao et al., ICLR 2021; Zhao & Bilen, ICML 2021).
+
+Follows `main.py` and `utils.py` (match_loss, distance_wb, get_loops) of VICO-UoE/DatasetCondensation:
+
+    for it in range(Iteration):
+        net = fresh randomly initialised ConvNet; SGD(net, lr_net) without momentum
+        for ol in range(outer_loop):                       # outer/inner loops from get_loops(ipc)
+            (BatchNorm nets only: running statistics from 16 real images per class, then frozen)
+            for every class c:
+                real = batch_real random real images of c; syn = the ipc synthetic images of c
+                DSA only: one siamese draw, the same transform for both batches
+                loss += D(grad_w CE(net(syn)), grad_w CE(net(real)))   # match_loss, 'ours' distance
+            SGD(lr_img, momentum 0.5) step on the synthetic images
+            if ol == outer_loop - 1: break
+            inner_loop epochs of training `net` on the synthetic set (batches of batch_train, shuffled;
+            DSA only: a fresh per-sample augmentation of every batch)
+
+`dc` is main.py `--method DC` (no augmentation, `--init noise` as its default), `dsa-gm` is `--method DSA
+--init real --dsa_strategy color_crop_cutout_flip_scale_rotate` (the readme's DSA command). The name is not
+`dsa` because `dsa` is the standard evaluation protocol (`--protocol dsa`) and `--method dsa --protocol dsa`
+would read as one thing; `-gm` says what the method matches.
+
+Differences from the reference, none of which changes the objective: every random draw of iteration `it`
+(network, real batches, DSA, inner-loop shuffles) comes from a generator keyed by (run seed, method, it), so a
+resumed run reproduces an uninterrupted one; evaluation is the host protocol's job. CPU layout (docs/baselines.md#speed):
+classes run on worker threads with one intra-op thread each, real images go through the network in chunks of
+`micro_batch` whose gradients are summed, and an inner-loop step's batch is split the same way; instance norm
+acts per sample, so this is main.py's computation up to float summation order (tests/test_gm.py checks it
+against `reference_iteration_loss`, the plain class-by-class loop).
+
+Two pieces are kept small and separate for reuse: `initial_images` (the `init` setting) and `match_class`
+(one class's gradient-matching distance, differentiable in the synthetic images).
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ddbench import hookimpl
+from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
+from ddbench.augment import check_strategy
+
+from .warm_start import check_init, init_param, initial_set
+from ._common import (
+    DSA_STRATEGY,
+    Resumable,
+    check_ipc_fits,
+    class_indices,
+    dataset_fingerprint,
+    fingerprint,
+    generator,
+    keep_freed_memory,
+    make_dsa,
+    progress,
+    seeded,
+)
+
+REF = "VICO-UoE/DatasetCondensation main.py"
+UTILS = "VICO-UoE/DatasetCondensation utils.py"
+README = "VICO-UoE/DatasetCondensation readme.md"
+# utils.py: get_loops(ipc) -> (outer_loop, inner_loop), "empirically good" values; other IPCs exit there
+WARM = "PATH and run:RUN_ID are ddbench's warm starts (docs/baselines.md#warm-starts)"
+LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+BN_REAL_PER_CLASS = 16  # main.py: BNSizePC = 16 real images per class set BatchNorm statistics
+EPS = 0.000001  # utils.py distance_wb: norm product + 0.000001
+LAYOUT_KEYS = ("micro_batch", "workers")  # speed only: float order, not the run
+METRICS = ("ours", "mse", "cos")  # main.py --dis_metric
+
+
+# ------------------------------------------------------------------------------------------ the distance
+def layer_distance(gwr: torch.Tensor, gws: torch.Tensor) -> torch.Tensor:
+    """utils.py distance_wb: sum over output units of 1 - cos(real, syn) of that unit's gradient row.
+
+    Conv weights (out, in, h, w) and layer-norm weights (C, h, w) are flattened per output unit, linear
+    weights are rows already; 1-D tensors (biases, norm affine parameters) count 0, as in the reference.
+    """
+    shape = gwr.shape
+    if len(shape) == 1:
+        return gws.new_zeros(())
+    if len(shape) > 2:
+        gwr, gws = gwr.reshape(shape[0], -1), gws.reshape(shape[0], -1)
+    cos = (gwr * gws).sum(-1) / (gwr.norm(dim=-1) * gws.norm(dim=-1) + EPS)
+    return (1 - cos).sum()
+
+
+def gradient_distance(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor], metric: str = "ours") -> torch.Tensor:
+    """utils.py match_loss: 'ours' (per-layer, per-unit cosine), 'mse' or 'cos' over all gradients flattened."""
+    if metric == "ours":
+        return torch.stack([layer_distance(r, s) for r, s in zip(gw_real, gw_syn)]).sum()
+    real = torch.cat([g.reshape(-1) for g in gw_real])
+    syn = torch.cat([g.reshape(-1) for g in gw_syn])
+    if metric == "mse":
+        return ((syn - real) ** 2).sum()
+    if metric == "cos":
+        return 1 - (real * syn).sum() / (real.norm() * syn.norm() + EPS)
+    raise DDBenchError(f"dis_metric={metric!r} is not allowed; choose one of {', '.join(METRICS)}")
+
+
+def loss_gradients(net: torch.nn.Module, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                   micro_batch: int = 0, create_graph: bool = False, denominator: int | None = None) -> list[torch.Tensor]:
+    """Gradients of the mean cross-entropy over (x, y) w.r.t. `params`, summed over chunks of `micro_batch`
+    (0: one chunk). `denominator` is the batch the mean is over (default len(x): a chunk of a larger batch
+    passes the whole batch's size)."""
+    n = denominator or len(x)
+    total: list[torch.Tensor] | None = None
+    for xp, yp in zip(x.split(micro_batch or len(x)), y.split(micro_batch or len(x))):
+        loss = F.cross_entropy(net(xp), yp, reduction="sum") / n
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+        total = list(grads) if total is None else [a + b for a, b in zip(total, grads)]
+    return total
+
+
+def match_class(net: torch.nn.Module, real_x: torch.Tensor, real_y: torch.Tensor, syn_x: torch.Tensor,
+                syn_y: torch.Tensor, metric: str = "ours", augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                micro_batch: int = 0) -> torch.Tensor:
+    """One class's term of main.py's loss: the distance between the network's loss gradients on real and on
+    synthetic images (the real ones constant), differentiable w.r.t. `syn_x`.
+
+    `augment`, if given, is applied to both batches (DSA: one siamese draw, the same transform for both).
+    """
+    params = [q for q in net.parameters() if q.requires_grad]
+    if augment is not None:
+        real_x, syn_x = augment(real_x), augment(syn_x)
+    gw_real = [g.detach() for g in loss_gradients(net, params, real_x, real_y, micro_batch)]
+    gw_syn = loss_gradients(net, params, syn_x, syn_y, micro_batch, create_graph=True)
+    return gradient_distance(gw_syn, gw_real, metric)
+
+
+# ----------------------------------------------------------------------------------------- the method
+def initial_images(ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+    """(images, labels, provenance) of the initial synthetic set for the `init` setting, class-major labels.
+
+    `real`: ipc random real images per class, the `random` baseline's draw with the same seed; `noise`:
+    standard normal pixels in the normalised space (main.py --init, torch.randn); PATH or run:RUN_ID: a stored
+    set (docs/baselines.md#warm-starts), whose provenance is returned (None for real / noise).
+    """
+    return initial_set(ctx, "init")
+
+
+def loops_for(ctx: RunContext) -> tuple[int, int]:
+    """(outer_loop, inner_loop): the settings if non-zero, else utils.py get_loops(ipc)."""
+    p = ctx.params
+    outer, inner = LOOPS.get(ctx.ipc, (0, 0))
+    return p["outer_loop"] or outer, p["inner_loop"] or inner
+
+
+def iterations_for(ctx: RunContext) -> int:
+    """`iterations`, or with `image_updates` > 0 the iterations that make that many synthetic-image updates
+    (an iteration makes outer_loop of them): a budget that costs about the same at every IPC's loops."""
+    updates = ctx.params["image_updates"]
+    if not updates:
+        return ctx.params["iterations"]
+    return -(-updates // loops_for(ctx)[0])
+
+
+class GradientMatching(Method):
+    """main.py of DC/DSA; `dsa` picks the method (DSA: siamese augmentation in matching, DSA in the inner loop)."""
+
+    def __init__(self, name: str, dsa: bool):
+        self.name = name
+        self.dsa = dsa
+        self.checkpoint = f"{name.replace('-', '_')}_checkpoint.pt"
+        if dsa:
+            self.description = ("DSA (Zhao & Bilen, ICML 2021): gradient matching with differentiable siamese "
+                                "augmentation, init real")
+        else:
+            self.description = "DC (Zhao et al., ICLR 2021): dataset condensation by per-class gradient matching"
+        method = "DSA" if dsa else "DC"
+        self.params = {
+            "iterations": Param(1000, f"{REF}: --Iteration 1000", "outer iterations (a fresh network each)", min=0),
+            "image_updates": Param(0, f"{REF}: --Iteration fixes the iterations at every IPC; 0 = off (the CPU "
+                                   "preset's budget, plugins.toml)",
+                                   "if > 0, replaces iterations: ceil(image_updates / outer_loop) iterations", min=0),
+            "lr_img": Param(0.1, f"{REF}: --lr_img 0.1", "SGD learning rate on the synthetic images", min=0),
+            "momentum": Param(0.5, f"{REF}: torch.optim.SGD([image_syn], lr=args.lr_img, momentum=0.5)", min=0, max=1),
+            "lr_net": Param(0.01, f"{REF}: --lr_net 0.01 (SGD without momentum)", "inner-loop learning rate", min=0),
+            "batch_real": Param(256, f"{REF}: --batch_real 256", "real images per class per matching step", min=1),
+            "batch_train": Param(256, f"{REF}: --batch_train 256", "synthetic images per inner-loop batch", min=1),
+            "init": (init_param(f"{README}: DSA command `--init real`; {WARM}", "real") if dsa else
+                     init_param(f"{REF}: --init default 'noise' ({README}: the DC Table 1 command sets none); {WARM}",
+                                "noise")),
+            "outer_loop": Param(0, f"{UTILS}: get_loops (IPC 1/10/20/30/40/50: 1/10/20/30/40/50)",
+                                "matching steps per network; 0 = get_loops(ipc)", min=0),
+            "inner_loop": Param(0, f"{UTILS}: get_loops (IPC 1/10/20/30/40/50: 1/50/25/20/15/10)",
+                                "epochs of network training on the synthetic set between matching steps; "
+                                "0 = get_loops(ipc)", min=0),
+            "dis_metric": Param("ours", f"{REF}: --dis_metric ours", "gradient distance (utils.py match_loss)",
+                                choices=METRICS),
+            "micro_batch": Param(16, "docs/baselines.md#speed (ddbench's layout, as DM's; exact up to float order)",
+                                 "images per network call on CPU; 0 = whole batches", min=0),
+            "workers": Param(0, "docs/baselines.md#speed (one worker per core, one intra-op thread each)",
+                             "worker threads on CPU; 0 = torch.get_num_threads()", min=0),
+            "checkpoint_every": Param(10, "docs/baselines.md#dc-and-dsa-gradient-matching (ddbench's resume "
+                                      "granularity, not in the paper)",
+                                      "iterations between checkpoints in the run's work_dir", min=1),
+        }
+        if dsa:
+            self.params["dsa_strategy"] = Param(
+                DSA_STRATEGY, f"{README}: --dsa_strategy {DSA_STRATEGY} (FashionMNIST, CIFAR)",
+                "'none' disables DSA (= dc with init real)", check=check_strategy)
+        self._method = method
+
+    def validate(self, ctx: RunContext) -> None:
+        check_ipc_fits(ctx)
+        check_init(ctx, "init")
+        outer, inner = loops_for(ctx)
+        if not outer or not inner:
+            raise DDBenchError(
+                f"--ipc {ctx.ipc} has no loops in get_loops of {UTILS} (defined for IPC {', '.join(map(str, LOOPS))}); "
+                f"set both, e.g. --set outer_loop=10 --set inner_loop=50")
+
+    def _fingerprint(self, ctx: RunContext, init_sha256: str | None = None) -> str:
+        # layout settings change float order only; a warm start's file enters by its content, as in DM
+        p = {k: v for k, v in ctx.params.items()
+             if k not in ("iterations", "image_updates", "checkpoint_every") + LAYOUT_KEYS}
+        warm = {"init_sha256": init_sha256} if init_sha256 else {}
+        return fingerprint({"method": self.name, "params": p, "loops": loops_for(ctx), "ipc": ctx.ipc,
+                            "seed": ctx.seed, "model": ctx.model, "data": dataset_fingerprint(ctx.dataset), **warm})
+
+    def distill(self, ctx: RunContext) -> SyntheticSet:
+        p, ds, dev = ctx.params, ctx.dataset, ctx.device
+        if torch.device(dev).type == "cpu":
+            keep_freed_memory()  # docs/baselines.md#speed: no page faults on every chunk's activations
+        images, labels, provenance = initial_images(ctx)
+        image_syn = images.to(dev).requires_grad_(True)
+        labels = labels.to(dev)
+        opt = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
+        iterations = iterations_for(ctx)
+        if p["image_updates"]:
+            ctx.log(f"{self.name}: image_updates={p['image_updates']} -> {iterations} iterations of outer_loop "
+                    f"{loops_for(ctx)[0]} (iterations={p['iterations']} is not used; --set image_updates=0 to use it)")
+        ckpt_path = ctx.work_dir / self.checkpoint
+        ckpt = Resumable(ctx, ckpt_path, self._fingerprint(ctx, provenance and provenance["sha256"]), self.name, iterations, {"images": image_syn},
+                         {"optimizer": opt}, {"labels": labels.cpu()})
+        start = ckpt.resume()
+        losses = ckpt.losses
+        step = Step(ctx, self.name, self.dsa, ds.train_x.to(dev), class_indices(ds))
+        t0 = time.perf_counter()
+        bar = progress(range(start, iterations), ctx, self.name, total=iterations, initial=start)
+        for it in bar:
+            losses.append(step.iteration(it, image_syn, labels, opt))
+            if ctx.progress:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if (it + 1) % p["checkpoint_every"] == 0 or it + 1 == iterations:
+                ckpt.save(it + 1)
+        if start == iterations and not ckpt_path.exists():
+            ckpt.save(start)  # iterations=0: still leave a checkpoint
+        outer, inner = step.loops
+        meta = {"method": self._method, "iterations": iterations, "init": p["init"], "outer_loop": outer,
+                "inner_loop": inner, **({"init_provenance": provenance} if provenance else {}), "losses": losses, "final_loss": losses[-1] if losses else None,
+                "resumed_from": ckpt.resumed_from, "seconds_this_session": time.perf_counter() - t0}
+        return SyntheticSet(image_syn.detach().cpu(), labels.cpu().clone(), meta=meta)
+
+
+class Step:
+    """One main.py iteration (a fresh network, its outer and inner loops), with the run's draws and layout."""
+
+    def __init__(self, ctx: RunContext, name: str, dsa: bool, train_x: torch.Tensor, idx_by_class: list[torch.Tensor]):
+        p = ctx.params
+        self.ctx, self.name, self.train_x, self.idx_by_class = ctx, name, train_x, idx_by_class
+        self.dsa = make_dsa(p.get("dsa_strategy", "none")) if dsa else None
+        self.loops = loops_for(ctx)
+        cpu = torch.device(ctx.device).type == "cpu"
+        self.micro_batch = p["micro_batch"] if cpu else 0  # whole batches on an accelerator
+        self.workers = (p["workers"] or torch.get_num_threads()) if cpu else 1
+
+    def network(self, it: int) -> torch.nn.Module:
+        with seeded(self.ctx.seed, f"{self.name}-net", it):
+            net = self.ctx.build_model()  # a fresh random network every iteration (main.py get_network)
+        return net.to(self.ctx.device).train()
+
+    def iteration(self, it: int, image_syn: torch.Tensor, labels: torch.Tensor, opt_img: torch.optim.Optimizer) -> float:
+        """Runs iteration `it` (updating `image_syn` through `opt_img`); main.py's logged loss: the matching
+        loss summed over classes and outer loops, divided by num_classes * outer_loop."""
+        p = self.ctx.params
+        gen = generator(self.ctx.seed, self.name, it)
+        net = self.network(it)
+        opt_net = torch.optim.SGD(net.parameters(), lr=p["lr_net"])  # main.py: no momentum
+        outer, inner = self.loops
+        total = 0.0
+        for ol in range(outer):
+            freeze_batchnorm(net, self.train_x, self.idx_by_class, gen)
+            draws = self.draws(gen)
+            loss, grad = self.match(net, draws, image_syn)
+            opt_img.zero_grad()
+            image_syn.grad = grad
+            opt_img.step()
+            total += float(loss)
+            if ol == outer - 1:
+                break
+            self.train_network(net, opt_net, image_syn.detach(), labels, inner, gen)
+        return total / (len(self.idx_by_class) * outer)
+
+    def draws(self, gen: torch.Generator) -> list[tuple[torch.Tensor, object]]:
+        """Per class: its real-image indices (main.py get_images: a random batch_real of the class) and its
+        siamese DSA draw (None for DC)."""
+        out = []
+        for idx in self.idx_by_class:
+            pick = idx[torch.randperm(len(idx), generator=gen)[: self.ctx.params["batch_real"]]]
+            params = self.dsa.sample(self.train_x[:1], gen, siamese=True) if self.dsa is not None else None
+            out.append((pick, params))
+        return out
+
+    def match(self, net, draws, image_syn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss summed over classes, its gradient w.r.t. the synthetic images); classes on worker threads.
+        A class's term depends on its own synthetic images only, so per-class gradients concatenate."""
+        ipc, dev = self.ctx.ipc, image_syn.device
+        syn = image_syn.detach()
+        metric = self.ctx.params["dis_metric"]
+
+        def one(c: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pick, params = draws[c]
+            leaf = syn[c * ipc:(c + 1) * ipc].clone().requires_grad_(True)
+            real = self.train_x[pick.to(dev)]
+            augment = (lambda x: self.dsa.apply(x, params)) if params is not None else None
+            y_real = torch.full((len(real),), c, dtype=torch.long, device=dev)
+            y_syn = torch.full((ipc,), c, dtype=torch.long, device=dev)
+            loss = match_class(net, real, y_real, leaf, y_syn, metric, augment, self.micro_batch)
+            grad, = torch.autograd.grad(loss, leaf)
+            return loss.detach(), grad
+
+        results = map_workers(one, list(range(len(draws))), self.workers)
+        return torch.stack([r[0] for r in results]).sum(), torch.cat([r[1] for r in results])
+
+    def train_network(self, net, opt_net, images: torch.Tensor, labels: torch.Tensor, epochs: int,
+                      gen: torch.Generator) -> None:
+        """main.py's inner loop: `epochs` epochs of utils.py epoch('train', ...) on the synthetic set,
+        shuffled batches of batch_train, DSA (per sample, not siamese) on every batch for DSA."""
+        net.train()
+        params = list(net.parameters())
+        for _ in range(epochs):
+            for batch in torch.randperm(len(images), generator=gen).split(self.ctx.params["batch_train"]):
+                x, y = images[batch.to(images.device)], labels[batch.to(labels.device)]
+                if self.dsa is not None:
+                    x = self.dsa.apply(x, self.dsa.sample(x, gen))
+                grads = self.batch_gradients(net, params, x, y)
+                for q, g in zip(params, grads):
+                    q.grad = g
+                opt_net.step()
+
+    def batch_gradients(self, net, params, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """Gradients of the batch's mean loss; on CPU its micro-batches are shared among the workers."""
+        mb = self.micro_batch
+        chunks = list(zip(x.split(mb or len(x)), y.split(mb or len(x))))
+        n_workers = min(self.workers, len(chunks))
+        if n_workers <= 1:
+            return loss_gradients(net, params, x, y, mb)
+        groups = [chunks[w::n_workers] for w in range(n_workers)]
+
+        def one(group):
+            total = None
+            for xp, yp in group:
+                g = loss_gradients(net, params, xp, yp, 0, denominator=len(x))
+                total = g if total is None else [a + b for a, b in zip(total, g)]
+            return total
+
+        parts = map_workers(one, groups, n_workers)
+        return [sum(gs) for gs in zip(*parts)]
+
+
+def freeze_batchnorm(net: torch.nn.Module, train_x: torch.Tensor, idx_by_class: list[torch.Tensor],
+                     gen: torch.Generator) -> None:
+    """main.py: a network with BatchNorm gets its running statistics from BNSizePC (16) real images per class
+    in train mode, then every BatchNorm layer is put in eval mode for the matching. Nothing for other nets
+    (the ConvNet's instance norm has no statistics), and no draw is made then."""
+    bns = [m for m in net.modules() if "BatchNorm" in m._get_name()]
+    if not bns:
+        return
+    picks = [idx[torch.randperm(len(idx), generator=gen)[:BN_REAL_PER_CLASS]] for idx in idx_by_class]
+    net.train()
+    with torch.no_grad():
+        net(train_x[torch.cat(picks).to(train_x.device)])
+    for m in bns:
+        m.eval()
+
+
+def map_workers(fn, items: list, workers: int) -> list:
+    """[fn(item) ...] in order, on `workers` threads with an equal share of the intra-op threads each
+    (docs/baselines.md#speed: no OpenMP barrier per small op); in turn with one worker."""
+    n = min(len(items), workers)
+    if n <= 1:
+        return [fn(item) for item in items]
+    threads = torch.get_num_threads()
+
+    def one(item):
+        torch.set_num_threads(max(1, threads // n))
+        return fn(item)
+
+    try:
+        with ThreadPoolExecutor(n, thread_name_prefix="ddbench-gm") as pool:
+            return list(pool.map(one, items))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def reference_iteration_loss(ctx: RunContext, name: str, dsa: bool, it: int, image_syn: torch.Tensor,
+                             train_x: torch.Tensor, idx_by_class: list[torch.Tensor]) -> torch.Tensor:
+    """main.py's first matching step of iteration `it` written plainly (class by class, whole batches, one
+    autograd graph through every class, the reference's match_loss loop): what tests compare `Step.match` with."""
+    step = Step(ctx, name, dsa, train_x, idx_by_class)
+    gen = generator(ctx.seed, name, it)
+    net = step.network(it)
+    freeze_batchnorm(net, train_x, idx_by_class, gen)
+    draws = step.draws(gen)
+    params = list(net.parameters())
+    ipc = ctx.ipc
+    loss = image_syn.new_zeros(())
+    for c, (pick, dp) in enumerate(draws):
+        real, syn = train_x[pick], image_syn[c * ipc:(c + 1) * ipc]
+        if dp is not None:
+            real, syn = step.dsa.apply(real, dp), step.dsa.apply(syn, dp)
+        lab_real = torch.full((len(real),), c, dtype=torch.long)
+        gw_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), lab_real), params)]
+        gw_syn = torch.autograd.grad(F.cross_entropy(net(syn), torch.full((ipc,), c, dtype=torch.long)), params,
+                                     create_graph=True)
+        for gr, gs in zip(gw_real, gw_syn):
+            loss = loss + layer_distance(gr, gs)
+    return loss
+
+
+@hookimpl
+def register_methods(register):
+    register(GradientMatching("dc", dsa=False))
+    register(GradientMatching("dsa-gm", dsa=True))
