@@ -5,6 +5,7 @@ study: does the cut `fast` protocol (100 or 300 epochs) rank the methods as `dsa
 
     DDBENCH_STUDY_LOCK=/tmp/ddbench-cpu.lock python benchmarks/bench_standard.py run     # missing cells, by priority
     python benchmarks/bench_standard.py run --only ipc1        # one group: ipc1, ipc10, fast100, fast300
+    python benchmarks/bench_standard.py run --only ipc10 --seeds 0 --methods dm,dc   # a slice of the cells
     python benchmarks/bench_standard.py plan                   # the cells, stored or to run, in run order
     python benchmarks/bench_standard.py report [--write]       # the table (README, docs/evaluation.md) and the rank study
 
@@ -44,6 +45,9 @@ PROTOCOL_LABEL = {"dsa": "dsa (1000 epochs, 5 nets)", "fast100": "fast cut to 10
 # (method, method seeds): 5 seeds for random real and Min-Max Diffusion (the headline comparison), 3 for the others.
 METHODS: dict[str, int] = {"random": 5, "minmax-diffusion": 5, "herding": 3, "k-means": 3, "k-center": 3, "dm": 3,
                            "dc": 3, "dsa-gm": 3, "mtt": 3}
+# IPC 10 run order within a seed (each cell ~20 min): the headline pair and herding first, then the methods with
+# published figures, the other selections last.
+RUN_ORDER = ("random", "minmax-diffusion", "herding", "dm", "dsa-gm", "dc", "mtt", "k-means", "k-center")
 # Rows that run a CPU preset of plugins.toml instead of the paper's settings (`--preset paper` restores those).
 CPU_PRESET = {"dm", "dc", "dsa-gm", "mtt", "minmax-diffusion"}
 # Published Fashion-MNIST figures, ConvNet, hard labels, and the protocol behind each (as recalled; DC Table 1 and
@@ -84,7 +88,7 @@ def same_as(ipc: int, method: str) -> str | None:
     return "herding" if (ipc, method) == (1, "k-means") else None
 
 
-def plan(only: str = "") -> list[tuple[str, int, str, str, int]]:
+def plan(only: str = "", seeds: str = "", methods: str = "") -> list[tuple[str, int, str, str, int]]:
     """(group, ipc, protocol, method, seed) in run order: IPC 1 first (cheap), then IPC 10 under dsa one seed of every
     method at a time (so the rank study has every method early), then the cut protocols of the rank study."""
     order: list[tuple[str, int, str, str, int]] = []
@@ -94,10 +98,13 @@ def plan(only: str = "") -> list[tuple[str, int, str, str, int]]:
                 order.append(("ipc1", 1, "dsa", m, seed))
     for group, proto in (("ipc10", "dsa"), ("fast100", "fast100"), ("fast300", "fast300")):
         for seed in range(5):
-            for m, n in METHODS.items():
-                if seed < n:
+            for m in RUN_ORDER:
+                if seed < METHODS[m]:
                     order.append((group, 10, proto, m, seed))
-    return [c for c in order if not only or c[0] in only.split(",")]
+    keep_seeds = {int(x) for x in seeds.split(",") if x}
+    keep_methods = set(filter(None, methods.split(",")))
+    return [c for c in order if (not only or c[0] in only.split(",")) and (not keep_seeds or c[4] in keep_seeds)
+            and (not keep_methods or c[3] in keep_methods)]
 
 
 def load(ipc: int, proto: str, method: str, seed: int) -> dict[str, Any] | None:
@@ -109,8 +116,8 @@ def load(ipc: int, proto: str, method: str, seed: int) -> dict[str, Any] | None:
     return cell if cell["summary"].get("accuracy_mean") is not None else None
 
 
-def run(only: str) -> None:
-    for group, ipc, proto, method, seed in plan(only):
+def run(only: str, seeds: str = "", methods: str = "") -> None:
+    for group, ipc, proto, method, seed in plan(only, seeds, methods):
         if load(ipc, proto, method, seed) is None:
             bm.run_cell(cell_name(ipc, proto, method, seed), method,
                         ["--ipc", str(ipc), "--seed", str(seed), *PROTOCOLS[proto]])
@@ -223,15 +230,22 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("run", "plan", "report"))
     ap.add_argument("--only", default="", help="groups to run: ipc1, ipc10, fast100, fast300 (comma-separated)")
+    ap.add_argument("--seeds", default="", help="method seeds to run or plan, e.g. 0 or 0,1 (default: all)")
+    ap.add_argument("--methods", default="", help="methods to run or plan, comma-separated (default: all)")
     ap.add_argument("--write", action="store_true", help="report: fill the marker blocks of the README and docs")
     args = ap.parse_args(argv)
     bad = [g for g in filter(None, args.only.split(",")) if g not in ("ipc1", "ipc10", "fast100", "fast300")]
     if bad:
         ap.error(f"--only {','.join(bad)}: not a group; choose from ipc1, ipc10, fast100, fast300")
+    if not all(x.isdigit() for x in filter(None, args.seeds.split(","))):
+        ap.error(f"--seeds {args.seeds}: not a comma-separated list of seeds; e.g. 0,1")
+    unknown = [m for m in filter(None, args.methods.split(",")) if m not in METHODS]
+    if unknown:
+        ap.error(f"--methods {','.join(unknown)}: not in the table; choose from {', '.join(METHODS)}")
     if args.what == "run":
-        run(args.only)
+        run(args.only, args.seeds, args.methods)
     elif args.what == "plan":
-        for group, ipc, proto, method, seed in plan(args.only):
+        for group, ipc, proto, method, seed in plan(args.only, args.seeds, args.methods):
             where = adopted(ipc, proto, same_as(ipc, method) or method, seed)
             state = f"adopted {where.relative_to(ROOT)}" if where else (
                 "stored" if load(ipc, proto, method, seed) else "to run")
