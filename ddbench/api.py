@@ -50,6 +50,7 @@ PUBLIC_SURFACE: dict[str, str] = {
     "ddbench.safeload": "the one `.pt` reader, tensors and plain containers only (`load_tensors`, `UnsafeFile`)",
     "ddbench.seeds": "seeded generators on keyed streams (`generator`, `derive_seed`, `seeded`)",
     "ddbench.identity": "the one config hash and dataset fingerprint (cache keys)",
+    "ddbench.guard": "for methods that call other plugins' objects: `call_plugin`, so a fault names their plugin",
     "ddbench.augment": "DSA differentiable augmentation, shared by methods and protocols",
     "ddbench.zca": "ZCA whitening as the reference code fits it",
     "ddbench.classifier": "the real-data reference classifier (quality figures, feature spaces)",

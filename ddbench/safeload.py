@@ -66,7 +66,7 @@ def _pickle_globals(path: Path) -> list[str]:
             while True:
                 strings: list[str] = []
                 for op, arg, _ in pickletools.genops(fh):
-                    if op.name == "GLOBAL":
+                    if op.name in ("GLOBAL", "INST"):
                         found.append(str(arg).replace(" ", "."))
                     elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                         found.append(f"{strings[-2]}.{strings[-1]}")
@@ -90,6 +90,8 @@ def load_tensors(path: Path | str, map_location: Any = "cpu", mmap: bool = False
         if "weights only" not in str(exc).lower() and "weights_only" not in str(exc).lower():
             raise
         holds = unsafe_globals(path) or sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))
+        if not holds:  # no object named anywhere: bytes that are not a torch file (or a truncated one), not code
+            raise
         raise UnsafeFile(path, holds) from None
 
 
