@@ -136,6 +136,8 @@ def stats(ipc: int, proto: str, method: str) -> dict[str, Any] | None:
 
 def precision_of(cell: dict[str, Any]) -> str:
     """The evaluation's arithmetic as the run recorded it; cells from before the setting existed ran fp32."""
+    if cell.get("summary", {}).get("eval_precision"):
+        return cell["summary"]["eval_precision"]
     details = (cell.get("summary", {}).get("eval_details") or cell.get("meta", {}).get("eval") or {})
     return details.get("precision", "fp32") if isinstance(details, dict) else "fp32"
 
@@ -168,6 +170,9 @@ def table(ipcs: tuple[int, ...] = (1, 10)) -> str:
         src = f" ({PUBLISHED_SOURCE[m]})" if m in PUBLISHED_SOURCE else ""
         name = f"{m}{' (CPU preset)' if m in CPU_PRESET else ''}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {pub}{src} |")
+    used = {i: sorted({x for m in METHODS if (st := stats(i, "dsa", m)) for x in st["precision"]}) for i in ipcs}
+    lines.append("\nEvaluation arithmetic of the cells (docs/evaluation.md#precision; bf16 passed the equivalence "
+                 "test against fp32): " + "; ".join(f"IPC {i}: {', '.join(used[i]) or '-'}" for i in ipcs) + ".")
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from .atomic import atomic_write_json, atomic_write_text
 from .plugins import Registry, registry_or_default
-from .records import RunRecord, SettingRoles, evaluation_settings, requested_ipc
+from .records import EPOCHS, RunRecord, SettingRoles, evaluation_settings, requested_ipc
 from .results import query
 from .stats import STARS, Spread, Test, p_text, seed_test, spread, stars, welch  # noqa: F401 - STARS re-exported
 from .tables import markdown_table, plain_table
@@ -177,11 +177,26 @@ class Section:
     ipcs: list[int] = field(default_factory=list)
     rows: list[RunRecord] = field(default_factory=list)
     roles: SettingRoles = field(default_factory=SettingRoles, repr=False)  # of the protocols, as summarise read them
+    standard_epochs: int | None = None  # the protocol's Protocol.standard_epochs, when it is loaded and claims one
 
     @property
     def title(self) -> str:
         extra = "".join(f" · {k}={v}" for k, v in self.distinct)
-        return f"{self.dataset} · protocol {self.protocol} · {self.model}{extra}"
+        cut = f" · cut protocol: {self.cut[0]} of {self.cut[1]} epochs" if self.cut else ""
+        return f"{self.dataset} · protocol {self.protocol} · {self.model}{extra}{cut}"
+
+    @property
+    def cut(self) -> tuple[str, int] | None:
+        """(the epochs its networks trained, the published protocol's) when every run trained fewer epochs than the
+        protocol it follows claims (Protocol.standard_epochs): its accuracies are not comparable with the papers'."""
+        if not self.standard_epochs:
+            return None
+        epochs = {self.roles.value(r, EPOCHS) for r in self.rows}
+        if not epochs or not all(isinstance(e, int) and not isinstance(e, bool) for e in epochs):
+            return None
+        if max(epochs) >= self.standard_epochs:
+            return None
+        return "/".join(str(e) for e in sorted(epochs)), self.standard_epochs
 
     @property
     def slug(self) -> str:
@@ -203,7 +218,9 @@ def variant_name(variant: tuple[str, float | None]) -> str:
 
 def summarise(rows: list[RunRecord], reference: str | None = None, method_order: list[str] | None = None,
               registry: Registry | None = None) -> list[Section]:
-    roles = registry_or_default(registry).setting_roles()
+    registry = registry_or_default(registry)
+    roles = registry.setting_roles()
+    standard = {name: getattr(p, "standard_epochs", None) for name, p in registry.items["protocols"].items()}
     sections: dict[tuple, Section] = {}
     order = list(method_order or [])
     for r in rows:
@@ -213,7 +230,8 @@ def summarise(rows: list[RunRecord], reference: str | None = None, method_order:
         reference = order[0] if order else None  # the first method listed (or seen) is the reference
     for r in rows:
         key = (r.dataset, r.protocol, r.model, evaluation_settings(r, roles))
-        sec = sections.setdefault(key, Section(*key[:3], reference=reference, settings=key[3], roles=roles))
+        sec = sections.setdefault(key, Section(*key[:3], reference=reference, settings=key[3], roles=roles,
+                                               standard_epochs=standard.get(r.protocol)))
         sec.rows.append(r)
         ck = (r.method, r.budget, r.ipc)
         cell = sec.cells.setdefault(ck, Cell(*ck))
@@ -579,6 +597,10 @@ def _section_markdown(sec: Section, plots: dict[str, list[Path]], report_dir: Pa
     md += ["", f"## {sec.title}", ""]
     md.append(f"Reference for the t-test: **{sec.reference}** at equal count (the same IPC). "
               f"{_n_text(sec).capitalize()}.")
+    if sec.cut:
+        md += ["", f"**Cut protocol**: these networks trained {sec.cut[0]} of the {sec.cut[1]} epochs of the published "
+                  "protocol, so the accuracies sit below what the standard protocol gives and are not comparable "
+                  "with the papers' figures (docs/evaluation.md#does-a-cut-protocol-rank-methods-like-the-standard-one)."]
     md += ["", "### Accuracy (%)", "", markdown_table(*accuracy_table(sec)), ""]
     for line in (no_p_text(sec), pooled_text(sec)):
         if line:

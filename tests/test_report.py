@@ -164,8 +164,9 @@ def test_other_evaluation_settings_get_their_own_section_not_the_latest_slot(tmp
     result = build_report(db, tmp_path / "r")
     assert len(result.sections) == 2
     titles = sorted(sec.title for sec in result.sections)
-    assert titles == ["tiny · protocol fast · convnet · dsa=False", "tiny · protocol fast · convnet · dsa=True"]
-    means = {sec.title.rsplit("=", 1)[1]: sec.cell(("random", None), 1).mean for sec in result.sections}
+    cut = " · cut protocol: 300 of 1000 epochs"  # `fast` follows the 1000-epoch protocol (standard_epochs)
+    assert titles == [f"tiny · protocol fast · convnet · dsa=False{cut}", f"tiny · protocol fast · convnet · dsa=True{cut}"]
+    means = {sec.title.removesuffix(cut).rsplit("=", 1)[1]: sec.cell(("random", None), 1).mean for sec in result.sections}
     assert means == {"False": 31.0, "True": 11.0}
     md = result.markdown.read_text()
     assert "older run" not in md and "dsa=False" in md
@@ -190,6 +191,24 @@ def test_sections_per_dataset_and_protocol(tmp_path):
     result = build_report(db, tmp_path / "r")
     assert len(result.sections) == 2 and len(result.plots) == 2
     assert all(p.is_file() for p in result.plots)
+
+
+def test_a_section_under_fewer_epochs_than_its_protocol_claims_is_labelled_cut(tmp_path):
+    """`fast` and `dsa` follow the 1000-epoch protocol (Protocol.standard_epochs): a table of runs trained for fewer
+    is a cut protocol, said in its title and in report.md; the full 1000 epochs are not labelled."""
+    db = tmp_path / "ddbench.sqlite"
+    cut = _row(tmp_path, "random", 1, 0, [10.0, 11.0], config_hash="cut")
+    cut.config = {"protocol_settings": {"epochs": 100}}
+    full = _row(tmp_path, "random", 1, 0, [20.0, 21.0], config_hash="full")
+    full.protocol, full.config = "dsa", {"protocol_settings": {"epochs": 1000}}
+    for r in (cut, full):
+        record(db, r)
+    result = build_report(db, tmp_path / "r")
+    titles = {sec.protocol: sec.title for sec in result.sections}
+    assert titles["fast"].endswith("· cut protocol: 100 of 1000 epochs") and "cut" not in titles["dsa"]
+    md = result.markdown.read_text()
+    assert md.count("**Cut protocol**: these networks trained 100 of the 1000 epochs") == 1
+    assert "cut protocol: 100 of 1000 epochs" in result.terminal
 
 
 def test_welch():
