@@ -252,7 +252,7 @@ def seed_everything(seed: int) -> None:
 def load_dataset(registry: Registry, name: str, root: str | None, download: bool) -> ImageDataset:
     """The loaded dataset, checked (output_checks.check_dataset): a broken loader is its plugin's fault."""
     spec = registry.get("datasets", name)
-    return check_dataset(spec.load(root=Path(root) if root else None, download=download))
+    return check_dataset(spec.load(root=Path(root) if root else None, download=download), spec)
 
 
 class NotStored(RunFailed):
