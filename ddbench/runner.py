@@ -29,7 +29,7 @@ from .guard import PluginExit, plugin_call
 from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import EPOCHS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
-from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
+from .results import DEFAULT_OUT, PENDING, CellLock, db_path, open_store, record_or_keep
 from .safeload import UnsafeFile
 from .provenance import HOST_META, host_info
 from .synsets import load_synset, save_grid, save_synset
@@ -355,6 +355,17 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     which alone writes the database. A record the database refuses at the end is kept (NotStored).
     """
     ctx = prepare(resolved, registry, log, open_db=record_to_db)
+    lock = CellLock(resolved.work_dir)
+    if record_to_db and not lock.acquire(wait=False):  # a sweep's worker runs under its driver's lock instead
+        log(f"another process (pid {lock.holder()}) is running this config in {resolved.out_dir}; waiting for it")
+        lock.acquire()
+    try:
+        return _execute(resolved, registry, ctx, log, record_to_db)
+    finally:
+        lock.release()
+
+
+def _execute(resolved: Resolved, registry: Registry, ctx: RunContext, log, record_to_db: bool) -> RunRecord:
     for note in resolved.notes:
         log(note)
     rec = RunRecord.start(resolved.config(), resolved.config_hash)
