@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import (MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, check_budget,
+from .api import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, check_budget,
                   resolve_params)
 from .config import Config, Layer, preset_note
 from .atomic import atomic_write_json, writable_dir
@@ -34,9 +34,6 @@ from .safeload import UnsafeFile
 from .provenance import HOST_META, host_info
 from .synsets import load_synset, save_grid, save_synset
 
-DEFAULT_DATASET = "fashion-mnist"
-DEFAULT_PROTOCOL = "dsa"
-DEFAULT_MODEL = "convnet"
 PRESETS = ("default", "paper")
 MAX_SEED = 2**63 - 1  # an SQLite INTEGER
 

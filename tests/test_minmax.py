@@ -472,11 +472,11 @@ def test_plugins_are_registered(registry):
 
 def test_shipped_base_loads_and_its_sha256_is_checked():
     from ddbench_minmax.shipped import load_verified, shipped_cache
-    from ddbench_minmax.cache import sha256_file
+    from ddbench.identity import file_sha256
 
     cache = shipped_cache("fashion-mnist")
     model, meta = load_verified(cache)
-    assert meta["sha256"] == sha256_file(cache.generator_dir / "diffusion_pytorch_model.safetensors")
+    assert meta["sha256"] == file_sha256(cache.generator_dir / "diffusion_pytorch_model.safetensors")
     assert model.config.num_classes == 10 and model.config.null_class == 10 and model.config.image_size == 28
     assert meta["recipe"]["p_uncond"] > 0 and meta["train"]["steps"] > 0 and meta["command"].startswith("python -m")
     x = torch.randn(2, 1, 28, 28)
