@@ -135,6 +135,3 @@ class DenoiserCache:
 
 class CorruptCache(DDBenchError):
     pass
-
-
-GeneratorCache = DenoiserCache  # the first release's name, for code written against it
