@@ -181,7 +181,7 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
             if key is None:
                 raise DDBenchError(f"{flag}: protocol {request.protocol!r} has no setting of role {role!r} "
                                    "(docs/plugins.md#setting-roles)")
-            if key in cli_eval:  # both used to be accepted and the --set value silently dropped
+            if key in cli_eval:  # a flag and a --set for one setting: refused, never one dropped
                 raise DDBenchError(f"{flag} {value!r} and --set eval.{key}={cli_eval[key]!r} both set {key}; give one")
             cli_eval[key] = value
     protocol_settings = _settings(f"protocol {request.protocol}", protocol.params, protocol_layers, cli_eval)
