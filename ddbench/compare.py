@@ -65,7 +65,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     """
     from .runner import plugin_versions, resolve
 
-    unknown = [m for m in dedupe(methods) if m not in registry.items["methods"]]
+    unknown = [m for m in dedupe(methods) if m not in registry.methods]
     if unknown:
         valid = ", ".join(registry.names("methods")) or "(none loaded)"
         raise DDBenchError(f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
@@ -73,7 +73,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     grid = Grid(jobs=[])
     total = 0
     for method in methods:
-        takes_budget = bool(getattr(registry.items["methods"][method], "supports_budget", False))
+        takes_budget = registry.takes_budget(method)
         method_budgets: list[float | None] = list(budgets) if (budgets and takes_budget) else [None]
         bucket = grid.budget_methods if method_budgets != [None] else grid.fixed_methods
         if method not in bucket:
@@ -92,7 +92,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
                                          plugin_versions(registry, request, resolved.method_params)))
     grid.merged = total - len(grid.jobs)
     if budgets and not grid.budget_methods:
-        able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
+        able = registry.budget_methods()
         raise DDBenchError(f"--budgets/--budget given, but none of {', '.join(dedupe(methods))} takes a generation "
                            f"budget; methods that do: {', '.join(sorted(able)) or '(none loaded)'}")
     return grid

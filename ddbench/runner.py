@@ -129,8 +129,8 @@ def registry_for(config: Config) -> Registry:
 
 
 def _check_budget(request: RunRequest, method: Any, registry: Registry) -> None:
-    if not getattr(method, "supports_budget", False):
-        able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
+    if not registry.takes_budget(request.method):
+        able = registry.budget_methods()
         raise DDBenchError(
             f"method {request.method!r} does not take a generation budget; methods that do: {', '.join(able) or '(none)'}"
         )
