@@ -31,7 +31,7 @@ from .clikit import (add_common_run_args, add_report_args, dedupe, load, parse_b
                      print_report, request_from_args, shown_path, split_list)
 from .errors import DDBenchError
 from .atomic import missing_dirs, remove_empty, writable_dir
-from .records import RunRecord
+from .records import EVAL_FLAGS, IMPLEMENTATION, RunRecord
 from .results import DEFAULT_OUT, PENDING, CellLock, db_path, open_store, record_or_keep
 from .sweeps import Job, JobState, failed_record, plan
 
@@ -346,8 +346,9 @@ def _argv_of(args) -> list[str]:
     """A command line for the report when compare was called programmatically (cli.main(argv))."""
     out = ["--methods", args.methods, "--ipc", str(args.ipc), "--seeds", str(args.seeds),
            "--dataset", args.dataset, "--protocol", args.protocol]
-    for flag, value in (("--eval-models", args.eval_models), ("--eval-epochs", args.eval_epochs),
-                        ("--budgets", args.budgets), ("--launcher", args.launcher if args.launcher != "local" else None)):
+    flags = [(flag, getattr(args, dest)) for role, flag, _, dest in EVAL_FLAGS if role != IMPLEMENTATION]
+    for flag, value in (*flags, ("--budgets", args.budgets),
+                        ("--launcher", args.launcher if args.launcher != "local" else None)):
         if value is not None:
             out += [flag, str(value)]
     return out
