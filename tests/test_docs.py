@@ -147,8 +147,12 @@ def test_the_source_check_refuses_what_it_should():
     assert followable("") == "no source"
 
 
-def test_every_test_named_in_the_guarantees_exists():
+def test_every_guarantee_names_its_tests_and_every_test_named_exists():
     text = (ROOT / "docs" / "guarantees.md").read_text()
+    rows = re.findall(r"^\| (\d+) \|(.*)\|(.*)\|\s*$", text, re.M)
+    assert [int(n) for n, _, _ in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 40, "rows numbered 1..N"
+    for n, _, tests in rows:  # a guarantee without a test that holds it is a promise, not a guarantee
+        assert re.search(r"`tests/test_\w+\.py", tests), f"guarantee {n} names no test"
     named = re.findall(r"`(tests/test_\w+\.py)((?:::\w+)?)`", text)
     current = None
     for path, test in named:
