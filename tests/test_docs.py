@@ -164,3 +164,18 @@ def test_every_guarantee_names_its_tests_and_every_test_named_exists():
     every = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
     for test in chained:
         assert re.search(rf"^def {test}\(", every, re.M), f"::{test} does not exist"
+
+
+def test_every_class_attribute_of_the_plugin_contracts_is_documented():
+    """A contract's class attribute a plugin sets (Method.role, Protocol.standard_epochs, Sampler.levers...) is
+    part of the surface: docs/plugins.md names each one."""
+    import inspect
+
+    from ddbench import api
+
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    for cls in (api.Method, api.Protocol, api.Sampler, api.Policy, api.Selector, api.Launcher, api.Objective):
+        attrs = [k for k, v in vars(cls).items() if not k.startswith("_") and not callable(v)
+                 and not isinstance(v, (property, staticmethod, classmethod)) and not inspect.isfunction(v)]
+        for attr in attrs:
+            assert f"`{attr}" in text, f"{cls.__name__}.{attr} is not in docs/plugins.md"
