@@ -25,8 +25,15 @@ if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touch
     from torch import nn
 
 
+# Every command's and request's defaults, in this one place: real Fashion-MNIST (Debian's dataset-fashion-mnist;
+# the seed paper's low-resolution track, ../shared/seed), the standard evaluation protocol `dsa` (1000 epochs x 5
+# networks, VICO-UoE/DatasetCondensation evaluate_synset) and its ConvNet (utils.py get_network('ConvNet')).
+DEFAULT_DATASET = "fashion-mnist"
+DEFAULT_PROTOCOL = "dsa"
+DEFAULT_MODEL = "convnet"
+
 # The longest generation budget taken: a day (the CLI's parsers and the runner check it). The ECCV 2024 challenge
-# budgets are minutes (docs/benchmark-axes.md); --budget 1e300 used to plan 16,777,215 images per class.
+# budgets are minutes (docs/benchmark-axes.md); an uncapped budget plans absurd counts (1e300 s: 16,777,215 per class).
 MAX_BUDGET = 86400.0
 
 

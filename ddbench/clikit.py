@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import config_warnings, load_config, parse_sets
-from .api import check_budget
+from .api import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, check_budget
 from .errors import DDBenchError
 from .records import RunRecord
 from .results import DEFAULT_OUT
@@ -118,9 +118,9 @@ def parse_budgets(text: str | None, unique: bool = True) -> list[float]:
 
 def add_common_run_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by `run` and `compare` (compare takes lists for method, IPC and seed)."""
-    p.add_argument("--dataset", default="fashion-mnist", help="dataset name (see `ddbench list`)")
-    p.add_argument("--protocol", default="dsa", help="evaluation protocol (default: dsa)")
-    p.add_argument("--model", default="convnet", help="evaluation architecture (default: convnet)")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset name (see `ddbench list`)")
+    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, help=f"evaluation protocol (default: {DEFAULT_PROTOCOL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"evaluation architecture (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--eval-models", type=positive_int, default=None, help="networks trained in evaluation")
     p.add_argument("--eval-epochs", type=count, default=None,

@@ -32,7 +32,7 @@ from .clikit import (add_common_run_args, add_report_args, dedupe, load, parse_b
 from .errors import DDBenchError
 from .atomic import missing_dirs, remove_empty, writable_dir
 from .records import RunRecord
-from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
+from .results import DEFAULT_OUT, PENDING, CellLock, db_path, open_store, record_or_keep
 from .sweeps import Job, JobState, failed_record, plan
 
 DEFAULT_LAUNCHER = "local"
@@ -217,27 +217,56 @@ def check_cells(sweep: Sweep, jobs: list[Job]) -> None:
 
 
 def _run_jobs(sweep: Sweep, todo: list[Job]) -> int:
-    """Launch the jobs and store each record as it arrives (the driver alone writes); returns the failures."""
+    """Launch the jobs and store each record as it arrives (the driver alone writes); returns the failures.
+
+    The driver holds each cell's CellLock from launch until its row is stored, so a second sweep (or `run`) of
+    the same cell on the same --out waits instead of running it twice: cells another process holds are put last,
+    waited for, and skipped if that process stored them."""
     args = sweep.args
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None  # kill: clean up as Ctrl-C
-    start, failed, unstored = time.monotonic(), 0, 0
+    start, failed, unstored, n, skipped = time.monotonic(), 0, 0, 0, 0
     say = lambda msg: print(msg, flush=True)  # noqa: E731
+    locks = {job.config_hash: CellLock(sweep.grid.resolved[job.config_hash].work_dir) for job in todo}
+    mine = [job for job in todo if locks[job.config_hash].acquire(wait=False)]
+    busy = [job for job in todo if job not in mine]
     try:
-        runs = sweep.launcher.run(todo, sweep.settings, args.jobs, say)
-        try:
-            for n, (job, rec) in enumerate(runs, 1):
-                if not isinstance(rec, RunRecord):
-                    rec = failed_record(job, f"launcher {args.launcher!r} yielded {type(rec).__name__}, not a RunRecord")
-                unstored += not record_or_keep(sweep.db, rec, sweep.pending_dir, say)
-                failed += not rec.ok
-                say(f"[{n:>{len(str(len(todo)))}}/{len(todo)}] {job.label:<34} {_describe(rec)}")
-        finally:
-            runs.close()
+        for batch in (mine, busy):
+            if batch is busy and busy:
+                say(f"waiting for {len(busy)} cell(s) another process is running in {shown_path(sweep.out)}")
+                batch = []
+                for job in busy:
+                    locks[job.config_hash].acquire()
+                    done = plan([job], sweep.db, retry_failed=True)[JobState.DONE]
+                    if done:  # stored by the other process meanwhile: not run twice
+                        locks[job.config_hash].release()
+                        skipped += 1
+                        n += 1
+                        say(f"[{n:>{len(str(len(todo)))}}/{len(todo)}] {job.label:<34} done by another process")
+                    else:
+                        batch.append(job)
+            if not batch:
+                continue
+            runs = sweep.launcher.run(batch, sweep.settings, args.jobs, say)
+            try:
+                for job, rec in runs:
+                    n += 1
+                    if not isinstance(rec, RunRecord):
+                        rec = failed_record(job, f"launcher {args.launcher!r} yielded {type(rec).__name__}, "
+                                                 "not a RunRecord")
+                    unstored += not record_or_keep(sweep.db, rec, sweep.pending_dir, say)
+                    locks[job.config_hash].release()
+                    failed += not rec.ok
+                    say(f"[{n:>{len(str(len(todo)))}}/{len(todo)}] {job.label:<34} {_describe(rec)}")
+            finally:
+                runs.close()
     finally:
+        for lock in locks.values():
+            lock.release()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
-    say(f"ran {len(todo)} cell(s) in {time.monotonic() - start:.1f} s; {failed} failed"
+    say(f"ran {len(todo) - skipped} cell(s) in {time.monotonic() - start:.1f} s; {failed} failed"
+        + (f"; {skipped} done by another process" if skipped else "")
         + (f"; {unstored} kept in {sweep.pending_dir} (not stored)" if unstored else ""))
     return failed + unstored
 

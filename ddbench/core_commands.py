@@ -10,7 +10,7 @@ import json
 import sys
 
 from . import hookimpl
-from .api import Command
+from .api import DEFAULT_DATASET, Command
 from .clikit import add_common_run_args, load, positive_int, print_summary, request_from_args
 from .config import effective, load_config
 from .errors import DDBenchError
@@ -34,7 +34,7 @@ def add_run_args(p) -> None:
 def add_list_args(p) -> None:
     p.add_argument("--params", action="store_true",
                    help="also list each setting: its effective value, the layer that set it, and its source")
-    p.add_argument("--dataset", default="fashion-mnist", help="dataset whose per-dataset settings --params shows")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset whose per-dataset settings --params shows")
     p.add_argument("--preset", default="default", choices=["default", "paper"], help="as for `run`")
     p.add_argument("--config", default=None)
 

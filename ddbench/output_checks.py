@@ -138,9 +138,10 @@ def check_evaluation(result: object, *, protocol: str, networks: tuple[str, int]
     return result
 
 
-def check_dataset(data: object) -> ImageDataset:
-    """Return `data` if it is an ImageDataset a run can use: float images of one shape, labels in range,
-    at least one training and one test image. Otherwise the loader's fault, named before any work."""
+def check_dataset(data: object, spec: object | None = None) -> ImageDataset:
+    """Return `data` if it is an ImageDataset a run can use: float images of one shape, labels in range, at least
+    one training and one test image, a training image of every class, and the size, channels and classes its
+    DatasetSpec declared (what `ddbench list` shows). Otherwise the loader's fault, named before any work."""
 
     def fail(what: str) -> DatasetOutputError:  # the caller (runner._guarded) names the dataset and its plugin
         return DatasetOutputError(what)
@@ -171,4 +172,20 @@ def check_dataset(data: object) -> ImageDataset:
     if data.test_x.shape[1:] != data.train_x.shape[1:]:
         raise fail(f"loader returned test images of shape {tuple(data.test_x.shape[1:])} and train images of "
                    f"shape {tuple(data.train_x.shape[1:])}")
+    counts = torch.bincount(data.train_y, minlength=k)
+    empty = [c for c in range(k) if int(counts[c]) == 0]
+    if empty:  # else a method asking for IPC images of it failed as if the user's IPC were the problem
+        names = list(getattr(data, "class_names", []) or [])
+        shown = ", ".join(f"{c} ({names[c]})" if c < len(names) else str(c) for c in empty[:5])
+        raise fail(f"loader returned no training image of class {shown}{' and more' if len(empty) > 5 else ''} "
+                   f"of num_classes={k}; every class needs at least one")
+    declared = {"num_classes": (getattr(spec, "num_classes", 0), k),
+                "channels": (getattr(spec, "channels", 0), data.channels),
+                "image_size": (getattr(spec, "image_size", 0), data.train_x.shape[-1])}
+    for key, (said, got) in declared.items():
+        if said and said != got:
+            raise fail(f"loader returned {key}={got}, its DatasetSpec declares {key}={said}")
+    if data.train_x.shape[-1] != data.train_x.shape[-2] and getattr(spec, "image_size", 0):
+        raise fail(f"loader returned {tuple(data.train_x.shape[-2:])} images; its DatasetSpec declares square "
+                   f"images of {spec.image_size}")
     return data

@@ -17,12 +17,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from .api import DEFAULT_DATASET, DEFAULT_MODEL  # the CLI's defaults, left out of the commands it prints
 from .plugins import Registry, registry_or_default
 from .records import EPOCHS, NETWORKS, RunRecord, SettingRoles, evaluation_settings
 from .results import query
 from .stats import MIN_SEEDS, SEEDS, population_std, spread
 
-DEFAULT_DATASET, DEFAULT_MODEL = "fashion-mnist", "convnet"  # the CLI's defaults (ddbench/cli.py), left out of commands
 ROLE_FLAGS = ((EPOCHS, "--eval-epochs"), (NETWORKS, "--eval-models"))  # ddbench/clikit.py: the flags that set them
 
 

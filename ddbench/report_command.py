@@ -47,7 +47,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                f"{', '.join(present) or '(none)'}")
     for flag, value, field in (("--dataset", args.dataset, "dataset"), ("--protocol", args.protocol, "protocol")):
         there = sorted({str(getattr(r, field)) for r in rows})
-        if value is not None and value not in there:  # an empty report used to replace the last one, exit 0
+        if value is not None and value not in there:  # an empty selection never replaces the last report
             raise DDBenchError(f"{flag}: no runs on {value!r} in {db}; {field}s there: {', '.join(there) or '(none)'}")
     report_dir = writable_dir(Path(args.report) if args.report else Path(args.out) / "report", "--report")
     models = split_list("--models", args.models) if args.models else None

@@ -10,6 +10,7 @@ still cannot be written then (disk full, the file removed or locked meanwhile), 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 from contextlib import closing
@@ -252,3 +253,53 @@ def get_run(path: Path | str, run_id: str) -> RunRecord | None:
 
 __all__ = ["RunRecord", "StoreError", "open_store", "record", "record_or_keep", "flush_pending", "query", "find_ok",
            "latest_failed", "get_run", "db_path", "COLUMNS"]
+
+
+class CellLock:
+    """One process at a time per cell (config hash) of one results folder: an advisory `flock` on
+    OUT/work/<hash>/cell.lock, held from before the cell starts until its row is stored.
+
+    Two identical `compare`s on one `--out` would otherwise both run every cell (two rows each), and a second
+    `run` of a config still running would take the first one's distilled set for an interrupted run's leftover.
+    The lock dies with its process (a killed run never leaves it held); the file itself stays."""
+
+    def __init__(self, work_dir: Path):
+        self.path = Path(work_dir) / "cell.lock"
+        self._fh = None
+
+    def acquire(self, wait: bool = True) -> bool:
+        """Take the lock; without `wait`, False at once when another process holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def holder(self) -> str:
+        """The pid that wrote the lock file last (the holder, while it is held)."""
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the descriptor releases the flock
+            self._fh = None
+
+    def __enter__(self) -> "CellLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

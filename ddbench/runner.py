@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import (MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, check_budget,
+from .api import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, check_budget,
                   resolve_params)
 from .config import Config, Layer, preset_note
 from .atomic import atomic_write_json, writable_dir
@@ -29,14 +29,11 @@ from .guard import PluginExit, plugin_call
 from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
 from .records import EPOCHS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
-from .results import DEFAULT_OUT, PENDING, db_path, open_store, record_or_keep
+from .results import DEFAULT_OUT, PENDING, CellLock, db_path, open_store, record_or_keep
 from .safeload import UnsafeFile
 from .provenance import HOST_META, host_info
 from .synsets import load_synset, save_grid, save_synset
 
-DEFAULT_DATASET = "fashion-mnist"
-DEFAULT_PROTOCOL = "dsa"
-DEFAULT_MODEL = "convnet"
 PRESETS = ("default", "paper")
 MAX_SEED = 2**63 - 1  # an SQLite INTEGER
 
@@ -184,7 +181,7 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
             if key is None:
                 raise DDBenchError(f"{flag}: protocol {request.protocol!r} has no setting of role {role!r} "
                                    "(docs/plugins.md#setting-roles)")
-            if key in cli_eval:  # both used to be accepted and the --set value silently dropped
+            if key in cli_eval:  # a flag and a --set for one setting: refused, never one dropped
                 raise DDBenchError(f"{flag} {value!r} and --set eval.{key}={cli_eval[key]!r} both set {key}; give one")
             cli_eval[key] = value
     protocol_settings = _settings(f"protocol {request.protocol}", protocol.params, protocol_layers, cli_eval)
@@ -252,7 +249,7 @@ def seed_everything(seed: int) -> None:
 def load_dataset(registry: Registry, name: str, root: str | None, download: bool) -> ImageDataset:
     """The loaded dataset, checked (output_checks.check_dataset): a broken loader is its plugin's fault."""
     spec = registry.get("datasets", name)
-    return check_dataset(spec.load(root=Path(root) if root else None, download=download))
+    return check_dataset(spec.load(root=Path(root) if root else None, download=download), spec)
 
 
 class NotStored(RunFailed):
@@ -355,6 +352,17 @@ def execute(resolved: Resolved, registry: Registry, log=print, record_to_db: boo
     which alone writes the database. A record the database refuses at the end is kept (NotStored).
     """
     ctx = prepare(resolved, registry, log, open_db=record_to_db)
+    lock = CellLock(resolved.work_dir)
+    if record_to_db and not lock.acquire(wait=False):  # a sweep's worker runs under its driver's lock instead
+        log(f"another process (pid {lock.holder()}) is running this config in {resolved.out_dir}; waiting for it")
+        lock.acquire()
+    try:
+        return _execute(resolved, registry, ctx, log, record_to_db)
+    finally:
+        lock.release()
+
+
+def _execute(resolved: Resolved, registry: Registry, ctx: RunContext, log, record_to_db: bool) -> RunRecord:
     for note in resolved.notes:
         log(note)
     rec = RunRecord.start(resolved.config(), resolved.config_hash)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from typing import Any, Iterator
 import torch
 
 from ddbench.api import DDBenchError
-from ddbench.identity import config_hash
+from ddbench.identity import config_hash, file_sha256
 from ddbench.atomic import atomic_save, atomic_write_text
 from ddbench.safeload import load_tensors
 
@@ -35,14 +34,6 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 def cache_key(prefix: str, identity: dict[str, Any]) -> str:
     """The folder name of a cached denoiser: `prefix-<hash of what made it>` (the format existing caches use)."""
     return f"{prefix}-{config_hash(identity)}"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class DenoiserCache:
@@ -94,7 +85,7 @@ class DenoiserCache:
         weights = self.generator_dir / WEIGHTS
         if not weights.is_file():
             raise CorruptCache(f"{weights} is missing")
-        if meta.get("sha256") and sha256_file(weights) != meta["sha256"]:
+        if meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
             raise CorruptCache(f"{weights} does not match the sha256 recorded in meta.json")
         try:
             denoiser = Denoiser.load(self.generator_dir)
@@ -112,7 +103,7 @@ class DenoiserCache:
         if self.generator_dir.exists():
             shutil.rmtree(self.generator_dir)
         os.replace(tmp, self.generator_dir)
-        meta = {**meta, "sha256": sha256_file(self.generator_dir / WEIGHTS), "complete": True}
+        meta = {**meta, "sha256": file_sha256(self.generator_dir / WEIGHTS), "complete": True}
         atomic_write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), self.meta_path)
         with contextlib.suppress(FileNotFoundError):
             self.checkpoint_path.unlink()
@@ -144,6 +135,3 @@ class DenoiserCache:
 
 class CorruptCache(DDBenchError):
     pass
-
-
-GeneratorCache = DenoiserCache  # the first release's name, for code written against it

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ddbench.api import DDBenchError
+from ddbench.api import DEFAULT_DATASET, DDBenchError
 
 from .cache import DenoiserCache
 from .shipped import shipped_cache
@@ -51,7 +51,7 @@ def main(recipe_class: type, train_base: Callable[..., dict], argv: list[str] | 
                                  description="The pretrained base: train it, or ship the quality classifier.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train (or resume) a base")
-    tr.add_argument("--dataset", default="fashion-mnist")
+    tr.add_argument("--dataset", default=DEFAULT_DATASET)
     tr.add_argument("--data-root", default=None)
     tr.add_argument("--steps", type=int, default=recipe_class.steps)
     tr.add_argument("--seed", type=int, default=recipe_class.seed)
@@ -62,7 +62,7 @@ def main(recipe_class: type, train_base: Callable[..., dict], argv: list[str] | 
     tr.add_argument("--work", default="ddbench-results/cache/minmax-base", help="checkpoints and snapshots")
     tr.add_argument("--out", default=None, help="where the base goes (default: the shipped folder)")
     cl = sub.add_parser("classifier", help="ship the quality figures' real-data classifier (trained once, cached)")
-    cl.add_argument("--dataset", default="fashion-mnist")
+    cl.add_argument("--dataset", default=DEFAULT_DATASET)
     cl.add_argument("--data-root", default=None)
     cl.add_argument("--cache", default="ddbench-results/cache", help="the cache folder of runs (--out/cache)")
     args = ap.parse_args(argv)

@@ -219,9 +219,9 @@ def inspect_folder(value: str) -> BaseFolder:
 
 @lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from .cache import sha256_file
+    from ddbench.identity import file_sha256
 
-    return sha256_file(Path(path))
+    return file_sha256(Path(path))
 
 
 def folder_identity(folder: BaseFolder) -> dict[str, Any]:

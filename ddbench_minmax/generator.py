@@ -113,7 +113,6 @@ def sample_shape(denoiser: Denoiser) -> tuple[int, int, int]:
     return (c.channels, c.image_size, c.image_size)
 
 
-model_shape = sample_shape  # the first release's name, for code written against it
 
 
 def to_denoiser_space(denoiser: Denoiser, images: torch.Tensor | None) -> torch.Tensor | None:

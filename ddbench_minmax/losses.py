@@ -13,7 +13,6 @@ and its detached generated embeddings: after the loss, as the reference does.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +109,3 @@ def nn_cosine_distance(images: torch.Tensor, labels: torch.Tensor) -> dict[str, 
         vals.append(d)
     out["mean"] = float(sum(vals) / len(vals)) if vals else float("nan")
     return out
-
-
-def iter_classes(labels: torch.Tensor) -> Iterable[int]:
-    return (int(c) for c in torch.unique(labels).tolist())

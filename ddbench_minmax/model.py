@@ -104,7 +104,6 @@ class DenoiserConfig:
         return cls(**d)
 
 
-GeneratorConfig = DenoiserConfig  # the first release's name, for code written against it
 
 
 def schedule_kwargs(c: DenoiserConfig) -> dict[str, Any]:

@@ -37,7 +37,6 @@ from .losses import ClassMemory, minmax_losses
 from .model import Denoiser, schedule_kwargs
 
 TRAINABLE = ("all", "difffit")
-PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass
@@ -79,7 +78,6 @@ def from_signed_pixels(ctx_dataset, x: torch.Tensor) -> torch.Tensor:
     return ctx_dataset.normalise(((x.clamp(-1, 1) + 1) / 2).float())
 
 
-to_model_space, from_model_space = to_signed_pixels, from_signed_pixels  # the first release's names
 
 
 def trainable_parameters(denoiser: Denoiser, which: str) -> list[torch.nn.Parameter]:

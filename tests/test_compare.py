@@ -177,6 +177,49 @@ def test_killed_sweep_resumes_with_only_the_missing_cells(tmp_path, capsys):
     assert sorted((r.ipc, r.seed) for r in rows) == [(i, s) for i in (1, 2, 3) for s in (0, 1)]
 
 
+def test_two_identical_sweeps_on_one_out_run_each_cell_once(tmp_path):
+    """Two `compare`s of the same grid at once on one --out: the cells are shared out, never run twice (the second
+    waits for the cells the first holds and skips those it stored)."""
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "ddbench.cli", "compare", "--config", config, "--out", str(out), *TINY,
+            "--methods", "random", "--ipc", "1,2", "--seeds", "2", "--set", "eval.sleep=0.5", "--no-report"]
+    procs = [subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    texts = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], texts
+    rows = _ok_rows(out / "ddbench.sqlite")
+    assert len(rows) == 4 and len({h for _, h in rows}) == 4, texts  # each of the 4 cells exactly once
+    ran = sum(t.count(" ok  ") for t in texts)
+    assert ran == 4 and sum(t.count("done by another process") for t in texts) >= 1, texts
+
+
+def test_a_run_of_a_config_another_process_is_running_waits_for_it(tmp_path):
+    from ddbench.results import CellLock
+
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    argv = ["run", "--config", config, "--out", str(out), *TINY, "--method", "random", "--ipc", "1"]
+    dry = subprocess.run([sys.executable, "-m", "ddbench.cli", "compare", *argv[1:3], *argv[3:5], *TINY,
+                          "--methods", "random", "--ipc", "1", "--seeds", "1", "--dry-run"],
+                         env=subprocess_env(), capture_output=True, text=True)
+    config_hash = re.search(r"\[([0-9a-f]+)\]", dry.stdout).group(1)
+    lock = CellLock(out / "work" / config_hash)
+    assert lock.acquire(wait=False)
+    proc = subprocess.Popen([sys.executable, "-m", "ddbench.cli", *argv], env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)
+        assert proc.poll() is None  # waiting, not running or failing
+        assert not _ok_rows(out / "ddbench.sqlite")
+    finally:
+        lock.release()
+    err, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "is running this config" in err and "waiting for it" in err, err
+    assert "resuming" not in err  # the other process's work is not taken for an interrupted run's leftover
+    assert len(_ok_rows(out / "ddbench.sqlite")) == 1
+
+
 def test_budgets_apply_to_methods_that_take_one(sweep, capsys):
     run, db, _, out = sweep
     assert run("--methods", "random,gen", "--ipc", "2", "--budgets", "1,5", "--seeds", "2") == 0

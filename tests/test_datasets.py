@@ -124,7 +124,9 @@ def write_tiny_imagenet(root: Path, wnids=("n02", "n01", "n03"), per_class: int 
 def test_plugin_registers_all_datasets(registry):
     assert {"fashion-mnist", "mnist", "cifar10", "cifar100", "tiny-imagenet"} <= set(registry.names("datasets"))
     assert registry.owners["datasets"]["fashion-mnist"] == "datasets"
-    assert D.DEFAULT_DATASET == "fashion-mnist"
+    from ddbench.api import DEFAULT_DATASET  # the one home of the default (every command and request reads it)
+
+    assert DEFAULT_DATASET == "fashion-mnist" and DEFAULT_DATASET in registry.names("datasets")
     s = registry.get("datasets", "cifar100")
     assert (s.image_size, s.channels, s.num_classes) == (32, 3, 100)
 

@@ -11,9 +11,9 @@ from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError, resolve_params
 from ddbench_minmax import model as mm_model
 from ddbench.api import PlanRequest, SampleRequest, Throughput
-from ddbench_minmax.cache import GeneratorCache
+from ddbench_minmax.cache import DenoiserCache
 from ddbench_minmax.losses import ClassMemory, cosine_similarity, minmax_losses, nn_cosine_distance
-from ddbench_minmax.model import GeneratorConfig, build_denoiser, guided_eps
+from ddbench_minmax.model import DenoiserConfig, build_denoiser, guided_eps
 from ddbench_minmax.policy import Calibrated, FixedSteps, MaxImages, fit_curve
 from ddbench_minmax.sampler import DSRSampler
 from ddbench_minmax.train import TrainSpec, train_phase
@@ -40,7 +40,7 @@ TINY = dict(base_steps=3, finetune_steps=2, batch_size=6, steps=3, min_steps=2, 
 
 def tiny_model(k=3, arch="unet", seed=0):
     torch.manual_seed(seed)
-    return build_denoiser(GeneratorConfig(arch=arch, channels=1, image_size=SIZE, num_classes=k, num_train_timesteps=20,
+    return build_denoiser(DenoiserConfig(arch=arch, channels=1, image_size=SIZE, num_classes=k, num_train_timesteps=20,
                                           net=mm_model.arch_config(arch, SIZE)))
 
 
@@ -132,7 +132,7 @@ class SlowModel(nn.Module):
     def __init__(self, seconds: float, per_image: bool = False):
         super().__init__()
         self.seconds, self.per_image = seconds, per_image
-        self.config = GeneratorConfig(arch="unet", channels=1, image_size=4, num_classes=4, num_train_timesteps=20)
+        self.config = DenoiserConfig(arch="unet", channels=1, image_size=4, num_classes=4, num_train_timesteps=20)
 
     def forward(self, x, t, y):
         time.sleep(self.seconds * (x.shape[0] if self.per_image else 1))
@@ -361,7 +361,7 @@ def test_dit_backbone_behind_the_same_interface(make_ctx):
 
 def test_cache_round_trip_and_corruption(make_ctx, tmp_path):
     model = tiny_model()
-    cache = GeneratorCache(tmp_path / "k")
+    cache = DenoiserCache(tmp_path / "k")
     cache.save(model, {"hello": 1})
     loaded, meta = cache.load()
     x, t, y = torch.randn(2, 1, SIZE, SIZE), torch.tensor([3, 7]), torch.tensor([0, 2])
@@ -472,11 +472,11 @@ def test_plugins_are_registered(registry):
 
 def test_shipped_base_loads_and_its_sha256_is_checked():
     from ddbench_minmax.shipped import load_verified, shipped_cache
-    from ddbench_minmax.cache import sha256_file
+    from ddbench.identity import file_sha256
 
     cache = shipped_cache("fashion-mnist")
     model, meta = load_verified(cache)
-    assert meta["sha256"] == sha256_file(cache.generator_dir / "diffusion_pytorch_model.safetensors")
+    assert meta["sha256"] == file_sha256(cache.generator_dir / "diffusion_pytorch_model.safetensors")
     assert model.config.num_classes == 10 and model.config.null_class == 10 and model.config.image_size == 28
     assert meta["recipe"]["p_uncond"] > 0 and meta["train"]["steps"] > 0 and meta["command"].startswith("python -m")
     x = torch.randn(2, 1, 28, 28)
@@ -493,12 +493,12 @@ def test_a_corrupt_shipped_base_is_one_line_error(tmp_path):
     shutil.copytree(shipped_cache("fashion-mnist").root, copy)
     _corrupt(copy / "generator" / "diffusion_pytorch_model.safetensors")
     with pytest.raises(DDBenchError) as err:
-        load_verified(GeneratorCache(copy))
+        load_verified(DenoiserCache(copy))
     msg = str(err.value)
     assert "\n" not in msg and "sha256" in msg and "base=train" in msg
     (copy / "meta.json").write_text("{not json")
     with pytest.raises(DDBenchError, match="unreadable"):
-        load_verified(GeneratorCache(copy))
+        load_verified(DenoiserCache(copy))
 
 
 def test_shipped_quality_classifier_is_used_for_its_data(tmp_path, registry):

@@ -125,16 +125,16 @@ def test_latent_base_under_a_budget_pays_for_the_vae_decode(env, capsys, folders
 
 def test_pixel_throughput_has_no_decode_overhead_and_latent_has_one(folders):
     from ddbench_minmax.folder import inspect_folder, load_folder
-    from ddbench_minmax.generator import model_shape
+    from ddbench_minmax.generator import sample_shape
     from ddbench_minmax.latent import LatentSpace
     from ddbench_minmax.sampler import DSRSampler
 
     pixel, _ = load_folder(inspect_folder(str(folders["unet"])))
-    assert DSRSampler().measure(pixel, 3, model_shape(pixel), 6).overhead == 0.0
+    assert DSRSampler().measure(pixel, 3, sample_shape(pixel), 6).overhead == 0.0
     folder = inspect_folder(str(folders["dit"]))
     latent, vae = load_folder(folder)
     latent.decoder = LatentSpace(vae, folder.pixel_size, 28, 1)
-    assert DSRSampler().measure(latent, 3, model_shape(latent), 6).overhead > 0
+    assert DSRSampler().measure(latent, 3, sample_shape(latent), 6).overhead > 0
 
 
 def test_grey_data_goes_through_an_rgb_vae_and_back(folders):

@@ -63,6 +63,21 @@ def _nan_data(root=None, download=False):
     return ds
 
 
+def _liar(root=None, download=False):
+    from conftest import make_tiny_dataset
+
+    return make_tiny_dataset(num_classes=3, per_class=12, size=28, test_per_class=6)  # 3 classes, spec says 10
+
+
+def _hole(root=None, download=False):
+    from conftest import make_tiny_dataset
+
+    ds = make_tiny_dataset(num_classes=3, per_class=12, size=28, test_per_class=6)
+    keep = ds.train_y != 1  # class 1 has no training image
+    ds.train_x, ds.train_y = ds.train_x[keep], ds.train_y[keep]
+    return ds
+
+
 @hookimpl
 def register_selectors(register):
     register(_Sel("first-k", "first"))
@@ -74,6 +89,8 @@ def register_selectors(register):
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec("nan-data", _nan_data, "NaN pixels (tests)", 28, 1, 3))
+    register(DatasetSpec("liar-data", _liar, "declares 10 classes, loads 3 (tests)", 28, 1, 10))
+    register(DatasetSpec("hole-data", _hole, "class 1 has no training image (tests)", 28, 1, 3))
 '''
 
 
@@ -133,6 +150,18 @@ def test_nan_pixels_from_a_dataset_are_the_dataset_plugins_fault(env, capsys):
     err = capsys.readouterr().err
     assert "dataset 'nan-data' (plugin 'third_selectors')" in err and "NaN" in err, err
     assert "method 'random'" not in err
+
+
+@pytest.mark.parametrize("dataset, needle", [
+    ("liar-data", "num_classes=3, its DatasetSpec declares num_classes=10"),
+    ("hole-data", "no training image of class 1 (c1)"),
+])
+def test_a_dataset_that_contradicts_its_spec_or_lacks_a_class_is_the_dataset_plugins_fault(env, capsys, dataset, needle):
+    base = [a if a != "tiny" else dataset for a in env["base"]]
+    assert main(["run", "--method", "random", "--ipc", "1", *base]) == 1
+    err = capsys.readouterr().err
+    assert f"dataset {dataset!r} (plugin 'third_selectors')" in err and needle in err, err
+    assert "--ipc" not in err and "method 'random'" not in err
 
 
 def test_shipped_table_rows_are_validated_like_database_rows_and_warned_about_once(tmp_path, capsys):

@@ -28,7 +28,6 @@ from ..identity import config_hash
 from ..atomic import atomic_save, missing_dirs, remove_empty
 from ..safeload import UnsafeFile, drop_refused, load_tensors
 
-DEFAULT_DATASET = "fashion-mnist"
 CACHE_ENV = "DDBENCH_CACHE"
 
 # Where system packages put datasets (Debian `dataset-fashion-mnist`).

@@ -137,7 +137,7 @@ class ECCV2024Protocol(DSAProtocol):
                             "refuse sets and datasets that are not the challenge's (off: tests, partial copies)")
 
     def validate(self, ctx: RunContext, settings: dict[str, Any]) -> None:
-        """The challenge's data and network, before any work (a partial copy used to fail after distilling)."""
+        """The challenge's data and network, before any work (a partial copy fails here, not after distilling)."""
         if settings["strict"]:
             check_data(ctx.dataset)
             check_network(ctx)
