@@ -61,6 +61,10 @@ def test_a_section_with_an_iteration_sweep_gets_the_curve(sweep_db, tmp_path):
         assert im.format == "PNG"
     assert plot in result.plots and plot in result.section_plots[result.sections[0].slug]
     assert "![accuracy_vs_seconds](accuracy_vs_seconds.png)" in result.markdown.read_text()
+    from ddbench.report_html import write_html
+
+    write_html(result)  # report.html embeds it as the other plots, as data
+    assert 'alt="accuracy_vs_seconds"' in result.html.read_text()
 
 
 def test_the_series_are_what_the_runs_say(sweep_db, tmp_path):
