@@ -36,8 +36,8 @@ objectives (`GMObjective`, the `objectives` plugin kind: minmax-diffusion's `ref
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import torch
@@ -47,8 +47,7 @@ from ddbench import hookimpl
 from ddbench.api import DDBenchError, MatchStep, Method, Objective, Param, RunContext, SyntheticSet
 from ddbench.augment import check_strategy
 
-from .dm import class_major
-
+from .dm import class_major  # the per-class layout check DM's objective uses, naming this objective
 from .warm_start import check_init, init_param, initial_set
 from ._common import (
     DSA_STRATEGY,
