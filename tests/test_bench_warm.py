@@ -22,7 +22,8 @@ def cells(tmp_path, monkeypatch):
 
 def _store(folder: Path, name: str, accuracy: float, seconds: float, meta=None, run_id="r") -> None:
     summary = {"accuracy_mean": accuracy, "distill_seconds": seconds, "run_id": run_id}
-    (folder / f"{name}.json").write_text(json.dumps({"command": "ddbench run ...", "summary": summary, "meta": meta or {}}))
+    cell = {"command": "ddbench run ...", "summary": summary, "meta": meta or {}}
+    (folder / f"{name}.json").write_text(json.dumps(cell))
 
 
 def test_the_plan_runs_three_seeds_of_every_point_first_and_herding_before_its_warm_starts(cells):

@@ -40,8 +40,8 @@ def sweep_db(tmp_path):
         herding_ids[seed] = herding.run_id
         record(db, herding)
         for iters, base, seconds in ((10, 50.0, 4.0), (50, 55.0, 20.0), (150, 58.0, 60.0)):
-            record(db, _run(tmp_path, "dm", seed, _acc(base, seed), {"iterations": iters, "init": "real", "lr_img": 1.0},
-                            seconds + seed, f"real{iters}"))
+            params = {"iterations": iters, "init": "real", "lr_img": 1.0}
+            record(db, _run(tmp_path, "dm", seed, _acc(base, seed), params, seconds + seed, f"real{iters}"))
         for iters, base, seconds in ((10, 52.0, 4.0), (50, 56.0, 20.0)):
             params = {"iterations": iters, "init": f"run:{herding.run_id}", "lr_img": 1.0}
             record(db, _run(tmp_path, "dm", seed, _acc(base, seed), params, seconds, f"herd{iters}"))
