@@ -14,7 +14,7 @@ from typing import Any
 from .config import config_warnings, load_config, parse_sets
 from .api import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, check_budget
 from .errors import DDBenchError
-from .records import RunRecord
+from .records import EVAL_FLAGS, RunRecord
 from .results import DEFAULT_OUT
 
 
@@ -188,7 +188,7 @@ def request_from_args(args, **overrides: Any):
     method_sets, eval_sets = parse_sets(args.sets)
     fields = dict(
         dataset=args.dataset, protocol=args.protocol, model=args.model, device=args.device,
-        eval_networks=args.eval_models, eval_epochs=args.eval_epochs, eval_impl=args.eval_impl, budget=args.budget,
+        **{field: getattr(args, dest) for _, _, field, dest in EVAL_FLAGS}, budget=args.budget,
         preset=args.preset, sets=method_sets, eval_sets=eval_sets, data_root=args.data_root, download=args.download,
         out=args.out, db=args.db, progress=not args.no_progress,
     )

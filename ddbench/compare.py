@@ -31,7 +31,7 @@ from .clikit import (add_common_run_args, add_report_args, dedupe, load, parse_b
                      print_report, request_from_args, shown_path, split_list)
 from .errors import DDBenchError
 from .atomic import missing_dirs, remove_empty, writable_dir
-from .records import RunRecord
+from .records import EVAL_FLAGS, IMPLEMENTATION, RunRecord
 from .results import DEFAULT_OUT, PENDING, CellLock, db_path, open_store, record_or_keep
 from .sweeps import Job, JobState, failed_record, plan
 
@@ -65,7 +65,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     """
     from .runner import plugin_versions, resolve
 
-    unknown = [m for m in dedupe(methods) if m not in registry.items["methods"]]
+    unknown = [m for m in dedupe(methods) if m not in registry.methods]
     if unknown:
         valid = ", ".join(registry.names("methods")) or "(none loaded)"
         raise DDBenchError(f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
@@ -73,7 +73,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     grid = Grid(jobs=[])
     total = 0
     for method in methods:
-        takes_budget = bool(getattr(registry.items["methods"][method], "supports_budget", False))
+        takes_budget = registry.takes_budget(method)
         method_budgets: list[float | None] = list(budgets) if (budgets and takes_budget) else [None]
         bucket = grid.budget_methods if method_budgets != [None] else grid.fixed_methods
         if method not in bucket:
@@ -92,7 +92,7 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
                                          plugin_versions(registry, request, resolved.method_params)))
     grid.merged = total - len(grid.jobs)
     if budgets and not grid.budget_methods:
-        able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
+        able = registry.budget_methods()
         raise DDBenchError(f"--budgets/--budget given, but none of {', '.join(dedupe(methods))} takes a generation "
                            f"budget; methods that do: {', '.join(sorted(able)) or '(none loaded)'}")
     return grid
@@ -346,8 +346,9 @@ def _argv_of(args) -> list[str]:
     """A command line for the report when compare was called programmatically (cli.main(argv))."""
     out = ["--methods", args.methods, "--ipc", str(args.ipc), "--seeds", str(args.seeds),
            "--dataset", args.dataset, "--protocol", args.protocol]
-    for flag, value in (("--eval-models", args.eval_models), ("--eval-epochs", args.eval_epochs),
-                        ("--budgets", args.budgets), ("--launcher", args.launcher if args.launcher != "local" else None)):
+    flags = [(flag, getattr(args, dest)) for role, flag, _, dest in EVAL_FLAGS if role != IMPLEMENTATION]
+    for flag, value in (*flags, ("--budgets", args.budgets),
+                        ("--launcher", args.launcher if args.launcher != "local" else None)):
         if value is not None:
             out += [flag, str(value)]
     return out

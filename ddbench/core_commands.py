@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
         from .reference import reference_lines
         from .scores import RANDOM_ROLE
 
-        role = getattr(registry.items["methods"][args.reference], "role", "")
+        role = getattr(registry.methods[args.reference], "role", "")
         label = "random real" if role == RANDOM_ROLE else args.reference
         for line in reference_lines(resolved.db_path, rec, args.reference, label, registry=registry):
             print(line, file=stream)

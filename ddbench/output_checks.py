@@ -179,8 +179,12 @@ def check_dataset(data: object, spec: object | None = None) -> ImageDataset:
         shown = ", ".join(f"{c} ({names[c]})" if c < len(names) else str(c) for c in empty[:5])
         raise fail(f"loader returned no training image of class {shown}{' and more' if len(empty) > 5 else ''} "
                    f"of num_classes={k}; every class needs at least one")
-    declared = {"num_classes": (getattr(spec, "num_classes", 0), k),
-                "channels": (getattr(spec, "channels", 0), data.channels),
+    # The spec is what `ddbench list` shows and what models are built for; a folder may hold a subset of the
+    # classes (the challenge's non-strict mode takes a partial copy), never more, nor other shapes.
+    said = getattr(spec, "num_classes", 0)
+    if said and k > said:
+        raise fail(f"loader returned num_classes={k}, its DatasetSpec declares num_classes={said}")
+    declared = {"channels": (getattr(spec, "channels", 0), data.channels),
                 "image_size": (getattr(spec, "image_size", 0), data.train_x.shape[-1])}
     for key, (said, got) in declared.items():
         if said and said != got:

@@ -159,9 +159,35 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
 
+    # Typed per-kind views (name -> object), so callers read attributes the contracts guarantee, not raw items.
+    @property
+    def methods(self) -> dict[str, Method]:
+        return self.items["methods"]
+
+    @property
+    def protocols(self) -> dict[str, Protocol]:
+        return self.items["protocols"]
+
+    @property
+    def datasets(self) -> dict[str, DatasetSpec]:
+        return self.items["datasets"]
+
+    @property
+    def models(self) -> dict[str, ModelSpec]:
+        return self.items["models"]
+
+    def takes_budget(self, method: str) -> bool:
+        """Whether a loaded method takes a generation budget (`Method.supports_budget`; a duck-typed method
+        that does not say: no). The one place this is read."""
+        return bool(getattr(self.methods[method], "supports_budget", False))
+
+    def budget_methods(self) -> list[str]:
+        """The methods that take a generation budget, sorted."""
+        return sorted(n for n in self.methods if self.takes_budget(n))
+
     def setting_roles(self) -> SettingRoles:
         """The roles the loaded protocols declare for their settings (records.SettingRoles)."""
-        return SettingRoles({name: roles_of(getattr(p, "params", {})) for name, p in self.items["protocols"].items()})
+        return SettingRoles({name: roles_of(getattr(p, "params", {})) for name, p in self.protocols.items()})
 
     @property
     def failed(self) -> list[PluginInfo]:

@@ -29,6 +29,13 @@ ROLES = (IMPLEMENTATION, SPEED, NETWORKS, EPOCHS, AUGMENTATION, PRECISION)
 SINGLE_ROLES = (IMPLEMENTATION, NETWORKS, EPOCHS, AUGMENTATION, PRECISION)
 # Settings of these roles do not change what an evaluation measures: runs that differ only there are comparable.
 NOT_COMPARED = frozenset({IMPLEMENTATION, SPEED, NETWORKS, PRECISION})
+# The `--eval-*` flags, one per role they set, in one table that the CLI, `resolve`, the reference commands and
+# `compare` read: (role, flag, RunRequest field, argparse dest).
+EVAL_FLAGS: tuple[tuple[str, str, str, str], ...] = (
+    (NETWORKS, "--eval-models", "eval_networks", "eval_models"),
+    (EPOCHS, "--eval-epochs", "eval_epochs", "eval_epochs"),
+    (IMPLEMENTATION, "--eval-impl", "eval_impl", "eval_impl"),
+)
 ROLES_META = "setting_roles"  # meta key: the roles the protocol declared when the run was made
 
 

@@ -28,7 +28,7 @@ from .identity import config_hash, dataset_fingerprint
 from .guard import PluginExit, plugin_call
 from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
-from .records import EPOCHS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
+from .records import EPOCHS, EVAL_FLAGS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
 from .results import DEFAULT_OUT, PENDING, CellLock, db_path, open_store, record_or_keep
 from .safeload import UnsafeFile
 from .provenance import HOST_META, host_info
@@ -129,8 +129,8 @@ def registry_for(config: Config) -> Registry:
 
 
 def _check_budget(request: RunRequest, method: Any, registry: Registry) -> None:
-    if not getattr(method, "supports_budget", False):
-        able = [n for n, m in registry.items["methods"].items() if getattr(m, "supports_budget", False)]
+    if not registry.takes_budget(request.method):
+        able = registry.budget_methods()
         raise DDBenchError(
             f"method {request.method!r} does not take a generation budget; methods that do: {', '.join(able) or '(none)'}"
         )
@@ -193,8 +193,7 @@ def resolve(request: RunRequest, config: Config, registry: Registry) -> Resolved
 
 def eval_flags(request: RunRequest) -> tuple[tuple[str, str, Any], ...]:
     """(role, flag, value) of the `--eval-*` flags: each sets the protocol's setting of that role."""
-    return ((NETWORKS, "--eval-models", request.eval_networks), (EPOCHS, "--eval-epochs", request.eval_epochs),
-            (IMPLEMENTATION, "--eval-impl", request.eval_impl))
+    return tuple((role, flag, getattr(request, field)) for role, flag, field, _ in EVAL_FLAGS)
 
 
 def pick_device(name: str) -> torch.device:

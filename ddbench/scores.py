@@ -53,7 +53,7 @@ FULL_ROLE = "full-data"  # `Method.role` of the whole-training-set reference (HL
 
 def reference_names(registry: Registry) -> tuple[str, str]:
     """The names of the methods registered with the random-real and full-data roles (the host names none)."""
-    roles = {getattr(m, "role", ""): name for name, m in registry.items["methods"].items()}
+    roles = {getattr(m, "role", ""): name for name, m in registry.methods.items()}
     return roles.get(RANDOM_ROLE, ""), roles.get(FULL_ROLE, "")
 
 

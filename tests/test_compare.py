@@ -178,12 +178,12 @@ def test_killed_sweep_resumes_with_only_the_missing_cells(tmp_path, capsys):
 
 
 def test_two_identical_sweeps_on_one_out_run_each_cell_once(tmp_path):
-    """Two `compare`s of the same grid at once on one --out: the cells are shared out, never run twice (the second
+    """Two `compare`s of the same grid at once on one --out: no cell runs twice (the second
     waits for the cells the first holds and skips those it stored)."""
     config = write_config(tmp_path)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "ddbench.cli", "compare", "--config", config, "--out", str(out), *TINY,
-            "--methods", "random", "--ipc", "1,2", "--seeds", "2", "--set", "eval.sleep=0.5", "--no-report"]
+            "--methods", "random", "--ipc", "1,2", "--seeds", "2", "--set", "eval.sleep=2", "--no-report"]
     procs = [subprocess.Popen(argv, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     texts = [p.communicate(timeout=300)[0] for p in procs]
@@ -206,16 +206,27 @@ def test_a_run_of_a_config_another_process_is_running_waits_for_it(tmp_path):
     config_hash = re.search(r"\[([0-9a-f]+)\]", dry.stdout).group(1)
     lock = CellLock(out / "work" / config_hash)
     assert lock.acquire(wait=False)
-    proc = subprocess.Popen([sys.executable, "-m", "ddbench.cli", *argv], env=subprocess_env(),
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "ddbench.cli", *argv], env={**subprocess_env(), "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        time.sleep(3)
-        assert proc.poll() is None  # waiting, not running or failing
-        assert not _ok_rows(out / "ddbench.sqlite")
+        deadline = time.monotonic() + 120
+        while not any("waiting for it" in line for line in lines):  # it reached the lock and waits
+            assert proc.poll() is None, "".join(lines)  # not finished or failed meanwhile
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        time.sleep(1)
+        assert proc.poll() is None and not _ok_rows(out / "ddbench.sqlite")  # still waiting, nothing recorded
     finally:
         lock.release()
-    err, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and "is running this config" in err and "waiting for it" in err, err
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    err = "".join(lines)
+    assert proc.returncode == 0 and "is running this config" in err, err
     assert "resuming" not in err  # the other process's work is not taken for an interrupted run's leftover
     assert len(_ok_rows(out / "ddbench.sqlite")) == 1
 

@@ -66,7 +66,7 @@ def _nan_data(root=None, download=False):
 def _liar(root=None, download=False):
     from conftest import make_tiny_dataset
 
-    return make_tiny_dataset(num_classes=3, per_class=12, size=28, test_per_class=6)  # 3 classes, spec says 10
+    return make_tiny_dataset(num_classes=3, per_class=12, size=20, test_per_class=6)  # 20 px, the spec says 28
 
 
 def _hole(root=None, download=False):
@@ -89,7 +89,7 @@ def register_selectors(register):
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec("nan-data", _nan_data, "NaN pixels (tests)", 28, 1, 3))
-    register(DatasetSpec("liar-data", _liar, "declares 10 classes, loads 3 (tests)", 28, 1, 10))
+    register(DatasetSpec("liar-data", _liar, "declares 28 px, loads 20 (tests)", 28, 1, 3))
     register(DatasetSpec("hole-data", _hole, "class 1 has no training image (tests)", 28, 1, 3))
 '''
 
@@ -153,7 +153,7 @@ def test_nan_pixels_from_a_dataset_are_the_dataset_plugins_fault(env, capsys):
 
 
 @pytest.mark.parametrize("dataset, needle", [
-    ("liar-data", "num_classes=3, its DatasetSpec declares num_classes=10"),
+    ("liar-data", "image_size=20, its DatasetSpec declares image_size=28"),
     ("hole-data", "no training image of class 1 (c1)"),
 ])
 def test_a_dataset_that_contradicts_its_spec_or_lacks_a_class_is_the_dataset_plugins_fault(env, capsys, dataset, needle):
