@@ -51,7 +51,7 @@ def iteration_keys(method: str, registry: Any = None) -> tuple[str, ...]:
     """ITERATION_SETTINGS plus what the loaded method declares (`Method.iteration_settings`)."""
     declared: Iterable[str] = ()
     if registry is not None:
-        obj = registry.items.get("methods", {}).get(method)
+        obj = registry.methods.get(method)
         declared = getattr(obj, "iteration_settings", ()) or ()
     return tuple(dict.fromkeys((*ITERATION_SETTINGS, *declared)))
 

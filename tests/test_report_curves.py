@@ -116,6 +116,6 @@ def test_a_method_declares_its_own_iteration_setting(tmp_path):
     rows = [_run(tmp_path, "gen", seed, _acc(50.0 + steps / 10, seed), {"steps": steps}, float(steps), f"s{steps}")
             for seed in SEEDS[:2] for steps in (10, 20)]
     assert find_series(rows, {}) == []
-    registry = SimpleNamespace(items={"methods": {"gen": SimpleNamespace(iteration_settings=("steps",))}})
+    registry = SimpleNamespace(methods={"gen": SimpleNamespace(iteration_settings=("steps",))})
     (series,) = find_series(rows, {}, registry)
     assert series.keys == ("steps",) and [p.seconds for p in series.points] == [10.0, 20.0]
