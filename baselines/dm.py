@@ -178,18 +178,19 @@ class DMStep:
         return float(loss), grad
 
 
-def class_major(labels: torch.Tensor, num_classes: int) -> tuple[int, torch.Tensor | None]:
+def class_major(labels: torch.Tensor, num_classes: int, who: str = "dm") -> tuple[int, torch.Tensor | None]:
     """(images per class, the permutation that makes `labels` class-major, or None when they already are);
-    DDBenchError for labels DM cannot match (soft, outside the classes, unbalanced)."""
+    DDBenchError naming objective `who` for labels a per-class matching cannot match (soft, outside the classes,
+    unbalanced). Shared by every per-class objective (dm, and gradient matching in gm.py)."""
     if labels.ndim != 1 or labels.is_floating_point():
-        raise DDBenchError(f"the dm objective matches hard labels; got labels of shape {tuple(labels.shape)} "
+        raise DDBenchError(f"the {who} objective matches hard labels; got labels of shape {tuple(labels.shape)} "
                            f"({labels.dtype})")
     labels = labels.long().cpu()
     if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise DDBenchError(f"the dm objective needs labels in 0..{num_classes - 1}; got {labels.tolist()[:10]}")
+        raise DDBenchError(f"the {who} objective needs labels in 0..{num_classes - 1}; got {labels.tolist()[:10]}")
     counts = torch.bincount(labels, minlength=num_classes)
     if int(counts.min()) != int(counts.max()):
-        raise DDBenchError(f"the dm objective needs every class equally often; images per class {counts.tolist()}")
+        raise DDBenchError(f"the {who} objective needs every class equally often; images per class {counts.tolist()}")
     order = torch.argsort(labels, stable=True)
     return int(counts[0]), None if torch.equal(order, torch.arange(len(labels))) else order
 

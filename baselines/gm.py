@@ -29,21 +29,25 @@ acts per sample, so this is main.py's computation up to float summation order (t
 against `reference_iteration_loss`, the plain class-by-class loop).
 
 Two pieces are kept small and separate for reuse: `initial_images` (the `init` setting) and `match_class`
-(one class's gradient-matching distance, differentiable in the synthetic images).
+(one class's gradient-matching distance, differentiable in the synthetic images). The `dc` and `dsa-gm`
+objectives (`GMObjective`, the `objectives` plugin kind: minmax-diffusion's `refine=dsa-gm`) run the same
+`Step` pieces one image update per call (`GMStep`), tested equal to a run of the method.
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ddbench import hookimpl
-from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
+from ddbench.api import DDBenchError, MatchStep, Method, Objective, Param, RunContext, SyntheticSet
 from ddbench.augment import check_strategy
 
+from .dm import class_major  # the per-class layout check DM's objective uses, naming this objective
 from .warm_start import check_init, init_param, initial_set
 from ._common import (
     DSA_STRATEGY,
@@ -422,7 +426,106 @@ def reference_iteration_loss(ctx: RunContext, name: str, dsa: bool, it: int, ima
     return loss
 
 
+# ------------------------------------------------------------------------------------------ the objectives
+OBJECTIVE_KEYS = ("batch_real", "batch_train", "lr_net", "outer_loop", "inner_loop", "dis_metric", "micro_batch",
+                  "workers")
+
+
+def _labels_class_major(num_classes: int, ipc: int, device) -> torch.Tensor:
+    return torch.arange(num_classes, device=device).repeat_interleave(ipc)
+
+
+class GMStep:
+    """main.py's matching bound to one set, one synthetic-image update per call (what a caller's SGD applies):
+    call k is outer step k % outer_loop of network k // outer_loop. Call 0 of a network draws it fresh with the
+    generator of (seed, method, network index), as `Step.iteration` does; a later call first trains it for
+    inner_loop epochs on the images it is given (main.py trains on the just-updated images between outer steps),
+    then matches. So calls 0, 1, 2... make exactly the draws and updates of a run of the method (tested).
+
+    The set may come in any class order (a generated set comes in rounds): it is matched class-major and the
+    gradient returned in the caller's order. Calls must come in order within a network (state: the network)."""
+
+    def __init__(self, ctx: RunContext, name: str, dsa: bool, labels: torch.Tensor, settings: dict):
+        ds = ctx.dataset
+        ipc, self.order = class_major(labels, ds.num_classes, name)
+        self.ctx = replace(ctx, params=dict(settings), ipc=ipc)
+        check_loops(self.ctx, name)
+        self.step = Step(self.ctx, name, dsa, ds.train_x.to(ctx.device), class_indices(ds))
+        self.name, self.labels = name, _labels_class_major(ds.num_classes, ipc, ctx.device)
+        self.net: torch.nn.Module | None = None
+        self.opt_net: torch.optim.Optimizer | None = None
+        self.gen: torch.Generator | None = None
+        self.last = -1
+
+    def __call__(self, it: int, images: torch.Tensor) -> tuple[float, torch.Tensor]:
+        outer, inner = self.step.loops
+        network, ol = divmod(it, outer)
+        x = (images if self.order is None else images[self.order.to(images.device)]).detach()
+        if ol == 0:
+            self.gen = generator(self.ctx.seed, self.name, network)
+            self.net = self.step.network(network)
+            self.opt_net = torch.optim.SGD(self.net.parameters(), lr=self.ctx.params["lr_net"])  # main.py: no momentum
+        else:
+            if it != self.last + 1:
+                raise ValueError(f"the {self.name} objective's step {it} follows step {self.last}: call it in order")
+            self.step.train_network(self.net, self.opt_net, x, self.labels, inner, self.gen)
+        freeze_batchnorm(self.net, self.step.train_x, self.step.idx_by_class, self.gen)
+        loss, grad = self.step.match(self.net, self.step.draws(self.gen), x)
+        self.last = it
+        if self.order is not None:
+            back = torch.empty_like(grad)
+            back[self.order.to(grad.device)] = grad
+            grad = back
+        return float(loss), grad
+
+
+def check_loops(ctx: RunContext, name: str) -> None:
+    """The objective's loops resolve at this set's IPC (get_loops covers IPC 1, 10, 20...50 only)."""
+    outer, inner = loops_for(ctx)
+    if not outer or not inner:
+        raise DDBenchError(
+            f"the {name} objective has no loops for {ctx.ipc} images per class (get_loops of {UTILS} covers IPC "
+            f"{', '.join(map(str, LOOPS))}); set both, e.g. refine_settings=outer_loop=10,inner_loop=50")
+
+
+class GMObjective(Objective):
+    """DC's / DSA's gradient matching for other methods (`ctx.registry.get("objectives", "dsa-gm")`): the same
+    `Step` pieces the method runs (`GMStep`), one image update per call; its settings are the method's."""
+
+    def __init__(self, method: GradientMatching):
+        self.name, self.dsa = method.name, method.dsa
+        self.description = (f"{method._method}'s per-class gradient matching: a fresh ConvNet every outer_loop "
+                            "image updates, trained inner_loop epochs on the set between them")
+        self.source = ("Zhao & Bilen, ICML 2021" if method.dsa else "Zhao et al., ICLR 2021") + f"; {REF}, {UTILS}"
+        keys = OBJECTIVE_KEYS + (("dsa_strategy",) if method.dsa else ())
+        self.params = {"lr": Param(0.1, f"{REF}: --lr_img 0.1", "SGD learning rate on the images", min=0),
+                       "momentum": method.params["momentum"], **{k: method.params[k] for k in keys}}
+
+    def validate(self, ctx: RunContext, settings: dict) -> None:
+        """Loops must resolve: at the run's IPC without a budget; under --budget the IPC is known only after
+        sampling, so both are asked for."""
+        sub = replace(ctx, params=dict(settings))
+        if ctx.budget is None:
+            check_loops(sub, self.name)
+        elif not settings["outer_loop"] or not settings["inner_loop"]:
+            raise DDBenchError(f"the {self.name} objective under --budget needs outer_loop and inner_loop (the "
+                               "set's IPC is known only after sampling; get_loops covers IPC "
+                               f"{', '.join(map(str, LOOPS))}); e.g. refine_settings=outer_loop=1,inner_loop=1")
+
+    def bind(self, ctx: RunContext, labels: torch.Tensor, settings: dict) -> MatchStep:
+        return GMStep(ctx, self.name, self.dsa, labels, settings)
+
+
+METHODS = (GradientMatching("dc", dsa=False), GradientMatching("dsa-gm", dsa=True))
+
+
 @hookimpl
 def register_methods(register):
-    register(GradientMatching("dc", dsa=False))
-    register(GradientMatching("dsa-gm", dsa=True))
+    for method in METHODS:
+        register(method)
+
+
+@hookimpl
+def register_objectives(register):
+    for method in METHODS:
+        register(GMObjective(method))  # the method's own settings (the same Param objects)

@@ -313,6 +313,9 @@ class Method(ABC):
     resolves them (defaults < plugins.toml < --set) into `ctx.params`. Set `supports_budget = True` if the
     method honours `--budget SECONDS` (`ctx.budget`); it then declares `SyntheticSet.ipc`. `role` marks a
     reference the scores are measured against: "random-real" (IOR) or "full-data" (HLR); "" otherwise.
+    `iteration_settings` names settings that count matching iterations beyond the report's own list
+    (`iterations`, `refine_iterations`, `image_updates`): runs differing only in them are drawn as an
+    accuracy-per-second curve (ddbench/report_curves.py).
     """
 
     name: str = ""
@@ -320,6 +323,7 @@ class Method(ABC):
     params: dict[str, Param] = {}
     supports_budget: bool = False
     role: str = ""
+    iteration_settings: tuple[str, ...] = ()
 
     def validate(self, ctx: "RunContext") -> None:
         """Check the resolved settings against the data before any work starts (raise DDBenchError)."""

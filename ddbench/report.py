@@ -31,6 +31,7 @@ from typing import Any, Iterable
 from .atomic import atomic_write_json, atomic_write_text
 from .plugins import Registry, registry_or_default
 from .records import EPOCHS, RunRecord, SettingRoles, evaluation_settings, requested_ipc
+from .report_curves import plot_accuracy_vs_seconds
 from .results import query
 from .stats import STARS, Spread, Test, p_text, seed_test, spread, stars, welch  # noqa: F401 - STARS re-exported
 from .tables import markdown_table, plain_table
@@ -46,6 +47,19 @@ def select_rows(db: Path, hashes: Iterable[str] | None = None, methods: Iterable
     """The runs a report shows, and how many older runs of the same cells and seeds it left out. `registry`: the
     plugins the command loaded (their protocols say which settings tell cells apart, records.SettingRoles)."""
     roles = registry_or_default(registry).setting_roles()
+    by_hash = latest_per_config(db, hashes=hashes, methods=methods, dataset=dataset, protocol=protocol)
+    by_seed: dict[tuple, RunRecord] = {}
+    for r in sorted(by_hash, key=lambda r: r.created or 0):
+        by_seed[_cell_key(r, roles) + (r.seed,)] = r
+    chosen = sorted(by_seed.values(), key=lambda r: r.created or 0)
+    return chosen, len(by_hash) - len(chosen)
+
+
+def latest_per_config(db: Path, hashes: Iterable[str] | None = None, methods: Iterable[str] | None = None,
+                      dataset: str | None = None, protocol: str | None = None) -> list[RunRecord]:
+    """Per config hash (settings and seed), its latest `ok` run, else its latest failed one, after the filters:
+    every setting a run was made with, before `select_rows` keeps one run per cell and seed
+    (report_curves reads iteration sweeps from it)."""
     rows = query(Path(db))
     if hashes is not None:
         wanted = set(hashes)
@@ -62,11 +76,7 @@ def select_rows(db: Path, hashes: Iterable[str] | None = None, methods: Iterable
         prev = by_hash.get(r.config_hash)
         if prev is None or r.status == "ok" or prev.status != "ok":
             by_hash[r.config_hash] = r
-    by_seed: dict[tuple, RunRecord] = {}
-    for r in sorted(by_hash.values(), key=lambda r: r.created or 0):
-        by_seed[_cell_key(r, roles) + (r.seed,)] = r
-    chosen = sorted(by_seed.values(), key=lambda r: r.created or 0)
-    return chosen, len(by_hash) - len(chosen)
+    return list(by_hash.values())
 
 
 def _cell_key(r: RunRecord, roles: SettingRoles) -> tuple:
@@ -684,6 +694,22 @@ def markdown_text(sections: list[Section], db: Path, command: str | None, supers
 # --------------------------------------------------------------------------------------------------
 
 
+def _series_by_section(db: Path, sections: list[Section], hashes, methods, dataset, protocol,
+                       registry: Registry) -> dict[str, list]:
+    """{section slug: its iteration series (report_curves.find_series)}, from every config's latest run."""
+    from .report_curves import find_series
+
+    if not sections:
+        return {}
+    roles = sections[0].roles
+    by_id = {r.run_id: r for r in query(db)}
+    rows: dict[tuple, list[RunRecord]] = {}
+    for r in latest_per_config(db, hashes=hashes, methods=methods, dataset=dataset, protocol=protocol):
+        rows.setdefault((r.dataset, r.protocol, r.model, evaluation_settings(r, roles)), []).append(r)
+    return {sec.slug: find_series(rows.get((sec.dataset, sec.protocol, sec.model, sec.settings), []), by_id, registry)
+            for sec in sections}
+
+
 @dataclass
 class ReportResult:
     directory: Path
@@ -723,12 +749,17 @@ def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None
     plots: dict[str, list[Path]] = {}
     all_plots: list[Path] = []
     grids: list[Path] = []
+    curves = _series_by_section(db, sections, hashes, methods, dataset, protocol, registry)
     for sec in sections:
         suffix = f"-{sec.slug}" if many else ""
         made = [plot_accuracy_vs_ipc(sec, report_dir / f"accuracy_vs_ipc{suffix}.png")]
         by_budget = plot_budget_vs_reference(sec, report_dir / f"budget_vs_reference{suffix}.png")
         if by_budget is not None:
             made.append(by_budget)
+        per_second = plot_accuracy_vs_seconds(sec, curves.get(sec.slug, []),
+                                              report_dir / f"accuracy_vs_seconds{suffix}.png")
+        if per_second is not None:
+            made.append(per_second)
         plots[sec.slug] = made
         all_plots += made
         copy_grids(sec, report_dir, f"grids/{sec.slug}" if many else "grids")

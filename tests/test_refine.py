@@ -1,5 +1,6 @@
-"""minmax-diffusion `refine`: a registered matching objective (the `objectives` plugin kind) run on the generated
-set, looked up by name, counted inside --budget; refine_iterations=0 is exactly no refine."""
+"""minmax-diffusion `refine`: a registered matching objective (the `objectives` plugin kind: dm, and gradient
+matching dc / dsa-gm) run on the generated set, looked up by name, counted inside --budget; refine_iterations=0 is
+exactly no refine."""
 from __future__ import annotations
 
 import time
@@ -12,6 +13,7 @@ from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError
 from ddbench.plugins import load_plugins
 from ddbench_baselines import dm as dm_module
+from ddbench_baselines import gm as gm_module
 from ddbench_minmax import refine
 from ddbench_minmax.checks import PluginOutputError
 from test_minmax import TINY, tiny_ds, tiny_arch  # noqa: F401 - tiny_arch is an autouse fixture
@@ -19,6 +21,10 @@ from test_minmax import TINY, tiny_ds, tiny_arch  # noqa: F401 - tiny_arch is an
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST_DM = "batch_real=4"  # 4 real images per class per iteration: tiny shapes
+# gradient matching at tiny shapes: 4 real images per class, 2 image updates per network with 1 inner epoch
+# (get_loops has no entry for the tests' 2 images per class)
+FAST_GM = "batch_real=4,outer_loop=2,inner_loop=1,batch_train=4"
+FAST = {"dm": FAST_DM, "dsa-gm": FAST_GM}
 
 
 def test_the_dm_objective_is_registered_with_cited_defaults(registry):
@@ -26,15 +32,28 @@ def test_the_dm_objective_is_registered_with_cited_defaults(registry):
     assert registry.owners["objectives"]["dm"] == "dm" and obj.source
     assert obj.params["lr"].default == 1.0 and "lr_img 1.0" in obj.params["lr"].source
     assert obj.params["momentum"].default == 0.5 and obj.params["batch_real"].default == 256
-    with pytest.raises(DDBenchError, match="unknown objective 'nope'; valid: dm"):
+    with pytest.raises(DDBenchError, match="unknown objective 'nope'; valid: dc, dm, dsa-gm"):
         registry.get("objectives", "nope")
+
+
+def test_the_gradient_matching_objectives_are_registered_with_the_methods_defaults(registry):
+    """dc and dsa-gm (baselines/gm.py) register their matching as objectives: main.py's --lr_img 0.1 and the
+    method's own Params (same defaults, same sources); DSA's augmentation only for dsa-gm."""
+    for name in ("dc", "dsa-gm"):
+        obj, method = registry.get("objectives", name), registry.get("methods", name)
+        assert registry.owners["objectives"][name] == "gm" and "DatasetCondensation main.py" in obj.source
+        assert obj.params["lr"].default == 0.1 and "--lr_img 0.1" in obj.params["lr"].source
+        for key in gm_module.OBJECTIVE_KEYS + ("momentum",):
+            assert obj.params[key] is method.params[key]
+    assert "dsa_strategy" in registry.get("objectives", "dsa-gm").params
+    assert "dsa_strategy" not in registry.get("objectives", "dc").params
 
 
 def test_an_unknown_objective_is_refused_naming_the_allowed_ones(make_ctx):
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="nope", **TINY)
     with pytest.raises(DDBenchError) as err:
         method.validate(ctx)
-    assert str(err.value) == "refine='nope' is not allowed; choose one of none, dm"
+    assert str(err.value) == "refine='nope' is not allowed; choose one of none, dc, dm, dsa-gm"
 
 
 def test_bad_objective_settings_are_refused_before_any_work(make_ctx):
@@ -48,14 +67,18 @@ def test_bad_objective_settings_are_refused_before_any_work(make_ctx):
         make_ctx("minmax-diffusion", refine="dm", refine_settings="batch_real")
 
 
-def test_refine_iterations_zero_equals_no_refine_exactly(make_ctx):
+@pytest.mark.parametrize("name", ["dm", "dsa-gm"])
+def test_refine_iterations_zero_equals_no_refine_exactly(make_ctx, name):
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
     plain = method.distill(ctx)
-    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dm", refine_iterations=0, **TINY)
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine=name, refine_iterations=0,
+                           refine_settings=FAST[name], **TINY)
     method.validate(ctx)
     zero = method.distill(ctx)
     assert torch.equal(zero.images, plain.images) and torch.equal(zero.labels, plain.labels)
     assert "refine" not in zero.meta
+    if name != "dm":
+        return
     # while iterations > 0 move the images, with DM's own loss going down
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dm", refine_iterations=4,
                            refine_settings=f"{FAST_DM},dsa_strategy=none", **TINY)
@@ -141,10 +164,11 @@ def test_a_broken_objective_fails_the_run_naming_it():
         refine.optimise(wrong, torch.zeros(3, 1, 4, 4), 2, 1.0, 0.5, "broken")
 
 
-def test_refine_is_counted_inside_the_budget(make_ctx):
+@pytest.mark.parametrize("name", ["dm", "dsa-gm"])
+def test_refine_is_counted_inside_the_budget(make_ctx, name):
     budget = 3.0
-    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=budget, refine="dm", refine_iterations=3,
-                           refine_settings=FAST_DM, **{**TINY, "policy": "max-images"})
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=budget, refine=name, refine_iterations=3,
+                           refine_settings=FAST[name], **{**TINY, "policy": "max-images"})
     method.validate(ctx)
     syn = method.distill(ctx)
     r, meta = syn.meta["refine"], syn.meta
@@ -182,7 +206,7 @@ def test_another_registered_objective_is_used_by_name(make_ctx, tmp_path, monkey
     (tmp_path / "pull_to_mean.py").write_text(_guide_example())
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = load_plugins(modules=["pull_to_mean"])
-    assert not registry.failed and registry.names("objectives") == ["dm", "pull-to-mean"]
+    assert not registry.failed and registry.names("objectives") == ["dc", "dm", "dsa-gm", "pull-to-mean"]
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="pull-to-mean", refine_iterations=40,
                            refine_lr=0.5, **TINY)
     ctx.registry = registry
@@ -213,3 +237,98 @@ def test_refine_equals_dm_warm_started_from_the_unrefined_set(make_ctx, tmp_path
     warm = dm.distill(dctx)
     order = torch.argsort(refined.labels, stable=True)
     assert torch.equal(warm.images, refined.images[order]) and torch.equal(warm.labels, refined.labels[order])
+
+
+# ---- gradient matching (dc, dsa-gm) as the objective
+
+
+def test_refine_dsa_gm_lowers_its_matching_loss_on_a_tiny_set(make_ctx):
+    """With the network held still (lr_net=0, one network for all 8 updates) and the whole class as the real batch
+    (8 of 8, DSA off), the matching loss is one fixed function of the pixels: refine descends it. With DSA on, the
+    same refine moves the images and keeps them finite."""
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
+    plain = method.distill(ctx)
+    still = "batch_real=8,outer_loop=8,inner_loop=1,lr_net=0,dsa_strategy=none"
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dsa-gm", refine_iterations=8,
+                           refine_settings=still, refine_lr=1.0, **TINY)
+    method.validate(ctx)
+    refined = method.distill(ctx)
+    r = refined.meta["refine"]
+    assert r["objective"] == "dsa-gm" and r["iterations_done"] == 8 and r["settings"]["outer_loop"] == 8
+    assert r["losses"][-1] < 0.9 * r["losses"][0], r["losses"]
+    assert not torch.equal(refined.images, plain.images) and torch.equal(refined.labels, plain.labels)
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dsa-gm", refine_iterations=2,
+                           refine_settings=FAST_GM, **TINY)
+    augmented = method.distill(ctx)
+    assert augmented.meta["refine"]["settings"]["dsa_strategy"] == "color_crop_cutout_flip_scale_rotate"
+    assert torch.isfinite(augmented.images).all() and not torch.equal(augmented.images, plain.images)
+
+
+@pytest.mark.parametrize("name", ["dc", "dsa-gm"])
+def test_refine_equals_the_gradient_matching_method_warm_started_from_the_unrefined_set(make_ctx, tmp_path, name):
+    """refine=dc|dsa-gm runs the method's own Step pieces: the method from the stored unrefined set (init=PATH),
+    2 networks of outer_loop 2 with an inner epoch between updates, gives exactly the images of refine with
+    4 image updates, and its logged losses are refine's summed per network / (classes * outer_loop)."""
+    from ddbench.synsets import save_synset
+
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
+    plain = method.distill(ctx)
+    path = tmp_path / "synset.pt"
+    save_synset(plain, path)
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine=name, refine_iterations=4,
+                           refine_settings=FAST_GM, **TINY)
+    refined = method.distill(ctx)
+    gm, gctx = make_ctx(name, dataset=tiny_ds(), ipc=2, init=str(path), iterations=2, batch_real=4, outer_loop=2,
+                        inner_loop=1, batch_train=4)
+    gctx.work_dir = tmp_path / "gm-work"
+    gctx.work_dir.mkdir()
+    gm.validate(gctx)
+    warm = gm.distill(gctx)
+    order = torch.argsort(refined.labels, stable=True)
+    assert torch.equal(warm.images, refined.images[order]) and torch.equal(warm.labels, refined.labels[order])
+    steps = refined.meta["refine"]["losses"]
+    assert warm.meta["losses"] == pytest.approx([(steps[0] + steps[1]) / 6, (steps[2] + steps[3]) / 6])
+
+
+def test_gradient_matching_refine_needs_loops_it_can_resolve(make_ctx):
+    """get_loops has no IPC 2; under --budget the IPC is unknown until sampling: both are refused before any work,
+    with one line naming the setting to give."""
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dsa-gm", refine_settings="batch_real=4",
+                           **TINY)
+    with pytest.raises(DDBenchError) as err:
+        method.validate(ctx)
+    assert "no loops for 2 images per class" in str(err.value) and "refine_settings=outer_loop" in str(err.value)
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=5.0, refine="dc",
+                           refine_settings="outer_loop=1", **{**TINY, "policy": "max-images"})
+    with pytest.raises(DDBenchError, match="under --budget needs outer_loop and inner_loop") as err:
+        method.validate(ctx)
+    assert "\n" not in str(err.value)
+    with pytest.raises(DDBenchError, match="unknown DSA augmentation 'blur'"):
+        method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dsa-gm",
+                               refine_settings=f"{FAST_GM},dsa_strategy=color_blur", **TINY)
+        method.validate(ctx)
+    with pytest.raises(DDBenchError, match="unknown setting 'dsa_strategy' for objective dc"):
+        method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), refine="dc",
+                               refine_settings=f"{FAST_GM},dsa_strategy=none", **TINY)
+        method.validate(ctx)
+
+
+def test_the_gm_step_takes_a_class_interleaved_set(make_ctx):
+    """Rounds (0, 1, 2, 0, 1, 2): the same loss as the class-major set and the gradient in the caller's order."""
+    ds = make_tiny_dataset(num_classes=3, per_class=20)
+    obj = gm_module.GMObjective(gm_module.GradientMatching("dsa-gm", dsa=True))
+    _, ctx = make_ctx("dsa-gm", dataset=ds, ipc=2)
+    from ddbench.api import resolve_params
+
+    settings = resolve_params("objective", obj.params, {"batch_real": 5, "outer_loop": 2, "inner_loop": 1})
+    x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    interleaved = torch.arange(3).repeat(2)
+    order = torch.argsort(interleaved, stable=True)
+    a, b = obj.bind(ctx, interleaved, settings), obj.bind(ctx, interleaved[order], settings)
+    for it in range(2):
+        loss_i, grad_i = a(it, x)
+        loss_c, grad_c = b(it, x[order])
+        assert loss_i == pytest.approx(loss_c, rel=1e-5)
+        torch.testing.assert_close(grad_i[order], grad_c)
+    with pytest.raises(DDBenchError, match="the dsa-gm objective needs every class equally often"):
+        obj.bind(ctx, torch.tensor([0, 0, 1, 1, 2]), settings)

@@ -1,0 +1,274 @@
+"""Generated images as the start of matching (issue 31, docs/minmax.md#refine): accuracy against matching
+iterations and seconds for Min-Max Diffusion refined with DM (refine=dm), DM from random real images and DM from
+herding's selection (init=run:ID), beside random real and herding at equal count. Fashion-MNIST, IPC 1 under the
+standard `dsa` protocol (1000 epochs, 5 networks) and IPC 10 under `fast` cut to 100 epochs (3 networks: a cut
+protocol, labelled so). Every cell a plain `ddbench run`, resumable.
+
+    DDBENCH_STUDY_LOCK=/tmp/ddbench-cpu.lock python benchmarks/bench_warm.py run   # missing cells, in plan order
+    python benchmarks/bench_warm.py run --only ipc1 --seeds 3          # IPC 1 only, 3 seeds per point
+    python benchmarks/bench_warm.py plan                               # the cells, adopted / stored / to run
+    python benchmarks/bench_warm.py report [--write]                   # the table (docs/minmax.md marker block)
+
+Cells are stored atomically in benchmarks/results/warm/<cell>.json by bench_minmax.run_cell (command, summary,
+meta), one at a time under `flock $DDBENCH_STUDY_LOCK` when set; a stored cell is never run again. Order: seeds
+0-2 of every point first (IPC 1, then IPC 10), then seeds 3-4; within a seed herding first (DM's warm start needs
+its run id), then random real, the refine points, DM from real, DM from herding. Cells other studies ran with the
+same command are read in place (ADOPTED; `--no-adopt` runs them here): random real (results/reference), herding
+(results/coreset; only when its synthetic set is in this --out's database, else it is run here, since
+init=run:ID reads it from there), DM at 150 iterations (the CPU preset: results/standard), and refine_iterations=0
+from the plain Min-Max Diffusion cells (results/minmax-equal-count; refine_iterations=0 is exactly no refine,
+tests/test_refine.py::test_refine_iterations_zero_equals_no_refine_exactly).
+
+Statistics: mean ± sample std over the seeds' means; Welch's t-test over seed means (ddbench/stats.py) against DM
+from random real at the same number of iterations (DM from real at 0 iterations is random real itself: init=real
+draws the random baseline's images with the same seed) and against random real. Seconds are per cell, from
+scratch: distill seconds, plus herding's for DM from herding, and for Min-Max Diffusion the fine-tuning's recorded
+training seconds in place of the time to load it when a cell found it cached.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_minmax as bm  # noqa: E402 - one run_cell / welch for every study
+
+ROOT = bm.ROOT
+RESULTS = ROOT / "benchmarks" / "results"
+bm.CELLS = CELLS = RESULTS / "warm"
+
+# IPC 1: the standard protocol (bench_minmax IPC1_EVAL: main_DM.py --epoch_eval_train 1000, 5 networks); IPC 10:
+# `fast` cut to 100 epochs, 3 networks (bench_minmax IPC10_EVAL: a 1000-epoch IPC-10 evaluation takes ~28 min here).
+PROTOCOLS: dict[int, list[str]] = {1: bm.IPC1_EVAL, 10: bm.IPC10_EVAL}
+PROTOCOL_LABEL = {1: "dsa (1000 epochs, 5 nets)", 10: "cut: fast at 100 of 1000 epochs (3 nets)"}
+IPCS = (1, 10)
+# Iteration counts: up to DM's CPU preset of 150 (plugins.toml [methods.dm.fashion-mnist], docs/baselines.md
+# #dm-preset-re-sized-to-the-faster-layout), 0 = the generated set itself.
+REFINE_ITERATIONS = (0, 10, 25, 50, 100, 150)
+DM_ITERATIONS = (10, 25, 50, 100, 150)
+BATCH_REAL = 32  # DM's CPU preset: 32 real images per class per iteration (plugins.toml), for refine and DM alike
+SEEDS = 5  # method seeds per point, as the standard table's headline rows (bench_standard METHODS)
+SEED_PHASES = ((0, 1, 2), (3, 4))  # every point at 3 seeds first, then the last 2
+# series: (label in the table, method)
+SERIES = {"refine": ("Min-Max Diffusion + refine=dm", "minmax-diffusion"), "dm-real": ("DM from random real", "dm"),
+          "dm-herding": ("DM from herding", "dm")}
+
+
+def cell_name(ipc: int, series: str, iterations: int | None, seed: int) -> str:
+    """ipc1-refine-50-s0, ipc10-dm-herding-25-s3; the baselines: ipc1-random-s0, ipc1-herding-s0."""
+    return f"ipc{ipc}-{series}{'' if iterations is None else f'-{iterations}'}-s{seed}"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    cell = json.loads(path.read_text())
+    return cell if cell.get("summary", {}).get("accuracy_mean") is not None else None
+
+
+def _same_protocol(cell: dict[str, Any], ipc: int) -> bool:
+    return " ".join(PROTOCOLS[ipc]) in cell.get("command", "")
+
+
+def _in_this_out(cell: dict[str, Any]) -> bool:
+    """Its synthetic set is a run of this study's --out (init=run:ID looks the run up in that database)."""
+    artifact = cell["summary"].get("artifact")
+    if not artifact or not Path(artifact).is_file():
+        return False
+    return Path(artifact).resolve().is_relative_to(Path(bm.OUT).resolve())
+
+
+def adopted(ipc: int, series: str, iterations: int | None, seed: int) -> Path | None:
+    """A cell another study ran with the same command (read in place, never re-run), checked before use."""
+    proto = "dsa" if ipc == 1 else "fast100"
+    table = {
+        ("random", None): RESULTS / "reference" / f"ipc{ipc}-{'dsa' if ipc == 1 else 'fast'}-s{seed}.json",
+        ("herding", None): RESULTS / "coreset" / f"ipc{ipc}-herding-s{seed}.json",
+        ("dm-real", 150): RESULTS / "standard" / f"ipc{ipc}-{proto}-dm-s{seed}.json",
+        ("refine", 0): RESULTS / "minmax-equal-count" / f"eq-ipc{ipc}-minmax-s{seed}.json",
+    }
+    path = table.get((series, iterations))
+    cell = _read(path) if path is not None else None
+    if cell is None or not _same_protocol(cell, ipc) or cell["summary"].get("ipc") != ipc:
+        return None
+    if series == "herding" and not _in_this_out(cell):
+        return None
+    if series == "dm-real" and (cell["meta"].get("iterations") != 150 or "--set" in cell["command"]):
+        return None  # the standard table's DM cell is the plain CPU preset: 150 iterations, batch_real 32
+    if series == "refine" and "--set" in cell["command"]:
+        return None  # the plain preset only (refine=none: the same images as refine_iterations=0)
+    return path
+
+
+class Study:
+    """The cells of the study and where each one is (adopted, stored, to run)."""
+
+    def __init__(self, seeds: int = SEEDS, only: tuple[int, ...] = IPCS, adopt: bool = True):
+        self.seeds, self.only, self.adopt = seeds, only, adopt
+
+    def plan(self) -> list[tuple[int, str, int | None, int]]:
+        """(ipc, series, iterations, seed) in run order."""
+        out = []
+        for phase in SEED_PHASES:
+            for ipc in self.only:
+                for seed in (s for s in phase if s < self.seeds):
+                    out += [(ipc, "herding", None, seed), (ipc, "random", None, seed)]
+                    out += [(ipc, "refine", n, seed) for n in REFINE_ITERATIONS]
+                    out += [(ipc, s, n, seed) for s in ("dm-real", "dm-herding") for n in DM_ITERATIONS]
+        return out
+
+    def where(self, ipc: int, series: str, iterations: int | None, seed: int) -> Path:
+        found = adopted(ipc, series, iterations, seed) if self.adopt else None
+        return found or CELLS / f"{cell_name(ipc, series, iterations, seed)}.json"
+
+    def load(self, ipc: int, series: str, iterations: int | None, seed: int) -> dict[str, Any] | None:
+        return _read(self.where(ipc, series, iterations, seed))
+
+    def args(self, ipc: int, series: str, iterations: int | None, seed: int) -> tuple[str, list[str]] | None:
+        """(method, `ddbench run` arguments) of a cell; None when its herding start has no run yet."""
+        base = ["--ipc", str(ipc), "--seed", str(seed), *PROTOCOLS[ipc]]
+        if series in ("random", "herding"):
+            return series, base
+        if series == "refine":
+            return "minmax-diffusion", base + ["--set", "refine=dm", "--set", f"refine_iterations={iterations}",
+                                               "--set", f"refine_settings=batch_real={BATCH_REAL}"]
+        dm = base + ["--set", f"iterations={iterations}", "--set", f"batch_real={BATCH_REAL}"]
+        if series == "dm-real":
+            return "dm", dm
+        start = self.load(ipc, "herding", None, seed)
+        if start is None or not start["summary"].get("run_id"):
+            return None
+        return "dm", dm + ["--set", f"init=run:{start['summary']['run_id']}"]
+
+    def run(self) -> None:
+        for cell in self.plan():
+            if self.load(*cell) is not None:
+                continue
+            what = self.args(*cell)
+            if what is None:
+                print(f"{cell_name(*cell)}: its herding start did not run; skipped", flush=True)
+                continue
+            bm.run_cell(cell_name(*cell), *what)
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def seconds_from_scratch(cell: dict[str, Any], start: dict[str, Any] | None = None) -> float:
+    """The cell's distill seconds; Min-Max Diffusion's with the fine-tuning's training seconds in place of the
+    time it took to obtain the generator (a cached one loads in seconds); plus its warm start's seconds."""
+    s = float(cell["summary"].get("distill_seconds") or 0.0)
+    meta = cell.get("meta") or {}
+    trained = (((meta.get("generator") or {}).get("finetune") or {}).get("train") or {}).get("seconds")
+    if trained is not None and meta.get("generator_seconds") is not None:
+        s += float(trained) - float(meta["generator_seconds"])
+    if start is not None:
+        s += seconds_from_scratch(start)
+    return s
+
+
+def point(study: Study, ipc: int, series: str, iterations: int | None) -> dict[str, Any] | None:
+    """Seed means, their mean ± std, and the mean seconds of one point (None: no seed stored)."""
+    means, seconds = [], []
+    for seed in range(study.seeds):
+        cell = study.load(ipc, series, iterations, seed)
+        if cell is None:
+            continue
+        start = study.load(ipc, "herding", None, seed) if series == "dm-herding" else None
+        means.append(float(cell["summary"]["accuracy_mean"]))
+        seconds.append(seconds_from_scratch(cell, start))
+    if not means:
+        return None
+    return {"means": means, "mean": statistics.mean(means), "std": statistics.stdev(means) if len(means) > 1 else None,
+            "seconds": statistics.mean(seconds), "n": len(means)}
+
+
+def _versus(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    if a is None or b is None or a is b:
+        return "—"
+    p = bm.welch(a["means"], b["means"]) if a["n"] > 1 and b["n"] > 1 else None
+    return f"{a['mean'] - b['mean']:+.2f}, p {'n/a' if p is None else f'{p:.2g}'}"
+
+
+def _acc(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "(not run)"
+    spread = "" if s["std"] is None else f" ± {s['std']:.2f}"
+    return f"{s['mean']:.2f}{spread} ({s['n']})"
+
+
+def table(study: Study, ipc: int) -> str:
+    random_real = point(study, ipc, "random", None)
+    rows = [("random real", None, random_real), ("herding", None, point(study, ipc, "herding", None))]
+    rows += [(SERIES["refine"][0], n, point(study, ipc, "refine", n)) for n in REFINE_ITERATIONS]
+    rows += [(SERIES[s][0], n, point(study, ipc, s, n)) for s in ("dm-real", "dm-herding") for n in DM_ITERATIONS]
+    dm_real = {n: point(study, ipc, "dm-real", n) for n in DM_ITERATIONS} | {0: random_real}
+    lines = [f"IPC {ipc}, protocol {PROTOCOL_LABEL[ipc]}, Fashion-MNIST; accuracy % = mean ± sample std over method "
+             "seeds (n seeds); Welch p over seed means; DM from real at 0 iterations is random real; seconds: mean "
+             "over seeds, from scratch (benchmarks/bench_warm.py).", "",
+             "| start → matching | iterations | accuracy % (n seeds) | seconds | vs DM from real, same iterations: "
+             "Δ, p | vs random real: Δ, p |", "|---|---:|---|---:|---|---|"]
+    for label, n, s in rows:
+        ref = dm_real.get(n) if n is not None else None
+        seconds = "-" if s is None else f"{s['seconds']:.1f}"
+        lines.append(f"| {label} | {'-' if n is None else n} | {_acc(s)} | {seconds} | "
+                     f"{_versus(s, ref) if n is not None else '—'} | {_versus(s, random_real)} |")
+    return "\n".join(lines)
+
+
+def report(study: Study, write: bool) -> None:
+    text = "\n\n".join(table(study, ipc) for ipc in study.only)
+    print(text)
+    if write:
+        replace_block(ROOT / "docs" / "minmax.md", "warm-start", text)
+
+
+def replace_block(path: Path, marker: str, body: str) -> None:
+    """Fill `<!-- marker begin -->` ... `<!-- marker end -->` of `path` (atomically), as bench_standard does."""
+    from ddbench.atomic import atomic_write_text
+
+    begin, end = f"<!-- {marker} begin -->", f"<!-- {marker} end -->"
+    text = path.read_text()
+    if begin not in text or end not in text:
+        print(f"{path}: no {begin} ... {end} block; not written")
+        return
+    head, rest = text.split(begin, 1)
+    atomic_write_text(head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1], path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("run", "plan", "report"))
+    ap.add_argument("--only", default="", help="ipc1, ipc10 or both (comma-separated; default both)")
+    ap.add_argument("--seeds", type=int, default=SEEDS, help=f"method seeds per point, 1-{SEEDS} (default {SEEDS})")
+    ap.add_argument("--no-adopt", action="store_true", help="run here the cells other studies already ran")
+    ap.add_argument("--write", action="store_true", help="report: fill docs/minmax.md's warm-start marker block")
+    args = ap.parse_args(argv)
+    groups = [g for g in args.only.split(",") if g]
+    bad = [g for g in groups if g not in ("ipc1", "ipc10")]
+    if bad:
+        ap.error(f"--only {','.join(bad)}: not a group; choose from ipc1, ipc10")
+    if not 1 <= args.seeds <= SEEDS:
+        ap.error(f"--seeds {args.seeds}: not allowed; give 1 to {SEEDS} seeds per point")
+    only = tuple(int(g[3:]) for g in groups) or IPCS
+    study = Study(args.seeds, only, adopt=not args.no_adopt)
+    if args.what == "run":
+        study.run()
+    elif args.what == "plan":
+        for cell in study.plan():
+            path = study.where(*cell)
+            state = (f"adopted {path.relative_to(ROOT)}" if path.parent != CELLS else
+                     "stored" if study.load(*cell) else "to run")
+            print(f"{cell_name(*cell):28s} {state}")
+    else:
+        report(study, args.write)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""benchmarks/bench_warm.py without running a cell: the plan's order, the commands (DM from herding starts from the
+same seed's herding run), the seconds from scratch and the report's statistics over hand-written cells."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench_warm as bw  # noqa: E402
+
+from ddbench.stats import welch  # noqa: E402
+
+
+@pytest.fixture
+def cells(tmp_path, monkeypatch):
+    monkeypatch.setattr(bw, "CELLS", tmp_path)
+    return tmp_path
+
+
+def _store(folder: Path, name: str, accuracy: float, seconds: float, meta=None, run_id="r") -> None:
+    summary = {"accuracy_mean": accuracy, "distill_seconds": seconds, "run_id": run_id}
+    cell = {"command": "ddbench run ...", "summary": summary, "meta": meta or {}}
+    (folder / f"{name}.json").write_text(json.dumps(cell))
+
+
+def test_the_plan_runs_three_seeds_of_every_point_first_and_herding_before_its_warm_starts(cells):
+    plan = bw.Study(seeds=5, adopt=False).plan()
+    per_point = len(bw.REFINE_ITERATIONS) + 2 * len(bw.DM_ITERATIONS) + 2
+    assert len(plan) == 2 * 5 * per_point
+    seeds = [seed for _, _, _, seed in plan]
+    assert set(seeds[: 2 * 3 * per_point]) == {0, 1, 2} and set(seeds[2 * 3 * per_point:]) == {3, 4}
+    for ipc, series, n, seed in plan:
+        if series == "dm-herding":
+            assert plan.index((ipc, "herding", None, seed)) < plan.index((ipc, series, n, seed))
+    assert {c[0] for c in bw.Study(seeds=2, only=(1,), adopt=False).plan()} == {1}
+    assert max(c[3] for c in bw.Study(seeds=2, adopt=False).plan()) == 1
+
+
+def test_the_commands_of_the_cells(cells):
+    study = bw.Study(adopt=False)
+    method, args = study.args(1, "refine", 25, 3)
+    assert method == "minmax-diffusion" and args[:4] == ["--ipc", "1", "--seed", "3"]
+    assert "refine=dm" in args and "refine_iterations=25" in args and "refine_settings=batch_real=32" in args
+    assert " ".join(bw.PROTOCOLS[1]) in " ".join(args)
+    method, args = study.args(10, "dm-real", 50, 0)
+    assert method == "dm" and "iterations=50" in args and not any(a.startswith("init=") for a in args)
+    assert " ".join(bw.PROTOCOLS[10]) in " ".join(args)
+    assert study.args(1, "dm-herding", 10, 0) is None  # no herding run yet: nothing to start from
+    _store(cells, "ipc1-herding-s0", 45.0, 2.0, run_id="20261207-herd0")
+    method, args = study.args(1, "dm-herding", 10, 0)
+    assert method == "dm" and "init=run:20261207-herd0" in args and "iterations=10" in args
+
+
+def test_seconds_from_scratch():
+    mm = {"summary": {"distill_seconds": 12.0}, "meta": {"generator_seconds": 2.0,
+                                                           "generator": {"finetune": {"train": {"seconds": 50.0}}}}}
+    assert bw.seconds_from_scratch(mm) == pytest.approx(60.0)  # the cached generator's load swapped for its training
+    dm = {"summary": {"distill_seconds": 8.0}, "meta": {}}
+    assert bw.seconds_from_scratch(dm, start={"summary": {"distill_seconds": 3.0}, "meta": {}}) == pytest.approx(11.0)
+
+
+def test_the_report_compares_at_equal_iterations_over_seed_means(cells, capsys):
+    study = bw.Study(seeds=3, only=(1,), adopt=False)
+    real = [60.0, 62.0, 61.0]
+    herd = [64.0, 63.0, 66.0]
+    for seed in range(3):
+        _store(cells, f"ipc1-random-s{seed}", 50.0 + seed, 0.0)
+        _store(cells, f"ipc1-herding-s{seed}", 55.0 + seed / 2, 2.0)
+        _store(cells, f"ipc1-dm-real-50-s{seed}", real[seed], 20.0)
+        _store(cells, f"ipc1-dm-herding-50-s{seed}", herd[seed], 20.0)
+    text = bw.table(study, 1)
+    row = next(line for line in text.splitlines() if line.startswith("| DM from herding | 50 |"))
+    p = welch(herd, real)
+    assert f"{sum(herd) / 3:.2f} ± " in row and "(3)" in row and "| 22.0 |" in row  # herding's 2 s added
+    assert f"{sum(herd) / 3 - sum(real) / 3:+.2f}, p {p:.2g}" in row
+    assert "| DM from random real | 10 | (not run) |" in text
+    bw.report(study, write=False)
+    assert "IPC 1, protocol dsa" in capsys.readouterr().out
