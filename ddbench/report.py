@@ -31,6 +31,7 @@ from typing import Any, Iterable
 from .atomic import atomic_write_json, atomic_write_text
 from .plugins import Registry, registry_or_default
 from .records import EPOCHS, RunRecord, SettingRoles, evaluation_settings, requested_ipc
+from .plots import figure, finish
 from .report_curves import plot_accuracy_vs_seconds
 from .results import query
 from .stats import STARS, Spread, Test, p_text, seed_test, spread, stars, welch  # noqa: F401 - STARS re-exported
@@ -267,10 +268,10 @@ def summarise(rows: list[RunRecord], reference: str | None = None, method_order:
 
 
 def shipped_name(method: str) -> str:
-    """The row name of a reference taken from the shipped table: labelled wherever it is shown."""
-    from .shipped import LABEL
+    """The row name of a reference taken from the shipped table (shipped.row_name)."""
+    from .shipped import row_name
 
-    return f"{method} ({LABEL})"
+    return row_name(method)
 
 
 def add_shipped_references(sections: list[Section]) -> None:
@@ -502,17 +503,9 @@ def _num(x: float | None, digits: int = 4) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _figure():
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.4), dpi=120)
-    FigureCanvasAgg(fig)
-    return fig
-
 
 def plot_accuracy_vs_ipc(sec: Section, target: Path) -> Path:
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot(1, 1, 1)
     for v in sec.variants:
         xs, ys, es = [], [], []
@@ -528,7 +521,7 @@ def plot_accuracy_vs_ipc(sec: Section, target: Path) -> Path:
         ax.set_xscale("log")
     ax.set_xticks(sec.ipcs)
     ax.set_xticklabels([str(i) for i in sec.ipcs])
-    return _finish(fig, ax, "images per class (IPC)", f"{sec.dataset}, protocol {sec.protocol}: accuracy vs IPC", target)
+    return finish(fig, ax, "images per class (IPC)", f"{sec.dataset}, protocol {sec.protocol}: accuracy vs IPC", target)
 
 
 def plot_budget_vs_reference(sec: Section, target: Path) -> Path | None:
@@ -539,7 +532,7 @@ def plot_budget_vs_reference(sec: Section, target: Path) -> Path | None:
     budgets = sec.budgets
     if not budgets:
         return None
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot(1, 1, 1)
     for name, style in ((sec.reference, "--"), (shipped_name(str(sec.reference)), ":")):
         ref = [(ipc, c) for ipc in sec.ipcs if (c := sec.cells.get((name, None, ipc))) and c.mean is not None]
@@ -552,28 +545,10 @@ def plot_budget_vs_reference(sec: Section, target: Path) -> Path | None:
             ax.plot([r.ipc for r in runs], [sum(r.accuracies) / len(r.accuracies) for r in runs], "o",
                     label=f"{variant_name((method, budget))}, one point per run")
     ax.set_xscale("log")
-    return _finish(fig, ax, "images per class (IPC; a budget run's: the IPC it produced)",
+    return finish(fig, ax, "images per class (IPC; a budget run's: the IPC it produced)",
                    f"{sec.dataset}, protocol {sec.protocol}: budget runs at equal count", target)
 
 
-def _finish(fig, ax, xlabel: str, title: str, target: Path) -> Path:
-    """Labels, grid and legend shared by the accuracy plots, then an atomic save."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, target)
-
-
-def _save(fig, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(target)
-    return target
 
 
 # --------------------------------------------------------------------------------------------------

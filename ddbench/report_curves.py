@@ -129,10 +129,11 @@ def plot_accuracy_vs_seconds(sec: Any, series: list[Series], target: Path) -> Pa
     matching). None when the section has no series."""
     if not series:
         return None
-    from .report import _figure, _finish, shipped_name
+    from .plots import figure, finish
+    from .shipped import row_name as shipped_name
 
     ipcs = sorted({s.ipc for s in series})
-    fig = _figure()
+    fig = figure()
     fig.set_size_inches(6.4 * len(ipcs), 4.4)
     ax = None
     for n, ipc in enumerate(ipcs):
@@ -154,13 +155,13 @@ def plot_accuracy_vs_seconds(sec: Any, series: list[Series], target: Path) -> Pa
                        label=f"{name} at IPC {ipc}: {cell.mean:.2f} ({cell.spread.label()})")
             if cell.std:
                 ax.axhspan(cell.mean - cell.std, cell.mean + cell.std, color="0.85", alpha=0.4)
-        if n < len(ipcs) - 1:  # the last panel gets the same from `_finish`, which also saves
+        if n < len(ipcs) - 1:  # the last panel gets the same from `finish`, which also saves
             ax.set_xlabel(XLABEL)
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(_title(sec, ipc), fontsize=10)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8)
-    return _finish(fig, ax, XLABEL, _title(sec, ipcs[-1]), target)
+    return finish(fig, ax, XLABEL, _title(sec, ipcs[-1]), target)
 
 
 XLABEL = "distill seconds (mean over seeds; a warm start's source run included)"

@@ -23,6 +23,11 @@ DATA_DIR = Path(__file__).resolve().parent / "data" / "reference"
 LABEL = "shipped reference"
 
 
+def row_name(method: str) -> str:
+    """The row name of a reference taken from the shipped table: labelled wherever it is shown."""
+    return f"{method} ({LABEL})"
+
+
 def table_path(dataset: str, directory: Path | None = None) -> Path:
     return (directory or DATA_DIR) / f"{dataset}.json"
 

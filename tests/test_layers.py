@@ -26,9 +26,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("helpers: plugins.toml, the store, identities, checks, loading", {
         "ddbench.identity", "ddbench.augment", "ddbench.zca", "ddbench.config", "ddbench.output_checks",
         "ddbench.results", "ddbench.synsets", "ddbench.plugins", "ddbench.classifier", "ddbench.features",
-        "ddbench.shipped", "ddbench.guard", "ddbench.row_checks", "ddbench.provenance"}),
+        "ddbench.shipped", "ddbench.guard", "ddbench.row_checks", "ddbench.provenance", "ddbench.plots"}),
     ("one run", {"ddbench.runner"}),
-    ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores"}),
+    ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores", "ddbench.report_curves"}),
     ("the report", {"ddbench.report"}),
     ("the report as a page", {"ddbench.report_html"}),
     ("the command kit", {"ddbench.clikit"}),
