@@ -56,13 +56,15 @@ LAYOUT_KEYS = ("impl", "micro_batch", "workers")
 
 class DM(Method):
     name = "dm"
-    description = "Distribution Matching (Zhao & Bilen, WACV 2023): match mean ConvNet embeddings of real and synthetic images"
+    description = ("Distribution Matching (Zhao & Bilen, WACV 2023): match mean ConvNet embeddings of real and "
+                   "synthetic images")
     params = {
         "iterations": Param(20000, f"{REF}: --Iteration 20000", "image updates", min=0),
         "lr_img": Param(1.0, f"{REF}: --lr_img 1.0", "SGD learning rate on the synthetic images", min=0),
         "momentum": Param(0.5, f"{REF}: torch.optim.SGD([image_syn], lr=args.lr_img, momentum=0.5)", min=0, max=1),
         "batch_real": Param(256, f"{REF}: --batch_real 256", "real images per class per iteration", min=1),
-        "init": init_param(f"{REF}: --init real; PATH and run:RUN_ID are ddbench's warm starts (docs/baselines.md#warm-starts)"),
+        "init": init_param(f"{REF}: --init real; PATH and run:RUN_ID are ddbench's warm starts "
+                           "(docs/baselines.md#warm-starts)"),
         "dsa_strategy": Param(DSA_STRATEGY, f"{REF}: --dsa_strategy {DSA_STRATEGY}", "'none' disables DSA"),
         "impl": Param("auto", "docs/baselines.md#speed (ddbench's layout, not the paper's; same objective)",
                       "chunked (CPU: classes on worker threads, real images in micro-batches), batched (CUDA: "
@@ -73,7 +75,9 @@ class DM(Method):
         "workers": Param(0, "docs/evaluation.md (one worker per core, one intra-op thread each)",
                          "worker threads of the chunked impl; 0 = torch.get_num_threads()", min=0),
         "checkpoint_every": Param(
-            500, "docs/baselines.md (ddbench's resume granularity, not in the paper): iterations between checkpoints in the run's work_dir", min=1
+            500,
+            "docs/baselines.md (ddbench's resume granularity, not in the paper): iterations between checkpoints in the "
+            "run's work_dir", min=1
         ),
     }
 
@@ -202,7 +206,8 @@ class DMObjective(Objective):
     """DM's loss for other methods (`ctx.registry.get("objectives", "dm")`): the same `_iteration` DM runs."""
 
     name = "dm"
-    description = "DM's distribution matching: per class, mean embeddings of real and synthetic images under a fresh random ConvNet"
+    description = ("DM's distribution matching: per class, mean embeddings of real and synthetic images under a fresh "
+                   "random ConvNet")
     source = f"Zhao & Bilen, WACV 2023; {REF}"
     params = {
         "lr": Param(1.0, f"{REF}: --lr_img 1.0", "SGD learning rate on the images", min=0),

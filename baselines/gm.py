@@ -22,7 +22,8 @@ would read as one thing; `-gm` says what the method matches.
 
 Differences from the reference, none of which changes the objective: every random draw of iteration `it`
 (network, real batches, DSA, inner-loop shuffles) comes from a generator keyed by (run seed, method, it), so a
-resumed run reproduces an uninterrupted one; evaluation is the host protocol's job. CPU layout (docs/baselines.md#speed):
+resumed run reproduces an uninterrupted one; evaluation is the host protocol's job. \
+CPU layout (docs/baselines.md#speed):
 classes run on worker threads with one intra-op thread each, real images go through the network in chunks of
 `micro_batch` whose gradients are summed, and an inner-loop step's batch is split the same way; instance norm
 acts per sample, so this is main.py's computation up to float summation order (tests/test_gm.py checks it
@@ -91,7 +92,8 @@ def layer_distance(gwr: torch.Tensor, gws: torch.Tensor) -> torch.Tensor:
     return (1 - cos).sum()
 
 
-def gradient_distance(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor], metric: str = "ours") -> torch.Tensor:
+def gradient_distance(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor],
+                      metric: str = "ours") -> torch.Tensor:
     """utils.py match_loss: 'ours' (per-layer, per-unit cosine), 'mse' or 'cos' over all gradients flattened."""
     if metric == "ours":
         return torch.stack([layer_distance(r, s) for r, s in zip(gw_real, gw_syn)]).sum()
@@ -105,7 +107,8 @@ def gradient_distance(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Te
 
 
 def loss_gradients(net: torch.nn.Module, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                   micro_batch: int = 0, create_graph: bool = False, denominator: int | None = None) -> list[torch.Tensor]:
+                   micro_batch: int = 0, create_graph: bool = False,
+                   denominator: int | None = None) -> list[torch.Tensor]:
     """Gradients of the mean cross-entropy over (x, y) w.r.t. `params`, summed over chunks of `micro_batch`
     (0: one chunk). `denominator` is the batch the mean is over (default len(x): a chunk of a larger batch
     passes the whole batch's size)."""
@@ -119,7 +122,8 @@ def loss_gradients(net: torch.nn.Module, params: list[torch.Tensor], x: torch.Te
 
 
 def match_class(net: torch.nn.Module, real_x: torch.Tensor, real_y: torch.Tensor, syn_x: torch.Tensor,
-                syn_y: torch.Tensor, metric: str = "ours", augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                syn_y: torch.Tensor, metric: str = "ours",
+                augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 micro_batch: int = 0) -> torch.Tensor:
     """One class's term of main.py's loss: the distance between the network's loss gradients on real and on
     synthetic images (the real ones constant), differentiable w.r.t. `syn_x`.
@@ -238,7 +242,8 @@ class GradientMatching(Method):
             ctx.log(f"{self.name}: image_updates={p['image_updates']} -> {iterations} iterations of outer_loop "
                     f"{loops_for(ctx)[0]} (iterations={p['iterations']} is not used; --set image_updates=0 to use it)")
         ckpt_path = ctx.work_dir / self.checkpoint
-        ckpt = Resumable(ctx, ckpt_path, self._fingerprint(ctx, provenance and provenance["sha256"]), self.name, iterations, {"images": image_syn},
+        ckpt = Resumable(ctx, ckpt_path, self._fingerprint(ctx, provenance and provenance["sha256"]), self.name,
+                         iterations, {"images": image_syn},
                          {"optimizer": opt}, {"labels": labels.cpu()})
         start = ckpt.resume()
         losses = ckpt.losses
@@ -255,7 +260,8 @@ class GradientMatching(Method):
             ckpt.save(start)  # iterations=0: still leave a checkpoint
         outer, inner = step.loops
         meta = {"method": self._method, "iterations": iterations, "init": p["init"], "outer_loop": outer,
-                "inner_loop": inner, **({"init_provenance": provenance} if provenance else {}), "losses": losses, "final_loss": losses[-1] if losses else None,
+                "inner_loop": inner, **({"init_provenance": provenance} if provenance else {}), "losses": losses,
+                "final_loss": losses[-1] if losses else None,
                 "resumed_from": ckpt.resumed_from, "seconds_this_session": time.perf_counter() - t0}
         return SyntheticSet(image_syn.detach().cpu(), labels.cpu().clone(), meta=meta)
 
@@ -277,7 +283,8 @@ class Step:
             net = self.ctx.build_model()  # a fresh random network every iteration (main.py get_network)
         return net.to(self.ctx.device).train()
 
-    def iteration(self, it: int, image_syn: torch.Tensor, labels: torch.Tensor, opt_img: torch.optim.Optimizer) -> float:
+    def iteration(self, it: int, image_syn: torch.Tensor, labels: torch.Tensor,
+                  opt_img: torch.optim.Optimizer) -> float:
         """Runs iteration `it` (updating `image_syn` through `opt_img`); main.py's logged loss: the matching
         loss summed over classes and outer loops, divided by num_classes * outer_loop."""
         p = self.ctx.params

@@ -86,21 +86,28 @@ EXPERT_KEYS = ("train_epochs", "expert_lr", "expert_batch", "expert_momentum", "
 
 class MTT(Method):
     name = "mtt"
-    description = "Matching Training Trajectories (Cazenavette et al., CVPR 2022): unrolled student steps matched to expert trajectories"
+    description = ("Matching Training Trajectories (Cazenavette et al., CVPR 2022): unrolled student steps matched to "
+                   "expert trajectories")
     params = {
         # distillation (distill.py)
         "iterations": Param(5000, f"{DISTILL}: --Iteration 5000", "image/lr updates", min=0),
         "lr_img": Param(1000.0, f"{DISTILL}: --lr_img 1000", "SGD lr on the synthetic images", min=0),
         "lr_lr": Param(1e-05, f"{DISTILL}: --lr_lr 1e-05", "SGD lr on the learnable synthetic lr", min=0),
-        "lr_teacher": Param(0.01, f"{DISTILL}: --lr_teacher 0.01", "initial value of the learnable synthetic lr", min=0),
-        "momentum": Param(0.5, f"{DISTILL}: SGD([image_syn], momentum=0.5) and SGD([syn_lr], momentum=0.5)", min=0, max=1),
+        "lr_teacher": Param(0.01, f"{DISTILL}: --lr_teacher 0.01",
+                            "initial value of the learnable synthetic lr", min=0),
+        "momentum": Param(0.5,
+                          f"{DISTILL}: SGD([image_syn], momentum=0.5) and SGD([syn_lr], momentum=0.5)", min=0, max=1),
         "syn_steps": Param(20, f"{DISTILL}: --syn_steps 20", "student steps unrolled per iteration", min=1),
-        "expert_epochs": Param(3, f"{DISTILL}: --expert_epochs 3", "target = expert this many epochs after the start", min=1),
-        "max_start_epoch": Param(25, f"{DISTILL}: --max_start_epoch 25", "start epoch drawn in [0, max_start_epoch)", min=1),
-        "batch_syn": Param(0, f"{DISTILL}: --batch_syn None = all synthetic images (0 here)", "synthetic mini-batch per step; 0 = all", min=0),
+        "expert_epochs": Param(3, f"{DISTILL}: --expert_epochs 3",
+                               "target = expert this many epochs after the start", min=1),
+        "max_start_epoch": Param(25, f"{DISTILL}: --max_start_epoch 25",
+                                 "start epoch drawn in [0, max_start_epoch)", min=1),
+        "batch_syn": Param(0, f"{DISTILL}: --batch_syn None = all synthetic images (0 here)",
+                           "synthetic mini-batch per step; 0 = all", min=0),
         "pix_init": init_param(f"{DISTILL}: --pix_init real; PATH and run:RUN_ID are ddbench's warm starts "
                                "(docs/baselines.md#warm-starts)"),
-        "dsa_strategy": Param(DSA_STRATEGY, f"{DISTILL} / {BUFFER}: --dsa True --dsa_strategy {DSA_STRATEGY}", "'none' disables DSA"),
+        "dsa_strategy": Param(DSA_STRATEGY,
+                              f"{DISTILL} / {BUFFER}: --dsa True --dsa_strategy {DSA_STRATEGY}", "'none' disables DSA"),
         # experts (buffer.py)
         "num_experts": Param(100, f"{BUFFER}: --num_experts 100", "expert trajectories in the buffer", min=1),
         "train_epochs": Param(50, f"{BUFFER}: --train_epochs 50", "epochs per expert", min=1),
@@ -109,21 +116,29 @@ class MTT(Method):
         "expert_momentum": Param(0.0, f"{BUFFER}: --mom 0", "expert SGD momentum", min=0, max=1),
         "expert_l2": Param(0.0, f"{BUFFER}: --l2 0", "expert weight decay", min=0),
         "expert_images_per_class": Param(
-            0, "docs/baselines.md (MTT: a ddbench CPU economy, not in the paper): experts train on this many real images per class; 0 = all", min=0
+            0,
+            "docs/baselines.md (MTT: a ddbench CPU economy, not in the paper): experts train on this many real images "
+            "per class; 0 = all", min=0
         ),
         "zca": Param(False, f"{BUFFER} / {DISTILL}: --zca (off by default; the README uses it for CIFAR)",
                      "distill in ZCA-whitened space (ddbench.zca); the set is returned in normalised space"),
         "zca_eps": Param(0.1, "GeorgeCazenavette/mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1)", min=0),
-        "buffer": Param("auto", "docs/baselines.md (MTT, ddbench's setting): auto = build missing/corrupt experts; require = error unless complete",
+        "buffer": Param("auto",
+                        "docs/baselines.md (MTT, ddbench's setting): auto = build missing/corrupt experts; "
+                        "require = error unless complete",
                         choices=("auto", "require")),
         "micro_batch": Param(16, "docs/evaluation.md (micro_batch=16, measured there; exact up to float order)",
-                             "images per forward/backward chunk when training experts (gradients summed); 0 = the whole batch", min=0),
+                             "images per forward/backward chunk when training experts (gradients summed); "
+                             "0 = the whole batch", min=0),
         "unroll_micro_batch": Param(0, "docs/baselines.md#speed (ddbench's layout; exact up to float order)",
-                                    "synthetic images per forward/grad chunk of an unrolled step (gradients summed); 0 = the whole batch", min=0),
+                                    "synthetic images per forward/grad chunk of an unrolled step (gradients summed); "
+                                    "0 = the whole batch", min=0),
         "workers": Param(0, "docs/evaluation.md (one worker per core, one intra-op thread each)",
                          "CPU worker threads (one intra-op thread each) for experts trained at once and for unroll "
                          "chunks; 0 = torch.get_num_threads()", min=0),
-        "checkpoint_every": Param(100, "docs/baselines.md (ddbench's resume granularity, not in the paper): iterations between checkpoints in work_dir", min=1),
+        "checkpoint_every": Param(100,
+                                  "docs/baselines.md (ddbench's resume granularity, not in the paper): "
+                                  "iterations between checkpoints in work_dir", min=1),
     }
 
     # ----------------------------------------------------------------------------------------------
@@ -150,7 +165,8 @@ class MTT(Method):
             bad = buf.problems(range(p["num_experts"]))
             if bad:
                 raise DDBenchError(f"buffer=require but the expert buffer {buf.dir} is not complete: {bad[0]}"
-                                   f" ({len(bad)} of {p['num_experts']} experts missing or invalid); use buffer=auto to build it")
+                                   f" ({len(bad)} of {p['num_experts']} experts missing or invalid); "
+                                   "use buffer=auto to build it")
 
     # ----------------------------------------------------------------------------------------------
 
@@ -180,7 +196,9 @@ class MTT(Method):
         if provenance is not None and zca is not None:
             images = zca.from_normalised(images, ctx.dataset)
         warm = {"init_sha256": provenance["sha256"]} if provenance else {}  # a file enters by its content
-        fp = fingerprint({"method": "mtt", "params": {k: v for k, v in p.items() if k not in ("iterations", "checkpoint_every", "buffer") + LAYOUT_KEYS},
+        fp = fingerprint({"method": "mtt",
+                          "params": {k: v for k, v in p.items()
+                                     if k not in ("iterations", "checkpoint_every", "buffer") + LAYOUT_KEYS},
                           "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model, "buffer": buffer.key, **warm})
         ckpt_path = ctx.work_dir / CHECKPOINT
 
@@ -220,7 +238,8 @@ class MTT(Method):
                 save(it + 1)
 
         meta = {"iterations": p["iterations"], "pix_init": p["pix_init"],
-                **({"init_provenance": provenance} if provenance else {}), "losses": losses, "final_loss": losses[-1] if losses else None,
+                **({"init_provenance": provenance} if provenance else {}), "losses": losses,
+                "final_loss": losses[-1] if losses else None,
                 "resumed_from": ckpt.resumed_from, "buffer": str(buffer.dir), "zca": bool(zca is not None),
                 "seconds_this_session": time.perf_counter() - t0}
         return _result(ctx, image_syn, labels, syn_lr, zca, meta)
@@ -433,7 +452,8 @@ class ExpertBuffer:
         with _INIT_LOCK, seeded(ctx.seed, "mtt-expert", i):  # seeds torch's global RNG: one thread at a time
             net = ctx.build_model()
         net = net.to(dev).train()
-        opt = torch.optim.SGD(net.parameters(), lr=p["expert_lr"], momentum=p["expert_momentum"], weight_decay=p["expert_l2"])
+        opt = torch.optim.SGD(net.parameters(), lr=p["expert_lr"], momentum=p["expert_momentum"],
+                              weight_decay=p["expert_l2"])
         dsa = make_dsa(p["dsa_strategy"])
         gen = generator(ctx.seed, "mtt-expert-data", i)
         x_all, y_all = real_x.to(dev), real_y.to(dev)

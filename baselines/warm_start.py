@@ -89,7 +89,8 @@ def _locate(ctx: RunContext, key: str, value: str) -> tuple[Path, dict[str, Any]
     if value.startswith(RUN_PREFIX):
         run_id = value[len(RUN_PREFIX):].strip()
         if ctx.results_db is None:
-            raise DDBenchError(f"{key}={value!r} needs a results database (ddbench run --out/--db); give a PATH instead")
+            raise DDBenchError(f"{key}={value!r} needs a results database (ddbench run --out/--db); "
+                               "give a PATH instead")
         from ddbench.results import get_run
 
         try:
