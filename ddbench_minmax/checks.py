@@ -50,7 +50,8 @@ def check_samples(out: object, sampler: str, num_classes: int, image_shape: tupl
         raise fail(f"returned images of shape {tuple(x.shape)} and dtype {x.dtype}; expected floating-point "
                    f"(N, {', '.join(map(str, image_shape))})")
     if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
-        raise fail(f"returned labels of shape {tuple(y.shape)} and dtype {y.dtype}; expected {x.shape[0]} class indices")
+        raise fail(f"returned labels of shape {tuple(y.shape)} and dtype {y.dtype}; "
+                   f"expected {x.shape[0]} class indices")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise fail(f"returned labels {int(y.min())}..{int(y.max())}; the classes are 0..{num_classes - 1}")
     counts = out.per_class(num_classes)

@@ -232,7 +232,8 @@ def folder_identity(folder: BaseFolder) -> dict[str, Any]:
         files[rel] = _sha256(str(p), st.st_size, st.st_mtime_ns)
     configs = {"denoiser": folder.denoiser_config, "scheduler": folder.scheduler_config, "vae": folder.vae_config}
     return {"path": str(folder.path), "weights_sha256": files, "configs": configs,
-            "sha256": hashlib.sha256(json.dumps({"weights": files, "configs": configs}, sort_keys=True).encode()).hexdigest()}
+            "sha256": hashlib.sha256(json.dumps({"weights": files, "configs": configs},
+                                                sort_keys=True).encode()).hexdigest()}
 
 
 def _denoiser_class(arch: str):

@@ -137,7 +137,8 @@ def check_base_folder(value: str, ds) -> BaseFolder:
         have, want = (c.get("in_channels"), c.get("sample_size")), (ds.channels, ds.image_size)
         if have != want:
             raise DDBenchError(f"base folder {folder.path}: a pixel-space model of {have[0]} channels at {have[1]} px; "
-                               f"the dataset {ds.name} has {want[0]} channels at {want[1]} px (a latent base needs vae/)")
+                               f"the dataset {ds.name} has {want[0]} channels at {want[1]} px (a latent "
+                               "base needs vae/)")
     return folder
 
 
@@ -161,7 +162,8 @@ def folder_base(ctx: RunContext) -> tuple[Denoiser, dict[str, Any], LatentSpace 
     space = None
     if vae is not None:
         space = LatentSpace(vae, folder.pixel_size, ds.image_size, ds.channels, ctx.device, p["vae_batch"])
-    ctx.log(f"minmax-diffusion: base from {folder.path} ({folder.arch}, {'latent ' + str(folder.pixel_size) + ' px' if space else 'pixel space'}, "
+    ctx.log(f"minmax-diffusion: base from {folder.path} ({folder.arch}, "
+            f"{'latent ' + str(folder.pixel_size) + ' px' if space else 'pixel space'}, "
             f"{folder.num_classes} label rows, dataset classes -> rows 0..{ds.num_classes - 1}, null row "
             f"{folder.num_classes}; sha256 {ident['sha256'][:12]}...)")
     meta = {"source": "folder", **ident, "arch": folder.arch, "parameters": base.num_parameters(),

@@ -189,7 +189,8 @@ def build_denoiser(config: DenoiserConfig) -> Denoiser:
         from diffusers import DiTTransformer2DModel
 
         if config.image_size % cfg["patch_size"]:
-            raise DDBenchError(f"image size {config.image_size} is not a multiple of the DiT patch size {cfg['patch_size']}")
+            raise DDBenchError(f"image size {config.image_size} is not a multiple of the DiT patch size "
+                               f"{cfg['patch_size']}")
         net = DiTTransformer2DModel(sample_size=config.image_size, in_channels=config.channels,
                                     out_channels=config.channels, num_embeds_ada_norm=n_labels,
                                     norm_type="ada_norm_zero", **cfg)

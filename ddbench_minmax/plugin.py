@@ -82,14 +82,18 @@ PARAMS: dict[str, Param] = {
                        "steps on this CPU, same loss curve: benchmarks/bench_generator.py)",
                        "fine-tuning autocast precision", choices=("bf16", "fp32")),
     "gradient_checkpointing": Param(False, "diffusers ModelMixin.enable_gradient_checkpointing (DiT and UNet support "
-                                    "it): recompute activations in the backward pass, for DiT-XL/2 batches on a small GPU",
+                                    "it): recompute activations in the backward pass, "
+                                    "for DiT-XL/2 batches on a small GPU",
                                     "trade fine-tuning speed for memory"),
-    "vae_batch": Param(16, "diffusers AutoencoderKL.enable_slicing decodes a batch in slices to bound memory; 16 images "
-                       "per slice is a choice here, not a measurement (docs/minmax.md#a-pretrained-base-from-a-diffusers-folder)",
+    "vae_batch": Param(16, "diffusers AutoencoderKL.enable_slicing decodes a batch in slices to bound memory; "
+                       "16 images per slice is a choice here, not a measurement "
+                       "(docs/minmax.md#a-pretrained-base-from-a-diffusers-folder)",
                        "images per VAE decode call of a latent base", min=1),
-    "checkpoint_every": Param(100, "docs/minmax.md#min-max-fine-tuning: resume granularity (the anchors' --ckpt-every 12000 is for GPU runs)",
+    "checkpoint_every": Param(100, "docs/minmax.md#min-max-fine-tuning: resume granularity (the anchors' --ckpt-every "
+                                   "12000 is for GPU runs)",
                               "training steps between checkpoints (0 = none)", min=0),
-    "on_corrupt_cache": Param("rebuild", "docs/minmax.md#min-max-fine-tuning: a corrupt cached generator is rebuilt or refused",
+    "on_corrupt_cache": Param("rebuild",
+                              "docs/minmax.md#min-max-fine-tuning: a corrupt cached generator is rebuilt or refused",
                               "what to do with a corrupt cached generator", choices=("rebuild", "error")),
     # -- sampling (DSR) and the IPC-budget policy --------------------------------------------------
     "sampler": Param("dsr", "Fan et al. (seed paper): Diffusion Step Reduction", "registered sampler name"),
@@ -102,21 +106,28 @@ PARAMS: dict[str, Param] = {
                              "docs/minmax.md#unguided-sampling-under-a-10-s-budget-5-method-seeds: under a budget a "
                              "guided image costs two network calls per step",
                              "guidance scale under --budget (None = the `guidance` setting)", min=1.0),
-    "steps": Param(10, f"{SEED_CODE} sample.py: --num-sampling-steps 10 (DSR)", "denoising steps S (fixed-steps policy)",
+    "steps": Param(10, f"{SEED_CODE} sample.py: --num-sampling-steps 10 (DSR)",
+                   "denoising steps S (fixed-steps policy)",
                    min=1),
-    "min_steps": Param(5, "docs/minmax.md#dsr-sampler-and-policies: smallest step count tried (the seed paper's Fig. 2 shows 10 and 30)",
+    "min_steps": Param(5, "docs/minmax.md#dsr-sampler-and-policies: smallest step count tried (the seed paper's Fig. 2 "
+                          "shows 10 and 30)",
                        "fewest steps any policy may use (max-images uses it)", min=1),
     "policy": Param("fixed-steps", "the classic fixed-IPC benchmark (DC/DSA/DM papers)",
                     "registered policy: fixed-steps, max-images, calibrated"),
-    "pilot_steps": Param((5, 10, 20, 30, 50), "docs/minmax.md#dsr-sampler-and-policies: candidate S (seed paper Fig. 2: 10 and 30)",
+    "pilot_steps": Param((5, 10, 20, 30, 50),
+                         "docs/minmax.md#dsr-sampler-and-policies: candidate S (seed paper Fig. 2: 10 and 30)",
                          "calibrated policy: candidate S of the pilot"),
-    "pilot_ipcs": Param((2, 10), "docs/minmax.md#dsr-sampler-and-policies: two IPCs so the fit sees the IPC axis", "calibrated: pilot IPCs"),
+    "pilot_ipcs": Param((2, 10), "docs/minmax.md#dsr-sampler-and-policies: two IPCs so the fit sees the IPC axis",
+                        "calibrated: pilot IPCs"),
     "pilot_epochs": Param(300, "VICO-UoE/DatasetCondensation main.py: epoch_eval_train 300 (the `fast` protocol)",
                           "calibrated: epochs per pilot network", min=1),
-    "pilot_models": Param(1, "docs/minmax.md#dsr-sampler-and-policies: one network per pilot point (cost)", "calibrated: networks per pilot point", min=1),
-    "sample_batch": Param(100, "docs/minmax.md#dsr-sampler-and-policies: batches of 100 images (whole rounds of 10 classes)",
+    "pilot_models": Param(1, "docs/minmax.md#dsr-sampler-and-policies: one network per pilot point (cost)",
+                          "calibrated: networks per pilot point", min=1),
+    "sample_batch": Param(100,
+                          "docs/minmax.md#dsr-sampler-and-policies: batches of 100 images (whole rounds of 10 classes)",
                           "images per sampling batch", min=1),
-    "budget_safety": Param(1.1, "docs/minmax.md#dsr-sampler-and-policies: 10% margin so the last batch ends inside the budget",
+    "budget_safety": Param(1.1, "docs/minmax.md#dsr-sampler-and-policies: 10% margin so the last batch ends "
+                                "inside the budget",
                            "factor on predicted batch times under a budget", min=1.0),
     # -- levers beyond the seed paper (docs/minmax.md#levers-beyond-the-seed) ---------------------------
     "prototypes": Param("none", "D4M (Su et al., CVPR 2024; suduo94/D4M gen_prototype.py: per-class k-means, k = IPC) "
@@ -134,7 +145,8 @@ PARAMS: dict[str, Param] = {
                                "lo,hi: classifier-free guidance only while t/T lies in [lo, hi]"),
     "pool": Param(1, "CaO2 (hatchetProject/CaO2 sample_imagenet.py): 4 x IPC candidates per class; 1 = no pool "
                   "(the seed)", "candidates sampled per kept image; the selector keeps IPC per class", min=1),
-    "selector": Param("confidence", "hatchetProject/CaO2 sample_imagenet.py: a teacher's most confident correct candidates first",
+    "selector": Param("confidence",
+                      "hatchetProject/CaO2 sample_imagenet.py: a teacher's most confident correct candidates first",
                       "registered selector that picks from the pool (pool > 1)"),
     "selector_space": Param("classifier", "DC-BENCH Kmeans-emb (justincui03/dc_benchmark): features of a network "
                             "trained on the real data", "feature space of the pool's selection",
@@ -144,8 +156,8 @@ PARAMS: dict[str, Param] = {
                      "most images per class under --budget; a budget planning more is refused", min=1),
     # -- refine: a matching objective on the generated set (docs/minmax.md#refine) ----------------------
     **refine.PARAMS,
-    "quality": Param(True, "docs/minmax.md#quality-figures: class accuracy and Fréchet distance of the set under a real-data "
-                     "ConvNet (trained once, cached)", "record generator-quality figures in the run's meta"),
+    "quality": Param(True, "docs/minmax.md#quality-figures: class accuracy and Fréchet distance of the set under a "
+                     "real-data ConvNet (trained once, cached)", "record generator-quality figures in the run's meta"),
 }
 
 
@@ -173,7 +185,8 @@ def check_levers(p: dict[str, Any]) -> None:
     """The levers' settings that each Param alone cannot check."""
     gi = tuple(p["guidance_interval"])
     if len(gi) != 2 or not all(isinstance(v, (int, float)) for v in gi) or not 0 <= gi[0] <= gi[1] <= 1:
-        raise DDBenchError(f"guidance_interval={','.join(map(str, gi))} is not allowed; give lo,hi with 0 <= lo <= hi <= 1")
+        raise DDBenchError(f"guidance_interval={','.join(map(str, gi))} is not allowed; "
+                           "give lo,hi with 0 <= lo <= hi <= 1")
     if not p["strength"] > 0:
         raise DDBenchError(f"strength={p['strength']!r} is not allowed; it must lie in (0, 1]")
     if (p["strength"] < 1 or p["mode_guidance"] > 0) and p["prototypes"] == "none":
@@ -279,7 +292,8 @@ class MinMaxDiffusion(Method):
                 + "; give a smaller --budget or raise max_ipc with --set max_ipc=N")
         if refine.active(ctx):
             cost = refine.measure(ctx, (ds.channels, ds.image_size, ds.image_size), max(1, planned // p["pool"]))
-            fits, kept = refine.split(ctx, cost, lambda i: thr.seconds(i * p["pool"] * ds.num_classes, s) * p["budget_safety"],
+            fits, kept = refine.split(ctx, cost,
+                                      lambda i: thr.seconds(i * p["pool"] * ds.num_classes, s) * p["budget_safety"],
                                       ctx.budget, max(1, planned // p["pool"]))
             if not fits:
                 raise DDBenchError(refine.too_long(ctx, kept))
@@ -298,7 +312,8 @@ class MinMaxDiffusion(Method):
         images = from_signed_pixels(ds, x)
         if refine.active(ctx):  # inside the budget: the sampling kept back extra["refine_reserve_seconds"]
             images, extra["refine"] = refine.run(ctx, images, y, deadline=None if ctx.budget is None else
-                                                 start + ctx.budget, expected=extra.get("refine_seconds_per_iteration", 0.0))
+                                                 start + ctx.budget,
+                                                 expected=extra.get("refine_seconds_per_iteration", 0.0))
             x = to_signed_pixels(ds, images)  # the figures below describe the refined set
             stages = time.perf_counter() - start  # sampling, selection and refine, on one clock
         else:
@@ -324,7 +339,8 @@ class MinMaxDiffusion(Method):
         if ctx.budget is not None:
             meta["budget_honoured"] = stages <= ctx.budget
         ctx.log(f"minmax-diffusion: {gen_stats['images']} images ({gen_stats['ipc']}/class) at S={decision.steps}, "
-                f"guidance {guidance_of(ctx):g}, in {gen_stats['seconds']:.1f}s ({gen_stats['images_per_second']} images/s)")
+                f"guidance {guidance_of(ctx):g}, in {gen_stats['seconds']:.1f}s "
+                f"({gen_stats['images_per_second']} images/s)")
         return SyntheticSet(images=images, labels=y, meta=meta, ipc=gen_stats["ipc"],
                             generation_seconds=stages)  # every stage the budget counts: sampling, selection, refine
 
@@ -386,12 +402,14 @@ class MinMaxDiffusion(Method):
         ipc = p["max_ipc"] * pool if ctx.budget is not None else decision.ipc * pool  # under a budget: a cap
         request = self._request(ctx, generator, decision.steps, ipc, seed=ctx.seed, deadline=deadline, throughput=thr,
                                 prototypes=prototypes)
-        out = call_plugin(ctx.registry, "samplers", p["sampler"], "generate()", lambda: sampler.generate(generator, request))
+        out = call_plugin(ctx.registry, "samplers", p["sampler"], "generate()",
+                          lambda: sampler.generate(generator, request))
         seconds = time.perf_counter() - start  # timed here: a sampler's stats are free metadata
         made = check_samples(out, p["sampler"], ds.num_classes, (ds.channels, ds.image_size, ds.image_size))
         x, y, stats = out.images, out.labels.long(), dict(out.stats)
         if ctx.budget is None and made != ipc:
-            raise PluginOutputError(f"sampler {p['sampler']!r} returned {made} image(s) per class; {ipc} were asked for")
+            raise PluginOutputError(f"sampler {p['sampler']!r} returned {made} image(s) per class; "
+                                    f"{ipc} were asked for")
         keep = made // pool
         if keep < 1:
             raise self._budget_not_met(ctx, thr, decision.steps, stats, seconds, pool)
@@ -504,8 +522,9 @@ class MinMaxDiffusion(Method):
                 pass
         t0 = time.perf_counter()
         ipcs = sorted(p["pilot_ipcs"])
-        out = sampler.generate(generator, self._request(ctx, generator, steps, ipcs[-1], seed=derive_seed(ctx.seed, "pilot"),
-                                                   prototypes=to_denoiser_space(generator, self._prototypes(ctx, ipcs[-1]))))
+        out = sampler.generate(generator, self._request(
+            ctx, generator, steps, ipcs[-1], seed=derive_seed(ctx.seed, "pilot"),
+            prototypes=to_denoiser_space(generator, self._prototypes(ctx, ipcs[-1]))))
         x, y = from_signed_pixels(ds, out.images), out.labels
         acc = {}
         for ipc in ipcs:

@@ -128,10 +128,13 @@ class Calibrated(Policy):
         s, ipc, acc = best
         mode = "ipc" if req.budget is None else "budget"
         table = [r for r in rows if r["steps"] in cands or r["steps"] == s]
-        req.log("calibrated policy: pilot points (S, IPC, acc%): " + ", ".join(f"({a}, {b}, {c:.1f})" for a, b, c in points))
-        req.log(f"calibrated policy: fit {fit['form']} -> " + ", ".join(f"{k}={v:.3g}" for k, v in fit.items() if isinstance(v, float)))
+        req.log("calibrated policy: pilot points (S, IPC, acc%): "
+                + ", ".join(f"({a}, {b}, {c:.1f})" for a, b, c in points))
+        req.log(f"calibrated policy: fit {fit['form']} -> "
+                + ", ".join(f"{k}={v:.3g}" for k, v in fit.items() if isinstance(v, float)))
         for r in table:
-            req.log(f"calibrated policy:   S={r['steps']:>4}  IPC={r['ipc']:>5}  predicted {r['predicted_accuracy']:.2f}%"
+            req.log(f"calibrated policy:   S={r['steps']:>4}  IPC={r['ipc']:>5}  predicted "
+                    f"{r['predicted_accuracy']:.2f}%"
                     + ("  <- chosen" if r["steps"] == s else ""))
         why = f"S={s} maximises the predicted accuracy ({acc:.2f}%) at IPC {ipc}" + (
             f" within {req.budget:g}s" if req.budget else "")

@@ -1,4 +1,5 @@
-"""The DSR sampler (Diffusion Step Reduction, Fan et al.): few-step, guided sampling of a denoiser (the run's generator).
+"""The DSR sampler (Diffusion Step Reduction, Fan et al.): few-step, guided sampling of a denoiser \
+(the run's generator).
 
 A separate scheduler from training (diffusers' pattern): DDIM (default, eta 0) or DPM-Solver++ (2nd order
 multistep), with S steps over the T training timesteps of the denoiser's own noise schedule. Classifier-free
@@ -283,7 +284,8 @@ def _round_prototypes(prototypes: torch.Tensor | None, first_round: int, rounds:
 
 
 def _denoise(denoiser, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Tensor | None, gen: torch.Generator,
-             device, step_time: float, reserve: float = 0.0, steps_done: list[int] | None = None) -> torch.Tensor | None:
+             device, step_time: float, reserve: float = 0.0,
+             steps_done: list[int] | None = None) -> torch.Tensor | None:
     """One batch from noise (or from noised prototypes) to the denoiser's samples; None when a step (plus `reserve`,
     the batch's decode) would cross the deadline. `steps_done[0]` counts the steps run (an abandoned batch's
     observed slowdown)."""

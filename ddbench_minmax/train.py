@@ -183,7 +183,8 @@ class Phase:
         self.sched = make_train_scheduler(denoiser)
         self.alphas = self.sched.alphas_cumprod.to(torch.float32).to(device)
         self.embed = embed or (lambda x: x.flatten(start_dim=1))
-        self.encode = encode  # pixels -> the denoiser's space per batch (latent.LatentSpace.encode), drawn with self.gen
+        # pixels -> the denoiser's space per batch (latent.LatentSpace.encode), drawn with self.gen
+        self.encode = encode
         self.state = TrainState()
 
     def state_dict(self) -> dict[str, Any]:
