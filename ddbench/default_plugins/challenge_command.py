@@ -26,8 +26,8 @@ def cmd_challenge(args: argparse.Namespace) -> int:
     from .eccv2024 import DATASETS, run_challenge
 
     if args.dataset is not None:
-        raise DDBenchError(f"--dataset {args.dataset}: the challenge runs both {' and '.join(d.name for d in DATASETS)}; "
-                           "drop --dataset")
+        raise DDBenchError(f"--dataset {args.dataset}: the challenge runs both "
+                           f"{' and '.join(d.name for d in DATASETS)}; drop --dataset")
     if args.protocol != "eccv2024":
         raise DDBenchError(f"--protocol {args.protocol!r}: the challenge is evaluated with eccv2024 only")
     base = request_from_args(args, method=args.method, seed=args.seed)

@@ -41,13 +41,15 @@ def feature_size(channels: int, image_size: int, depth: int) -> int:
 class ConvNet(nn.Module):
     """ConvNet-D{depth} of DC/DSA/DM: [conv3x3 -> instance norm -> ReLU -> avgpool2] x depth -> linear."""
 
-    def __init__(self, channels: int, num_classes: int, image_size: int, width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH):
+    def __init__(self, channels: int, num_classes: int, image_size: int, width: int = DEFAULT_WIDTH,
+                 depth: int = DEFAULT_DEPTH):
         super().__init__()
         if depth < 1 or width < 1:
             raise DDBenchError(f"ConvNet depth={depth} width={width}: both must be >= 1")
         side = feature_size(channels, image_size, depth)
         if side < 1:
-            raise DDBenchError(f"image size {image_size} is too small for a depth-{depth} ConvNet; allowed: >= {2 ** depth} px")
+            raise DDBenchError(f"image size {image_size} is too small for a depth-{depth} ConvNet; allowed: "
+                               f">= {2 ** depth} px")
         layers: list[nn.Module] = []
         in_ch = channels
         for d in range(depth):
@@ -111,7 +113,8 @@ def build_convnet_d4(channels: int, num_classes: int, image_size: int) -> ConvNe
 
 @hookimpl
 def register_models(register):
-    register(ModelSpec("convnet", build_convnet, "ConvNet of DC/DSA/DM: width 128, instance norm, depth 3 (<=32 px) or 4 (64 px)"))
+    register(ModelSpec("convnet", build_convnet,
+                       "ConvNet of DC/DSA/DM: width 128, instance norm, depth 3 (<=32 px) or 4 (64 px)"))
     register(ModelSpec("convnet-d3", build_convnet_d3, "ConvNet, depth 3 (ConvNetD3)"))
     register(ModelSpec("convnet-d4", build_convnet_d4, "ConvNet, depth 4 (ConvNetD4)"))
 
@@ -159,7 +162,9 @@ class StackedConvNet(nn.Module):
     def from_nets(cls, nets: list[ConvNet]) -> "StackedConvNet":
         first = nets[0]
         for net in nets:
-            if not isinstance(net, ConvNet) or (net.channels, net.num_classes, net.image_size, net.width, net.depth) != (
+            if not isinstance(net, ConvNet) or (
+                net.channels, net.num_classes, net.image_size, net.width, net.depth
+            ) != (
                 first.channels, first.num_classes, first.image_size, first.width, first.depth
             ):
                 raise DDBenchError("StackedConvNet needs ConvNets of one shape")

@@ -342,8 +342,8 @@ class Architecture:
 
     def build(self, channels: int, num_classes: int, image_size: int) -> nn.Module:
         if channels < 1 or num_classes < 1 or image_size < 1:
-            raise DDBenchError(f"model {self.name!r}: channels={channels}, classes={num_classes}, image size={image_size}; "
-                               "all must be >= 1")
+            raise DDBenchError(f"model {self.name!r}: channels={channels}, classes={num_classes}, "
+                               f"image size={image_size}; all must be >= 1")
         return self.make(channels, num_classes, image_size)
 
     def spec(self) -> ModelSpec:
@@ -353,17 +353,18 @@ class Architecture:
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("mlp", MLP, f"{REF}: MLP", "MLP, 2 hidden layers of 128, ReLU"),
     Architecture("lenet", LeNet, f"{REF}: LeNet", "LeNet-5: conv5(6), conv5(16), max-pools, fc 120-84"),
-    Architecture("alexnet", AlexNet, f"{REF}: AlexNet", "AlexNet for small images: 5 convs (128-192-256-192-192), 3 max-pools"),
+    Architecture("alexnet", AlexNet, f"{REF}: AlexNet",
+                 "AlexNet for small images: 5 convs (128-192-256-192-192), 3 max-pools"),
     Architecture("vgg11", VGG11, f"{REF}: VGG11", "VGG-11 with instance norm"),
     Architecture("vgg11-bn", lambda c, k, s: VGG11(c, k, s, norm="batch"), f"{REF}: VGG11BN", "VGG-11 with batch norm"),
     Architecture("resnet18", lambda c, k, s: ResNet18(c, k, s, "batch", False, "resnet18"), f"{REF}: ResNet18BN",
                  "ResNet-18 with batch norm"),
     Architecture("resnet18-in", lambda c, k, s: ResNet18(c, k, s, "instance", False, "resnet18-in"), f"{REF}: ResNet18",
                  "ResNet-18 with instance norm"),
-    Architecture("resnet18-ap", lambda c, k, s: ResNet18(c, k, s, "instance", True, "resnet18-ap"), f"{REF}: ResNet18_AP",
-                 "ResNet-18-AP: instance norm, average pooling instead of strided convs"),
-    Architecture("resnet18bn-ap", lambda c, k, s: ResNet18(c, k, s, "batch", True, "resnet18bn-ap"), f"{REF}: ResNet18BN_AP",
-                 "ResNet-18-AP with batch norm"),
+    Architecture("resnet18-ap", lambda c, k, s: ResNet18(c, k, s, "instance", True, "resnet18-ap"),
+                 f"{REF}: ResNet18_AP", "ResNet-18-AP: instance norm, average pooling instead of strided convs"),
+    Architecture("resnet18bn-ap", lambda c, k, s: ResNet18(c, k, s, "batch", True, "resnet18bn-ap"),
+                 f"{REF}: ResNet18BN_AP", "ResNet-18-AP with batch norm"),
     # ConvNet variants: VICO-UoE/DatasetCondensation utils.py get_network (ConvNetW32 ... ConvNetNP)
     Architecture("convnet-w32", _host_convnet(width=32), f"{UTILS}: ConvNetW32", "ConvNet, width 32"),
     Architecture("convnet-w64", _host_convnet(width=64), f"{UTILS}: ConvNetW64", "ConvNet, width 64"),
@@ -372,10 +373,13 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("convnet-d2", _host_convnet(depth=2), f"{UTILS}: ConvNetD2", "ConvNet, depth 2"),
     Architecture("convnet-bn", _variant("convnet-bn", norm="batch"), f"{UTILS}: ConvNetBN", "ConvNet, batch norm"),
     Architecture("convnet-ln", _variant("convnet-ln", norm="layer"), f"{UTILS}: ConvNetLN", "ConvNet, layer norm"),
-    Architecture("convnet-gn", _variant("convnet-gn", norm="group"), f"{UTILS}: ConvNetGN", "ConvNet, group norm (4 groups)"),
+    Architecture("convnet-gn", _variant("convnet-gn", norm="group"), f"{UTILS}: ConvNetGN",
+                 "ConvNet, group norm (4 groups)"),
     Architecture("convnet-nn", _variant("convnet-nn", norm="none"), f"{UTILS}: ConvNetNN", "ConvNet, no norm"),
-    Architecture("convnet-as", _variant("convnet-as", act="sigmoid"), f"{UTILS}: ConvNetAS", "ConvNet, sigmoid activations"),
-    Architecture("convnet-al", _variant("convnet-al", act="leakyrelu"), f"{UTILS}: ConvNetAL", "ConvNet, leaky ReLU (0.01)"),
+    Architecture("convnet-as", _variant("convnet-as", act="sigmoid"), f"{UTILS}: ConvNetAS",
+                 "ConvNet, sigmoid activations"),
+    Architecture("convnet-al", _variant("convnet-al", act="leakyrelu"), f"{UTILS}: ConvNetAL",
+                 "ConvNet, leaky ReLU (0.01)"),
     Architecture("convnet-mp", _variant("convnet-mp", pool="max"), f"{UTILS}: ConvNetMP", "ConvNet, max pooling"),
     Architecture("convnet-np", _variant("convnet-np", pool="none"), f"{UTILS}: ConvNetNP", "ConvNet, no pooling"),
 )
@@ -387,4 +391,5 @@ def register_models(register):
         register(arch.spec())
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "MLP", "LeNet", "AlexNet", "VGG11", "ResNet18", "BasicBlock", "ConvNetVariant"]
+__all__ = ["ARCHITECTURES", "Architecture", "MLP", "LeNet", "AlexNet", "VGG11", "ResNet18",
+           "BasicBlock", "ConvNetVariant"]

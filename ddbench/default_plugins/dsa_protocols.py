@@ -46,9 +46,11 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
     return {
-        "epochs": Param(epochs, epochs_source, "training epochs per network (E runs E+1 passes, as the reference; 0 = one pass)", min=0,
+        "epochs": Param(epochs, epochs_source,
+                        "training epochs per network (E runs E+1 passes, as the reference; 0 = one pass)", min=0,
                         role=EPOCHS),
-        "n_models": Param(5, "DSA/DM/MTT papers report mean±std over 5 networks (MTT distill.py num_eval=5; DM main_DM.py num_eval=20)",
+        "n_models": Param(5, "DSA/DM/MTT papers report mean±std over 5 networks (MTT distill.py num_eval=5; "
+                             "DM main_DM.py num_eval=20)",
                           "number of freshly initialised networks", min=1, role=NETWORKS),
         "lr": Param(0.01, f"{REF} main.py/main_DM.py --lr_net 0.01", "SGD learning rate", min=0.0),
         "momentum": Param(0.9, f"{REF} utils.py evaluate_synset: SGD(momentum=0.9)", min=0.0, max=1.0),
@@ -58,24 +60,31 @@ def _params(epochs: int, epochs_source: str) -> dict[str, Param]:
                      "DSA augmentation on every training batch", role=AUGMENTATION),
         "dsa_strategy": Param(DEFAULT_STRATEGY, f"{REF} main_DM.py --dsa_strategy", "DSA groups, '_'-joined",
                               check=check_strategy),
-        "impl": Param("fast", "docs/evaluation.md#two-implementations-of-the-protocol: ddbench's fast implementation by default; 'loop' is the plain reference",
-                      "fast (N networks at once) or loop (one after another)", choices=("fast", "loop"), role=IMPLEMENTATION),
-        "parallel": Param("auto", "docs/evaluation.md#two-implementations-of-the-protocol, measured: threads beat grouped convs on CPU",
+        "impl": Param("fast", "docs/evaluation.md#two-implementations-of-the-protocol: ddbench's fast implementation "
+                              "by default; 'loop' is the plain reference",
+                      "fast (N networks at once) or loop (one after another)",
+                      choices=("fast", "loop"), role=IMPLEMENTATION),
+        "parallel": Param("auto", "docs/evaluation.md#two-implementations-of-the-protocol, measured: "
+                                  "threads beat grouped convs on CPU",
                           "how the fast impl trains networks together: threads (one network per core, single-threaded "
                           "ops), stacked (one grouped-conv model), auto (threads on CPU, stacked on CUDA)",
                           choices=("auto", "threads", "stacked"), role=SPEED),
         "micro_batch": Param(16, "docs/evaluation.md (measured on a 2-core CPU): 16-image chunks keep activations "
-                             "in cache, 1.5-1.9x faster per image than 256", "fast impl: forward/backward each batch in chunks "
-                             "of this many images, accumulating gradients (exact: instance norm and DSA are per-sample); "
-                             "also the test chunk; 0 = whole batches", min=0, role=SPEED),
-        "max_parallel": Param(0, "docs/evaluation.md#peak-memory (ddbench's memory cap): 0 = all n_models at once", "networks trained at once (fast impl)", min=0,
-                              role=SPEED),
-        "use_syn_lr": Param(True, "GeorgeCazenavette/mtt-distillation distill.py: args.lr_net = syn_lr.item() before evaluate_synset",
+                             "in cache, 1.5-1.9x faster per image than 256",
+                             "fast impl: forward/backward each batch in chunks of this many images, accumulating "
+                             "gradients (exact: instance norm and DSA are per-sample); also the test chunk; "
+                             "0 = whole batches", min=0, role=SPEED),
+        "max_parallel": Param(0, "docs/evaluation.md#peak-memory (ddbench's memory cap): 0 = all n_models at once",
+                              "networks trained at once (fast impl)", min=0, role=SPEED),
+        "use_syn_lr": Param(True, "GeorgeCazenavette/mtt-distillation distill.py: args.lr_net = syn_lr.item() before "
+                                  "evaluate_synset",
                             "train with SyntheticSet.lr when the method learned one"),
-        "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1, role=SPEED),
-        "zca": Param(False, "GeorgeCazenavette/mtt-distillation distill.py: with --zca, evaluate_synset trains and tests on "
-                            "ZCA-whitened images (kornia ZCAWhitening fitted on the real training set)",
-                     "train on the whitened synthetic set and test on the whitened real test set (MTT's --zca evaluation)"),
+        "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256",
+                            "test images per forward", min=1, role=SPEED),
+        "zca": Param(False, "GeorgeCazenavette/mtt-distillation distill.py: with --zca, evaluate_synset trains and "
+                            "tests on ZCA-whitened images (kornia ZCAWhitening fitted on the real training set)",
+                     "train on the whitened synthetic set and test on the whitened real test set "
+                     "(MTT's --zca evaluation)"),
         "precision": Param("auto", "docs/evaluation.md#precision: bf16 passed the equivalence test against the "
                                    "reference's fp32 arithmetic (loop impl, 1000 epochs, 10 networks per side, IPC 1 "
                                    "and 10); auto keeps fp32 where bf16 is not native",
@@ -177,11 +186,13 @@ def _check(syn: SyntheticSet, ctx: RunContext, settings: dict[str, Any]) -> None
         raise DDBenchError("the synthetic set is empty; a protocol needs at least one image")
     if tuple(syn.images.shape[1:]) != tuple(ds.test_x.shape[1:]):
         raise DDBenchError(
-            f"synthetic images have shape {tuple(syn.images.shape[1:])}; the {ds.name} test set needs {tuple(ds.test_x.shape[1:])}"
+            f"synthetic images have shape {tuple(syn.images.shape[1:])}; the {ds.name} test set needs "
+            f"{tuple(ds.test_x.shape[1:])}"
         )
     labels = syn.labels
     if labels.ndim == 1 and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= ds.num_classes):
-        raise DDBenchError(f"synthetic labels must lie in [0, {ds.num_classes - 1}], got {int(labels.min())}..{int(labels.max())}")
+        raise DDBenchError(f"synthetic labels must lie in [0, {ds.num_classes - 1}], "
+                           f"got {int(labels.min())}..{int(labels.max())}")
     if labels.ndim == 2 and labels.shape[1] != ds.num_classes:
         raise DDBenchError(f"soft labels must have {ds.num_classes} columns, got {labels.shape[1]}")
     if not torch.isfinite(syn.images).all():

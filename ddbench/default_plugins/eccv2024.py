@@ -86,10 +86,12 @@ def check_data(ds: ImageDataset) -> None:
     spec = challenge_dataset(ds.name)
     shape = (3, spec.image_size, spec.image_size)
     if (ds.num_classes, tuple(ds.train_x.shape[1:])) != (spec.num_classes, shape):
-        raise DDBenchError(f"dataset {ds.name} has {ds.num_classes} classes of {tuple(ds.train_x.shape[1:])}; the challenge's "
-                           f"has {spec.num_classes} of {shape} (set eval.strict=false for a partial copy)")
+        raise DDBenchError(f"dataset {ds.name} has {ds.num_classes} classes of {tuple(ds.train_x.shape[1:])}; "
+                           f"the challenge's has {spec.num_classes} of {shape} "
+                           "(set eval.strict=false for a partial copy)")
     if tuple(ds.mean) != spec.mean or tuple(ds.std) != spec.std:
-        raise DDBenchError(f"dataset {ds.name} is normalised with {ds.mean}/{ds.std}; the challenge uses {spec.mean}/{spec.std}")
+        raise DDBenchError(f"dataset {ds.name} is normalised with {ds.mean}/{ds.std}; "
+                           f"the challenge uses {spec.mean}/{spec.std}")
 
 
 def first_per_class(syn: SyntheticSet, num_classes: int, ipc: int = IPC) -> tuple[SyntheticSet, int]:
@@ -118,7 +120,8 @@ class ECCV2024Protocol(DSAProtocol):
         super().__init__("eccv2024", "ECCV 2024 DD challenge evaluation: 3 ConvNet-3, 1000 epochs DSA, hard labels, "
                          "10 images per class", 1000, f"{OFFICIAL}: Epoch = int(1000)")
         p = self.params
-        p["n_models"] = Param(ROUNDS, f"{OFFICIAL}: rounds = 3 (scores averaged)", "networks trained", min=1, role=NETWORKS)
+        p["n_models"] = Param(ROUNDS, f"{OFFICIAL}: rounds = 3 (scores averaged)",
+                              "networks trained", min=1, role=NETWORKS)
         p["lr"] = Param(0.01, f"{OFFICIAL}: lr = float(0.01)", "SGD learning rate", min=0.0)
         p["momentum"] = Param(0.9, f"{OFFICIAL}: SGD(momentum=0.9)", min=0.0, max=1.0)
         p["weight_decay"] = Param(0.0005, f"{OFFICIAL}: SGD(weight_decay=0.0005)", min=0.0)
@@ -128,9 +131,11 @@ class ECCV2024Protocol(DSAProtocol):
         p["dsa"] = Param(True, f"{OFFICIAL}: epoch('train', ..., aug=True): DiffAugment on every batch",
                          "DSA augmentation on every training batch", role=AUGMENTATION)
         p["dsa_strategy"] = Param("color_crop_cutout_flip_scale_rotate",
-                                  f"{OFFICIAL}: dsa_strategy = 'color_crop_cutout_flip_scale_rotate', ParamDiffAug() (mode S)",
+                                  f"{OFFICIAL}: dsa_strategy = 'color_crop_cutout_flip_scale_rotate', "
+                                  "ParamDiffAug() (mode S)",
                                   "DSA groups, '_'-joined")
-        p["test_batch"] = Param(256, f"{OFFICIAL}: testloader batch_size=256", "test images per forward", min=1, role=SPEED)
+        p["test_batch"] = Param(256, f"{OFFICIAL}: testloader batch_size=256",
+                                "test images per forward", min=1, role=SPEED)
         if "zca" in p:
             p["zca"] = Param(False, f"{OFFICIAL}: no whitening (the script normalises nothing)", p["zca"].help)
         p["strict"] = Param(True, f"{OFFICIAL}: asserts data.shape == (10*num_classes, 3, H, H)",
@@ -196,7 +201,8 @@ def load_submission(path: Path | str, dataset: str) -> SyntheticSet:
     except UnsafeFile:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad file
-        raise DDBenchError(f"cannot read submission {path}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+        raise DDBenchError(f"cannot read submission {path}: {type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:200]}") from None
     want = (IPC * spec.num_classes, 3, spec.image_size, spec.image_size)
     if not isinstance(data, torch.Tensor) or tuple(data.shape) != want:
         got = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
@@ -280,7 +286,8 @@ def challenge_requests(method: str, registry, base) -> list:
     return out
 
 
-def run_challenge(method: str, base=None, config=None, registry=None, log: Callable[[str], None] = print) -> ChallengeResult:
+def run_challenge(method: str, base=None, config=None, registry=None,
+                  log: Callable[[str], None] = print) -> ChallengeResult:
     """Run (or reuse from the database) `method` on both datasets under the challenge protocol; its score.
 
     `base` is a ddbench.runner.RunRequest carrying the shared flags (data root, output folder, device, seed,
@@ -303,7 +310,8 @@ def run_challenge(method: str, base=None, config=None, registry=None, log: Calla
             log(f"{name}: reusing run {done.run_id} from {res.db_path}")
             row = done
         else:
-            log(f"{name}: running {method} (IPC {IPC}" + (f", budget {res.request.budget:g} s" if res.request.budget else "")
+            log(f"{name}: running {method} (IPC {IPC}"
+                + (f", budget {res.request.budget:g} s" if res.request.budget else "")
                 + ", protocol eccv2024)")
             row = execute(res, registry, log=log)
         result.runs[name] = row.run_id

@@ -126,7 +126,8 @@ def _worker(conn: Any, slot: int, gpus: list[str], threads: int) -> None:
         try:
             conn.send(row)
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable row: the cell fails, the worker goes on
-            conn.send(failed_record(job, f"the worker could not send this cell's row back: {type(exc).__name__}: {exc}"))
+            conn.send(failed_record(job,
+                                    f"the worker could not send this cell's row back: {type(exc).__name__}: {exc}"))
 
 
 def _death(exitcode: int | None) -> str:
@@ -151,9 +152,11 @@ class _Slot:
 
 class LocalLauncher(Launcher):
     name = "local"
-    description = "this machine: --jobs 1 in the driver's process, --jobs N a process pool, one GPU each where GPUs exist"
+    description = ("this machine: --jobs 1 in the driver's process, --jobs N a process pool, one GPU each where "
+                   "GPUs exist")
     params = {
-        "gpus": Param("auto", LOCAL_SOURCE, help="GPUs to spread workers over: auto (every visible GPU), none, or ids like 0,2"),
+        "gpus": Param("auto", LOCAL_SOURCE,
+                      help="GPUs to spread workers over: auto (every visible GPU), none, or ids like 0,2"),
         "start_method": Param("spawn", LOCAL_SOURCE, choices=("spawn", "forkserver", "fork"),
                               help="multiprocessing start method of the pool (spawn is safe with CUDA)"),
     }
@@ -231,8 +234,9 @@ class LocalLauncher(Launcher):
                     job = slot.job
                     if row is None:  # the worker died with this job: only this job failed
                         slot.proc.join(5)
-                        row = failed_record(job, f"the worker process running this cell died ({_death(slot.proc.exitcode)}) "
-                                                 f"in plugin code of method {job.request.method!r} or its dataset or "
+                        row = failed_record(job, "the worker process running this cell died "
+                                                 f"({_death(slot.proc.exitcode)}) in plugin code of method "
+                                                 f"{job.request.method!r} or its dataset or "
                                                  "protocol; the other cells ran on; rerun the sweep to retry it")
                         slot.conn.close()
                         if queue:  # a fresh worker takes the slot only if there is work left for it
@@ -276,13 +280,16 @@ class SlurmLauncher(Launcher):
         "account": Param("", SLURM_SOURCE, help="SLURM account (empty: none)"),
         "qos": Param("", SLURM_SOURCE, help="SLURM QOS (empty: none)"),
         "constraint": Param("", SLURM_SOURCE, help="SLURM node constraint (empty: none)"),
-        "timeout_min": Param(240, SLURM_SOURCE, min=1, help="time limit of one job in minutes; a job past it is requeued"),
+        "timeout_min": Param(240, SLURM_SOURCE, min=1,
+                             help="time limit of one job in minutes; a job past it is requeued"),
         "cpus_per_task": Param(2, SLURM_SOURCE, min=1, help="CPU cores per job"),
         "gpus_per_node": Param(0, SLURM_SOURCE, min=0, help="GPUs per job (0: CPU jobs)"),
         "mem_gb": Param(0.0, SLURM_SOURCE, min=0, help="memory per job in GB (0: the cluster's default)"),
-        "max_resubmits": Param(3, SLURM_SOURCE, min=0, help="requeues after preemption or timeout before a job counts as failed"),
+        "max_resubmits": Param(3, SLURM_SOURCE, min=0,
+                               help="requeues after preemption or timeout before a job counts as failed"),
         "folder": Param("", SLURM_SOURCE, help="submitit's folder for scripts, logs and results (default: OUT/slurm)"),
-        "ping_timeout": Param(10.0, SLURM_SOURCE, min=0.1, help="seconds to wait for the controller to answer `scontrol ping`"),
+        "ping_timeout": Param(10.0, SLURM_SOURCE, min=0.1,
+                              help="seconds to wait for the controller to answer `scontrol ping`"),
         "poll_seconds": Param(2.0, SLURM_SOURCE, min=0.05, help="seconds between looks at finished jobs"),
         "cluster": Param("slurm", SLURM_SOURCE, choices=("slurm", "local", "debug"),
                          help="submitit executor: slurm; local (subprocesses, no SLURM); debug (in-process)"),

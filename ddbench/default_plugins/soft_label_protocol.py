@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import hookimpl
-from ..api import AUGMENTATION, EPOCHS, NETWORKS, SPEED, DDBenchError, EvalResult, Param, Protocol, RunContext, SyntheticSet
+from ..api import (AUGMENTATION, EPOCHS, NETWORKS, SPEED, DDBenchError, EvalResult, Param, Protocol, RunContext,
+                   SyntheticSet)
 from ..augment import DEFAULT_STRATEGY, DSA
 from .dsa_protocols import _check, epoch_batches, init_network, test_accuracy, worker_count
 from ..identity import config_hash, dataset_fingerprint
@@ -57,7 +58,8 @@ TEACHER_KEYS = ("teacher_model", "teacher_epochs", "teacher_lr", "teacher_batch"
 PARAMS: dict[str, Param] = {
     "epochs": Param(300, f"{DDR} ddranking/metrics/soft_label.py: num_epochs=300",
                     "student training epochs (E runs E+1 passes, as the dsa protocol)", min=0, role=EPOCHS),
-    "n_models": Param(5, f"{DDR} ddranking/metrics/soft_label.py: num_eval=5", "number of students", min=1, role=NETWORKS),
+    "n_models": Param(5, f"{DDR} ddranking/metrics/soft_label.py: num_eval=5",
+                      "number of students", min=1, role=NETWORKS),
     "lr": Param(0.01, f"{DDR} soft_label.py: default_lr=0.01; {REF} main.py --lr_net 0.01", "student SGD lr", min=0.0),
     "momentum": Param(0.9, f"{DDR} soft_label.py: momentum=0.9", min=0.0, max=1.0),
     "weight_decay": Param(0.0005, f"{DDR} soft_label.py: weight_decay=0.0005", min=0.0),
@@ -71,18 +73,22 @@ PARAMS: dict[str, Param] = {
     "dsa_strategy": Param(DEFAULT_STRATEGY, f"{REF} main_DM.py --dsa_strategy", "DSA groups, '_'-joined"),
     "teacher_model": Param("", f"{DDR} soft_label.py: teachers are built with model_name (the student's architecture)",
                            "teacher architecture; empty = the run's --model"),
-    "teacher_epochs": Param(200, f"{DDR} ddranking/utils/train_and_eval.py REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] "
-                            "num_epochs 200", "teacher training epochs on the full real training set", min=1),
+    "teacher_epochs": Param(200, f"{DDR} ddranking/utils/train_and_eval.py "
+                                 "REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] num_epochs 200",
+                            "teacher training epochs on the full real training set", min=1),
     "teacher_lr": Param(0.01, f"{DDR} REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] lr 0.01", min=0.0),
     "teacher_batch": Param(512, f"{DDR} REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] batch_size 512", min=1),
     "teacher_step": Param(100, f"{DDR} REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] step_size 100 (gamma 0.1)",
                           "multiply the teacher lr by 0.1 every this many epochs", min=1),
-    "teacher_momentum": Param(0.9, f"{DDR} REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] momentum 0.9", min=0.0, max=1.0),
+    "teacher_momentum": Param(0.9,
+                              f"{DDR} REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] momentum 0.9", min=0.0, max=1.0),
     "teacher_weight_decay": Param(0.0005, f"{DDR} REAL_DATA_TRAINING_CONFIG['CIFAR10-ConvNet-3'] weight_decay 0.0005",
                                   min=0.0),
-    "teacher_seed": Param(0, "docs/benchmark-axes.md#soft-labels---protocol-soft: one teacher per dataset and architecture, shared by every run seed",
+    "teacher_seed": Param(0, "docs/benchmark-axes.md#soft-labels---protocol-soft: one teacher per dataset and "
+                             "architecture, shared by every run seed",
                           "seed of the teacher's initialisation and data order", min=0),
-    "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256", "test images per forward", min=1, role=SPEED),
+    "test_batch": Param(256, f"{REF} utils.py get_dataset: testloader batch_size=256",
+                        "test images per forward", min=1, role=SPEED),
     "max_parallel": Param(0, "docs/evaluation.md: worker_count, on a CPU students train one per core (0 = all at once)",
                           "students trained at once on a CPU (1 = one after another with all threads)", min=0,
                           role=SPEED),
@@ -183,7 +189,8 @@ def train_teacher(net: nn.Module, ctx: RunContext, settings: dict[str, Any]) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, scale: bool) -> torch.Tensor:
+def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            scale: bool) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)), batch mean (DD-Ranking ddranking/loss/kl.py), x T^2 when `scale`."""
     log_p = F.log_softmax(student_logits / temperature, dim=1)
     q = F.softmax(teacher_logits.detach() / temperature, dim=1)
