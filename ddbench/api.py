@@ -58,7 +58,8 @@ def check_budget(seconds: float) -> float:
 PUBLIC_SURFACE: dict[str, str] = {
     "ddbench": "`hookimpl`, the marker of a hook implementation",
     "ddbench.api": "the contracts and types of every kind of extension, and the errors",
-    "ddbench.generative": "the generative contracts (Sampler, SampleRequest, Policy...), also re-exported by ddbench.api",
+    "ddbench.generative": "the generative contracts (Sampler, SampleRequest, Policy...), "
+                          "also re-exported by ddbench.api",
     "ddbench.selection": "the selection contract (Selector, check_picks, check_pool), also re-exported by ddbench.api",
     "ddbench.atomic": "the one atomic-write helper (`atomic_write`, `atomic_save`, `atomic_write_json`...)",
     "ddbench.safeload": "the one `.pt` reader, tensors and plain containers only (`load_tensors`, `UnsafeFile`)",

@@ -112,4 +112,5 @@ def atomic_save(obj: Any, target: Path | str) -> Path:
     return atomic_write(target, lambda tmp: torch.save(obj, tmp))
 
 
-__all__ = ["DiskFull", "missing_dirs", "remove_empty", "writable_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save"]
+__all__ = ["DiskFull", "missing_dirs", "remove_empty", "writable_dir", "atomic_write", "atomic_write_bytes",
+           "atomic_write_text", "atomic_write_json", "atomic_save"]

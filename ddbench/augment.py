@@ -102,7 +102,8 @@ class DSA:
         self.groups = [g for g in strategy.split("_") if g]
         for g in self.groups:
             if g not in GROUPS:
-                raise DDBenchError(f"unknown DSA augmentation {g!r} in strategy {strategy!r}; allowed: {', '.join(GROUPS)}")
+                raise DDBenchError(f"unknown DSA augmentation {g!r} in strategy {strategy!r}; allowed: "
+                                   f"{', '.join(GROUPS)}")
         self.strategy = strategy
 
     def __repr__(self) -> str:

@@ -66,7 +66,8 @@ def build_parser(commands: Registry) -> argparse.ArgumentParser:
             raise
         except BaseException as exc:  # noqa: BLE001 - argparse.ArgumentError, SystemExit, any bug: skip this one
             _drop_subparser(sub, name)
-            why = ended(exc) if isinstance(exc, SystemExit) else f"raised {type(exc).__name__}: {' '.join(str(exc).split())}"
+            why = (ended(exc) if isinstance(exc, SystemExit)
+                   else f"raised {type(exc).__name__}: {' '.join(str(exc).split())}")
             plugin = commands.owners["commands"].get(name, "?")
             print(f"warning: {command_label(commands, name)} was skipped: its add_arguments {why}; fix it, or stop "
                   f"loading it: disabled = [{plugin!r}] under [plugins] in plugins.toml", file=sys.stderr)

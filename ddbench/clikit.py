@@ -226,5 +226,5 @@ def print_summary(rec: RunRecord, stream=None) -> None:
 
 
 __all__ = ["add_common_run_args", "add_report_args", "request_from_args", "load", "warn_problems", "print_summary",
-           "print_report", "shown_path", "positive_int", "count", "int_at_least", "seconds", "integer", "duration", "split_list", "dedupe",
-           "parse_ints", "parse_seeds", "parse_budgets"]
+           "print_report", "shown_path", "positive_int", "count", "int_at_least", "seconds", "integer", "duration",
+           "split_list", "dedupe", "parse_ints", "parse_seeds", "parse_budgets"]

@@ -150,7 +150,8 @@ def _describe(rec: RunRecord) -> str:
     if rec.ok:
         acc = rec.accuracy_mean
         # a run's own figure: its networks' population std (as np.std), labelled by their number
-        acc_text = f"{acc:.2f} ± {rec.accuracy_std or 0.0:.2f} % ({rec.n_eval_models} nets)" if acc is not None else "no eval"
+        acc_text = (f"{acc:.2f} ± {rec.accuracy_std or 0.0:.2f} % ({rec.n_eval_models} nets)" if acc is not None
+                    else "no eval")
         return f"ok      {acc_text}  (distill {rec.distill_seconds or 0:.1f} s, eval {rec.eval_seconds or 0:.1f} s)"
     return f"FAILED  {rec.error_line or 'unknown error'}  (run {rec.run_id})"
 
@@ -274,9 +275,11 @@ def _run_jobs(sweep: Sweep, todo: list[Job]) -> int:
 def _announce(sweep: Sweep, states: dict[JobState, list[Job]]) -> None:
     args, grid, todo = sweep.args, sweep.grid, states[JobState.TODO]
     done = len(states[JobState.DONE]) + len(states[JobState.KEPT_FAILED])
-    shape = f"{len(dedupe(sweep.methods))} method(s) x {len(dedupe(sweep.ipcs))} IPC x {len(dedupe(sweep.seeds))} seed(s)"
+    shape = (f"{len(dedupe(sweep.methods))} method(s) x {len(dedupe(sweep.ipcs))} IPC x "
+             f"{len(dedupe(sweep.seeds))} seed(s)")
     if sweep.budgets and grid.budget_methods:
-        shape += f", budgets {', '.join(f'{b:g}' for b in dedupe(sweep.budgets))} s for {', '.join(grid.budget_methods)}"
+        shape += (f", budgets {', '.join(f'{b:g}' for b in dedupe(sweep.budgets))} s for "
+                  f"{', '.join(grid.budget_methods)}")
     merged = f", {grid.merged} duplicate(s) merged" if grid.merged else ""
     print(f"grid: {len(grid.jobs)} cells ({shape}{merged}); {done} already in {shown_path(sweep.db)}; "
           f"{len(todo)} to run" + (f" with launcher {args.launcher} (jobs {args.jobs})" if todo else ""), flush=True)
@@ -356,10 +359,12 @@ def _argv_of(args) -> list[str]:
 
 @hookimpl
 def register_commands(register):
-    register(Command("compare", "run methods x IPC x seeds under one protocol (skipping cells already done), then report",
+    register(Command("compare",
+                     "run methods x IPC x seeds under one protocol (skipping cells already done), then report",
                      add_arguments, cmd_compare,
                      "Expand the grid, skip cells the database already holds with the same config, run the rest, "
                      "report. A killed sweep restarted with the same command runs only the missing cells."))
 
 
-__all__ = ["add_arguments", "add_report_args", "build_grid", "cmd_compare", "parse_seeds", "parse_ints", "parse_budgets"]
+__all__ = ["add_arguments", "add_report_args", "build_grid", "cmd_compare", "parse_seeds",
+           "parse_ints", "parse_budgets"]

@@ -118,7 +118,8 @@ class Config:
             general = {k: v for k, v in table.items() if not isinstance(v, dict)}
             per_dataset = table.get(dataset, {})
             out.append(Layer(f"{where} [{section}.{name}]", general))
-            out.append(Layer(f"{where} [{section}.{name}.{dataset}]", per_dataset if isinstance(per_dataset, dict) else {}))
+            out.append(Layer(f"{where} [{section}.{name}.{dataset}]",
+                             per_dataset if isinstance(per_dataset, dict) else {}))
         return out
 
 

@@ -149,5 +149,6 @@ def select_pool(ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, k: 
         picked = call_plugin(ctx.registry, "selectors", selector, "select()",
                              lambda: sel.select(feats, labels[idx], k, seed, logits=cls_logits))
         out.append(idx[call_plugin(ctx.registry, "selectors", selector, "select()",
-                                   lambda: check_picks(f"selector {selector!r} (plugin {owner!r})", picked, k, len(idx), c))])
+                                   lambda: check_picks(f"selector {selector!r} (plugin {owner!r})",
+                                                       picked, k, len(idx), c))])
     return torch.cat(out)

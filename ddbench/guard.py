@@ -149,4 +149,5 @@ def call_plugin(registry, kind: str, name: str, what: str, call: Callable[[], T]
         raise PluginCrashed(f"{label} crashed in {what}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
 
 
-__all__ = ["PluginCrashed", "owned_label", "call_plugin", "Terminated", "PluginExit", "HardExit", "no_hard_exit", "ended", "PluginRefused", "handle_signals", "on_signal", "from_a_signal", "plugin_call"]
+__all__ = ["PluginCrashed", "owned_label", "call_plugin", "Terminated", "PluginExit", "HardExit", "no_hard_exit",
+           "ended", "PluginRefused", "handle_signals", "on_signal", "from_a_signal", "plugin_call"]

@@ -86,7 +86,8 @@ def contract_problem(kind: str, obj: Any) -> str | None:
                 f"{what} (see docs/plugins.md)")
     if c.has_params:
         params = getattr(obj, "params", {})
-        if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, Param) for k, v in params.items()):
+        if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, Param)
+                                                   for k, v in params.items()):
             return f"{c.singular} {name!r}: `params` must be a dict of str -> ddbench.api.Param"
         roles = list(roles_of(params).values())
         twice = sorted({r for r in roles if r in SINGLE_ROLES and roles.count(r) > 1})
@@ -147,7 +148,8 @@ class Registry:
             return self.items[kind][name]
         except KeyError:
             valid = ", ".join(sorted(self.items[kind])) or "(none loaded)"
-            raise DDBenchError(f"unknown {CONTRACTS[kind].singular} {name!r}; valid: {valid}{self._not_loaded()}") from None
+            raise DDBenchError(f"unknown {CONTRACTS[kind].singular} {name!r}; valid: "
+                               f"{valid}{self._not_loaded()}") from None
 
     def _not_loaded(self) -> str:
         if not self.excluded and not self.failed:
@@ -325,7 +327,8 @@ def load_plugins(
     if group == ENTRY_POINT_GROUP:
         for name, plugin in sorted(registry.owners["commands"].items()):
             registry.warnings.append(f"plugin {plugin!r} registers the command {name!r} but is not in the "
-                                     f"{COMMAND_GROUP!r} entry-point group, where commands are read; list its module there")
+                                     f"{COMMAND_GROUP!r} entry-point group, where commands are read; "
+                                     "list its module there")
     return registry
 
 
@@ -402,7 +405,8 @@ def _collect(pm: pluggy.PluginManager, registry: Registry, info: PluginInfo) -> 
                     own = _own(exc, f"in {hook_name}")
                     if isinstance(own, DDBenchError):
                         raise own from None
-                    raise DDBenchError(f"{hook_name} raised {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+                    raise DDBenchError(f"{hook_name} raised {type(exc).__name__}: "
+                                       f"{' '.join(str(exc).split())}") from exc
     except DDBenchError as exc:
         _refuse(info, exc)
         pm.unregister(name=info.name)

@@ -168,7 +168,8 @@ class Cell:
             notes.append("ref")
         elif self.test is not None:
             p = self.p_value
-            notes.append("no p" if p is None or math.isnan(p) else f"p={p_text(p)}{' ' + self.stars if self.stars else ''}")
+            notes.append("no p" if p is None or math.isnan(p)
+                         else f"p={p_text(p)}{' ' + self.stars if self.stars else ''}")
         out = f"{sp.text(digits)} ({', '.join(notes)})"
         if self.failed:
             out += f" [{len(self.failed)} failed]"
@@ -212,7 +213,8 @@ class Section:
     @property
     def slug(self) -> str:
         extra = "".join(f"-{k}{v}" for k, v in self.distinct)
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{self.dataset}-{self.protocol}-{self.model}{extra}")
+        return "".join(c if c.isalnum() or c in "-_." else "_"
+                       for c in f"{self.dataset}-{self.protocol}-{self.model}{extra}")
 
     def cell(self, variant: tuple[str, float | None], ipc: int) -> Cell | None:
         return self.cells.get((variant[0], variant[1], ipc))
@@ -292,7 +294,8 @@ def add_shipped_references(sections: list[Section]) -> None:
             cells = [c for (_, _, i), c in sec.cells.items() if i == ipc and c.accuracies]
             data = {fingerprint(r) for c in cells for r in c.ok} - {None}
             refs = [r for r in rows if r.method == sec.reference and r.ipc == ipc and fingerprint(r) in data
-                    and (r.protocol, r.model, evaluation_settings(r, sec.roles)) == (sec.protocol, sec.model, sec.settings)]
+                    and (r.protocol, r.model, evaluation_settings(r, sec.roles))
+                    == (sec.protocol, sec.model, sec.settings)]
             if not refs:
                 continue
             ref = sec.cells[(variant[0], None, ipc)] = Cell(variant[0], None, ipc, ok=refs, is_reference=True)
@@ -361,7 +364,8 @@ def time_table(sec: Section) -> tuple[list[str], list[list[str]]]:
         cells = []
         for ipc in sec.ipcs:
             c = sec.cell(v, ipc)
-            cells.append("-" if c is None or not c.ok else f"{_seconds(c.distill_seconds)} / {_seconds(c.eval_seconds)}")
+            cells.append("-" if c is None or not c.ok
+                         else f"{_seconds(c.distill_seconds)} / {_seconds(c.eval_seconds)}")
         body.append([variant_name(v)] + cells)
     return header, body
 
@@ -585,7 +589,8 @@ def _section_markdown(sec: Section, plots: dict[str, list[Path]], report_dir: Pa
     if sec.cut:
         md += ["", f"**Cut protocol**: these networks trained {sec.cut[0]} of the {sec.cut[1]} epochs of the published "
                   "protocol, so the accuracies sit below what the standard protocol gives and are not comparable "
-                  "with the papers' figures (docs/evaluation.md#does-a-cut-protocol-rank-methods-like-the-standard-one)."]
+                  "with the papers' figures "
+                  "(docs/evaluation.md#does-a-cut-protocol-rank-methods-like-the-standard-one)."]
     md += ["", "### Accuracy (%)", "", markdown_table(*accuracy_table(sec)), ""]
     for line in (no_p_text(sec), pooled_text(sec)):
         if line:
@@ -747,7 +752,8 @@ def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None
     latest_everywhere, _ = select_rows(db, registry=registry)  # references too: the latest run of each cell and seed
     scores = score_report(latest_everywhere, rows, method_order=methods, model_order=list(models) if models else None,
                           registry=registry)
-    atomic_write_text(markdown_text(sections, db, command, superseded, plots, report_dir) + "\n" + scores.markdown, md_path)
+    atomic_write_text(markdown_text(sections, db, command, superseded, plots, report_dir) + "\n" + scores.markdown,
+                      md_path)
     atomic_write_json(scores.as_json(), report_dir / "scores.json")
     return ReportResult(report_dir, md_path, csv_path, all_plots, grids,
                         terminal_text(sections) + "\n\n" + scores.terminal, sections, rows, scores,

@@ -1,4 +1,5 @@
-"""`ddbench report`: tables, CSV, plots, report.md and report.html (ddbench/report_html.py) from the results database alone (ddbench/report.py).
+"""`ddbench report`: tables, CSV, plots, report.md and report.html (ddbench/report_html.py) from the results \
+database alone (ddbench/report.py).
 
     ddbench report --out ddbench-results --methods random,dm --reference random
 """
@@ -25,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="only this dataset")
     p.add_argument("--protocol", default=None, help="only this protocol")
     p.add_argument("--models", default=None, help="order of the architecture columns (comma-separated)")
-    p.add_argument("--json", action="store_true", help="print the scores and cross-architecture tables as one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print the scores and cross-architecture tables as one JSON object")
     p.add_argument("--config", default=None, help="plugins.toml to use (its plugins name the score references)")
     add_report_args(p)
 
@@ -66,8 +68,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @hookimpl
 def register_commands(register):
-    register(Command("report", "tables, CSV, plots, report.md and report.html from the results database alone", add_arguments,
-                     cmd_report))
+    register(Command("report", "tables, CSV, plots, report.md and report.html from the results database alone",
+                     add_arguments, cmd_report))
 
 
 __all__ = ["add_arguments", "cmd_report"]

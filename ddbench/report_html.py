@@ -213,8 +213,10 @@ def gallery_html(sec: Section, report_dir: Path, per_class: int) -> Raw:
             if g.rows:
                 most = max(row.shown for row in g.rows)
                 trs = [tag("tr", join([tag("th", row.name, scope="row"),
-                                       tag("td", tag("img", src=data_uri_png(row.png), alt=f"{g.title}, class {row.name}",
-                                                     cls="strip" if most > 3 else "strip big") if row.png else "(none)"),
+                                       tag("td", tag("img", src=data_uri_png(row.png),
+                                                     alt=f"{g.title}, class {row.name}",
+                                                     cls="strip" if most > 3 else "strip big")
+                                                 if row.png else "(none)"),
                                        tag("td", f"{row.shown} of {row.total}", cls="count")]))
                        for row in g.rows]
                 body.append(tag("table", tag("tbody", join(trs)), cls="synset"))
@@ -440,7 +442,8 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 2px solid #ccd; padding-bottom: .2e
 table { border-collapse: collapse; margin: .5em 0 1em; }
 th, td { border: 1px solid #ccd; padding: .25em .55em; text-align: left; vertical-align: top; }
 thead th { background: #eef; } table.sortable thead th { cursor: pointer; }
-thead th[aria-sort=ascending]::after { content: " \\25B2"; } thead th[aria-sort=descending]::after { content: " \\25BC"; }
+thead th[aria-sort=ascending]::after { content: " \\25B2"; } \
+thead th[aria-sort=descending]::after { content: " \\25BC"; }
 code { font: 12px ui-monospace, monospace; background: #f4f4f8; padding: 0 .2em; word-break: break-all; }
 .caption, .note, small { color: #555; } .problem { color: #a00; }
 .cards { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
@@ -480,7 +483,8 @@ def page_html(result: ReportResult, per_class: int = GALLERY_PER_CLASS) -> str:
         title = f"{c['dataset']} · protocol {c['protocol']} · IPC {c['ipc']}"
         body += [tag("h2", f"Cross-architecture accuracy (%): {title}"), html_table(c["header"], c["rows"])]
     body.append(skipped_html(result))
-    explain = result.scores.markdown.split("\n\n")[1] if result.scores is not None and "\n\n" in result.scores.markdown else ""
+    explain = (result.scores.markdown.split("\n\n")[1]
+               if result.scores is not None and "\n\n" in result.scores.markdown else "")
     body.append(tag("footer", join([tag("p", "p-value marks: * < 0.05, ** < 0.01, *** < 0.001."),
                                     tag("p", inline(f"Scores: {explain}")) if explain else ""])))
     csp = (f"default-src 'none'; img-src data:; style-src {_csp_hash(STYLE)}; script-src {_csp_hash(SCRIPT)}; "

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from . import __version__
-from .api import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, MAX_BUDGET, DDBenchError, ImageDataset, RunContext, RunFailed, SyntheticSet, check_budget,
-                  resolve_params)
+from .api import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, MAX_BUDGET, DDBenchError, ImageDataset, RunContext,
+                  RunFailed, SyntheticSet, check_budget, resolve_params)
 from .config import Config, Layer, preset_note
 from .atomic import atomic_write_json, writable_dir
 from .identity import config_hash, dataset_fingerprint
@@ -99,7 +99,8 @@ class Resolved:
 
     def config(self) -> dict[str, Any]:
         r = self.request
-        extra = {"eval_model": r.eval_architecture} if r.eval_architecture else {}  # absent when unset: old hashes unchanged
+        # absent when unset: old hashes unchanged
+        extra = {"eval_model": r.eval_architecture} if r.eval_architecture else {}
         return {**extra,
             "method": r.method,
             "dataset": r.dataset,
@@ -132,12 +133,14 @@ def _check_budget(request: RunRequest, method: Any, registry: Registry) -> None:
     if not registry.takes_budget(request.method):
         able = registry.budget_methods()
         raise DDBenchError(
-            f"method {request.method!r} does not take a generation budget; methods that do: {', '.join(able) or '(none)'}"
+            f"method {request.method!r} does not take a generation budget; methods that do: "
+            f"{', '.join(able) or '(none)'}"
         )
     try:
         check_budget(float(request.budget))
     except (TypeError, ValueError):
-        raise DDBenchError(f"--budget {request.budget!r} is not allowed; give seconds in (0, {MAX_BUDGET:g}] (a day)") from None
+        raise DDBenchError(f"--budget {request.budget!r} is not allowed; "
+                           f"give seconds in (0, {MAX_BUDGET:g}] (a day)") from None
 
 
 def _settings(owner: str, spec: dict, layers: list[Layer], cli: dict[str, Any]) -> dict[str, Any]:
@@ -426,7 +429,8 @@ def _evaluate(resolved: Resolved, ctx: RunContext, syn: SyntheticSet, rec: RunRe
         ctx = replace(ctx, model=resolved.request.eval_architecture)
     r = resolved.request
     result = plugin_call(plugin_label(ctx.registry, "protocols", r.protocol), "evaluate()",
-                         lambda: resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings), refuse_is_failure=True)
+                         lambda: resolved.protocol.evaluate(syn, ctx, resolved.protocol_settings),
+                         refuse_is_failure=True)
     networks = next((k for k, role in roles_of(resolved.protocol.params).items() if role == NETWORKS), None)
     check_evaluation(result, protocol=r.protocol,
                      networks=None if networks is None else (networks, resolved.protocol_settings.get(networks)))

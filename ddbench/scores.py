@@ -21,10 +21,12 @@ IOR of 10 points gives e^5, far outside [0, 1], and the score then ranks by an e
 
 Where the references come from: they are runs like any other, in the same database. The random reference is
 a `random` run of the same dataset, architecture, protocol, IPC and protocol settings (any seed; its accuracy,
-like every cell's, is the mean of the seed means, ddbench/stats.py), at equal count: a budget run's IPC is the number of images per class it produced, so it is paired
+like every cell's, is the mean of the seed means, ddbench/stats.py), at equal count: a budget run's IPC is the \
+number of images per class it produced, so it is paired
 with random real at that IPC. Where the database has none, the table shipped with the package (ddbench/shipped.py,
 same data fingerprint) stands in, marked `shipped reference` and never pooled with local runs; where neither
-has it, `missing` names the command that makes it. The full-data reference is a `full` run (ddbench/default_plugins/full_data_method.py) of the same dataset, architecture and
+has it, `missing` names the command that makes it. The full-data reference is a `full` run \
+(ddbench/default_plugins/full_data_method.py) of the same dataset, architecture and
 protocol; its IPC and epoch count are ignored (the whole training set is one thing, and it needs far fewer
 epochs than a 100-image set). Settings that only choose an implementation or its speed and the number of
 networks (a sample size: runs are pooled) are ignored when matching: they do not change what is computed.
@@ -96,7 +98,8 @@ def robust_score(exponent: float) -> float:
     """(e^x - e^-1) / (e - e^-1) for x a FRACTION in [-1, 1]; the result is in [0, 1]."""
     x = float(exponent)
     if not (math.isfinite(x) and -1.0 <= x <= 1.0):
-        raise DDBenchError(f"exponent {x!r} is outside [-1, 1]; pass fractions (percentage points / 100), not percentages")
+        raise DDBenchError(f"exponent {x!r} is outside [-1, 1]; pass fractions (percentage points / 100), "
+                           "not percentages")
     return (math.exp(x) - math.exp(-1.0)) / (math.e - math.exp(-1.0))
 
 
@@ -331,7 +334,8 @@ def _pct(x: float | None, digits: int = 2, signed: bool = False) -> str:
 def score_table(scored: list[Scored], method_order: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Rows: cells; columns: accuracy, IOR, HLR (percentage points), LRS, ARS (x100)."""
     order = list(method_order or [])
-    header = ["method", "model", "IPC", "aug", "epochs", "accuracy", "random real", "full data", "IOR", "HLR", "LRS", "ARS"]
+    header = ["method", "model", "IPC", "aug", "epochs", "accuracy", "random real", "full data",
+              "IOR", "HLR", "LRS", "ARS"]
     body = []
     for s in sorted(scored, key=lambda s: (order.index(s.method) if s.method in order else len(order), s.method,
                                            s.model, s.ipc, s.budget or 0, not s.augmented, s.epochs or 0)):
@@ -339,8 +343,8 @@ def score_table(scored: list[Scored], method_order: list[str] | None = None) -> 
         aug = "-" if s.augmented is None else ("on" if s.augmented else "off")
         acc = s.accuracy_text()
         rnd = _pct(s.random_accuracy) + ("" if s.random_source in (None, "local") else f" ({s.random_source})")
-        body.append([name, s.model, str(s.ipc), aug, "-" if s.epochs is None else str(s.epochs), acc, rnd, _pct(s.full_accuracy),
-                     _pct(s.ior, signed=True), _pct(s.hlr, signed=True),
+        body.append([name, s.model, str(s.ipc), aug, "-" if s.epochs is None else str(s.epochs), acc, rnd,
+                     _pct(s.full_accuracy), _pct(s.ior, signed=True), _pct(s.hlr, signed=True),
                      _pct(None if s.lrs is None else 100 * s.lrs), _pct(None if s.ars is None else 100 * s.ars)])
     return header, body
 
@@ -353,7 +357,8 @@ def cross_architecture_table(rows: list[dict], ipc: int | None = None, method_or
     One IPC and one dataset/protocol setting at a time: pass `ipc` when the rows hold several.
     """
     if value not in ("accuracy", "ior", "hlr", "lrs"):
-        raise DDBenchError(f"value {value!r} is not a column of the cross-architecture table; allowed: accuracy, ior, hlr, lrs")
+        raise DDBenchError(f"value {value!r} is not a column of the cross-architecture table; "
+                           "allowed: accuracy, ior, hlr, lrs")
     scored = [s for s in score_rows(rows, **score_kwargs) if ipc is None or s.ipc == ipc]
     if ipc is None and len({s.ipc for s in scored}) > 1:
         raise DDBenchError(f"rows hold IPC {sorted({s.ipc for s in scored})}; pick one with ipc=")
@@ -385,7 +390,8 @@ def cross_architecture_table(rows: list[dict], ipc: int | None = None, method_or
     return header, body
 
 
-__all__ = ["ior", "hlr", "lrs", "ars", "robust_score", "score_rows", "score_table", "cross_architecture_table", "Scored"]
+__all__ = ["ior", "hlr", "lrs", "ars", "robust_score", "score_rows", "score_table",
+           "cross_architecture_table", "Scored"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -430,7 +436,8 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
             "percentage points; LRS, ARS x100 (fractions in the exponent)"]
     md = ["## Scores (DD-Ranking)", "",
           "Accuracy: the mean of the method seeds' means ± their sample std, as in the tables above (a one-seed "
-          "cell: over its networks; each cell says which). IOR = accuracy − random real subset at equal count (the same IPC: a budget run's is the IPC it "
+          "cell: over its networks; each cell says which). IOR = accuracy − random real subset at equal count "
+          "(the same IPC: a budget run's is the IPC it "
           "produced), evaluated the same way (a value marked `shipped reference` comes from the table shipped "
           "with the package, used only where this database has no such run); HLR = full real training set "
           "− accuracy (lower is better); both in percentage points. LRS = (e^α − e^−1)/(e − e^−1), α = "

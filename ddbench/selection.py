@@ -66,11 +66,13 @@ def check_picks(who: str, picks: Any, k: int, n: int, label: int) -> torch.Tenso
     try:
         out = torch.as_tensor(picks)
     except (TypeError, ValueError, RuntimeError):
-        raise RuntimeError(f"{who} returned {type(picks).__name__} {str(picks)[:80]} for class {label}; {rule}") from None
+        raise RuntimeError(f"{who} returned {type(picks).__name__} {str(picks)[:80]} "
+                           f"for class {label}; {rule}") from None
     if out.ndim != 1:
         raise RuntimeError(f"{who} returned positions of shape {tuple(out.shape)} for class {label}; {rule}")
     if out.dtype == torch.bool or out.is_floating_point() or out.is_complex():
-        shown = [round(float(v), 4) for v in out.flatten()[:10].tolist()] if out.is_floating_point() else out.tolist()[:10]
+        shown = ([round(float(v), 4) for v in out.flatten()[:10].tolist()] if out.is_floating_point()
+                 else out.tolist()[:10])
         raise RuntimeError(f"{who} returned {shown} ({out.dtype}) for class {label}; {rule}")
     out = out.long().cpu()
     if len(out) != k or len(set(out.tolist())) != k or (k and not 0 <= int(out.min()) <= int(out.max()) < n):
@@ -87,8 +89,9 @@ def check_pool(selector: Selector, features: torch.Tensor, labels: torch.Tensor,
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise DDBenchError(f"k={k!r} is not allowed for selector {name!r}; give an integer >= 1 (items per class)")
     if not isinstance(features, torch.Tensor) or features.ndim != 2:
-        raise DDBenchError(f"selector {name!r} needs features of shape (N, D), got "
-                           f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}")
+        raise DDBenchError(
+            f"selector {name!r} needs features of shape (N, D), got "
+            f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}")
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(features) \
             or labels.is_floating_point():
         raise DDBenchError(f"selector {name!r} needs integer labels of shape ({len(features)},) matching the features")

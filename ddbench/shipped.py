@@ -80,7 +80,8 @@ def as_record(row: dict[str, Any], source: Path) -> RunRecord:
     return rec
 
 
-def shipped_records(dataset: str, directory: Path | None = None, warn: Callable[[str], None] = _warn) -> list[RunRecord]:
+def shipped_records(dataset: str, directory: Path | None = None,
+                    warn: Callable[[str], None] = _warn) -> list[RunRecord]:
     """Every usable row of the dataset's shipped table as records; [] when there is none or it fails its check.
 
     The sha256 only says the table is the one shipped beside it (anyone can re-hash an edited table): each row is

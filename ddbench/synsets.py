@@ -51,7 +51,8 @@ def load_synset(path: Path) -> tuple[SyntheticSet, dict[str, Any]]:
     return SyntheticSet(*(saved.get(k) if k != "meta" else saved.get(k) or {} for k in SYNSET_FIELDS)), saved
 
 
-def save_grid(images01: torch.Tensor, labels: torch.Tensor, num_classes: int, target: Path, max_per_class: int = 10) -> None:
+def save_grid(images01: torch.Tensor, labels: torch.Tensor, num_classes: int, target: Path,
+              max_per_class: int = 10) -> None:
     """A PNG grid, one row per class (at most `max_per_class` images each), images already in [0, 1]."""
     from PIL import Image
     from torchvision.utils import make_grid
