@@ -101,8 +101,7 @@ def plan(only: str = "", seeds: str = "", methods: str = "") -> list[tuple[str, 
             for m in RUN_ORDER:
                 if seed < METHODS[m]:
                     order.append((group, 10, proto, m, seed))
-    # The rank study at IPC 1: the cut protocols on the very sets of the IPC 1 cells (the set cache of the shared
-    # --out hands each method's distilled set to its other evaluations, so a cell costs its evaluation only).
+    # The rank study at IPC 1: the cut protocols on the IPC 1 cells' sets, re-made by the same seeded command.
     for group, proto in (("ipc1-fast100", "fast100"), ("ipc1-fast300", "fast300")):
         for seed in range(5):
             for m in RUN_ORDER:
