@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol as 
 
 from .errors import DDBenchError, RunFailed
 from .jobs import Job
-from .records import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, ROLES, SPEED, RunRecord
+from .records import RunRecord
+from .roles import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, ROLES, SPEED
 # The generative and selection contracts live in their own modules (one audience each); re-exported here so that
 # `from ddbench.api import Sampler` (the documented surface) keeps working.
 from .generative import (SAMPLER_LEVERS, Decision, PlanRequest, Policy, SampleRequest, SampleResult, Sampler,

@@ -14,7 +14,8 @@ from typing import Any
 from .config import config_warnings, load_config, parse_sets
 from .api import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, check_budget
 from .errors import DDBenchError
-from .records import EVAL_FLAGS, RunRecord
+from .records import RunRecord
+from .roles import EVAL_FLAGS
 from .results import DEFAULT_OUT
 
 

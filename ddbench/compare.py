@@ -31,7 +31,8 @@ from .clikit import (add_common_run_args, add_report_args, dedupe, load, parse_b
                      print_report, request_from_args, shown_path, split_list)
 from .errors import DDBenchError
 from .atomic import missing_dirs, remove_empty, writable_dir
-from .records import EVAL_FLAGS, IMPLEMENTATION, RunRecord
+from .records import RunRecord
+from .roles import EVAL_FLAGS, IMPLEMENTATION
 from .results import DEFAULT_OUT, PENDING, CellLock, db_path, open_store, record_or_keep
 from .sweeps import Job, JobState, failed_record, plan
 

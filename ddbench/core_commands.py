@@ -64,7 +64,7 @@ def cmd_run(args) -> int:
     print_summary(rec, stream=stream)
     if args.reference is not None and rec.ok and rec.accuracies:
         from .reference import reference_lines
-        from .scores import RANDOM_ROLE
+        from .roles import RANDOM_ROLE
 
         role = getattr(registry.methods[args.reference], "role", "")
         label = "random real" if role == RANDOM_ROLE else args.reference

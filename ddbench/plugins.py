@@ -32,7 +32,8 @@ from .api import (Command, DatasetSpec, Launcher, Method, ModelSpec, Objective, 
                   Selector)
 from .errors import DDBenchError
 from .guard import ended, no_hard_exit
-from .records import SINGLE_ROLES, SettingRoles, roles_of
+from .records import SettingRoles, roles_of
+from .roles import SINGLE_ROLES
 
 ENTRY_POINT_GROUP = "ddbench"
 COMMAND_GROUP = "ddbench.commands"  # modules implementing `register_commands` (light: parsed before any work)

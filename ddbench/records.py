@@ -11,31 +11,11 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
+from .roles import NOT_COMPARED
+
 OK = "ok"
 FAILED = "failed"
 
-# The roles a protocol setting can play (`ddbench.api.Param(role=...)`). A protocol declares them; the host
-# reads them and names no protocol's keys. At most one key per protocol plays each role but SPEED.
-IMPLEMENTATION = "implementation"  # which implementation computes the protocol (`--eval-impl`): speed, not accuracy
-SPEED = "speed"  # any other setting that changes speed or memory only (threads, chunk sizes, batch of the test pass)
-NETWORKS = "networks"  # how many networks are trained (`--eval-models`): a sample size, so runs are pooled
-EPOCHS = "epochs"  # training length of each network (`--eval-epochs`): shown; the full-data reference ignores it
-AUGMENTATION = "augmentation"  # the on/off switch (a bool) of training augmentation: the axis of the ARS score
-# The arithmetic of the training and test passes (fp32, bf16): a setting that passed the protocol's equivalence
-# test against the fp32 reference (docs/evaluation.md#precision) and so, like the implementation, names no
-# different measurement. The precision a run used is recorded in its details.
-PRECISION = "precision"
-ROLES = (IMPLEMENTATION, SPEED, NETWORKS, EPOCHS, AUGMENTATION, PRECISION)
-SINGLE_ROLES = (IMPLEMENTATION, NETWORKS, EPOCHS, AUGMENTATION, PRECISION)
-# Settings of these roles do not change what an evaluation measures: runs that differ only there are comparable.
-NOT_COMPARED = frozenset({IMPLEMENTATION, SPEED, NETWORKS, PRECISION})
-# The `--eval-*` flags, one per role they set, in one table that the CLI, `resolve`, the reference commands and
-# `compare` read: (role, flag, RunRequest field, argparse dest).
-EVAL_FLAGS: tuple[tuple[str, str, str, str], ...] = (
-    (NETWORKS, "--eval-models", "eval_networks", "eval_models"),
-    (EPOCHS, "--eval-epochs", "eval_epochs", "eval_epochs"),
-    (IMPLEMENTATION, "--eval-impl", "eval_impl", "eval_impl"),
-)
 ROLES_META = "setting_roles"  # meta key: the roles the protocol declared when the run was made
 
 

@@ -19,11 +19,12 @@ from typing import Any
 
 from .api import DEFAULT_DATASET, DEFAULT_MODEL  # the CLI's defaults, left out of the commands it prints
 from .plugins import Registry, registry_or_default
-from .records import EPOCHS, EVAL_FLAGS, NETWORKS, RunRecord, SettingRoles, evaluation_settings
+from .records import RunRecord, SettingRoles, evaluation_settings
+from .roles import EPOCHS, EVAL_FLAGS, NETWORKS
 from .results import query
 from .stats import MIN_SEEDS, SEEDS, population_std, spread
 
-# The evaluation a reference command repeats: epochs, then networks (records.EVAL_FLAGS names their flags).
+# The evaluation a reference command repeats: epochs, then networks (roles.EVAL_FLAGS names their flags).
 ROLE_FLAGS = tuple((role, next(flag for r, flag, _, _ in EVAL_FLAGS if r == role)) for role in (EPOCHS, NETWORKS))
 
 

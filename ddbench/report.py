@@ -30,7 +30,8 @@ from typing import Any, Iterable
 
 from .atomic import atomic_write_json, atomic_write_text
 from .plugins import Registry, registry_or_default
-from .records import EPOCHS, RunRecord, SettingRoles, evaluation_settings, requested_ipc
+from .records import RunRecord, SettingRoles, evaluation_settings, requested_ipc
+from .roles import EPOCHS
 from .plots import figure, finish
 from .report_curves import plot_accuracy_vs_seconds
 from .results import query

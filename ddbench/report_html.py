@@ -24,7 +24,8 @@ from typing import Any, Iterable
 
 from .atomic import atomic_write_text
 from .provenance import HOST_META, rerun_command
-from .records import EPOCHS, RunRecord
+from .records import RunRecord
+from .roles import EPOCHS
 from .report import (ReportResult, Section, _last_line, _settings_text, accuracy_table, missing_references,
                      shipped_name, terminal_text, time_table, variant_name)
 from .row_checks import row_problem

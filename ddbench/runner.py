@@ -28,7 +28,8 @@ from .identity import config_hash, dataset_fingerprint
 from .guard import PluginExit, plugin_call
 from .output_checks import DatasetOutputError, check_dataset, check_evaluation, check_output
 from .plugins import ALLOW_ENV, CONTRACTS, Registry, load_plugins
-from .records import EPOCHS, EVAL_FLAGS, FAILED, IMPLEMENTATION, NETWORKS, OK, ROLES_META, RunRecord, roles_of
+from .records import FAILED, OK, ROLES_META, RunRecord, roles_of
+from .roles import EPOCHS, EVAL_FLAGS, IMPLEMENTATION, NETWORKS
 from .results import DEFAULT_OUT, PENDING, CellLock, db_path, open_store, record_or_keep
 from .safeload import UnsafeFile
 from .provenance import HOST_META, host_info

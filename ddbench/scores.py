@@ -45,12 +45,10 @@ from typing import Any, Iterable
 
 from .errors import DDBenchError
 from .plugins import Registry, registry_or_default
-from .records import AUGMENTATION, EPOCHS, RunRecord, SettingRoles, evaluation_settings, requested_ipc
+from .records import RunRecord, SettingRoles, evaluation_settings, requested_ipc
+from .roles import AUGMENTATION, EPOCHS, FULL_ROLE, RANDOM_ROLE
 from .stats import NETWORKS, Spread, spread
 from .tables import markdown_table, plain_table
-
-RANDOM_ROLE = "random-real"  # `Method.role` of the random-real-subset reference (IOR)
-FULL_ROLE = "full-data"  # `Method.role` of the whole-training-set reference (HLR)
 
 
 def reference_names(registry: Registry) -> tuple[str, str]:

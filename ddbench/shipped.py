@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .identity import file_sha256
-from .records import NETWORKS, OK, RunRecord, SettingRoles, evaluation_settings
+from .records import OK, RunRecord, SettingRoles, evaluation_settings
+from .roles import NETWORKS
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "reference"
 LABEL = "shipped reference"

@@ -287,7 +287,7 @@ def test_bf16_keeps_fp32_weights_and_stays_near_fp32(ctx, syn):
 def test_precision_is_compared_like_the_implementation():
     """Runs that differ only in precision share a cell (the role is NOT_COMPARED), as runs of the loop and fast
     implementations do; the dsa and fast protocols declare it."""
-    from ddbench.records import NOT_COMPARED, PRECISION
+    from ddbench.roles import NOT_COMPARED, PRECISION
 
     assert PRECISION in NOT_COMPARED
     assert ev._params(1, "x")["precision"].role == PRECISION

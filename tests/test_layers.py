@@ -20,7 +20,7 @@ PLUGIN_PACKAGES = ("ddbench.default_plugins", "ddbench_baselines", "ddbench_minm
 # The kernel's layers, lowest first. A module may import from its own layer and those below, never above.
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation: errors and data types", {"ddbench", "ddbench.errors", "ddbench.atomic", "ddbench.seeds",
-                                           "ddbench.records", "ddbench.jobs", "ddbench.tables",
+                                           "ddbench.records", "ddbench.roles", "ddbench.jobs", "ddbench.tables",
                                            "ddbench.stats", "ddbench.safeload"}),
     ("contracts", {"ddbench.api", "ddbench.generative", "ddbench.selection", "ddbench.hookspecs"}),
     ("helpers: plugins.toml, the store, identities, checks, loading", {
