@@ -26,8 +26,9 @@ from .atomic import atomic_write_text
 from .provenance import HOST_META, rerun_command
 from .records import RunRecord
 from .roles import EPOCHS
-from .report import (ReportResult, Section, _last_line, _settings_text, accuracy_table, missing_references,
-                     shipped_name, terminal_text, time_table, variant_name)
+from .report import ReportResult
+from .report_cells import Section, last_line, missing_references, shipped_name, variant_name
+from .report_text import accuracy_table, settings_text, terminal_text, time_table
 from .row_checks import row_problem
 from .results import query
 from .scores import Scored, augmented, score_table
@@ -322,7 +323,7 @@ def provenance_html(rows: list[RunRecord]) -> Raw:
     for r in sorted(rows, key=lambda r: (str(r.method), r.ipc or 0, r.budget or 0, r.seed or 0)):
         machine, commit = _host(r)
         acc = r.accuracy_mean
-        status = r.status if r.status == "ok" else f"{r.status}: {_last_line(r.error)}"
+        status = r.status if r.status == "ok" else f"{r.status}: {last_line(r.error)}"
         command = rerun_command(r)
         body.append([r.run_id, _date(r.created), variant_name((r.method, r.budget)), r.ipc, r.seed, status,
                      "-" if acc is None else f"{acc:.2f}", machine, commit, tag("small", _versions(r)),
@@ -336,7 +337,7 @@ def _failed_html(sec: Section) -> Raw:
                     key=lambda r: (str(r.method), r.ipc or 0, r.seed or 0))
     if not failed:
         return Raw("")
-    body = [[variant_name((r.method, r.budget)), r.ipc, r.seed, r.run_id, _last_line(r.error)] for r in failed]
+    body = [[variant_name((r.method, r.budget)), r.ipc, r.seed, r.run_id, last_line(r.error)] for r in failed]
     return join([tag("h3", "Failed runs"), html_table(["method", "IPC", "seed", "run", "reason (last line; "
                                                        "`ddbench show RUN` prints it all)"], body)])
 
@@ -362,8 +363,8 @@ def section_html(sec: Section, result: ReportResult, report_dir: Path, per_class
     if plots:
         parts.append(tag("h3", "Plots"))
         parts += [tag("img", src=data_uri_png(p.read_bytes()), alt=p.stem, cls="plot") for p in plots if p.is_file()]
-    settings = [tag("li", join([f"protocol {sec.protocol}: ", _settings_text(sec, "protocol_settings")]))]
-    settings += [tag("li", join([f"method {m}: ", _settings_text(sec, "method_params", m)]))
+    settings = [tag("li", join([f"protocol {sec.protocol}: ", settings_text(sec, "protocol_settings")]))]
+    settings += [tag("li", join([f"method {m}: ", settings_text(sec, "method_params", m)]))
                  for m in dict.fromkeys(m for m, _ in sec.variants)]
     parts += [tag("h3", "Settings"), tag("ul", join(settings)), _failed_html(sec)]
     parts += [tag("h3", "Runs: provenance"), tag("details", join([tag("summary", f"{len(sec.rows)} run(s): run id, "
