@@ -69,7 +69,7 @@ class ReportResult:
     terminal: str
     sections: list[Section]
     rows: list[RunRecord]
-    scores: Any = None  # ddbench.scores.ScoreReport
+    scores: Any = None  # ddbench.scores_text.ScoreReport
     # what report.html (ddbench/report_html.py) adds from the same build: plots per section (by slug), the database,
     # the command, how many older runs were left out; `html` once written
     section_plots: dict[str, list[Path]] = field(default_factory=dict)
@@ -116,7 +116,7 @@ def build_report(db: Path, report_dir: Path, hashes: Iterable[str] | None = None
     md_path = report_dir / "report.md"
     csv_path = report_dir / "results.csv"
     atomic_write_text(csv_text(sections), csv_path)
-    from .scores import score_report
+    from .scores_text import score_report
 
     latest_everywhere, _ = select_rows(db, registry=registry)  # references too: the latest run of each cell and seed
     scores = score_report(latest_everywhere, rows, method_order=methods, model_order=list(models) if models else None,

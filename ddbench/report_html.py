@@ -31,7 +31,8 @@ from .report_cells import Section, last_line, missing_references, shipped_name, 
 from .report_text import accuracy_table, settings_text, terminal_text, time_table
 from .row_checks import row_problem
 from .results import query
-from .scores import Scored, augmented, score_table
+from .scores import Scored, augmented
+from .scores_text import score_table
 
 # Images per class shown in a gallery cell: the run's own grid.png shows as many (ddbench/synsets.py: save_grid,
 # max_per_class=10); a cell shows at most GALLERY_MAX_IMAGES in all (CIFAR-100: 1 per class), so a page over many

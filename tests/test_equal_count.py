@@ -9,6 +9,7 @@ import pytest
 
 from ddbench import shipped
 from ddbench import scores as S
+from ddbench import scores_text as T
 from ddbench.cli import main
 from ddbench.identity import file_sha256
 from ddbench.records import OK, RunRecord
@@ -136,9 +137,9 @@ def test_the_shipped_table_is_used_labelled_and_never_pooled(tmp_path, monkeypat
     assert "+7.50 points" in lines[-1]
     other_data = _row("minmax-diffusion", [70.0, 71.0], meta={"dataset_fingerprint": "another-data"})
     assert "make it with" in reference_lines(db, other_data, "random")[-3]  # other data: no shipped row fits
-    (s,) = [s for s in S.score_report([mine], [mine]).scored]
+    (s,) = [s for s in T.score_report([mine], [mine]).scored]
     assert s.random_accuracy == pytest.approx(63.0) and s.random_source == "shipped reference"
-    assert "63.00 (shipped reference)" in S.score_table([s])[1][0]
+    assert "63.00 (shipped reference)" in T.score_table([s])[1][0]
     record(db, _row("random", [50.0, 52.0], meta={"dataset_fingerprint": FP}))  # a local run: the shipped one steps aside
     lines = reference_lines(db, mine, "random", "random real")
     assert "51.00 ± 1.41 %" in lines[-2] and "shipped reference" not in "".join(lines)  # sample std, 2 networks

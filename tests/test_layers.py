@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "ddbench.shipped", "ddbench.guard", "ddbench.row_checks", "ddbench.provenance", "ddbench.plots"}),
     ("one run", {"ddbench.runner"}),
     ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores", "ddbench.report_curves",
-                                    "ddbench.report_cells"}),
+                                    "ddbench.report_cells", "ddbench.scores_text"}),
     ("the report's renderers", {"ddbench.report_text", "ddbench.report_plots"}),
     ("the report", {"ddbench.report"}),
     ("the report as a page", {"ddbench.report_html"}),

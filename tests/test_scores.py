@@ -10,6 +10,7 @@ import torch
 
 from ddbench.api import DDBenchError
 from ddbench import scores as S
+from ddbench import scores_text as T
 
 E = math.e
 
@@ -120,7 +121,7 @@ def test_ars_pairs_the_augmentation_twins():
 
 def test_score_table_columns():
     rows = [row("random", [70.0]), row("full", [93.0], ipc=6000), row("dm", [80.0])]
-    header, body = S.score_table(S.score_rows(rows), method_order=["dm", "random"])
+    header, body = T.score_table(S.score_rows(rows), method_order=["dm", "random"])
     assert header == ["method", "model", "IPC", "aug", "epochs", "accuracy", "random real", "full data", "IOR", "HLR", "LRS", "ARS"]
     assert body[0][:6] == ["dm", "convnet", "10", "on", "300", "80.00 ± - (1 seed, 1 net)"]  # one value: no std
     assert body[0][8:10] == ["+10.00", "+13.00"]
@@ -133,22 +134,22 @@ def test_cross_architecture_table():
     for model, base in (("convnet", 70.0), ("alexnet", 60.0), ("resnet18", 50.0)):
         rows += [row("random", [base, base + 2], model=model), row("dm", [base + 8], model=model),
                  row("full", [90.0], model=model, ipc=6000)]
-    header, body = S.cross_architecture_table(rows, method_order=["random", "dm"],
+    header, body = T.cross_architecture_table(rows, method_order=["random", "dm"],
                                               model_order=["convnet", "resnet18", "alexnet"])
     assert header == ["method", "convnet", "resnet18", "alexnet"]
     assert body == [["random", "71.00 ± 1.41 (1 seed, 2 nets)", "51.00 ± 1.41 (1 seed, 2 nets)",
                      "61.00 ± 1.41 (1 seed, 2 nets)"],  # sample std of the one seed's 2 networks
                     ["dm", "78.00 ± - (1 seed, 1 net)", "58.00 ± - (1 seed, 1 net)", "68.00 ± - (1 seed, 1 net)"]]
-    _, ior_body = S.cross_architecture_table(rows, value="ior", model_order=["convnet"])
+    _, ior_body = T.cross_architecture_table(rows, value="ior", model_order=["convnet"])
     assert ior_body[1][:2] == ["dm", "+7.00"]
     with pytest.raises(DDBenchError, match="value 'acc'"):
-        S.cross_architecture_table(rows, value="acc")
+        T.cross_architecture_table(rows, value="acc")
     with pytest.raises(DDBenchError, match="pick one with ipc="):
-        S.cross_architecture_table(rows + [row("dm", [50.0], ipc=1)])
+        T.cross_architecture_table(rows + [row("dm", [50.0], ipc=1)])
     with pytest.raises(DDBenchError, match="mix datasets"):
-        S.cross_architecture_table(rows + [row("dm", [50.0], dsa=False)])
+        T.cross_architecture_table(rows + [row("dm", [50.0], dsa=False)])
     with pytest.raises(DDBenchError, match="mix datasets, protocols or evaluation settings .*epochs 100"):
-        S.cross_architecture_table(rows + [row("dm", [50.0], epochs=100)])
+        T.cross_architecture_table(rows + [row("dm", [50.0], epochs=100)])
 
 
 def test_shown_cells_keep_their_own_accuracy_while_references_come_from_everything():
@@ -157,7 +158,7 @@ def test_shown_cells_keep_their_own_accuracy_while_references_come_from_everythi
     shown = [row("dm", [78.0], seed=0)]
     everything = shown + [row("dm", [60.0], seed=1), row("random", [70.0]), row("random", [72.0], seed=1),
                           row("dm", [76.0], dsa=False), row("random", [71.0], dsa=False)]
-    (s,) = S.score_report(everything, shown).scored
+    (s,) = T.score_report(everything, shown).scored
     assert (s.accuracy, s.n, s.random_accuracy, s.ior) == (78.0, 1, 71.0, 7.0)
     assert s.ars is not None and not any(m.startswith("no-augmentation twin") for m in s.missing)
 
@@ -167,7 +168,7 @@ def test_report_gives_each_evaluation_setting_its_own_cross_architecture_table()
     rows = []
     for model in ("convnet", "alexnet"):
         rows += [row("dm", [78.0], model=model), row("dm", [60.0], model=model, epochs=100)]
-    rep = S.score_report(rows, rows, model_order=["convnet", "alexnet"])
+    rep = T.score_report(rows, rows, model_order=["convnet", "alexnet"])
     assert sorted((c["epochs"], c["rows"][0][1]) for c in rep.cross) == [(100, "60.00 ± - (1 seed, 1 net)"),
                                                                             (300, "78.00 ± - (1 seed, 1 net)")]
     assert "IPC 10 · 100 epochs · augmentation on" in rep.terminal
@@ -223,7 +224,7 @@ def test_score_report_for_the_report(tmp_path):
     for model in ("convnet", "alexnet"):
         rows += [row("random", [70.0], model=model), row("dm", [78.0], model=model)]
     refs = [row("full", [90.0], model="convnet", ipc=6000), row("random", [10.0], ipc=1)]
-    rep = S.score_report(rows + refs, rows, method_order=["random", "dm"], model_order=["convnet", "alexnet"])
+    rep = T.score_report(rows + refs, rows, method_order=["random", "dm"], model_order=["convnet", "alexnet"])
     assert "IOR" in rep.terminal and "cross-architecture accuracy % — fashion-mnist · protocol fast · IPC 10 · 300 epochs" in rep.terminal
     assert "| method | convnet | alexnet |" in rep.markdown
     dm_conv = next(s for s in rep.scored if s.method == "dm" and s.model == "convnet")
@@ -236,5 +237,5 @@ def test_score_report_for_the_report(tmp_path):
     js = rep.as_json()
     assert js["units"]["lrs"].startswith("fraction") and js["cross_architecture"][0]["header"] == ["method", "convnet", "alexnet"]
     # one architecture only: no cross table
-    one = S.score_report(rows[:2], rows[:2])
+    one = T.score_report(rows[:2], rows[:2])
     assert one.cross == [] and "cross-architecture" not in one.terminal

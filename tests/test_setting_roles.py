@@ -14,6 +14,7 @@ from ddbench.cli import main
 from ddbench.plugins import Registry, contract_problem, load_plugins
 from ddbench.records import ROLES_META, RunRecord, SettingRoles, evaluation_settings
 from ddbench.results import query
+from ddbench.roles import FULL_ROLE, RANDOM_ROLE
 from sweep_plugin import write_config
 
 
@@ -69,8 +70,8 @@ class OwnKeys(Protocol):
 def _registry() -> Registry:
     reg = Registry()
     reg.add("protocols", OwnKeys(), "third-party")
-    reg.add("methods", Ref("rnd", S.RANDOM_ROLE), "third-party")
-    reg.add("methods", Ref("whole", S.FULL_ROLE), "third-party")
+    reg.add("methods", Ref("rnd", RANDOM_ROLE), "third-party")
+    reg.add("methods", Ref("whole", FULL_ROLE), "third-party")
     return reg
 
 
