@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ddbench.default_plugins import datasets as D
+from ddbench.default_plugins import tiny_imagenet
 from ddbench.api import DDBenchError, ImageDataset
 
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
@@ -334,7 +335,7 @@ def test_tiny_imagenet_folder_and_disk_cache(tmp_path, monkeypatch):
     assert list((tmp_path / "cache" / "datasets").glob("tiny-imagenet-*.pt"))
 
     D.clear_cache()
-    monkeypatch.setattr(D, "_decode_jpeg", lambda p: pytest.fail("decoded again despite the .pt cache"))
+    monkeypatch.setattr(tiny_imagenet, "_decode_jpeg", lambda p: pytest.fail("decoded again despite the .pt cache"))
     again = spec("tiny-imagenet").load(tmp_path)
     assert torch.equal(again.train_x, ds.train_x)
 

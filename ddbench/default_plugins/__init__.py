@@ -4,6 +4,7 @@ One module per thing registered (as simonw/llm `llm/default_plugins/`): the kern
 none of them, so each can be read as an example plugin.
 
 - `datasets.py`              datasets: MNIST, Fashion-MNIST, CIFAR-10/100, Tiny-ImageNet, image folders
+  (with `dataset_files.py`, what its readers share, and `tiny_imagenet.py`, the Tiny-ImageNet reader)
 - `convnet_models.py`        models: the ConvNet of DC/DSA/DM and its width/depth/norm variants
 - `crossarch_models.py`      models: MLP, LeNet, AlexNet, VGG-11, ResNet-18 (BN and AP) for cross-architecture tables
 - `dsa_protocols.py`         protocols: `dsa` (1000 epochs, DSA) and `fast`

@@ -5,14 +5,12 @@ folder) rather than through torchvision's dataset classes, so that (a) the Debia
 package's gzipped IDX files work offline, and (b) small test-written folders work, where torchvision's
 CIFAR classes would refuse them on MD5. torchvision is used only to download.
 
-Normalisation constants are those of the DC/DSA/DM reference code, VICO-UoE/DatasetCondensation
-`utils.py: get_dataset`, so results are comparable with the published tables.
+What the readers share is dataset_files.py's (normalisation constants: the DC/DSA/DM reference code's); the
+Tiny-ImageNet reader is tiny_imagenet.py's. CACHE_ENV, NORMALISATION and cache_dir stay importable from here.
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
-import os
 import pickle
 import threading
 from dataclasses import dataclass, replace
@@ -24,25 +22,14 @@ import torch
 
 from .. import hookimpl
 from ..api import DatasetSpec, DDBenchError, ImageDataset
-from ..identity import config_hash
-from ..atomic import atomic_save, missing_dirs, remove_empty
-from ..safeload import UnsafeFile, drop_refused, load_tensors
-
-CACHE_ENV = "DDBENCH_CACHE"
+from .dataset_files import (CACHE_ENV, NORMALISATION, cache_dir, check_labels, describe, locate,  # noqa: F401
+                            no_empty_folders_on_failure, normalise_uint8, one_line)
+from .tiny_imagenet import tiny_loader
 
 # Where system packages put datasets (Debian `dataset-fashion-mnist`).
 SYSTEM_DIRS: dict[str, list[Path]] = {
     "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
     "mnist": [Path("/usr/share/datasets/mnist")],
-}
-
-# Mean/std per channel in [0, 1] pixel space: VICO-UoE/DatasetCondensation utils.py get_dataset.
-NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion-mnist": ((0.2861,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "cifar100": ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "tiny-imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 FASHION_CLASSES = [
@@ -57,46 +44,14 @@ IDX_FILES = {
     "test_y": "t10k-labels-idx1-ubyte",
 }
 
-TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
 
 def _as_root(root: Path | str | None) -> Path | None:
     return None if root is None or str(root) == "" else Path(root).expanduser()
 
 
-def _describe(path: Path) -> str:
-    return str(path) if path.exists() else f"{path} (missing)"
-
-
 # --------------------------------------------------------------------------------------------------
 # Normalisation
 # --------------------------------------------------------------------------------------------------
-
-
-def _normalise_uint8(x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 normalised; in place on one buffer to keep peak memory at 1x."""
-    # numpy's astype copies into a writable buffer (frombuffer arrays are read-only).
-    out = torch.from_numpy(x.astype(np.float32)) if isinstance(x, np.ndarray) else x.to(torch.float32)
-    out = out.div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return out.sub_(m).div_(s).contiguous()
-
-
-def _labels(y: np.ndarray | Sequence[int], num_classes: int, source: Path) -> torch.Tensor:
-    out = torch.as_tensor(np.asarray(y, dtype=np.int64))
-    if out.ndim != 1:
-        raise DDBenchError(f"{source}: labels must be one-dimensional, got shape {tuple(out.shape)}")
-    if out.numel() and (int(out.min()) < 0 or int(out.max()) >= num_classes):
-        raise DDBenchError(
-            f"{source}: label values must lie in 0..{num_classes - 1}, found {int(out.min())}..{int(out.max())}"
-        )
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,7 +73,7 @@ def read_idx(path: Path | str) -> np.ndarray:
         else:
             data = path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DDBenchError(f"cannot read IDX file {path}: {_one_line(exc)}") from None
+        raise DDBenchError(f"cannot read IDX file {path}: {one_line(exc)}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DDBenchError(f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
     if data[2] != 0x08:
@@ -174,7 +129,7 @@ def _idx_loader(
             _torchvision_download(name, tv_class, root)
             hit = _find_idx_dir(dirs)
         if hit is None:
-            looked = "; ".join(_describe(d) for d in dirs) or "(no folder)"
+            looked = "; ".join(describe(d) for d in dirs) or "(no folder)"
             how = f"`apt-get install {apt_hint}`, or " if apt_hint else ""
             system = [str(d) for d in SYSTEM_DIRS.get(name, []) if d.is_dir()]
             other = f"; drop --data-root to use the system copy in {system[0]}" if root is not None and system else ""
@@ -194,10 +149,10 @@ def _idx_loader(
                 )
         return ImageDataset(
             name=name,
-            train_x=_normalise_uint8(arrays["train_x"][:, None], mean, std),
-            train_y=_labels(arrays["train_y"], len(class_names), files["train_y"]),
-            test_x=_normalise_uint8(arrays["test_x"][:, None], mean, std),
-            test_y=_labels(arrays["test_y"], len(class_names), files["test_y"]),
+            train_x=normalise_uint8(arrays["train_x"][:, None], mean, std),
+            train_y=check_labels(arrays["train_y"], len(class_names), files["train_y"]),
+            test_x=normalise_uint8(arrays["test_x"][:, None], mean, std),
+            test_y=check_labels(arrays["test_y"], len(class_names), files["test_y"]),
             num_classes=len(class_names),
             class_names=list(class_names),
             mean=mean,
@@ -211,7 +166,7 @@ def _torchvision_download(name: str, tv_class: str, root: Path | None) -> None:
     """Download with torchvision's own class, which writes the layout our readers look for."""
     if root is None:
         raise DDBenchError(f"downloading {name} needs a folder: pass `--data-root DIR --download`")
-    with _no_empty_folders_on_failure(root):
+    with no_empty_folders_on_failure(root):
         try:
             import torchvision.datasets as tvd
 
@@ -222,22 +177,7 @@ def _torchvision_download(name: str, tv_class: str, root: Path | None) -> None:
         except DDBenchError:
             raise
         except Exception as exc:  # noqa: BLE001 - network/disk failures become one readable line
-            raise DDBenchError(f"downloading {name} into {root} failed: {_one_line(exc)}") from None
-
-
-@contextlib.contextmanager
-def _no_empty_folders_on_failure(root: Path):
-    """A failed download (offline) leaves no empty folder behind: neither `root` nor the layout torchvision made
-    in it (an exit-2 error writes nothing). Folders that existed before, or hold a file, stay."""
-    made = missing_dirs(root)
-    before = {p for p in root.glob("*/") if p.is_dir()} | {p for p in root.glob("*/*/") if p.is_dir()} \
-        if root.is_dir() else set()
-    try:
-        yield
-    except BaseException:
-        new = [Path(d) for d, _, _ in os.walk(root)] if root.is_dir() else []
-        remove_empty([d for d in new if d not in before and d != root] + made)
-        raise
+            raise DDBenchError(f"downloading {name} into {root} failed: {one_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,7 +211,7 @@ def _read_pickle(path: Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             obj = _CifarUnpickler(fh, encoding="latin1").load()
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a corrupt file
-        raise DDBenchError(f"cannot read CIFAR file {path}: {_one_line(exc)}") from None
+        raise DDBenchError(f"cannot read CIFAR file {path}: {one_line(exc)}") from None
     if not isinstance(obj, dict):
         raise DDBenchError(f"{path} is not a CIFAR batch (a pickled dict), got {type(obj).__name__}")
     return obj
@@ -285,7 +225,7 @@ def _cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarr
     data = np.asarray(batch["data"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DDBenchError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
-    labels = _labels(batch[label_key], num_classes, path)
+    labels = check_labels(batch[label_key], num_classes, path)
     if len(labels) != len(data):
         raise DDBenchError(f"{path} has {len(data)} images but {len(labels)} labels")
     return data.reshape(-1, 3, 32, 32), labels
@@ -314,31 +254,12 @@ CIFAR_FORMATS = {
 }
 
 
-def _locate(name: str, root: Path | None, download: bool, folder: str, marker: str, fetch: Callable[[], None],
-            manual: str) -> Path:
-    """The folder of a user-supplied dataset: ROOT/FOLDER or ROOT itself, whichever holds MARKER; fetched first
-    when allowed; otherwise one error that says where it looked and how to get it."""
-    def find() -> tuple[list[Path], Path | None]:
-        dirs = [root / folder, root] if root is not None else []
-        return dirs, next((d for d in dirs if (d / marker).is_file()), None)
-
-    dirs, found = find()
-    if found is None and download:
-        fetch()
-        dirs, found = find()
-    if found is None:
-        looked = "; ".join(_describe(d) for d in dirs) or "nowhere (no --data-root given)"
-        raise DDBenchError(f"{name} not found (folder {folder}/ with {marker}); looked in: {looked}; "
-                           f"get it with `--data-root DIR --download`, or {manual}")
-    return found
-
-
 def _cifar_loader(name: str) -> Callable[..., ImageDataset]:
     fmt = CIFAR_FORMATS[name]
     mean, std = NORMALISATION[name]
 
     def load(root: Path | None, download: bool) -> ImageDataset:
-        folder = _locate(name, root, download, fmt.folder, fmt.train_files[0],
+        folder = locate(name, root, download, fmt.folder, fmt.train_files[0],
                          lambda: _torchvision_download(name, fmt.tv_class, root),
                          "unpack the official python archive into DIR")
         missing = [f for f in (*fmt.train_files, fmt.test_file, fmt.meta_file) if not (folder / f).is_file()]
@@ -354,9 +275,9 @@ def _cifar_loader(name: str) -> Callable[..., ImageDataset]:
             )
         return ImageDataset(
             name=name,
-            train_x=_normalise_uint8(np.concatenate([x for x, _ in train]), mean, std),
+            train_x=normalise_uint8(np.concatenate([x for x, _ in train]), mean, std),
             train_y=torch.cat([y for _, y in train]),
-            test_x=_normalise_uint8(tx, mean, std),
+            test_x=normalise_uint8(tx, mean, std),
             test_y=ty,
             num_classes=fmt.num_classes,
             class_names=[str(n) for n in names],
@@ -370,145 +291,6 @@ def _cifar_loader(name: str) -> Callable[..., ImageDataset]:
 # --------------------------------------------------------------------------------------------------
 # Tiny-ImageNet (tiny-imagenet-200/ folder, decoded once into a .pt cache)
 # --------------------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Where decoded datasets are kept between processes: $DDBENCH_CACHE, else ~/.cache/ddbench."""
-    base = os.environ.get(CACHE_ENV)
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "ddbench") / "datasets"
-
-
-def _decode_jpeg(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DDBenchError(f"cannot decode image {path}: {_one_line(exc)}") from None
-    if arr.shape != (64, 64, 3):
-        raise DDBenchError(f"{path} is {arr.shape[1]}x{arr.shape[0]}; Tiny-ImageNet images must be 64x64")
-    return arr
-
-
-def _decode_all(paths: list[Path], desc: str) -> torch.Tensor:
-    out = np.empty((len(paths), 64, 64, 3), dtype=np.uint8)
-    iterator: Any = paths
-    if len(paths) > 1000:
-        from tqdm import tqdm
-
-        iterator = tqdm(paths, desc=desc, unit="img", leave=False)
-    for i, p in enumerate(iterator):
-        out[i] = _decode_jpeg(p)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def _tiny_decode(folder: Path) -> dict[str, Any]:
-    """Read the folder layout into uint8 tensors; classes are the sorted wnids, as torchvision ImageFolder."""
-    wnids_file = folder / "wnids.txt"
-    wnids = sorted({w.strip() for w in wnids_file.read_text().split() if w.strip()})
-    if not wnids:
-        raise DDBenchError(f"{wnids_file} lists no classes")
-    index = {w: i for i, w in enumerate(wnids)}
-    words: dict[str, str] = {}
-    words_file = folder / "words.txt"
-    if words_file.is_file():
-        for line in words_file.read_text(encoding="utf-8", errors="replace").splitlines():
-            wnid, _, text = line.partition("\t")
-            if wnid in index:
-                words[wnid] = text.split(",")[0].strip() or wnid
-    names = [words.get(w, w) for w in wnids]
-
-    train_paths: list[Path] = []
-    train_labels: list[int] = []
-    for w in wnids:
-        img_dir = folder / "train" / w / "images"
-        files = sorted(p for p in img_dir.glob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
-        if not files:
-            raise DDBenchError(f"no training images for class {w} in {img_dir}")
-        train_paths += files
-        train_labels += [index[w]] * len(files)
-
-    ann = folder / "val" / "val_annotations.txt"
-    if not ann.is_file():
-        raise DDBenchError(f"{ann} is missing; the validation split (used as the test set) needs it")
-    val_paths: list[Path] = []
-    val_labels: list[int] = []
-    for n, line in enumerate(ann.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) < 2 or parts[1] not in index:
-            raise DDBenchError(f"{ann} line {n}: expected 'FILE<TAB>WNID...' with a wnid from wnids.txt, got {line!r}")
-        val_paths.append(folder / "val" / "images" / parts[0])
-        val_labels.append(index[parts[1]])
-
-    return {
-        "train_x": _decode_all(train_paths, "decoding tiny-imagenet train"),
-        "train_y": torch.tensor(train_labels, dtype=torch.int64),
-        "test_x": _decode_all(val_paths, "decoding tiny-imagenet val"),
-        "test_y": torch.tensor(val_labels, dtype=torch.int64),
-        "class_names": names,
-    }
-
-
-def _tiny_cache_file(folder: Path) -> Path:
-    """Keyed on the folder and the mtimes of its index files, so a replaced copy is decoded again."""
-    folder = folder.resolve()
-    stamp = [str(folder)]
-    for rel in ("wnids.txt", "val/val_annotations.txt", "train", "val/images"):
-        p = folder / rel
-        stamp.append(f"{rel}:{p.stat().st_mtime_ns if p.exists() else 0}")
-    key = config_hash(stamp)
-    return cache_dir() / f"tiny-imagenet-{key}.pt"
-
-
-def _tiny_loader() -> Callable[..., ImageDataset]:
-    name = "tiny-imagenet"
-    mean, std = NORMALISATION[name]
-
-    def fetch(root: Path | None) -> None:
-        if root is None:
-            raise DDBenchError(f"downloading {name} needs a folder: pass `--data-root DIR --download`")
-        try:
-            from torchvision.datasets.utils import download_and_extract_archive
-
-            with _no_empty_folders_on_failure(root):
-                download_and_extract_archive(TINY_IMAGENET_URL, str(root))
-        except Exception as exc:  # noqa: BLE001
-            raise DDBenchError(f"downloading {name} into {root} failed: {_one_line(exc)}") from None
-
-    def load(root: Path | None, download: bool) -> ImageDataset:
-        folder = _locate(name, root, download, "tiny-imagenet-200", "wnids.txt", lambda: fetch(root),
-                         f"unzip {TINY_IMAGENET_URL} into DIR")
-        cache = _tiny_cache_file(folder)
-        data: dict[str, Any] | None = None
-        if cache.is_file():
-            try:
-                data = load_tensors(cache)
-            except UnsafeFile as exc:
-                drop_refused(exc, then="decoding the images again")
-            except Exception:  # noqa: BLE001 - a broken cache is rebuilt, not fatal
-                data = None
-        if data is None:
-            data = _tiny_decode(folder)
-            try:
-                atomic_save(data, cache)
-            except OSError:
-                pass  # read-only cache: still usable, just decoded again next time
-        return ImageDataset(
-            name=name,
-            train_x=_normalise_uint8(data["train_x"], mean, std),
-            train_y=data["train_y"],
-            test_x=_normalise_uint8(data["test_x"], mean, std),
-            test_y=data["test_y"],
-            num_classes=len(data["class_names"]),
-            class_names=list(data["class_names"]),
-            mean=mean,
-            std=std,
-        )
-
-    return load
 
 
 # --------------------------------------------------------------------------------------------------
@@ -570,7 +352,7 @@ SPECS: list[DatasetSpec] = [
         image_size=32, channels=3, num_classes=100,
     ),
     DatasetSpec(
-        "tiny-imagenet", _cached("tiny-imagenet", _tiny_loader()),
+        "tiny-imagenet", _cached("tiny-imagenet", tiny_loader()),
         "Tiny-ImageNet-200, 100k train / 10k val (used as test) 64x64 RGB, 200 classes",
         image_size=64, channels=3, num_classes=200,
     ),

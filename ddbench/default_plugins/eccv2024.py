@@ -8,7 +8,7 @@ The official script is DataDistillation/ECCV2024-Dataset-Distillation-Challenge 
   labels are `[0]*10 + [1]*10 + ...`, hard), already normalised with CIFAR-100 mean (0.5071, 0.4866, 0.4409) /
   std (0.2673, 0.2564, 0.2762) and the ImageNet mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225); the
   test sets (`reference_data/*_test.pt`) are normalised the same way, and the script normalises nothing.
-  ddbench's `cifar100` and `tiny-imagenet` datasets use exactly these constants (ddbench/default_plugins/datasets.py), and
+  ddbench's `cifar100` and `tiny-imagenet` datasets use exactly these constants (ddbench/default_plugins/dataset_files.py), and
   their test splits (CIFAR-100 test, Tiny-ImageNet val) are the challenge's test sets.
 - network: `ConvNet(channel=3, net_width=128, net_depth=3, relu, instancenorm, avgpooling,
   im_size=(H, H))`, **depth 3 for both datasets** (the script passes net_depth=3 also for 64 px, although
