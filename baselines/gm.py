@@ -37,7 +37,6 @@ objectives (`GMObjective`, the `objectives` plugin kind: minmax-diffusion's `ref
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable, Sequence
 
@@ -50,6 +49,7 @@ from ddbench.augment import check_strategy
 
 from .dm import class_major  # the per-class layout check DM's objective uses, naming this objective
 from .warm_start import check_init, init_param, initial_set
+from .workers import map_workers
 from ._common import (
     DSA_STRATEGY,
     Resumable,
@@ -387,25 +387,6 @@ def freeze_batchnorm(net: torch.nn.Module, train_x: torch.Tensor, idx_by_class: 
         net(train_x[torch.cat(picks).to(train_x.device)])
     for m in bns:
         m.eval()
-
-
-def map_workers(fn, items: list, workers: int) -> list:
-    """[fn(item) ...] in order, on `workers` threads with an equal share of the intra-op threads each
-    (docs/baselines.md#speed: no OpenMP barrier per small op); in turn with one worker."""
-    n = min(len(items), workers)
-    if n <= 1:
-        return [fn(item) for item in items]
-    threads = torch.get_num_threads()
-
-    def one(item):
-        torch.set_num_threads(max(1, threads // n))
-        return fn(item)
-
-    try:
-        with ThreadPoolExecutor(n, thread_name_prefix="ddbench-gm") as pool:
-            return list(pool.map(one, items))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def reference_iteration_loss(ctx: RunContext, name: str, dsa: bool, it: int, image_syn: torch.Tensor,
