@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError
-from ddbench_baselines import gm
+from ddbench_baselines import gm, gm_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,18 +41,18 @@ def test_layer_distance_by_hand():
     syn = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
     # row 0: cos 1 -> 1 - 2/(2 + 1e-6); row 1: cos 1/sqrt(2)
     want = (1 - 2 / (2 + 1e-6)) + (1 - 1 / (math.sqrt(2) + 1e-6))
-    assert float(gm.layer_distance(real, syn)) == pytest.approx(want, rel=1e-6)
+    assert float(gm_step.layer_distance(real, syn)) == pytest.approx(want, rel=1e-6)
     # a conv weight (out, in, h, w) is compared per output channel, over in*h*w
     conv_r = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]).reshape(2, 1, 2, 2)
     conv_s = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0]).reshape(2, 1, 2, 2)
-    assert float(gm.layer_distance(conv_r, conv_s)) == pytest.approx(1.0 + (1 - 3 / (3 + 1e-6)), rel=1e-6)
+    assert float(gm_step.layer_distance(conv_r, conv_s)) == pytest.approx(1.0 + (1 - 3 / (3 + 1e-6)), rel=1e-6)
     # biases and norm parameters count nothing
-    assert float(gm.layer_distance(torch.ones(3), -torch.ones(3))) == 0.0
-    total = gm.gradient_distance([syn, conv_s, -torch.ones(3)], [real, conv_r, torch.ones(3)], "ours")
+    assert float(gm_step.layer_distance(torch.ones(3), -torch.ones(3))) == 0.0
+    total = gm_step.gradient_distance([syn, conv_s, -torch.ones(3)], [real, conv_r, torch.ones(3)], "ours")
     assert float(total) == pytest.approx(want + 1.0 + (1 - 3 / (3 + 1e-6)), rel=1e-6)
     # mse and cos over everything flattened
-    assert float(gm.gradient_distance([syn], [real], "mse")) == pytest.approx(1 + 0 + 1 + 0)
-    assert float(gm.gradient_distance([syn], [real], "cos")) == pytest.approx(1 - 3 / (math.sqrt(6) * math.sqrt(2) + 1e-6))
+    assert float(gm_step.gradient_distance([syn], [real], "mse")) == pytest.approx(1 + 0 + 1 + 0)
+    assert float(gm_step.gradient_distance([syn], [real], "cos")) == pytest.approx(1 - 3 / (math.sqrt(6) * math.sqrt(2) + 1e-6))
 
 
 def test_loss_gradients_in_chunks_equal_the_whole_batch():
@@ -61,7 +61,7 @@ def test_loss_gradients_in_chunks_equal_the_whole_batch():
     x, y = torch.randn(7, 1, 3, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0])
     params = list(net.parameters())
     whole = torch.autograd.grad(F.cross_entropy(net(x), y), params)
-    for got, want in zip(gm.loss_gradients(net, params, x, y, micro_batch=3), whole):
+    for got, want in zip(gm_step.loss_gradients(net, params, x, y, micro_batch=3), whole):
         torch.testing.assert_close(got, want)
 
 
@@ -77,7 +77,7 @@ def test_matching_drives_the_synthetic_gradient_toward_the_real_one():
     opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
     losses = []
     for _ in range(30):
-        loss = gm.match_class(net, real, y_real, syn, y_syn)
+        loss = gm_step.match_class(net, real, y_real, syn, y_syn)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -125,10 +125,10 @@ def test_match_equals_the_plain_reference_loop(make_ctx, name, micro_batch, work
     syn = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     for it in range(3):
         leaf = syn.clone().requires_grad_(True)
-        want = gm.reference_iteration_loss(ctx, name, name == "dsa-gm", it, leaf, ds.train_x, idx)
+        want = gm_step.reference_iteration_loss(ctx, name, name == "dsa-gm", it, leaf, ds.train_x, idx)
         want_grad, = torch.autograd.grad(want, leaf)
-        step = gm.Step(ctx, name, name == "dsa-gm", ds.train_x, idx)
-        gen = gm.generator(ctx.seed, name, it)
+        step = gm_step.Step(ctx, name, name == "dsa-gm", ds.train_x, idx)
+        gen = gm_step.generator(ctx.seed, name, it)
         loss, grad = step.match(step.network(it), step.draws(gen), syn)
         torch.testing.assert_close(loss, want.detach(), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(grad, want_grad, rtol=1e-3, atol=1e-5 * float(want_grad.abs().max()))
@@ -136,7 +136,7 @@ def test_match_equals_the_plain_reference_loop(make_ctx, name, micro_batch, work
 
 def test_inner_step_on_workers_equals_the_whole_batch(make_ctx):
     _, ctx = make_ctx("dsa-gm", ipc=2, micro_batch=2, workers=2)
-    step = gm.Step(ctx, "dsa-gm", True, ctx.dataset.train_x, gm.class_indices(ctx.dataset))
+    step = gm_step.Step(ctx, "dsa-gm", True, ctx.dataset.train_x, gm.class_indices(ctx.dataset))
     net = step.network(0)
     params = list(net.parameters())
     x, y = ctx.dataset.train_x[:7], ctx.dataset.train_y[:7]
@@ -148,9 +148,9 @@ def test_inner_step_on_workers_equals_the_whole_batch(make_ctx):
 def test_batchnorm_networks_get_frozen_statistics(make_ctx):
     method, ctx = make_ctx("dc", ipc=1, iterations=2, batch_real=8, init="real")
     ctx.model = "convnet-bn"
-    step = gm.Step(ctx, "dc", False, ctx.dataset.train_x, gm.class_indices(ctx.dataset))
+    step = gm_step.Step(ctx, "dc", False, ctx.dataset.train_x, gm.class_indices(ctx.dataset))
     net = step.network(0)
-    gm.freeze_batchnorm(net, ctx.dataset.train_x, step.idx_by_class, torch.Generator().manual_seed(0))
+    gm_step.freeze_batchnorm(net, ctx.dataset.train_x, step.idx_by_class, torch.Generator().manual_seed(0))
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(not m.training for m in bns) and all(int(m.num_batches_tracked) == 1 for m in bns)
     syn = method.distill(ctx)
@@ -164,18 +164,18 @@ def test_resumes_from_checkpoint_exactly(make_ctx, tmp_path, monkeypatch):
     method, ctx2 = make_ctx("dsa-gm", ipc=2, **FAST)
     ctx2.work_dir = tmp_path / "other"
     ctx2.work_dir.mkdir()
-    real_generator = gm.generator
+    real_generator = gm_step.generator
 
     def failing(*keys):
         if keys[1] == "dsa-gm" and keys[2] == 3:
             raise KeyboardInterrupt
         return real_generator(*keys)
 
-    monkeypatch.setattr(gm, "generator", failing)
+    monkeypatch.setattr(gm_step, "generator", failing)
     with pytest.raises(KeyboardInterrupt):
         method.distill(ctx2)
     assert (ctx2.work_dir / method.checkpoint).is_file() and not list(ctx2.work_dir.glob("*.tmp"))
-    monkeypatch.setattr(gm, "generator", real_generator)
+    monkeypatch.setattr(gm_step, "generator", real_generator)
     messages = []
     ctx2.log = messages.append
     resumed = method.distill(ctx2)
