@@ -166,7 +166,7 @@ def print_report(result) -> None:
 
 def load(config_path: str | None):
     """(config, registry) for a command, after printing every plugin and settings problem as a warning."""
-    from .runner import registry_for
+    from .resolve import registry_for
 
     config = load_config(config_path)
     registry = registry_for(config)
@@ -184,7 +184,7 @@ def warn_problems(registry, config=None) -> None:
 
 def request_from_args(args, **overrides: Any):
     """The RunRequest the shared run flags describe (`run` and, with lists expanded per cell, `compare`)."""
-    from .runner import RunRequest
+    from .resolve import RunRequest
 
     method_sets, eval_sets = parse_sets(args.sets)
     fields = dict(

@@ -64,7 +64,8 @@ def build_grid(base, methods: list[str], ipcs: list[int], seeds: list[int], budg
     With budgets, methods that take a generation budget run one cell per (IPC, budget); the others run
     at fixed IPC only, so one command can compare both kinds.
     """
-    from .runner import plugin_versions, resolve
+    from .resolve import resolve
+    from .runner import plugin_versions
 
     unknown = [m for m in dedupe(methods) if m not in registry.methods]
     if unknown:

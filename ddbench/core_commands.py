@@ -123,7 +123,7 @@ def _print_params(spec, config, kind: str, name: str, args) -> None:
 
 
 def cmd_plugins(args) -> int:
-    from .runner import registry_for
+    from .resolve import registry_for
 
     config = load_config(args.config)
     registry = registry_for(config)

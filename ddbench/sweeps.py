@@ -72,7 +72,8 @@ def run_job(job: Job, log: Callable[[str], None] | None = None) -> RunRecord:
     request again from the same plugins.toml and checks it reaches the driver's config hash.
     """
     from .config import load_config
-    from .runner import execute, registry_for, resolve
+    from .resolve import registry_for, resolve
+    from .runner import execute
 
     here = where()
     try:

@@ -303,7 +303,7 @@ def prepare(tmp: Path) -> None:
 def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of the case, run in this process."""
     from ddbench.cli import main
-    from ddbench.runner import _cached_registry
+    from ddbench.resolve import _cached_registry
 
     prepare(tmp)
     case.setup(tmp)

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "ddbench.identity", "ddbench.augment", "ddbench.zca", "ddbench.config", "ddbench.output_checks",
         "ddbench.results", "ddbench.synsets", "ddbench.plugins", "ddbench.classifier", "ddbench.features",
         "ddbench.shipped", "ddbench.guard", "ddbench.row_checks", "ddbench.provenance", "ddbench.plots"}),
-    ("one run", {"ddbench.runner"}),
+    ("one run", {"ddbench.resolve", "ddbench.runner"}),
     ("many runs and their scores", {"ddbench.sweeps", "ddbench.reference", "ddbench.scores", "ddbench.report_curves",
                                     "ddbench.report_cells", "ddbench.scores_text"}),
     ("the report's renderers", {"ddbench.report_text", "ddbench.report_plots"}),
