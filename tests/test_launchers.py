@@ -156,7 +156,7 @@ def test_a_killed_drivers_slurm_jobs_are_collected_not_submitted_again(tmp_path,
     from submitit.core import utils
     from submitit.slurm.slurm import SlurmJob
 
-    import ddbench.default_plugins.launchers as L
+    import ddbench.default_plugins.slurm_launcher as L
 
     done, running, gone = _job(tmp_path, ipc=1), _job(tmp_path, ipc=2), _job(tmp_path, ipc=3)
     folder = tmp_path / "slurm"

@@ -10,7 +10,7 @@ none of them, so each can be read as an example plugin.
 - `dsa_protocols.py`         protocols: `dsa` (1000 epochs, DSA) and `fast`
 - `soft_label_protocol.py`   protocols: `soft` (a teacher relabels each augmented batch)
 - `eccv2024.py`              protocols and the `challenge` command: the ECCV 2024 DD challenge's evaluation
-- `launchers.py`             launchers: `local` (worker processes) and `slurm`
+- `launchers.py`             launchers: `local` (worker processes) and `slurm` (`slurm_launcher.py`)
 - `full_data_method.py`      methods: `full` (the whole real training set, the HLR reference)
 - `selectors.py`             selectors: `random`, `herding`, `k-center`, `k-means`, `confidence`
 """
