@@ -5,7 +5,8 @@ file of its own. This page holds, per section of the report (dataset x protocol 
 settings): the accuracy and time tables, the scores, a gallery that lines the methods up at each IPC (one seed's
 set, class names as row labels), the plots, provenance per run, and the failed and skipped rows with their reason.
 
-It is built from a written report (ddbench.report.ReportResult): the same row selection, the same cell statistics
+Its HTML building blocks are html_parts.py's and its gallery report_gallery.py's. It is built from a written
+report (ddbench.report.ReportResult): the same row selection, the same cell statistics
 and the same table texts as report.md, so a change there shows here. One file that works offline anywhere:
 images are PNG data: URIs, and a Content-Security-Policy allows nothing else to load (no network, no CDN) and only
 the page's own script (by its hash) to run. Tables are plain HTML first; a few lines of plain script make every
@@ -15,18 +16,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
-import io
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .atomic import atomic_write_text
+from .html_parts import Raw, code, data_uri_png, esc, html_table, inline, join, tag
 from .provenance import HOST_META, rerun_command
 from .records import RunRecord
 from .roles import EPOCHS
 from .report import ReportResult
+from .report_gallery import GALLERY_PER_CLASS, gallery_html
 from .report_cells import Section, last_line, missing_references, shipped_name, variant_name
 from .report_text import accuracy_table, settings_text, terminal_text, time_table
 from .row_checks import row_problem
@@ -34,203 +34,7 @@ from .results import query
 from .scores import Scored, augmented
 from .scores_text import score_table
 
-# Images per class shown in a gallery cell: the run's own grid.png shows as many (ddbench/synsets.py: save_grid,
-# max_per_class=10); a cell shows at most GALLERY_MAX_IMAGES in all (CIFAR-100: 1 per class), so a page over many
-# methods and IPCs stays a few MB at most (docs/compare.md#reporthtml).
-GALLERY_PER_CLASS = 10
-GALLERY_MAX_IMAGES = 100
 HTML_NAME = "report.html"
-
-
-VOID = {"img", "br", "meta"}
-
-
-class Raw(str):
-    """Markup this module built from escaped parts; every other value is escaped where it is written."""
-
-
-def esc(value: Any) -> str:
-    return value if isinstance(value, Raw) else html.escape(str(value), quote=True)
-
-
-def tag(name: str, content: Any = "", **attrs: Any) -> Raw:
-    """`<name attrs>content</name>`; attribute values escaped, `cls` -> class, `data_x` -> data-x."""
-    parts = [name] + [f'{k.rstrip("_").replace("_", "-") if k != "cls" else "class"}="{esc(v)}"'
-                      for k, v in attrs.items() if v is not None]
-    if name in VOID:
-        return Raw(f"<{' '.join(parts)}>")
-    return Raw(f"<{' '.join(parts)}>{esc(content)}</{name}>")
-
-
-def join(items: Iterable[Any], sep: str = "") -> Raw:
-    return Raw(sep.join(esc(i) for i in items))
-
-
-def data_uri_png(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-# --------------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------------
-
-
-def html_table(header: list[Any], body: list[list[Any]], sort_keys: list[list[Any]] | None = None,
-               cls: str = "sortable", row_header: bool = True) -> Raw:
-    """A plain HTML table (sortable by the page's script when `cls` says so); `sort_keys[i][j]`, when not None,
-    is what cell (i, j) sorts by instead of its text (dates)."""
-    head = tag("thead", tag("tr", join(tag("th", h, scope="col") for h in header)))
-    rows = []
-    for i, row in enumerate(body):
-        cells = []
-        for j, value in enumerate(row):
-            key = sort_keys[i][j] if sort_keys and sort_keys[i] and j < len(sort_keys[i]) else None
-            cells.append(tag("th" if j == 0 and row_header else "td", value, scope="row" if j == 0 and row_header
-                             else None, data_sort=key))
-        rows.append(tag("tr", join(cells)))
-    return tag("table", join([head, tag("tbody", join(rows))]), cls=cls)
-
-
-def code(text: str) -> Raw:
-    return tag("code", text)
-
-
-def inline(text: str) -> Raw:
-    """Text whose `backticked` spans (report.py and scores.py write markdown) become <code>; all of it escaped."""
-    parts = str(text).split("`")
-    if len(parts) % 2 == 0:  # an unpaired backtick: plain text
-        return Raw(esc(text))
-    return join(code(p) if i % 2 else p for i, p in enumerate(parts))
-
-
-# --------------------------------------------------------------------------------------------------
-# Gallery: one seed's synthetic set per method and IPC, one row per class
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ClassRow:
-    name: str
-    shown: int
-    total: int
-    png: bytes | None  # one strip of `shown` thumbnails
-
-
-@dataclass
-class GalleryCell:
-    title: str
-    note: str
-    rows: list[ClassRow]
-    fallback_png: bytes | None = None  # the run's grid.png when its synthetic set cannot be read
-    problem: str | None = None
-
-
-def _strip_png(images01) -> bytes:
-    """(n, C, H, W) floats in [0, 1] as one PNG strip, 1 px of white between images."""
-    import numpy as np
-    from PIL import Image
-
-    n, c, h, w = images01.shape
-    pixels = (np.clip(images01, 0.0, 1.0) * 255).round().astype(np.uint8)
-    strip = np.full((max(c, 1), h, n * (w + 1) - 1), 255, dtype=np.uint8)
-    for i in range(n):
-        strip[:, :, i * (w + 1): i * (w + 1) + w] = pixels[i]
-    array = strip[0] if c != 3 else strip.transpose(1, 2, 0)
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def set_rows(artifact: Path, per_class: int = GALLERY_PER_CLASS) -> list[ClassRow]:
-    """The class rows of a stored synthetic set (ddbench/synsets.py: load_synset), back in pixel space with the
-    dataset's mean and std saved beside it (min-max scaled when a file predates that)."""
-    import numpy as np
-
-    from .synsets import load_synset
-
-    syn, saved = load_synset(artifact)
-    images = syn.images.detach().float().cpu().numpy()
-    labels = syn.labels.detach().cpu()
-    labels = (labels.argmax(1) if labels.ndim == 2 else labels).numpy()  # soft labels: each image's argmax class
-    info = saved.get("dataset") or {}
-    if info.get("mean") is not None and info.get("std") is not None:
-        mean = np.asarray(info["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(info["std"], dtype=np.float32).reshape(1, -1, 1, 1)
-        images = images * std + mean
-    else:
-        lo, hi = float(images.min()), float(images.max())
-        images = (images - lo) / (hi - lo or 1.0)
-    names = [str(n) for n in (info.get("class_names") or [])]
-    num_classes = max(len(names), int(labels.max()) + 1 if len(labels) else 0)
-    per_class = max(1, min(per_class, GALLERY_MAX_IMAGES // max(num_classes, 1)))
-    rows = []
-    for c in range(num_classes):
-        idx = np.nonzero(labels == c)[0]
-        shown = idx[:per_class]
-        rows.append(ClassRow(names[c] if c < len(names) else str(c), len(shown), len(idx),
-                             _strip_png(images[shown]) if len(shown) else None))
-    return rows
-
-
-def gallery_cell(sec: Section, variant: tuple[str, float | None], ipc: int, report_dir: Path,
-                 per_class: int) -> GalleryCell | None:
-    """The lowest seed's set of a cell that has one (the seed report.md's grid shows)."""
-    cell = sec.cell(variant, ipc)
-    if cell is None or not cell.ok:
-        return None
-    runs = sorted(cell.ok, key=lambda r: (r.seed or 0))
-    budget = variant[1]
-    title = variant_name(variant)
-    reached = f"budget {budget:g} s: reached IPC {ipc}" if budget is not None else f"IPC {ipc}"
-    problem = None
-    for r in runs:
-        if not r.artifact or not Path(r.artifact).is_file():
-            continue
-        try:
-            rows = set_rows(Path(r.artifact), per_class)
-        except Exception as exc:  # noqa: BLE001 - a damaged file is said on the page, not a failed report
-            problem = f"synthetic set of run {r.run_id} unreadable: {type(exc).__name__}: {exc}"
-            continue
-        most = max((row.shown for row in rows), default=0)
-        return GalleryCell(title, f"{reached} · seed {r.seed} · run {r.run_id} · at most {most} image(s) per class "
-                                  "shown (each row: shown of the class's images)", rows)
-    grid = report_dir / cell.grid if cell.grid is not None else None
-    if grid is not None and grid.is_file():  # the copied grid.png: one row per class, no names
-        return GalleryCell(title, f"{reached} · seed {runs[0].seed} · run {runs[0].run_id} · the run's grid.png "
-                                  "(synset.pt not found: rows are classes in label order)", [],
-                           fallback_png=grid.read_bytes(), problem=problem)
-    return GalleryCell(title, f"{reached}", [], problem=problem or "no synthetic set file found for any seed "
-                                                                   f"(runs {', '.join(r.run_id for r in runs)})")
-
-
-def gallery_html(sec: Section, report_dir: Path, per_class: int) -> Raw:
-    """Per IPC, the methods side by side, so that what each made at equal count lines up for the eye."""
-    groups = []
-    for ipc in sec.ipcs:
-        cards = []
-        for v in sec.variants:
-            g = gallery_cell(sec, v, ipc, report_dir, per_class)
-            if g is None:
-                continue
-            body: list[Any] = [tag("h4", g.title), tag("p", g.note, cls="note")]
-            if g.rows:
-                most = max(row.shown for row in g.rows)
-                trs = [tag("tr", join([tag("th", row.name, scope="row"),
-                                       tag("td", tag("img", src=data_uri_png(row.png),
-                                                     alt=f"{g.title}, class {row.name}",
-                                                     cls="strip" if most > 3 else "strip big")
-                                                 if row.png else "(none)"),
-                                       tag("td", f"{row.shown} of {row.total}", cls="count")]))
-                       for row in g.rows]
-                body.append(tag("table", tag("tbody", join(trs)), cls="synset"))
-            elif g.fallback_png:
-                body.append(tag("img", src=data_uri_png(g.fallback_png), alt=f"{g.title} image grid", cls="grid"))
-            if g.problem:
-                body.append(tag("p", g.problem, cls="problem"))
-            cards.append(tag("figure", join(body), cls="card"))
-        if cards:
-            groups.append(join([tag("h4", f"IPC {ipc}", cls="ipc"), tag("div", join(cards), cls="cards")]))
-    return join(groups)
 
 
 # --------------------------------------------------------------------------------------------------
