@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("foundation: errors and data types", {"ddbench", "ddbench.errors", "ddbench.atomic", "ddbench.seeds",
                                            "ddbench.records", "ddbench.roles", "ddbench.jobs", "ddbench.tables",
                                            "ddbench.stats", "ddbench.safeload"}),
-    ("contracts", {"ddbench.api", "ddbench.generative", "ddbench.selection", "ddbench.hookspecs"}),
+    ("contracts", {"ddbench.api", "ddbench.params", "ddbench.generative", "ddbench.selection", "ddbench.hookspecs"}),
     ("helpers: plugins.toml, the store, identities, checks, loading", {
         "ddbench.identity", "ddbench.augment", "ddbench.zca", "ddbench.config", "ddbench.output_checks",
         "ddbench.results", "ddbench.synsets", "ddbench.plugins", "ddbench.classifier", "ddbench.features",

@@ -1,7 +1,8 @@
 """The host's own plugins, loaded through the `ddbench` entry-point group exactly as a third party's are.
 
 One module per thing registered (as simonw/llm `llm/default_plugins/`): the kernel (`ddbench/*.py`) imports
-none of them, so each can be read as an example plugin.
+none of them, so each can be read as an example plugin. A module that registers nothing is a helper of the
+plugin module named beside it (it has no entry point).
 
 - `datasets.py`              datasets: MNIST, Fashion-MNIST, CIFAR-10/100, Tiny-ImageNet, image folders
   (with `dataset_files.py`, what its readers share, and `tiny_imagenet.py`, the Tiny-ImageNet reader)
