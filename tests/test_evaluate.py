@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import ddbench.default_plugins.dsa_protocols as ev
+import ddbench.default_plugins.dsa_training as dsa_training
 from ddbench.api import DDBenchError, ModelSpec, RunContext, SyntheticSet, resolve_params
 from ddbench.augment import DSA
 from ddbench.default_plugins.convnet_models import StackedConvNet
@@ -54,8 +55,8 @@ def test_same_seed_same_first_step_gradients(ctx, syn):
     fast_nets, fast_gens = zip(*(ev.init_network(ctx, i) for i in range(3)))
     stacked = StackedConvNet.from_nets(list(fast_nets))
     perms = torch.stack([torch.randperm(len(images), generator=g) for g in fast_gens])
-    x, y = ev.stacked_batch(images, labels, perms[:, :256], dsa, fast_gens)
-    ev.stacked_loss(stacked(x), y).backward()
+    x, y = dsa_training.stacked_batch(images, labels, perms[:, :256], dsa, fast_gens)
+    dsa_training.stacked_loss(stacked(x), y).backward()
     for i, (net, g) in enumerate(zip(loop_nets, loop_gens)):
         perm = torch.randperm(len(images), generator=g)
         assert torch.equal(perm, perms[i])
