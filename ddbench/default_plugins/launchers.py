@@ -160,74 +160,86 @@ class LocalLauncher(Launcher):
         gpus = self._gpus(settings)
         if gpus and workers > len(gpus):
             log(f"note: {workers} workers share {len(gpus)} GPU(s)")
-        ctx = mp.get_context(settings["start_method"])
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        queue = list(jobs)
-
-        def start(index: int) -> _Slot:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, index, gpus, threads), daemon=True,
-                               name=f"ddbench-worker-{index}")
-            proc.start()
-            child.close()
-            return _Slot(index, proc, parent)
-
-        def give(slot: _Slot) -> None:
-            slot.job = queue.pop(0) if queue and slot.proc.is_alive() else None
-            if slot.job is not None:
-                try:
-                    slot.conn.send(slot.job)
-                except OSError:  # the worker died meanwhile: its sentinel fires, and this job is failed as its own
-                    pass
-
-        slots = [start(i) for i in range(workers)]
+        pool = _Pool(mp.get_context(settings["start_method"]), jobs, workers, gpus)
         try:
-            for slot in slots:
-                give(slot)
-            while any(s.job is not None for s in slots):
-                busy = [s for s in slots if s.job is not None]
+            for slot in pool.slots:
+                pool.give(slot)
+            while any(s.job is not None for s in pool.slots):
+                busy = [s for s in pool.slots if s.job is not None]
                 ready = set(wait([s.conn for s in busy] + [s.proc.sentinel for s in busy]))
                 for slot in busy:
-                    row = None
-                    if slot.conn in ready or (slot.proc.sentinel in ready and slot.conn.poll()):
-                        try:
-                            row = slot.conn.recv()
-                        except (EOFError, OSError):
-                            row = None
-                    elif slot.proc.sentinel not in ready:
+                    row = pool.result(slot, ready)
+                    if row is None:
                         continue
                     job = slot.job
-                    if row is None:  # the worker died with this job: only this job failed
-                        slot.proc.join(5)
-                        row = failed_record(job, "the worker process running this cell died "
-                                                 f"({_death(slot.proc.exitcode)}) in plugin code of method "
-                                                 f"{job.request.method!r} or its dataset or "
-                                                 "protocol; the other cells ran on; rerun the sweep to retry it")
-                        slot.conn.close()
-                        if queue:  # a fresh worker takes the slot only if there is work left for it
-                            fresh = start(slot.index)
-                            slot.proc, slot.conn = fresh.proc, fresh.conn
-                    if not isinstance(row, RunRecord):
-                        row = failed_record(job, f"the worker sent back {type(row).__name__}, not a RunRecord")
-                    give(slot)
+                    pool.give(slot)
                     yield job, row
         finally:
-            for slot in slots:  # a finished, killed or interrupted sweep leaves no worker computing for nobody
-                try:
-                    slot.conn.send(None)
-                except (OSError, ValueError):
-                    pass
-            for slot in slots:
-                slot.proc.join(timeout=0 if slot.job is not None else 5)
-                if slot.proc.is_alive():
-                    slot.proc.terminate()
-                    slot.proc.join(timeout=5)
-                slot.conn.close()
+            pool.close()
 
 
-# --------------------------------------------------------------------------------------------------
-# slurm (through submitit)
-# --------------------------------------------------------------------------------------------------
+class _Pool:
+    """The worker processes of one `--jobs N` sweep (LocalLauncher._pool) and the jobs not yet handed out."""
+
+    def __init__(self, mp_context: Any, jobs: list[Job], workers: int, gpus: list[str]):
+        self.ctx, self.gpus, self.queue = mp_context, gpus, list(jobs)
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.slots = [self.start(i) for i in range(workers)]
+
+    def start(self, index: int) -> _Slot:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker, args=(child, index, self.gpus, self.threads), daemon=True,
+                                name=f"ddbench-worker-{index}")
+        proc.start()
+        child.close()
+        return _Slot(index, proc, parent)
+
+    def give(self, slot: _Slot) -> None:
+        slot.job = self.queue.pop(0) if self.queue and slot.proc.is_alive() else None
+        if slot.job is not None:
+            try:
+                slot.conn.send(slot.job)
+            except OSError:  # the worker died meanwhile: its sentinel fires, and this job is failed as its own
+                pass
+
+    def result(self, slot: _Slot, ready: set) -> RunRecord | None:
+        """The row of `slot`'s job once its worker sent it back or died with it (a failed row), else None."""
+        row = None
+        if slot.conn in ready or (slot.proc.sentinel in ready and slot.conn.poll()):
+            try:
+                row = slot.conn.recv()
+            except (EOFError, OSError):
+                row = None
+        elif slot.proc.sentinel not in ready:
+            return None
+        job = slot.job
+        if row is None:  # the worker died with this job: only this job failed
+            slot.proc.join(5)
+            row = failed_record(job, "the worker process running this cell died "
+                                     f"({_death(slot.proc.exitcode)}) in plugin code of method "
+                                     f"{job.request.method!r} or its dataset or "
+                                     "protocol; the other cells ran on; rerun the sweep to retry it")
+            slot.conn.close()
+            if self.queue:  # a fresh worker takes the slot only if there is work left for it
+                fresh = self.start(slot.index)
+                slot.proc, slot.conn = fresh.proc, fresh.conn
+        if not isinstance(row, RunRecord):
+            row = failed_record(job, f"the worker sent back {type(row).__name__}, not a RunRecord")
+        return row
+
+    def close(self) -> None:
+        """A finished, killed or interrupted sweep leaves no worker computing for nobody."""
+        for slot in self.slots:
+            try:
+                slot.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for slot in self.slots:
+            slot.proc.join(timeout=0 if slot.job is not None else 5)
+            if slot.proc.is_alive():
+                slot.proc.terminate()
+                slot.proc.join(timeout=5)
+            slot.conn.close()
 
 
 # --------------------------------------------------------------------------------------------------
