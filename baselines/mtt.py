@@ -165,6 +165,21 @@ class MTT(Method):
         zca = fit_zca(ctx.dataset, ctx.params["zca_eps"], ctx.cache_dir)
         return whiten_dataset(ctx.dataset, zca), zca
 
+    @staticmethod
+    def _initial(ctx: RunContext, wctx: RunContext, zca, buffer: ExpertBuffer):
+        """(images, labels, provenance, fingerprint): the initial set and the key of the run's checkpoint. Real and
+        noise are drawn in the whitened space (distill.py); a stored set is checked against the real data and
+        whitened like it."""
+        images, labels, provenance = initial_set(ctx, "pix_init", draw=wctx)
+        if provenance is not None and zca is not None:
+            images = zca.from_normalised(images, ctx.dataset)
+        warm = {"init_sha256": provenance["sha256"]} if provenance else {}  # a file enters by its content
+        fp = fingerprint({"method": "mtt",
+                          "params": {k: v for k, v in ctx.params.items()
+                                     if k not in ("iterations", "checkpoint_every", "buffer") + LAYOUT_KEYS},
+                          "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model, "buffer": buffer.key, **warm})
+        return images, labels, provenance, fp
+
     def distill(self, ctx: RunContext) -> SyntheticSet:
         p = ctx.params
         dev = ctx.device
@@ -176,16 +191,7 @@ class MTT(Method):
         buffer = ExpertBuffer(ctx, data)
         buffer.ensure(p["num_experts"])
 
-        # real / noise are drawn in the whitened space (distill.py); a stored set is checked against the real data
-        # and whitened like it
-        images, labels, provenance = initial_set(ctx, "pix_init", draw=wctx)
-        if provenance is not None and zca is not None:
-            images = zca.from_normalised(images, ctx.dataset)
-        warm = {"init_sha256": provenance["sha256"]} if provenance else {}  # a file enters by its content
-        fp = fingerprint({"method": "mtt",
-                          "params": {k: v for k, v in p.items()
-                                     if k not in ("iterations", "checkpoint_every", "buffer") + LAYOUT_KEYS},
-                          "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model, "buffer": buffer.key, **warm})
+        images, labels, provenance, fp = self._initial(ctx, wctx, zca, buffer)
         ckpt_path = ctx.work_dir / CHECKPOINT
 
         labels_dev = labels.to(dev)

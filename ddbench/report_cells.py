@@ -142,7 +142,8 @@ class Cell:
         return stars(self.p_value)
 
     def text(self, digits: int = 2) -> str:
-        """`78.20 ± 1.30 (3 seeds, p=0.004 **)`, `61.00 ± 0.71 (1 seed, 2 nets, no p)`; FAILED when no seed succeeded."""
+        """`78.20 ± 1.30 (3 seeds, p=0.004 **)`, `61.00 ± 0.71 (1 seed, 2 nets, no p)`; FAILED when no seed
+        succeeded."""
         if self.mean is None:
             if self.failed:
                 error = last_line(self.failed[-1].error)

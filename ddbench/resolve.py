@@ -10,7 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .api import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, MAX_BUDGET, DDBenchError, check_budget, resolve_params
+from .api import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_PROTOCOL, MAX_BUDGET, DDBenchError, check_budget,
+                  resolve_params)
 from .config import Config, Layer, preset_note
 from .identity import config_hash
 from .plugins import ALLOW_ENV, Registry, load_plugins

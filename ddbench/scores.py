@@ -191,6 +191,24 @@ def _key(row: RunRecord, roles: SettingRoles, ignore: Iterable[str] = ()) -> tup
     return (row.dataset, row.model, row.protocol, evaluation_settings(row, roles, ignore))
 
 
+def _reference_index(refs: list[RunRecord], shipped: list[RunRecord], random_method: str, full_method: str,
+                     roles: SettingRoles) -> tuple[dict, dict, dict]:
+    """(random_of, full_of, shipped_of): the reference runs by the key of the cells they serve (a random run at
+    its IPC; a full-data run whatever its epochs; a shipped random row at its IPC)."""
+    random_of: dict[tuple, list[RunRecord]] = {}
+    full_of: dict[tuple, list[RunRecord]] = {}
+    shipped_of: dict[tuple, list[RunRecord]] = {}
+    for r in shipped:
+        if r.method == random_method:
+            shipped_of.setdefault((r.ipc,) + _key(r, roles), []).append(r)
+    for r in refs:
+        if r.method == random_method:
+            random_of.setdefault((r.ipc,) + _key(r, roles), []).append(r)
+        if r.method == full_method:
+            full_of.setdefault(_key(r, roles, FULL_IGNORED_ROLES), []).append(r)
+    return random_of, full_of, shipped_of
+
+
 def score_rows(rows: list, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
                random_method: str | None = None, full_method: str | None = None,
                references: list | None = None, shipped: list | None = None,
@@ -211,17 +229,8 @@ def score_rows(rows: list, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
         random_method, full_method = random_method or names[0], full_method or names[1]
     rows = as_records(rows)
     refs = [r for r in (rows if references is None else as_records(references)) if r.ok and r.accuracies]
-    random_of: dict[tuple, list[RunRecord]] = {}
-    full_of: dict[tuple, list[RunRecord]] = {}
-    shipped_of: dict[tuple, list[RunRecord]] = {}
-    for r in as_records(shipped or []):
-        if r.method == random_method:
-            shipped_of.setdefault((r.ipc,) + _key(r, roles), []).append(r)
-    for r in refs:
-        if r.method == random_method:
-            random_of.setdefault((r.ipc,) + _key(r, roles), []).append(r)
-        if r.method == full_method:
-            full_of.setdefault(_key(r, roles, FULL_IGNORED_ROLES), []).append(r)
+    random_of, full_of, shipped_of = _reference_index(refs, as_records(shipped or []), random_method, full_method,
+                                                      roles)
 
     switch: dict[tuple, str | None] = {}  # a cell's augmentation setting (its protocol's, or its runs')
     firsts: dict[tuple, RunRecord] = {}  # a run of each cell: the missing twin's command is made from it

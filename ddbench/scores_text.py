@@ -106,6 +106,28 @@ class ScoreReport:
                           "lrs": "fraction in [0, 1] (shown x100)", "ars": "fraction in [0, 1] (shown x100)"}}
 
 
+def _cross_tables(shown_ok: list, full_method: str, roles, method_order: list[str] | None,
+                  model_order: list[str] | None, registry: Registry) -> list[tuple[str, dict[str, Any]]]:
+    """(title, table) of each cross-architecture table: one per (dataset, protocol, IPC, evaluation settings)
+    that has more than one architecture; runs of other epochs or augmentation never share a cell."""
+    groups: dict[tuple, list] = {}
+    for r in shown_ok:
+        if r.method != full_method:
+            groups.setdefault((r.dataset, r.protocol, r.ipc, evaluation_settings(r, roles)), []).append(r)
+    out = []
+    for (dataset, protocol, ipc, _), members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        if len({r.model for r in members}) < 2:
+            continue
+        header, body = cross_architecture_table(members, ipc=ipc, method_order=method_order, model_order=model_order,
+                                                registry=registry)
+        aug, epochs = augmented(members[0], roles), epochs_of(members[0], roles)
+        title = (f"{dataset} · protocol {protocol} · IPC {ipc}" + ("" if epochs is None else f" · {epochs} epochs")
+                 + ("" if aug is None else f" · augmentation {'on' if aug else 'off'}"))
+        out.append((title, {"dataset": dataset, "protocol": protocol, "ipc": ipc, "augmented": aug, "epochs": epochs,
+                            "header": header, "rows": body}))
+    return out
+
+
 def score_report(all_rows: list, shown_rows: list, method_order: list[str] | None = None,
                  model_order: list[str] | None = None, w: float = LRS_WEIGHT, ars_w: float = ARS_WEIGHT,
                  registry: Registry | None = None) -> ScoreReport:
@@ -149,25 +171,11 @@ def score_report(all_rows: list, shown_rows: list, method_order: list[str] | Non
         text.append("(no evaluated cells)")
         md.append("No evaluated cells.")
     cross: list[dict[str, Any]] = []
-    groups: dict[tuple, list] = {}
-    for r in shown_ok:
-        if r.method == full_method:
-            continue
-        # one table per evaluation setting: runs of other epochs or augmentation never share a cell
-        groups.setdefault((r.dataset, r.protocol, r.ipc, evaluation_settings(r, roles)), []).append(r)
-    for (dataset, protocol, ipc, _), members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        if len({r.model for r in members}) < 2:
-            continue
-        header, body = cross_architecture_table(members, ipc=ipc, method_order=method_order, model_order=model_order,
-                                                registry=registry)
-        aug, epochs = augmented(members[0], roles), epochs_of(members[0], roles)
-        title = (f"{dataset} · protocol {protocol} · IPC {ipc}" + ("" if epochs is None else f" · {epochs} epochs")
-                 + ("" if aug is None else f" · augmentation {'on' if aug else 'off'}"))
+    for title, table in _cross_tables(shown_ok, full_method, roles, method_order, model_order, registry):
         text += ["", f"== cross-architecture accuracy % — {title} (rows: methods, columns: evaluation architectures)",
-                 plain_table(header, body)]
-        md += ["", f"### Cross-architecture accuracy (%): {title}", "", markdown_table(header, body)]
-        cross.append({"dataset": dataset, "protocol": protocol, "ipc": ipc, "augmented": aug, "epochs": epochs,
-                      "header": header, "rows": body})
+                 plain_table(table["header"], table["rows"])]
+        md += ["", f"### Cross-architecture accuracy (%): {title}", "", markdown_table(table["header"], table["rows"])]
+        cross.append(table)
     return ScoreReport("\n".join(text), "\n".join(md) + "\n", scored, cross)
 
 

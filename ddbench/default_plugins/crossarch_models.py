@@ -278,8 +278,8 @@ class ConvNetVariant(_Features):
     """networks.py ConvNet with another norm, activation or pooling (get_network's ConvNetBN, ConvNetAS, ...):
     [conv3x3 - norm - act - pool] x depth - linear; first conv padding 3 for 1 channel (28 -> 32 px).
 
-    Kept apart from the host's `ddbench.default_plugins.convnet_models.ConvNet` (instance norm, ReLU, average pooling), which the
-    fast evaluation stacks; these train with the protocols' loop."""
+    Kept apart from the host's `ddbench.default_plugins.convnet_models.ConvNet` (instance norm, ReLU, average
+    pooling), which the fast evaluation stacks; these train with the protocols' loop."""
 
     def __init__(self, channels: int, num_classes: int, image_size: int, depth: int, width: int = 128,
                  norm: str = "instance", act: str = "relu", pool: str = "avg", name: str = "convnet"):

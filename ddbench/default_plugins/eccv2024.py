@@ -8,15 +8,17 @@ The official script is DataDistillation/ECCV2024-Dataset-Distillation-Challenge 
   labels are `[0]*10 + [1]*10 + ...`, hard), already normalised with CIFAR-100 mean (0.5071, 0.4866, 0.4409) /
   std (0.2673, 0.2564, 0.2762) and the ImageNet mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225); the
   test sets (`reference_data/*_test.pt`) are normalised the same way, and the script normalises nothing.
-  ddbench's `cifar100` and `tiny-imagenet` datasets use exactly these constants (ddbench/default_plugins/dataset_files.py), and
-  their test splits (CIFAR-100 test, Tiny-ImageNet val) are the challenge's test sets.
+  ddbench's `cifar100` and `tiny-imagenet` datasets use exactly these constants
+  (ddbench/default_plugins/dataset_files.py), and their test splits (CIFAR-100 test, Tiny-ImageNet val) are the
+  challenge's test sets.
 - network: `ConvNet(channel=3, net_width=128, net_depth=3, relu, instancenorm, avgpooling,
   im_size=(H, H))`, **depth 3 for both datasets** (the script passes net_depth=3 also for 64 px, although
   DM/MTT use ConvNetD4 there), i.e. ddbench's `--model convnet-d3`; `strict` refuses any other network.
 - training: SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256 shuffled, `for ep in range(1000 + 1)`,
   lr x0.1 (a fresh optimizer) after epoch 501 (`lr_schedule = [Epoch//2 + 1]`), DSA
   `color_crop_cutout_flip_scale_rotate` with `ParamDiffAug()` (aug_mode 'S', not siamese) on every batch.
-  That is ddbench's `dsa` protocol at its defaults (ddbench/default_plugins/dsa_protocols.py), which this protocol reuses.
+  That is ddbench's `dsa` protocol at its defaults (ddbench/default_plugins/dsa_protocols.py), which this
+  protocol reuses.
 - score: test accuracy of each of **3** networks, averaged; the challenge score is the mean of the two
   datasets' averages. The generative track gives the generator 10 minutes (on the organisers' RTX 4090).
 
