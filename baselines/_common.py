@@ -15,10 +15,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ddbench.api import DDBenchError, ImageDataset, RunContext
-from ddbench.atomic import atomic_save  # noqa: F401 - re-exported for the baselines
-from ddbench.identity import config_hash as fingerprint, dataset_fingerprint  # noqa: F401
-from ddbench.safeload import load_tensors
-from ddbench.seeds import derive_seed, generator, seeded  # noqa: F401 - re-exported for the baselines
+from ddbench.helpers import atomic_save, load_tensors
+# The second import path of these helpers, kept only while baselines/dm.py and benchmarks/bench_baseline_speed.py
+# take them from here (issue 29: they move to `from ddbench.helpers import ...`, then this line goes).
+from ddbench.helpers import config_hash as fingerprint, dataset_fingerprint, generator, seeded  # noqa: F401
 
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 NO_AUGMENT = ("none", "None", "")
@@ -96,7 +96,7 @@ def make_dsa(strategy: str):
     """The host's DSA (ddbench.augment), or None when the strategy is 'none'."""
     if strategy in NO_AUGMENT:
         return None
-    from ddbench.augment import DSA
+    from ddbench.helpers import DSA
 
     return DSA(strategy=strategy)
 

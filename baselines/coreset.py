@@ -12,7 +12,7 @@ import time
 
 from ddbench import hookimpl
 from ddbench.api import Method, Param, RunContext, SyntheticSet
-from ddbench.features import SPACES, check_space, select_pool, training_features
+from ddbench.helpers import SPACES, check_space, select_pool, training_features
 
 from ._common import check_ipc_fits
 

@@ -44,22 +44,12 @@ import torch
 
 from ddbench import hookimpl
 from ddbench.api import DDBenchError, MatchStep, Method, Objective, Param, RunContext, SyntheticSet
-from ddbench.augment import check_strategy
+from ddbench.helpers import check_strategy, config_hash, dataset_fingerprint, generator
 
 from .dm import class_major  # the per-class layout check DM's objective uses, naming this objective
 from .warm_start import check_init, init_param, initial_set
 from .gm_step import LOOPS, METRICS, Step, freeze_batchnorm, loops_for
-from ._common import (
-    DSA_STRATEGY,
-    Resumable,
-    check_ipc_fits,
-    class_indices,
-    dataset_fingerprint,
-    fingerprint,
-    generator,
-    keep_freed_memory,
-    progress,
-)
+from ._common import DSA_STRATEGY, Resumable, check_ipc_fits, class_indices, keep_freed_memory, progress
 
 REF = "VICO-UoE/DatasetCondensation main.py"
 UTILS = "VICO-UoE/DatasetCondensation utils.py"
@@ -151,7 +141,7 @@ class GradientMatching(Method):
         p = {k: v for k, v in ctx.params.items()
              if k not in ("iterations", "image_updates", "checkpoint_every") + LAYOUT_KEYS}
         warm = {"init_sha256": init_sha256} if init_sha256 else {}
-        return fingerprint({"method": self.name, "params": p, "loops": loops_for(ctx), "ipc": ctx.ipc,
+        return config_hash({"method": self.name, "params": p, "loops": loops_for(ctx), "ipc": ctx.ipc,
                             "seed": ctx.seed, "model": ctx.model, "data": dataset_fingerprint(ctx.dataset), **warm})
 
     def distill(self, ctx: RunContext) -> SyntheticSet:

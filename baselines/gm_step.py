@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ddbench.api import DDBenchError, RunContext
+from ddbench.helpers import generator, seeded
 
-from ._common import generator, make_dsa, seeded
+from ._common import make_dsa
 from .workers import map_workers
 
 # utils.py: get_loops(ipc) -> (outer_loop, inner_loop), "empirically good" values; other IPCs exit there

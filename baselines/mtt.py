@@ -46,19 +46,9 @@ from torch.func import functional_call
 
 from ddbench import hookimpl
 from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
+from ddbench.helpers import config_hash, generator, seeded
 
-from ._common import (
-    DSA_STRATEGY,
-    NO_AUGMENT,
-    Resumable,
-    check_ipc_fits,
-    fingerprint,
-    generator,
-    keep_freed_memory,
-    make_dsa,
-    progress,
-    seeded,
-)
+from ._common import DSA_STRATEGY, NO_AUGMENT, Resumable, check_ipc_fits, keep_freed_memory, make_dsa, progress
 from .mtt_buffer import ExpertBuffer
 from .warm_start import check_init, init_param, initial_set
 from .workers import map_workers, thread_copy
@@ -160,7 +150,7 @@ class MTT(Method):
         """The dataset the method works on: the real one, or its ZCA-whitened version, and the ZCA."""
         if not ctx.params["zca"]:
             return ctx.dataset, None
-        from ddbench.zca import fit_zca, whiten_dataset
+        from ddbench.helpers import fit_zca, whiten_dataset
 
         zca = fit_zca(ctx.dataset, ctx.params["zca_eps"], ctx.cache_dir)
         return whiten_dataset(ctx.dataset, zca), zca
@@ -174,7 +164,7 @@ class MTT(Method):
         if provenance is not None and zca is not None:
             images = zca.from_normalised(images, ctx.dataset)
         warm = {"init_sha256": provenance["sha256"]} if provenance else {}  # a file enters by its content
-        fp = fingerprint({"method": "mtt",
+        fp = config_hash({"method": "mtt",
                           "params": {k: v for k, v in ctx.params.items()
                                      if k not in ("iterations", "checkpoint_every", "buffer") + LAYOUT_KEYS},
                           "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model, "buffer": buffer.key, **warm})

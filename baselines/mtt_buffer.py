@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from ddbench.api import DDBenchError, RunContext
-from ddbench.atomic import atomic_write_json
+from ddbench.helpers import atomic_save, atomic_write_json, config_hash, dataset_fingerprint, generator, seeded
 
-from ._common import (atomic_save, class_indices, dataset_fingerprint, fingerprint, generator, make_dsa, progress,
-                      seeded, try_load)
+from ._common import class_indices, make_dsa, progress, try_load
 from .workers import map_workers
 
 
@@ -51,7 +50,7 @@ class ExpertBuffer:
         }
         if not p["zca"]:
             self.settings["zca_eps"] = None
-        self.key = fingerprint(self.settings)
+        self.key = config_hash(self.settings)
         base = ds.name + ("+zca" if p["zca"] else "")
         self.dir = Path(ctx.cache_dir) / "mtt_buffers" / f"{base}-{ctx.model}-{self.key}".replace("/", "_")
         self.epochs = p["train_epochs"]

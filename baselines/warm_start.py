@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from ddbench.api import DDBenchError, Param, RunContext
-from ddbench.identity import file_sha256
-from ddbench.safeload import UnsafeFile, load_tensors
+from ddbench.helpers import UnsafeFile, file_sha256, load_tensors
 
 from ._common import init_images
 
@@ -91,7 +90,7 @@ def _locate(ctx: RunContext, key: str, value: str) -> tuple[Path, dict[str, Any]
         if ctx.results_db is None:
             raise DDBenchError(f"{key}={value!r} needs a results database (ddbench run --out/--db); "
                                "give a PATH instead")
-        from ddbench.results import get_run
+        from ddbench.helpers import get_run
 
         try:
             rec = get_run(ctx.results_db, run_id)

@@ -1,7 +1,7 @@
 """The objects plugins hand to the host and receive from it: the contracts of every kind of extension.
 
-Everything a plugin needs to implement or consume is importable from here (see `PUBLIC_SURFACE` for the few
-helper modules a plugin may import besides). The host never imports a method, sampler or policy by name: it
+Everything a plugin needs to implement or consume is importable from here (`__all__`); the helpers it may use
+besides are `ddbench.helpers`' names (`PUBLIC_SURFACE`). The host never imports a method, sampler or policy by name: it
 only sees these interfaces. This module depends on nothing of the host but the bottom layer (errors, the run
 record, the sweep job), and imports torch only where a tensor is touched, so the CLI can parse its
 arguments without loading torch.
@@ -53,29 +53,16 @@ def check_budget(seconds: float) -> float:
     return seconds
 
 
-# What a plugin may import from ddbench: this module, and the few helper modules below (each one helper per
-# job, documented in docs/plugins.md#what-a-plugin-may-import). tests/test_layers.py holds every bundled plugin
+# What a plugin may import from ddbench, by name: `hookimpl`, this module's `__all__` and `ddbench.helpers`'
+# `__all__` (docs/plugins.md#what-a-plugin-may-import). tests/test_layers.py holds every bundled plugin
 # (ddbench/default_plugins/, baselines/, ddbench_minmax/) to it; anything else of the host may change freely.
 PUBLIC_SURFACE: dict[str, str] = {
     "ddbench": "`hookimpl`, the marker of a hook implementation",
-    "ddbench.api": "the contracts and types of every kind of extension, and the errors",
-    "ddbench.generative": "the generative contracts (Sampler, SampleRequest, Policy...), "
-                          "also re-exported by ddbench.api",
-    "ddbench.selection": "the selection contract (Selector, check_picks, check_pool), also re-exported by ddbench.api",
-    "ddbench.atomic": "the one atomic-write helper (`atomic_write`, `atomic_save`, `atomic_write_json`...)",
-    "ddbench.safeload": "the one `.pt` reader, tensors and plain containers only (`load_tensors`, `UnsafeFile`)",
-    "ddbench.seeds": "seeded generators on keyed streams (`generator`, `derive_seed`, `seeded`)",
-    "ddbench.identity": "the one config hash and dataset fingerprint (cache keys)",
-    "ddbench.guard": "for methods that call other plugins' objects: `call_plugin`, so a fault names their plugin",
-    "ddbench.augment": "DSA differentiable augmentation, shared by methods and protocols",
-    "ddbench.zca": "ZCA whitening as the reference code fits it",
-    "ddbench.classifier": "the real-data reference classifier (quality figures, feature spaces)",
-    "ddbench.features": "feature spaces of a pool and `select_pool`, the one pool-selection helper",
-    "ddbench.sweeps": "for launchers: `run_job(job)` and `failed_record(job, why)`",
-    "ddbench.clikit": "for commands: the shared run flags, `load(config)`, `request_from_args`, a run's summary",
-    "ddbench.runner": "for commands: `RunRequest`, `resolve` and `execute`, the programmatic way to run a cell",
-    "ddbench.results": "for commands, and methods that start from a recorded run: reading the results database "
-                       "(`query`, `find_ok`, `get_run`)",
+    "ddbench.api": "the contracts and types of every kind of extension, and the errors (its `__all__`)",
+    "ddbench.helpers": "the helpers, one name each: atomic writes, seeded streams, cache keys, the `.pt` reader, "
+                       "guarded calls, DSA and ZCA, the reference classifier and feature spaces, and for launchers "
+                       "and commands the worker, the run flags, running a cell and reading the results (its "
+                       "`__all__`)",
 }
 
 
@@ -394,3 +381,20 @@ class RunContext:
         from .seeds import generator
 
         return generator(self.seed, "run-context", offset)
+
+
+__all__ = [
+    # errors, records, jobs
+    "DDBenchError", "RunFailed", "RunRecord", "Job",
+    # settings and their roles
+    "Param", "resolve_params", "AUGMENTATION", "EPOCHS", "IMPLEMENTATION", "NETWORKS", "PRECISION", "ROLES", "SPEED",
+    # defaults and limits
+    "DEFAULT_DATASET", "DEFAULT_PROTOCOL", "DEFAULT_MODEL", "MAX_BUDGET", "check_budget", "PUBLIC_SURFACE",
+    # data, models, methods, protocols, objectives, launchers, commands
+    "ImageDataset", "DatasetLoader", "DatasetSpec", "SyntheticSet", "ModelBuilder", "ModelSpec", "Method",
+    "EvalResult", "Protocol", "MatchStep", "Objective", "Launcher", "ArgumentAdder", "CommandRunner", "Command",
+    "Components", "RunContext",
+    # the generative contracts (ddbench/generative.py) and the selection contract (ddbench/selection.py)
+    "Sampler", "SampleRequest", "SampleResult", "Throughput", "SAMPLER_LEVERS", "unhonoured_levers", "Policy",
+    "PlanRequest", "Decision", "Selector", "check_picks", "check_pool",
+]

@@ -1,8 +1,13 @@
 """The real-data reference classifier: a ConvNet trained once per dataset, cached, shipped for Fashion-MNIST.
 
-One network serves several jobs, so it lives in the host: generator-quality figures (class accuracy and a
-Fréchet distance in its feature space, ddbench_minmax/quality.py), the `classifier` feature space of the
-selectors (ddbench/features.py: its penultimate features), and the logits the `confidence` selector ranks by.
+One network serves several jobs, so it lives in the host: generator-quality figures, the `classifier` feature
+space of the selectors (ddbench/features.py: its penultimate features), and the logits the `confidence` selector
+ranks by. The figures of a generated set (`ReferenceClassifier.figures`), cheap enough to compare recipes without
+full evaluations: `class_accuracy`, the % of generated images it assigns to the class they were generated for (a
+conditional generator that has not learned its classes scores near 100/K); `fd`, the Fréchet distance between
+its `embed` features of generated images and of the real test set (FID's formula, Heusel et al. 2017, in this
+network's feature space instead of Inception's, which cannot be downloaded here; comparable only between sets of
+equal size, so the size is recorded).
 It is the evaluation ConvNet of DC/DSA/DM (ddbench/default_plugins/convnet_models.py) trained with one epoch
 of Adam on the whole real training set: ~88 % test accuracy on Fashion-MNIST, about 2.5 min on 2 CPU cores
 (docs/minmax.md#the-shipped-base). A figure of quality, not a benchmark result.

@@ -55,8 +55,7 @@ class BaseRecipe:
 def train_base(dataset, recipe: BaseRecipe, work_dir: Path, out: DenoiserCache, progress: bool = True, log=print,
                device: str = "cpu", threads: int | str = "auto", stop_at: int | None = None) -> dict[str, Any]:
     """Train the base with `recipe` on `dataset`, resumable through work_dir; save it into `out`."""
-    from ddbench.identity import dataset_fingerprint
-    from ddbench.seeds import seeded
+    from ddbench.helpers import dataset_fingerprint, seeded
 
     from .model import build_denoiser
     from .train import TrainSpec, to_signed_pixels, train_phase

@@ -22,9 +22,7 @@ from typing import Any, Iterator
 import torch
 
 from ddbench.api import DDBenchError
-from ddbench.identity import config_hash, file_sha256
-from ddbench.atomic import atomic_save, atomic_write_text
-from ddbench.safeload import load_tensors
+from ddbench.helpers import atomic_save, atomic_write_text, config_hash, file_sha256, load_tensors
 
 from .model import Denoiser
 

@@ -20,19 +20,14 @@ from .shipped import shipped_cache
 
 
 def _load_dataset(name: str, root: str | None):
-    from ddbench.clikit import load
-    from ddbench.runner import load_dataset
+    from ddbench.helpers import load, load_dataset
 
     return load_dataset(load(None)[1], name, root, False)
 
 
 def _ship_classifier(args) -> int:
     """Train (or take from the cache) the reference classifier and ship its weights (ddbench/weights/)."""
-    from ddbench.atomic import atomic_save
-    from ddbench.classifier import reference_classifier, shipped_path
-    from ddbench.clikit import load
-    from ddbench.identity import dataset_fingerprint
-    from ddbench.runner import load_dataset
+    from ddbench.helpers import atomic_save, dataset_fingerprint, load, load_dataset, reference_classifier, shipped_path
 
     reg = load(None)[1]
     ds = load_dataset(reg, args.dataset, args.data_root, False)

@@ -219,7 +219,7 @@ def inspect_folder(value: str) -> BaseFolder:
 
 @lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from ddbench.identity import file_sha256
+    from ddbench.helpers import file_sha256
 
     return file_sha256(Path(path))
 

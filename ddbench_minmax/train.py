@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 
 from ddbench.api import DDBenchError
-from ddbench.safeload import UnsafeFile, load_tensors
+from ddbench.helpers import UnsafeFile, load_tensors
 
 from .losses import ClassMemory, minmax_losses
 from .model import Denoiser, schedule_kwargs
@@ -333,7 +333,7 @@ def _run_steps(ph: Phase, data: torch.Tensor, labels: torch.Tensor, end: int, go
     """The phase's steps up to `end`, with its EMA snapshots and checkpoints on their schedules."""
     from tqdm.auto import tqdm
 
-    from ddbench.atomic import atomic_save
+    from ddbench.helpers import atomic_save
 
     st, spec = ph.state, ph.spec
     bar = tqdm(total=spec.steps, initial=st.step, desc=f"minmax {spec.name}", disable=not progress, leave=False)

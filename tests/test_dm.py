@@ -7,7 +7,8 @@ import torch
 from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError, SyntheticSet
 from ddbench_baselines import dm as dm_module
-from ddbench_baselines._common import derive_seed, init_images, seeded
+from ddbench.helpers import derive_seed, seeded
+from ddbench_baselines._common import init_images
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

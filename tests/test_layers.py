@@ -1,6 +1,7 @@
 """The floor plan, read from the code's own imports (every `import`, lazy ones inside functions and those under
 `if TYPE_CHECKING:` included): no circles anywhere, no import from a lower layer of the kernel to a higher one,
-and bundled plugins import nothing of the host beyond its declared public surface (ddbench.api.PUBLIC_SURFACE)."""
+and bundled plugins import nothing of the host beyond its public names: `hookimpl`, `ddbench.api.__all__` and
+`ddbench.helpers.__all__` (ddbench.api.PUBLIC_SURFACE)."""
 from __future__ import annotations
 
 import ast
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import ddbench.api
+import ddbench.helpers
 from ddbench.api import PUBLIC_SURFACE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +38,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("the report", {"ddbench.report"}),
     ("the report as a page", {"ddbench.report_html"}),
     ("the command kit", {"ddbench.clikit"}),
+    ("the helpers plugins may use, by name", {"ddbench.helpers"}),
     ("commands", {"ddbench.core_commands", "ddbench.compare", "ddbench.report_command"}),
     ("the command line", {"ddbench.cli"}),
 ]
@@ -161,12 +165,60 @@ def _plugin_module(name: str) -> bool:
     return name.startswith(PLUGIN_PACKAGES)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if _plugin_module(n)))
-def test_bundled_plugins_import_only_the_public_surface(name):
+# The names a plugin may import from the host, per module.
+PUBLIC_NAMES = {"ddbench": {"hookimpl"}, "ddbench.api": set(ddbench.api.__all__),
+                "ddbench.helpers": set(ddbench.helpers.__all__)}
+# Bundled modules whose imports the lead moves to ddbench.helpers in a change of their own (issue 29): strict, so
+# the test fails once they comply, until they leave this set.
+MOVING = {"ddbench_baselines.dm": "imports ddbench.augment", "ddbench_minmax.plugin": "imports ddbench.atomic, "
+          "features, guard, identity, safeload, seeds", "ddbench_minmax.sampler": "imports ddbench.seeds"}
+
+
+def host_names(name: str) -> set[tuple[str, str]]:
+    """(module, name) of every import in module `name` of the host (ddbench but the plugin's own package);
+    `import ddbench.x` reads as (ddbench.x, "*")."""
     own = next(p for p in PLUGIN_PACKAGES if name.startswith(p))
-    outside = sorted(t for t in GRAPH[name]
-                     if t.split(".")[0] == "ddbench" and not t.startswith(own) and t not in PUBLIC_SURFACE)
-    assert not outside, f"{name} imports {outside}, which ddbench.api.PUBLIC_SURFACE does not offer plugins"
+    package = name if _is_package(name) else name.rpartition(".")[0]
+    found: set[tuple[str, str]] = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.ImportFrom):
+            stem = node.module or ""
+            if node.level:
+                base = package.split(".")
+                stem = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
+            found |= {(stem, a.name) for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {(a.name, "*") for a in node.names}
+    return {(m, n) for m, n in found if m.split(".")[0] == "ddbench" and not m.startswith(own)}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=MOVING[n]))
+                                  if n in MOVING else n for n in sorted(n for n in MODULES if _plugin_module(n))])
+def test_bundled_plugins_import_only_the_public_names(name):
+    outside = sorted(f"{m}.{n}" for m, n in host_names(name) if n not in PUBLIC_NAMES.get(m, set()))
+    assert not outside, (f"{name} imports {outside}: a plugin imports `hookimpl`, ddbench.api's names and "
+                         "ddbench.helpers' names only (ddbench.api.PUBLIC_SURFACE)")
+
+
+def test_the_surface_test_sees_relative_imports_and_whole_modules():
+    # it would pass everything if it missed the bundled plugins' own spellings of a host import
+    assert ("ddbench", "hookimpl") in host_names("ddbench.default_plugins.challenge_command")  # `from .. import`
+    assert ("ddbench.api", "Command") in host_names("ddbench.default_plugins.challenge_command")  # `from ..api`
+    assert ("ddbench.api", "Selector") in host_names("ddbench.default_plugins.selectors")  # `from ddbench.api`
+    assert not any(m.startswith("ddbench.default_plugins") for m, _ in host_names("ddbench.default_plugins.datasets"))
+
+
+def test_the_helpers_import_graph_names_each_home():
+    # the TYPE_CHECKING imports are what readers of the import graph (and this file) see: the same homes
+    tree = ast.parse(MODULES["ddbench.helpers"].read_text())
+    seen = {a.name: n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 for a in n.names}
+    assert seen == ddbench.helpers._HOMES
+
+
+def test_the_helpers_are_lazy_and_every_name_resolves():
+    cpu, out, rc = _cpu_of("import sys, ddbench.helpers as h\nprint('torch' in sys.modules)\n"
+                           "missing = [n for n in h.__all__ if getattr(h, n, None) is None]\nprint(missing)")
+    assert rc == 0 and out.split() == ["False", "[]"], out
 
 
 def test_the_public_surface_is_documented():

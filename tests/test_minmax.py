@@ -319,7 +319,7 @@ def test_quality_figures_are_recorded(make_ctx):
 
 
 def test_frechet_distance_is_zero_for_equal_statistics_and_grows_with_a_shift():
-    from ddbench_minmax.quality import frechet_distance
+    from ddbench.helpers import frechet_distance
 
     f = torch.randn(200, 5, dtype=torch.float64)
     mu, cov = f.mean(0), torch.cov(f.T)
@@ -504,7 +504,7 @@ def test_a_corrupt_shipped_base_is_one_line_error(tmp_path):
 def test_shipped_quality_classifier_is_used_for_its_data(tmp_path, registry):
     from ddbench.identity import dataset_fingerprint
     from ddbench.runner import load_dataset
-    from ddbench_minmax.quality import reference_classifier
+    from ddbench.helpers import reference_classifier
 
     ds = load_dataset(registry, "fashion-mnist", None, False)
     spec = registry.get("models", "convnet")

@@ -8,7 +8,8 @@ from torch.func import functional_call
 from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError, SyntheticSet
 from ddbench_baselines import mtt as mtt_module
-from ddbench_baselines._common import init_images, seeded
+from ddbench.helpers import seeded
+from ddbench_baselines._common import init_images
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,7 @@ import sys
 
 from .. import hookimpl
 from ..api import Command, DDBenchError
-from ..clikit import add_common_run_args, load, request_from_args
+from ..helpers import add_common_run_args, load, request_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..api import DDBenchError
-from ..atomic import missing_dirs, remove_empty
+from ..helpers import missing_dirs, remove_empty
 
 
 CACHE_ENV = "DDBENCH_CACHE"

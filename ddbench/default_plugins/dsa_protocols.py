@@ -37,8 +37,7 @@ from torch import nn
 from .. import hookimpl
 from ..api import (AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, SPEED, DDBenchError, EvalResult, Param,
                    Protocol, RunContext, SyntheticSet)
-from ..seeds import derive_seed
-from ..augment import DEFAULT_STRATEGY, DSA, check_strategy
+from ..helpers import DEFAULT_STRATEGY, DSA, check_strategy, derive_seed
 from .convnet_models import ConvNet, StackedConvNet
 from .dsa_training import autocast, lr_decay_epoch, test_accuracy_stacked, train_stacked
 
@@ -241,7 +240,7 @@ def _whitened(syn: SyntheticSet, ctx: RunContext, eps: float) -> tuple[Synthetic
     with --zca: both sides of the evaluation are always in the same space."""
     import dataclasses
 
-    from ..zca import fit_zca, whiten_dataset
+    from ..helpers import fit_zca, whiten_dataset
 
     zca = fit_zca(ctx.dataset, eps, ctx.cache_dir)
     white = dataclasses.replace(syn, images=zca.from_normalised(syn.images.detach().cpu().float(), ctx.dataset))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..api import RunContext
-from ..augment import DSAParams
+from ..helpers import DSAParams
 from .convnet_models import StackedConvNet
 
 

@@ -39,7 +39,7 @@ from .. import hookimpl
 from ..api import (AUGMENTATION, NETWORKS, SPEED, DDBenchError, EvalResult, ImageDataset, Method, Param, RunContext,
                    RunFailed, SyntheticSet)
 from .dsa_protocols import DSAProtocol
-from ..safeload import UnsafeFile, load_tensors
+from ..helpers import UnsafeFile, load_tensors
 
 OFFICIAL = "DataDistillation/ECCV2024-Dataset-Distillation-Challenge evaluate.py"
 IPC = 10
@@ -185,7 +185,7 @@ def export_submission(syn: SyntheticSet, dataset: str, folder: Path | str) -> Pa
     if tuple(sub.images.shape[1:]) != (3, spec.image_size, spec.image_size):
         raise DDBenchError(f"images of shape {tuple(sub.images.shape[1:])} cannot be a {spec.file} submission; "
                            f"it needs (3, {spec.image_size}, {spec.image_size})")
-    from ..atomic import atomic_save
+    from ..helpers import atomic_save
 
     target = Path(folder) / f"{spec.file}.pt"
     atomic_save(sub.images.detach().cpu().float().contiguous(), target)
@@ -295,9 +295,7 @@ def run_challenge(method: str, base=None, config=None, registry=None,
     `base` is a ddbench.runner.RunRequest carrying the shared flags (data root, output folder, device, seed,
     protocol settings such as eval.strict); method, dataset, IPC and protocol are set here.
     """
-    from ..clikit import load
-    from ..results import find_ok
-    from ..runner import RunRequest, execute, resolve
+    from ..helpers import RunRequest, execute, find_ok, load, resolve
 
     if config is None or registry is None:
         config, registry = load(None)

@@ -30,7 +30,7 @@ from typing import Any
 from .. import hookimpl
 from ..api import DDBenchError, Launcher, Param
 from ..api import Job, RunRecord
-from ..sweeps import failed_record, run_job
+from ..helpers import failed_record, run_job
 from .slurm_launcher import SlurmLauncher, SweepJob, ping_controller  # SweepJob: pickled jobs name it here
 
 # Launcher settings are ddbench's own (no paper has them); each is explained where it is documented.

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import DDBenchError, Job, Launcher, Param, RunRecord
-from ..atomic import atomic_write_json
-from ..sweeps import failed_record, run_job
+from ..helpers import atomic_write_json, failed_record, run_job
 
 try:  # optional extra: ddbench[slurm]
     from submitit.helpers import Checkpointable as _Checkpointable

@@ -43,12 +43,9 @@ from torch import nn
 from .. import hookimpl
 from ..api import (AUGMENTATION, EPOCHS, NETWORKS, SPEED, DDBenchError, EvalResult, Param, Protocol, RunContext,
                    SyntheticSet)
-from ..augment import DEFAULT_STRATEGY, DSA
+from ..helpers import (DEFAULT_STRATEGY, DSA, UnsafeFile, atomic_save, config_hash, dataset_fingerprint, derive_seed,
+                       drop_refused, load_tensors, seeded)
 from .dsa_protocols import _check, epoch_batches, init_network, test_accuracy, worker_count
-from ..identity import config_hash, dataset_fingerprint
-from ..atomic import atomic_save
-from ..safeload import UnsafeFile, drop_refused, load_tensors
-from ..seeds import derive_seed, seeded
 
 DDR = "NUS-HPC-AI-Lab/DD-Ranking"
 REF = "VICO-UoE/DatasetCondensation"

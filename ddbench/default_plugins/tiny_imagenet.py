@@ -10,9 +10,7 @@ import numpy as np
 import torch
 
 from ..api import DDBenchError, ImageDataset
-from ..atomic import atomic_save
-from ..identity import config_hash
-from ..safeload import UnsafeFile, drop_refused, load_tensors
+from ..helpers import UnsafeFile, atomic_save, config_hash, drop_refused, load_tensors
 from .dataset_files import NORMALISATION, locate, no_empty_folders_on_failure, normalise_uint8, one_line, cache_dir
 
 
