@@ -1,9 +1,12 @@
-"""The command that makes the shipped files: `python -m ddbench_minmax.base train|classifier`.
+"""The command that makes the shipped files: `ddbench minmax-base train|classifier`, also run as
+`python -m ddbench_minmax.base train|classifier`.
 
 `train` trains (or resumes) a base with base.py's recipe, by default into the shipped folder (shipped.py);
-`classifier` ships the quality figures' real-data classifier (ddbench/weights/). The command keeps the module
-name it was first documented (and recorded in the shipped meta.json) under: base.py runs `main` with its recipe
-class and trainer, so this parser needs no import of base.py (which would close a circle).
+`classifier` ships the quality figures' real-data classifier (ddbench/weights/). The command is registered through
+`register_commands` like every other (base_command.py); `python -m ddbench_minmax.base`, the name it was first
+documented and recorded in the shipped meta.json under, runs the same `add_arguments` and `run`. base.py and
+base_command.py hand `run` the recipe class and trainer, so this module imports neither base.py (which would close
+a circle) nor torch until the command runs (`ddbench --help` builds its parser).
 """
 from __future__ import annotations
 
@@ -14,9 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 from ddbench.api import DEFAULT_DATASET, DDBenchError
-
-from .cache import DenoiserCache
-from .shipped import shipped_cache
 
 
 def _load_dataset(name: str, root: str | None):
@@ -40,16 +40,14 @@ def _ship_classifier(args) -> int:
     return 0
 
 
-def main(recipe_class: type, train_base: Callable[..., dict], argv: list[str] | None = None) -> int:
-    """`recipe_class` and `train_base`: base.py's BaseRecipe and train_base."""
-    ap = argparse.ArgumentParser(prog="python -m ddbench_minmax.base",
-                                 description="The pretrained base: train it, or ship the quality classifier.")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The flags of `train` and `classifier`; --steps and --seed default to base.py's BaseRecipe."""
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train (or resume) a base")
     tr.add_argument("--dataset", default=DEFAULT_DATASET)
     tr.add_argument("--data-root", default=None)
-    tr.add_argument("--steps", type=int, default=recipe_class.steps)
-    tr.add_argument("--seed", type=int, default=recipe_class.seed)
+    tr.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's, BaseRecipe.steps)")
+    tr.add_argument("--seed", type=int, default=None, help="seed (default: the recipe's, BaseRecipe.seed)")
     tr.add_argument("--stop-at", type=int, default=None,
                     help="end at this step (the lr schedule stays that of --steps) and save the EMA there")
     tr.add_argument("--threads", default="auto",
@@ -60,24 +58,41 @@ def main(recipe_class: type, train_base: Callable[..., dict], argv: list[str] | 
     cl.add_argument("--dataset", default=DEFAULT_DATASET)
     cl.add_argument("--data-root", default=None)
     cl.add_argument("--cache", default="ddbench-results/cache", help="the cache folder of runs (--out/cache)")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace, recipe_class: type, train_base: Callable[..., dict]) -> int:
+    """Do `args.cmd`; `recipe_class` and `train_base`: base.py's BaseRecipe and train_base. Bad input raises
+    DDBenchError (one line, exit 2)."""
     import torch
 
     if args.cmd == "classifier":
         return _ship_classifier(args)
+    from .cache import DenoiserCache
+    from .shipped import shipped_cache
 
     threads = args.threads if args.threads == "auto" else int(args.threads) if args.threads.isdigit() else 0
     if threads == 0:
-        raise SystemExit(f"error: --threads {args.threads!r} is not allowed; give a number >= 1 or auto")
+        raise DDBenchError(f"--threads {args.threads!r} is not allowed; give a number >= 1 or auto")
     torch.set_num_threads(2 if threads == "auto" else threads)
+    steps = recipe_class.steps if args.steps is None else args.steps
+    seed = recipe_class.seed if args.seed is None else args.seed
+    ds = _load_dataset(args.dataset, args.data_root)
+    recipe = recipe_class(steps=steps, seed=seed)
+    work = Path(args.work) / f"{args.dataset}-seed{seed}-steps{steps}"
+    out = DenoiserCache(Path(args.out)) if args.out else shipped_cache(args.dataset)
+    meta = train_base(ds, recipe, work, out, threads=threads, stop_at=args.stop_at)
+    print(json.dumps({"out": str(out.root), "sha256": meta["sha256"], "seconds": meta["train"]["seconds"]}))
+    return 0
+
+
+def main(recipe_class: type, train_base: Callable[..., dict], argv: list[str] | None = None) -> int:
+    """`python -m ddbench_minmax.base`: the same command as `ddbench minmax-base`, its errors on one line."""
+    ap = argparse.ArgumentParser(prog="python -m ddbench_minmax.base",
+                                 description="The pretrained base: train it, or ship the quality classifier.")
+    add_arguments(ap)
+    args = ap.parse_args(argv)
     try:
-        ds = _load_dataset(args.dataset, args.data_root)
-        recipe = recipe_class(steps=args.steps, seed=args.seed)
-        work = Path(args.work) / f"{args.dataset}-seed{args.seed}-steps{args.steps}"
-        out = DenoiserCache(Path(args.out)) if args.out else shipped_cache(args.dataset)
-        meta = train_base(ds, recipe, work, out, threads=threads, stop_at=args.stop_at)
+        return run(args, recipe_class, train_base)
     except DDBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": str(out.root), "sha256": meta["sha256"], "seconds": meta["train"]["seconds"]}))
-    return 0

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("the command kit", {"ddbench.clikit"}),
     ("the helpers plugins may use, by name", {"ddbench.helpers"}),
     ("commands", {"ddbench.core_commands", "ddbench.compare", "ddbench.report_command"}),
-    ("the command line", {"ddbench.cli"}),
+    ("the command line", {"ddbench.cli", "ddbench.__main__"}),
 ]
 
 

@@ -100,3 +100,21 @@ def test_every_hook_is_documented_in_the_plugin_guide():
     assert set(hooks) == set(KINDS.values())
     for hook in hooks:
         assert re.search(rf"^#+ .*`{hook}\(register\)`", guide, re.M), f"{hook} has no heading in docs/plugins.md"
+
+
+def test_the_base_training_command_registers_like_every_other(tmp_path):
+    """`ddbench minmax-base` comes from a `register_commands` entry point; `python -m ddbench_minmax.base`, the
+    name recorded in the shipped meta.json, runs the same parser and gives the same one-line error (exit 2)."""
+    import subprocess
+    import sys
+
+    from ddbench.plugins import load_commands
+
+    commands = load_commands()
+    assert commands.owners["commands"]["minmax-base"] == "minmax-base"
+    for argv in (["-m", "ddbench", "minmax-base"], ["-m", "ddbench_minmax.base"]):
+        proc = subprocess.run([sys.executable, *argv, "train", "--threads", "many"], capture_output=True, text=True,
+                              cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().endswith("--threads 'many' is not allowed; give a number >= 1 or auto")
+        assert len(proc.stderr.strip().splitlines()) == 1
