@@ -17,12 +17,9 @@ from .workers import map_workers
 # utils.py: get_loops(ipc) -> (outer_loop, inner_loop), "empirically good" values; other IPCs exit there
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 
-
 BN_REAL_PER_CLASS = 16  # main.py: BNSizePC = 16 real images per class set BatchNorm statistics
 
-
 EPS = 0.000001  # utils.py distance_wb: norm product + 0.000001
-
 
 METRICS = ("ours", "mse", "cos")  # main.py --dis_metric
 

@@ -18,9 +18,7 @@ from .workers import map_workers
 
 BUFFER_FORMAT = 1
 
-
 _INIT_LOCK = threading.Lock()
-
 
 # settings that define the expert buffer (part of its cache key)
 EXPERT_KEYS = ("train_epochs", "expert_lr", "expert_batch", "expert_momentum", "expert_l2",

@@ -17,7 +17,6 @@ from .report_cells import Section, variant_name
 # methods and IPCs stays a few MB at most (docs/compare.md#reporthtml).
 GALLERY_PER_CLASS = 10
 
-
 GALLERY_MAX_IMAGES = 100
 
 

@@ -22,7 +22,6 @@ from .roles import EVAL_FLAGS
 
 PRESETS = ("default", "paper")
 
-
 MAX_SEED = 2**63 - 1  # an SQLite INTEGER
 
 

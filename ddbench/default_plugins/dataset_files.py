@@ -20,7 +20,6 @@ from ..helpers import missing_dirs, remove_empty
 
 CACHE_ENV = "DDBENCH_CACHE"
 
-
 # Mean/std per channel in [0, 1] pixel space: VICO-UoE/DatasetCondensation utils.py get_dataset.
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
