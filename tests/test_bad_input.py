@@ -52,7 +52,7 @@ def test_broken_pipe_is_silent(tmp_path):
 
 
 def test_slurm_failure_is_summarised_by_its_error_not_its_log_path(tmp_path, monkeypatch):
-    from ddbench.default_plugins.launchers import job_failure
+    from ddbench.default_plugins.slurm_launcher import job_failure
 
     text = ("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent call "
             "last):\n  File \"x.py\", line 1\nModuleNotFoundError: No module named 'ddbench.cli'\n"
