@@ -220,7 +220,7 @@ def summarise(rows: list[RunRecord], reference: str | None = None, method_order:
               registry: Registry | None = None) -> list[Section]:
     registry = registry_or_default(registry)
     roles = registry.setting_roles()
-    standard = {name: getattr(p, "standard_epochs", None) for name, p in registry.items["protocols"].items()}
+    standard = {name: getattr(p, "standard_epochs", None) for name, p in registry.protocols.items()}
     sections: dict[tuple, Section] = {}
     order = list(method_order or [])
     for r in rows:
