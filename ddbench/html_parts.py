@@ -57,7 +57,8 @@ def code(text: str) -> Raw:
 
 
 def inline(text: str) -> Raw:
-    """Text whose `backticked` spans (report.py and scores.py write markdown) become <code>; all of it escaped."""
+    """Text whose `backticked` spans (report_text.py and scores_text.py write markdown) become <code>; all of it
+    escaped."""
     parts = str(text).split("`")
     if len(parts) % 2 == 0:  # an unpaired backtick: plain text
         return Raw(esc(text))

@@ -1,7 +1,7 @@
 """The report's figures: one matplotlib figure per plot, drawn off-screen (Agg, no display) and saved atomically.
 
-Shared by the accuracy plots of report.py and the accuracy-per-second curves of report_curves.py, which import
-it rather than each other."""
+Shared by the accuracy plots of report_plots.py and the accuracy-per-second curves of report_curves.py, which
+import it rather than each other."""
 from __future__ import annotations
 
 from pathlib import Path

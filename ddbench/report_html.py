@@ -43,7 +43,7 @@ HTML_NAME = "report.html"
 
 
 def _caption(sec: Section) -> str:
-    """What a cell is, in report.py's own words (its terminal header), so that the two never disagree."""
+    """What a cell is, in the report's own words (its terminal header), so that the two never disagree."""
     first = terminal_text([sec]).splitlines()[0]
     return first.split(" — ", 1)[1] if " — " in first else first.lstrip("= ")
 
