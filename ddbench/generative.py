@@ -193,6 +193,9 @@ class Policy(ABC):
 
     name: str = ""
     description: str = ""
+    # True: under a budget the run's own IPC is sampled (Decision.mode "ipc"), and the seconds the sampling leaves
+    # go to the method's later stages (minmax-diffusion's refine), so a budget run stays at equal count.
+    holds_ipc: bool = False
 
     @abstractmethod
     def decide(self, request: PlanRequest) -> Decision:

@@ -29,7 +29,7 @@ from .generator import (base_recipe, check_base_folder, obtain_generator, sample
                         untrained_folder_base)
 from .losses import nn_cosine_distance
 from .model import arch_config, build_denoiser
-from .policy import Calibrated, FixedSteps, MaxImages
+from .policy import Calibrated, FixedIpc, FixedSteps, MaxImages
 from .prototypes import KINDS as PROTOTYPE_KINDS, class_prototypes
 from . import refine
 from .quality import reference_classifier
@@ -105,7 +105,8 @@ PARAMS: dict[str, Param] = {
     "budget_guidance": Param(None, f"{SEED_CODE} sample.py: one --cfg-scale for every run (None = `guidance`); "
                              "docs/minmax.md#unguided-sampling-under-a-10-s-budget-5-method-seeds: under a budget a "
                              "guided image costs two network calls per step",
-                             "guidance scale under --budget (None = the `guidance` setting)", min=1.0),
+                             "guidance scale under --budget (None = the `guidance` setting; not used by a policy "
+                             "that holds --ipc, e.g. fixed-ipc)", min=1.0),
     "steps": Param(10, f"{SEED_CODE} sample.py: --num-sampling-steps 10 (DSR)",
                    "denoising steps S (fixed-steps policy)",
                    min=1),
@@ -162,11 +163,19 @@ PARAMS: dict[str, Param] = {
 
 
 def guidance_of(ctx: RunContext) -> float:
-    """The guidance scale of this run: `budget_guidance` under --budget when set, else `guidance`."""
+    """The guidance scale of this run: `budget_guidance` under a --budget that buys images, else `guidance`. A
+    policy that holds --ipc under the budget (fixed-ipc) samples the fixed-IPC run's images: its seconds buy
+    refine, not more images."""
     p = ctx.params
-    if ctx.budget is not None and p.get("budget_guidance") is not None:
+    if ctx.budget is not None and p.get("budget_guidance") is not None and not holds_ipc(ctx):
         return float(p["budget_guidance"])
     return float(p["guidance"])
+
+
+def holds_ipc(ctx: RunContext) -> bool:
+    """Whether the run's policy keeps --ipc under a budget (`Policy.holds_ipc`; a policy registered duck-typed,
+    with decide() only, holds nothing)."""
+    return bool(getattr(ctx.registry.get("policies", ctx.params["policy"]), "holds_ipc", False))
 
 
 class Plan(NamedTuple):
@@ -277,7 +286,14 @@ class MinMaxDiffusion(Method):
             base = untrained_folder_base(folder, ctx)
         base.to(ctx.device)
         thr = sampler.measure(base, ds.num_classes, sample_shape(base), p["sample_batch"], guidance=guidance_of(ctx))
-        s = p["steps"] if p["policy"] == "fixed-steps" else p["min_steps"]
+        s = p["steps"] if p["policy"] in ("fixed-steps", "fixed-ipc") else p["min_steps"]
+        if holds_ipc(ctx):  # exactly --ipc images per class; refine takes whatever the sampling leaves
+            need = thr.seconds(ctx.ipc * p["pool"] * ds.num_classes, s) * p["budget_safety"]
+            if ctx.budget < need:
+                raise DDBenchError(
+                    f"budget={ctx.budget:g}s is too small to sample the {ctx.ipc} images per class --ipc asks for at "
+                    f"S={s} steps (policy {p['policy']}); about {need:.2f}s on this device")
+            return
         need = thr.min_budget(s, p["budget_safety"])
         if ctx.budget < need:
             raise DDBenchError(
@@ -367,7 +383,7 @@ class MinMaxDiffusion(Method):
         decision = check_decision(call_plugin(ctx.registry, "policies", p["policy"], "decide()",
                                               lambda: self._decide(policy, req)), p["policy"], req)
         ctx.log(f"minmax-diffusion: policy {decision.policy}: {decision.reason}")
-        if ctx.budget is not None and p.get("budget_guidance") is not None and p["budget_guidance"] != p["guidance"]:
+        if ctx.budget is not None and guidance_of(ctx) != p["guidance"]:
             ctx.log(f"minmax-diffusion: under --budget, guidance {p['budget_guidance']:g} (budget_guidance; "
                     f"guidance {p['guidance']:g} is for fixed-IPC runs)")
         return Plan(decision, thr, measure_s, pilot_seconds[0])
@@ -386,7 +402,12 @@ class MinMaxDiffusion(Method):
         extra: dict[str, Any] = {"prototype_seconds": round(time.perf_counter() - t_proto, 3)}
         reserve = self._selection_reserve(ctx, decision, thr) if pool > 1 and ctx.budget is not None else 0.0
         kept_for_refine, per_iteration = 0.0, 0.0
-        if refine.active(ctx) and ctx.budget is not None:  # measured before the clock, as the selection's reserve
+        held = ctx.budget is not None and decision.mode == "ipc"  # a policy holding --ipc under the budget
+        if held and refine.active(ctx):  # refine gets what the sampling leaves; its first iteration is predicted
+            per_iteration = refine.measure(ctx, (ds.channels, ds.image_size, ds.image_size), decision.ipc).seconds(
+                decision.ipc)
+            extra.update(refine_seconds_per_iteration=round(per_iteration, 4), refine_share="the rest")
+        elif refine.active(ctx) and ctx.budget is not None:  # measured before the clock, as the selection's reserve
             largest = max(1, min(thr.max_ipc(ctx.budget, decision.steps, p["budget_safety"]) // pool, p["max_ipc"]))
             cost = refine.measure(ctx, (ds.channels, ds.image_size, ds.image_size), largest)
             fits, kept_for_refine = refine.split(
@@ -399,7 +420,8 @@ class MinMaxDiffusion(Method):
                          refine_seconds_per_iteration=round(per_iteration, 4))
         start = time.perf_counter()
         deadline = None if ctx.budget is None else start + ctx.budget - reserve - kept_for_refine
-        ipc = p["max_ipc"] * pool if ctx.budget is not None else decision.ipc * pool  # under a budget: a cap
+        # under a budget: a cap, unless the policy holds the count
+        ipc = p["max_ipc"] * pool if ctx.budget is not None and not held else decision.ipc * pool
         request = self._request(ctx, generator, decision.steps, ipc, seed=ctx.seed, deadline=deadline, throughput=thr,
                                 prototypes=prototypes)
         out = call_plugin(ctx.registry, "samplers", p["sampler"], "generate()",
@@ -408,6 +430,14 @@ class MinMaxDiffusion(Method):
         made = check_samples(out, p["sampler"], ds.num_classes, (ds.channels, ds.image_size, ds.image_size))
         x, y, stats = out.images, out.labels.long(), dict(out.stats)
         if ctx.budget is None and made != ipc:
+            raise PluginOutputError(f"sampler {p['sampler']!r} returned {made} image(s) per class; "
+                                    f"{ipc} were asked for")
+        if held and made < ipc:  # the deadline stopped the sampling short of the count the policy holds
+            raise BudgetNotMet(
+                f"budget={ctx.budget:g}s sampled {made} of the {ipc} images per class policy {decision.policy!r} "
+                f"holds at S={decision.steps} in {seconds:.2f}s (slower than measured: another process on the "
+                "cores?); the run is recorded as failed")
+        if held and made > ipc:
             raise PluginOutputError(f"sampler {p['sampler']!r} returned {made} image(s) per class; "
                                     f"{ipc} were asked for")
         keep = made // pool
@@ -550,4 +580,5 @@ def register_samplers(register):
 def register_policies(register):
     register(FixedSteps())
     register(MaxImages())
+    register(FixedIpc())
     register(Calibrated())
