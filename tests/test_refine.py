@@ -397,7 +397,7 @@ def test_dm_without_a_budget_runs_every_iteration(make_ctx):
 
 @pytest.mark.parametrize("policy, scale", [("fixed-ipc", 3.0), ("max-images", 1.0)])
 def test_budget_guidance_is_for_budgets_that_buy_images(make_ctx, policy, scale):
-    from ddbench_minmax.plugin import guidance_of
+    from ddbench_minmax.settings import guidance_of
 
     _, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=5.0,
                       **{**TINY, "policy": policy, "guidance": 3.0, "budget_guidance": 1.0})
