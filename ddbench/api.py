@@ -19,8 +19,7 @@ from .jobs import Job
 from .records import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, ROLES, SPEED, RunRecord
 # The generative and selection contracts live in their own modules (one audience each); re-exported here so that
 # `from ddbench.api import Sampler` (the documented surface) keeps working.
-from .generative import (SAMPLER_LEVERS, Decision, PlanRequest, Policy, SampleRequest, SampleResult, Sampler,
-                         Throughput, unhonoured_levers)
+from .generative import Decision, PlanRequest, Policy, SampleRequest, SampleResult, Sampler, Throughput
 from .selection import Selector, check_picks, check_pool
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ddbench.api import RunContext, SampleRequest
+from ddbench.api import RunContext, SampleRequest, resolve_params
 from ddbench.atomic import atomic_save
 from ddbench.features import select_pool
 from ddbench.guard import call_plugin
@@ -152,13 +152,17 @@ def selection_reserve(ctx: RunContext, decision, thr) -> float:
     return per_image * predicted * p["budget_safety"]
 
 
-def sample_request(ctx: RunContext, generator, steps: int, ipc: int | None, **kw: Any) -> SampleRequest:
+def sample_request(ctx: RunContext, generator, steps: int, ipc: int | None, prototypes=None, **kw: Any) -> SampleRequest:
+    """The request of this run: the sampler's own settings resolved from the run's settings of the same names
+    (its levers; a setting the method does not offer keeps the sampler's default), the prototypes as an input."""
     p, ds = ctx.params, ctx.dataset
+    sampler = ctx.registry.get("samplers", p["sampler"])
+    settings = resolve_params(f"sampler {p['sampler']}", sampler.params,
+                              {k: p[k] for k in sampler.params if k in p})
     return SampleRequest(num_classes=ds.num_classes, steps=steps, image_shape=sample_shape(generator),
                          ipc=ipc, guidance=guidance_of(ctx), scheduler=p["scheduler"], batch_size=p["sample_batch"],
-                         safety=p["budget_safety"], progress=ctx.progress, strength=p["strength"],
-                         mode_guidance=p["mode_guidance"], mode_guidance_stop=p["mode_guidance_stop"],
-                         guidance_interval=tuple(p["guidance_interval"]), **kw)
+                         safety=p["budget_safety"], progress=ctx.progress, settings=settings,
+                         inputs={} if prototypes is None else {"prototypes": prototypes}, **kw)
 
 
 def load_prototypes(ctx: RunContext, k: int):

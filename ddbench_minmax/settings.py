@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ddbench.api import SAMPLER_LEVERS, DDBenchError, Param, RunContext, unhonoured_levers
+from ddbench.api import DDBenchError, Param, RunContext
 from ddbench.features import SPACES as SELECTION_SPACES
 
 from . import refine
 from .prototypes import KINDS as PROTOTYPE_KINDS
-from .sampler import SCHEDULERS
+from .sampler import LEVER_PARAMS, LEVERS_OFF, SCHEDULERS, check_lever_values, needs_prototypes
 
 ANCHOR = "vimar-gu/MinimaxDiffusion"
 SEED_CODE = "FanJunqiao/DD_Track2"
@@ -110,15 +110,7 @@ PARAMS: dict[str, Param] = {
                         "and MGD3 (Chan-Santiago et al., ICML 2025; jachansantiago/mode_guidance); 'none' = the seed",
                         "class prototypes for strength < 1 and mode_guidance: none, or kmeans of the real images "
                         "in the generator's space (k = the images per class)", choices=PROTOTYPE_KINDS),
-    "strength": Param(1.0, "suduo94/D4M: img2img from the noised centroids at strength 0.7-0.75; 1 = from pure "
-                      "noise (the seed)", "fraction of the S steps run from the noised prototype", min=0.0, max=1.0),
-    "mode_guidance": Param(0.0, "MGD3 (jachansantiago/mode_guidance): lambda = 0.1; 0 = off (the seed)",
-                           "pull of the predicted clean image toward its prototype", min=0.0),
-    "mode_guidance_stop": Param(0.5, "MGD3 (jachansantiago/mode_guidance): guidance stopped at step 25 of 50",
-                                "fraction of the steps after which mode guidance stops", min=0.0, max=1.0),
-    "guidance_interval": Param((0.0, 1.0), "Kynkäänniemi et al., NeurIPS 2024 (arXiv 2404.07724): guidance only in "
-                               "the middle of the noise range; (0, 1) = everywhere (the seed)",
-                               "lo,hi: classifier-free guidance only while t/T lies in [lo, hi]"),
+    **LEVER_PARAMS,  # strength, mode_guidance, mode_guidance_stop, guidance_interval: the DSR sampler's own
     "pool": Param(1, "CaO2 (hatchetProject/CaO2 sample_imagenet.py): 4 x IPC candidates per class; 1 = no pool "
                   "(the seed)", "candidates sampled per kept image; the selector keeps IPC per class", min=1),
     "selector": Param("confidence",
@@ -153,31 +145,29 @@ def holds_ipc(ctx: RunContext) -> bool:
     return bool(getattr(ctx.registry.get("policies", ctx.params["policy"]), "holds_ipc", False))
 
 
-LEVERS = ("prototypes", "strength", "mode_guidance", "mode_guidance_stop", "guidance_interval")
+LEVERS = ("prototypes", *LEVER_PARAMS)  # the pilot's cache key: every setting that changes the samples
 
 
 def check_levers(p: dict[str, Any]) -> None:
     """The levers' settings that each Param alone cannot check."""
-    gi = tuple(p["guidance_interval"])
-    if len(gi) != 2 or not all(isinstance(v, (int, float)) for v in gi) or not 0 <= gi[0] <= gi[1] <= 1:
-        raise DDBenchError(f"guidance_interval={','.join(map(str, gi))} is not allowed; "
-                           "give lo,hi with 0 <= lo <= hi <= 1")
-    if not p["strength"] > 0:
-        raise DDBenchError(f"strength={p['strength']!r} is not allowed; it must lie in (0, 1]")
-    if (p["strength"] < 1 or p["mode_guidance"] > 0) and p["prototypes"] == "none":
+    check_lever_values(p)
+    if needs_prototypes(p) and p["prototypes"] == "none":
         raise DDBenchError("strength < 1 and mode_guidance > 0 need prototypes; set prototypes=kmeans")
 
 
 def check_sampler_levers(sampler, p: dict[str, Any], label: str) -> None:
-    """Refuse levers turned on for a sampler that does not declare them (ddbench.api.Sampler.levers): a third
-    party's sampler would ignore them and the run be recorded as if they applied."""
-    on = {k: v for k, v in (("prototypes", p["prototypes"]), ("strength", p["strength"]),
-                            ("mode_guidance", p["mode_guidance"]), ("guidance_interval", tuple(p["guidance_interval"])))
-          if v != {"prototypes": "none"}.get(k, SAMPLER_LEVERS[k])}
-    missing = unhonoured_levers(sampler, on)
-    if missing:
-        raise DDBenchError(f"{label} does not honour {', '.join(missing)} (it declares levers: "
-                           f"{', '.join(getattr(sampler, 'levers', ()) or ()) or 'none'}); turn them off with --set "
-                           "(prototypes=none, strength=1, mode_guidance=0, guidance_interval=0,1) or use a sampler "
-                           "that declares them")
+    """Refuse levers turned on for a sampler that does not declare them in its `params` (ddbench.api.Sampler): a
+    third party's sampler would ignore them and the run be recorded as if they applied. Prototypes are used only
+    through strength or mode_guidance."""
+    declared = set(sampler.params)
+    on = [f"{k}={p[k]}" for k, off in LEVERS_OFF.items() if tuple(_seq(p[k])) != tuple(_seq(off)) and k not in declared]
+    if p["prototypes"] != "none" and not declared & {"strength", "mode_guidance"}:
+        on.insert(0, f"prototypes={p['prototypes']}")
+    if on:
+        raise DDBenchError(f"{label} does not honour {', '.join(on)} (its params: {', '.join(sorted(declared)) or 'none'}"
+                           "); turn them off with --set (prototypes=none, strength=1, mode_guidance=0, "
+                           "guidance_interval=0,1) or use a sampler that declares them")
 
+
+def _seq(v: Any) -> tuple:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)

@@ -187,8 +187,7 @@ def test_shipped_table_rows_are_validated_like_database_rows_and_warned_about_on
 
 
 def test_a_lever_the_sampler_does_not_declare_is_refused_before_any_work(env, capsys):
-    from ddbench.api import SAMPLER_LEVERS
-    from ddbench_minmax.sampler import DSRSampler
+    from ddbench_minmax.sampler import LEVERS_OFF, DSRSampler
 
     rc = main(["run", "--method", "minmax-diffusion", "--ipc", "1", "--no-eval", "--set", "sampler=plain-sampler",
                "--set", "prototypes=kmeans", "--set", "strength=0.7", *env["base"]])
@@ -196,7 +195,7 @@ def test_a_lever_the_sampler_does_not_declare_is_refused_before_any_work(env, ca
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "sampler 'plain-sampler' (plugin 'third_selectors') does not honour prototypes=kmeans, strength=0.7" in err
     assert not env["out"].exists()
-    assert set(SAMPLER_LEVERS) <= set(DSRSampler.levers)  # the bundled sampler honours every lever
+    assert set(LEVERS_OFF) <= set(DSRSampler.params)  # the bundled sampler honours every lever
 
 
 def test_budget_prototypes_are_capped_so_the_set_up_before_the_clock_is_bounded(make_ctx, monkeypatch):
@@ -211,10 +210,10 @@ def test_budget_prototypes_are_capped_so_the_set_up_before_the_clock_is_bounded(
     monkeypatch.setattr(sampling, "class_prototypes", lambda x, y, n, k, seed: ks.append(k) or real(x, y, n, k, seed))
 
     class Recorder:
-        name, levers = "recorder", ("prototypes", "strength")
+        name, params = "recorder", {}
 
         def generate(self, model, request):
-            shapes.append(tuple(request.prototypes.shape[:2]))
+            shapes.append(tuple(request.inputs["prototypes"].shape[:2]))
             return SampleResult(torch.zeros(3, 1, SIZE, SIZE), torch.arange(3))
 
     _, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=5.0,
@@ -234,7 +233,7 @@ def test_a_sampler_fault_names_the_sampler_not_the_method(make_ctx, monkeypatch)
     from test_minmax import TINY, tiny_ds, tiny_model
 
     class Broken:
-        name, levers = "broken-sampler", ()
+        name, params = "broken-sampler", {}
 
         def generate(self, model, request):
             raise ValueError("a bug in the sampler")
