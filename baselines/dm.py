@@ -144,7 +144,6 @@ class DM(Method):
         seconds = time.perf_counter() - t0
         if start == p["iterations"] and not ckpt_path.exists():
             save(start)  # iterations=0: still leave a checkpoint
-
         meta = {
             "iterations": p["iterations"],
             "init": p["init"],
@@ -157,12 +156,18 @@ class DM(Method):
         }
         if budget is None:
             return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)
-        meta.update(budget=budget, iterations_done=len(losses), stopped_at_deadline=stopped,
-                    budget_honoured=seconds <= budget)
-        ctx.log(f"dm: {len(losses)} of {p['iterations']} iterations in {seconds:.1f}s of budget={budget:g}s"
-                + (" (stopped at the deadline)" if stopped else ""))
-        return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta, ipc=ctx.ipc,
-                            generation_seconds=round(seconds, 3))
+        return _budget_set(ctx, image_syn.detach().cpu(), labels.clone(), meta, stopped)
+
+
+def _budget_set(ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any],
+                stopped: bool) -> SyntheticSet:
+    """The set of a --budget run: its IPC declared and its matching seconds counted against the budget."""
+    seconds, done = meta["seconds_this_session"], len(meta["losses"])
+    meta.update(budget=ctx.budget, iterations_done=done, stopped_at_deadline=stopped,
+                budget_honoured=seconds <= ctx.budget)
+    ctx.log(f"dm: {done} of {meta['iterations']} iterations in {seconds:.1f}s of budget={ctx.budget:g}s"
+            + (" (stopped at the deadline)" if stopped else ""))
+    return SyntheticSet(images, labels, meta=meta, ipc=ctx.ipc, generation_seconds=round(seconds, 3))
 
 
 def check_dsa_strategy(strategy: str) -> None:
