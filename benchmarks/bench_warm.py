@@ -254,7 +254,8 @@ def budget_table(study: Study, ipc: int) -> str:
                 continue
             secs = "-" if s["seconds"] is None else f"{s['seconds']:.1f}"
             its = "-" if s["iterations"] is None else f"{s['iterations']:.0f}"
-            lines.append(f"| {t} | {label} | {_acc(s)} | {secs} | {its} | {_versus(s, dm)} | {_versus(s, plain)} |")
+            versus_dm = "—" if series == "budget-dm-real" else _versus(s, dm)
+            lines.append(f"| {t} | {label} | {_acc(s)} | {secs} | {its} | {versus_dm} | {_versus(s, plain)} |")
     return "\n".join(lines)
 
 
