@@ -50,6 +50,9 @@ from ._common import (
 from .warm_start import check_init, init_param, initial_set
 
 REF = "VICO-UoE/DatasetCondensation main_DM.py"
+# Under --budget no iteration starts that the slowest one so far, times this margin, would end past the deadline:
+# the margin of minmax-diffusion's budget_safety (docs/minmax.md#dsr-sampler-and-policies), so both methods stop alike.
+BUDGET_SAFETY = 1.1
 CHECKPOINT = "dm_checkpoint.pt"
 LAYOUT_KEYS = ("impl", "micro_batch", "workers")
 
@@ -58,6 +61,9 @@ class DM(Method):
     name = "dm"
     description = ("Distribution Matching (Zhao & Bilen, WACV 2023): match mean ConvNet embeddings of real and "
                    "synthetic images")
+    # --budget SECONDS: --ipc images per class, matching iterations (at most `iterations`) until the deadline
+    # (docs/baselines.md#dm-under-a-budget): the equal-count, equal-seconds partner of a generated set's refine.
+    supports_budget = True
     params = {
         "iterations": Param(20000, f"{REF}: --Iteration 20000", "image updates", min=0),
         "lr_img": Param(1.0, f"{REF}: --lr_img 1.0", "SGD learning rate on the synthetic images", min=0),
@@ -110,25 +116,34 @@ class DM(Method):
         opt = torch.optim.SGD([image_syn], lr=p["lr_img"], momentum=p["momentum"])
         ckpt = Resumable(ctx, ckpt_path, fp, "dm", p["iterations"], {"images": image_syn}, {"optimizer": opt},
                          {"labels": labels})
-        start = ckpt.resume()
-        losses, save = ckpt.losses, ckpt.save
+        budget = ctx.budget  # a budget run neither resumes nor checkpoints: its seconds are one clock
+        start = ckpt.resume() if budget is None else 0
+        losses = ckpt.losses
+        save = ckpt.save if budget is None else (lambda it: None)
 
         step = DMStep(ctx, labels, p)  # the same loss code the `dm` objective gives other methods
         t0 = time.perf_counter()
+        deadline, slowest, stopped = (None if budget is None else t0 + budget), 0.0, False
         bar = progress(range(start, p["iterations"]), ctx, "dm", total=p["iterations"], initial=start)
         for it in bar:
+            if deadline is not None and time.perf_counter() + slowest * BUDGET_SAFETY > deadline:
+                stopped = True
+                break
+            t_it = time.perf_counter()
             loss, grad = step(it, image_syn)
             opt.zero_grad()
             image_syn.grad = grad
             opt.step()
+            slowest = max(slowest, time.perf_counter() - t_it)
             losses.append(loss / n_cls)  # main_DM.py logs loss / num_classes
             if ctx.progress:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if (it + 1) % p["checkpoint_every"] == 0 or it + 1 == p["iterations"]:
                 save(it + 1)
+        bar.close()
+        seconds = time.perf_counter() - t0
         if start == p["iterations"] and not ckpt_path.exists():
             save(start)  # iterations=0: still leave a checkpoint
-
         meta = {
             "iterations": p["iterations"],
             "init": p["init"],
@@ -137,9 +152,22 @@ class DM(Method):
             "final_loss": losses[-1] if losses else None,
             "resumed_from": ckpt.resumed_from,
             "impl": step.impl,
-            "seconds_this_session": time.perf_counter() - t0,
+            "seconds_this_session": seconds,
         }
-        return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)
+        if budget is None:
+            return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)
+        return _budget_set(ctx, image_syn.detach().cpu(), labels.clone(), meta, stopped)
+
+
+def _budget_set(ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any],
+                stopped: bool) -> SyntheticSet:
+    """The set of a --budget run: its IPC declared and its matching seconds counted against the budget."""
+    seconds, done = meta["seconds_this_session"], len(meta["losses"])
+    meta.update(budget=ctx.budget, iterations_done=done, stopped_at_deadline=stopped,
+                budget_honoured=seconds <= ctx.budget)
+    ctx.log(f"dm: {done} of {meta['iterations']} iterations in {seconds:.1f}s of budget={ctx.budget:g}s"
+            + (" (stopped at the deadline)" if stopped else ""))
+    return SyntheticSet(images, labels, meta=meta, ipc=ctx.ipc, generation_seconds=round(seconds, 3))
 
 
 def check_dsa_strategy(strategy: str) -> None:

@@ -8,6 +8,13 @@ protocol, labelled so). Every cell a plain `ddbench run`, resumable.
     python benchmarks/bench_warm.py run --only ipc1 --seeds 3          # IPC 1 only, 3 seeds per point
     python benchmarks/bench_warm.py plan                               # the cells, adopted / stored / to run
     python benchmarks/bench_warm.py report [--write]                   # the table (docs/minmax.md marker block)
+    DDBENCH_STUDY_LOCK=/tmp/ddbench-cpu.lock python benchmarks/bench_warm.py run --track budget --only ipc1
+                                                    # the budget track: equal count, equal seconds (issue 31.4)
+
+The budget track (docs/minmax.md#the-budget-track-with-refine): under `--budget T` seconds after training, at the
+run's --ipc, Min-Max Diffusion samples its set (policy fixed-ipc) and refines it with DM for the seconds left; DM
+from random real matches for the same T; Min-Max Diffusion without refine (its sampling alone, a few seconds) and
+random real are the plain cells. Both loops are capped at DM's paper count (20000) so that the deadline ends them.
 
 Cells are stored atomically in benchmarks/results/warm/<cell>.json by bench_minmax.run_cell (command, summary,
 meta), one at a time under `flock $DDBENCH_STUDY_LOCK` when set; a stored cell is never run again. Order: seeds
@@ -56,10 +63,17 @@ SEED_PHASES = ((0, 1, 2), (3, 4))  # every point at 3 seeds first, then the last
 # series: (label in the table, method)
 SERIES = {"refine": ("Min-Max Diffusion + refine=dm", "minmax-diffusion"), "dm-real": ("DM from random real", "dm"),
           "dm-herding": ("DM from herding", "dm")}
+# The budget track: seconds after training (issue 31: T = 5, 10, 30, 60 s; its goal is stated at 10 and 30, run
+# first). The iteration cap of both loops is DM's paper count (VICO-UoE/DatasetCondensation main_DM.py --Iteration
+# 20000): never reached in these budgets, so the deadline ends every loop.
+BUDGETS = ((10, 30), (5, 60))
+BUDGET_CAP = 20000
+BUDGET_SERIES = {"budget-refine": "Min-Max Diffusion + refine=dm (fixed-ipc)", "budget-dm-real": "DM from random real"}
 
 
 def cell_name(ipc: int, series: str, iterations: int | None, seed: int) -> str:
-    """ipc1-refine-50-s0, ipc10-dm-herding-25-s3; the baselines: ipc1-random-s0, ipc1-herding-s0."""
+    """ipc1-refine-50-s0, ipc10-dm-herding-25-s3; the baselines: ipc1-random-s0, ipc1-herding-s0; the budget
+    track's cells carry the budget in seconds: ipc1-budget-refine-10-s0, ipc1-budget-dm-real-30-s2."""
     return f"ipc{ipc}-{series}{'' if iterations is None else f'-{iterations}'}-s{seed}"
 
 
@@ -105,7 +119,8 @@ def adopted(ipc: int, series: str, iterations: int | None, seed: int) -> Path | 
 
 
 class Study:
-    """The cells of the study and where each one is (adopted, stored, to run)."""
+    """The cells of the study and where each one is (adopted, stored, to run): the curve of accuracy against
+    matching iterations, or (`BudgetStudy`) the budget track."""
 
     def __init__(self, seeds: int = SEEDS, only: tuple[int, ...] = IPCS, adopt: bool = True):
         self.seeds, self.only, self.adopt = seeds, only, adopt
@@ -129,8 +144,16 @@ class Study:
         return _read(self.where(ipc, series, iterations, seed))
 
     def args(self, ipc: int, series: str, iterations: int | None, seed: int) -> tuple[str, list[str]] | None:
-        """(method, `ddbench run` arguments) of a cell; None when its herding start has no run yet."""
+        """(method, `ddbench run` arguments) of a cell; None when its herding start has no run yet. In the budget
+        track `iterations` is the budget T in seconds."""
         base = ["--ipc", str(ipc), "--seed", str(seed), *PROTOCOLS[ipc]]
+        if series == "budget-refine":
+            return "minmax-diffusion", base + ["--budget", str(iterations), "--set", "policy=fixed-ipc",
+                                               "--set", "refine=dm", "--set", f"refine_iterations={BUDGET_CAP}",
+                                               "--set", f"refine_settings=batch_real={BATCH_REAL}"]
+        if series == "budget-dm-real":
+            return "dm", base + ["--budget", str(iterations), "--set", f"iterations={BUDGET_CAP}",
+                                 "--set", f"batch_real={BATCH_REAL}"]
         if series in ("random", "herding"):
             return series, base
         if series == "refine":
@@ -155,9 +178,85 @@ class Study:
             bm.run_cell(cell_name(*cell), *what)
 
 
+class BudgetStudy(Study):
+    """The budget track: for each T, Min-Max Diffusion + refine and DM from real under --budget T at the run's
+    IPC; the plain Min-Max Diffusion and random real cells are the curve study's (adopted where stored)."""
+
+    def plan(self) -> list[tuple[int, str, int | None, int]]:
+        out = []
+        for budgets in BUDGETS:
+            for phase in SEED_PHASES:
+                for ipc in self.only:
+                    for seed in (s for s in phase if s < self.seeds):
+                        out += [(ipc, series, t, seed) for t in budgets for series in BUDGET_SERIES]
+        return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------
+
+
+def budget_seconds(cell: dict[str, Any]) -> float | None:
+    """The seconds a budget cell spent on its clock: DM's matching loop; Min-Max Diffusion's sampling, selection
+    and refine (the run's generation_seconds, which the host checks against the budget)."""
+    meta = cell.get("meta") or {}
+    if meta.get("generation_seconds") is not None:
+        return float(meta["generation_seconds"])
+    if "sampler" in meta:
+        return float(meta["sampler"].get("seconds") or 0.0) + float((meta.get("refine") or {}).get("seconds") or 0.0) \
+            + float(meta.get("selection_seconds") or 0.0)
+    return meta.get("seconds_this_session")
+
+
+def iterations_done(cell: dict[str, Any]) -> int | None:
+    meta = cell.get("meta") or {}
+    if "refine" in meta:
+        return (meta["refine"] or {}).get("iterations_done")
+    return meta.get("iterations_done")
+
+
+def budget_point(study: Study, ipc: int, series: str, t: int | None) -> dict[str, Any] | None:
+    """A budget-track point: seed means, their mean ± std, and the mean seconds spent and iterations done."""
+    cells = [c for c in (study.load(ipc, series, t, seed) for seed in range(study.seeds)) if c is not None]
+    if not cells:
+        return None
+    means = [float(c["summary"]["accuracy_mean"]) for c in cells]
+    secs = [v for v in (budget_seconds(c) for c in cells) if v is not None]
+    its = [v for v in (iterations_done(c) for c in cells) if v is not None]
+    return {"means": means, "mean": statistics.mean(means), "std": statistics.stdev(means) if len(means) > 1 else None,
+            "n": len(means), "seconds": statistics.mean(secs) if secs else None,
+            "iterations": statistics.mean(its) if its else None}
+
+
+def budget_table(study: Study, ipc: int) -> str:
+    plain = budget_point(study, ipc, "refine", 0)  # Min-Max Diffusion without refine: its sampling alone
+    random_real = point(study, ipc, "random", None)
+    lines = [f"IPC {ipc} (equal count), protocol {PROTOCOL_LABEL[ipc]}, Fashion-MNIST; budget T = seconds after "
+             "training on this machine's clock; accuracy % = mean ± sample std over method seeds (n); Welch p over "
+             "seed means (benchmarks/bench_warm.py --track budget).", "",
+             "| T (s) | set | accuracy % (n seeds) | seconds spent | iterations done | vs DM from real, same T: Δ, p "
+             "| vs Min-Max Diffusion without refine: Δ, p |", "|---:|---|---|---:|---:|---|---|"]
+    plain_secs = None if plain is None else f"{plain['seconds']:.1f}"
+    lines.append(f"| - | Min-Max Diffusion, no refine (sampling only) | {_acc(plain)} | {plain_secs or '-'} | 0 | — | — |")
+    load = [c["load_before"][0] for c in (study.load(ipc, se, t, seed) for se in BUDGET_SERIES
+                                          for t in (t for g in BUDGETS for t in g) for seed in range(study.seeds))
+            if c is not None and c.get("load_before")]
+    if load:
+        lines[0] += (f" Load (1-min average) before the budget cells: {min(load):.1f}-{max(load):.1f} on 2 cores: "
+                     "seconds are wall-clock, so a busier machine does fewer iterations in T.")
+    lines.append(f"| - | random real | {_acc(random_real)} | - | - | — | {_versus(random_real, plain)} |")
+    for t in [t for group in BUDGETS for t in group]:
+        dm = budget_point(study, ipc, "budget-dm-real", t)
+        for series, label in BUDGET_SERIES.items():
+            s = budget_point(study, ipc, series, t)
+            if s is None:
+                continue
+            secs = "-" if s["seconds"] is None else f"{s['seconds']:.1f}"
+            its = "-" if s["iterations"] is None else f"{s['iterations']:.0f}"
+            versus_dm = "—" if series == "budget-dm-real" else _versus(s, dm)
+            lines.append(f"| {t} | {label} | {_acc(s)} | {secs} | {its} | {versus_dm} | {_versus(s, plain)} |")
+    return "\n".join(lines)
 
 
 def seconds_from_scratch(cell: dict[str, Any], start: dict[str, Any] | None = None) -> float:
@@ -223,10 +322,11 @@ def table(study: Study, ipc: int) -> str:
 
 
 def report(study: Study, write: bool) -> None:
-    text = "\n\n".join(table(study, ipc) for ipc in study.only)
+    budget = isinstance(study, BudgetStudy)
+    text = "\n\n".join((budget_table if budget else table)(study, ipc) for ipc in study.only)
     print(text)
     if write:
-        replace_block(ROOT / "docs" / "minmax.md", "warm-start", text)
+        replace_block(ROOT / "docs" / "minmax.md", "budget-track" if budget else "warm-start", text)
 
 
 def replace_block(path: Path, marker: str, body: str) -> None:
@@ -245,6 +345,8 @@ def replace_block(path: Path, marker: str, body: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("run", "plan", "report"))
+    ap.add_argument("--track", choices=("curve", "budget"), default="curve",
+                    help="curve: accuracy against matching iterations (default); budget: equal seconds under --budget")
     ap.add_argument("--only", default="", help="ipc1, ipc10 or both (comma-separated; default both)")
     ap.add_argument("--seeds", type=int, default=SEEDS, help=f"method seeds per point, 1-{SEEDS} (default {SEEDS})")
     ap.add_argument("--no-adopt", action="store_true", help="run here the cells other studies already ran")
@@ -257,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.seeds <= SEEDS:
         ap.error(f"--seeds {args.seeds}: not allowed; give 1 to {SEEDS} seeds per point")
     only = tuple(int(g[3:]) for g in groups) or IPCS
-    study = Study(args.seeds, only, adopt=not args.no_adopt)
+    study = (BudgetStudy if args.track == "budget" else Study)(args.seeds, only, adopt=not args.no_adopt)
     if args.what == "run":
         study.run()
     elif args.what == "plan":

@@ -20,8 +20,7 @@ from .records import RunRecord
 from .roles import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, ROLES, SPEED
 # The generative and selection contracts live in their own modules (one audience each); re-exported here so that
 # `from ddbench.api import Sampler` (the documented surface) keeps working.
-from .generative import (SAMPLER_LEVERS, Decision, PlanRequest, Policy, SampleRequest, SampleResult, Sampler,
-                         Throughput, unhonoured_levers)
+from .generative import Decision, PlanRequest, Policy, SampleRequest, SampleResult, Sampler, Throughput
 from .selection import Selector, check_picks, check_pool
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched
@@ -395,6 +394,6 @@ __all__ = [
     "EvalResult", "Protocol", "MatchStep", "Objective", "Launcher", "ArgumentAdder", "CommandRunner", "Command",
     "Components", "RunContext",
     # the generative contracts (ddbench/generative.py) and the selection contract (ddbench/selection.py)
-    "Sampler", "SampleRequest", "SampleResult", "Throughput", "SAMPLER_LEVERS", "unhonoured_levers", "Policy",
-    "PlanRequest", "Decision", "Selector", "check_picks", "check_pool",
+    "Sampler", "SampleRequest", "SampleResult", "Throughput", "Policy", "PlanRequest", "Decision", "Selector",
+    "check_picks", "check_pool",
 ]

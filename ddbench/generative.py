@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import DDBenchError
 
@@ -89,13 +90,11 @@ class SampleRequest:
     throughput: Throughput | None = None  # needed with a deadline
     safety: float = 1.1  # factor on predicted batch times under a deadline
     progress: bool = False
-    # Levers beyond the seed paper, each off by default (docs/minmax.md#levers-beyond-the-seed):
-    # prototypes[c, m] (generator space): round r of class c starts from / is guided toward prototypes[c, r % M]
-    prototypes: torch.Tensor | None = None
-    strength: float = 1.0  # D4M img2img: denoise prototypes noised to this fraction of the steps (1 = pure noise)
-    mode_guidance: float = 0.0  # MGD3 lambda: pull the predicted clean image toward the round's prototype
-    mode_guidance_stop: float = 0.5  # MGD3: fraction of the steps after which mode guidance stops
-    guidance_interval: tuple[float, float] = (0.0, 1.0)  # guidance only while t/T lies in [lo, hi]
+    # The sampler's own settings (its `params`, resolved by the method: defaults < the run's settings), and data the
+    # method prepared for it by name (ddbench_minmax: "prototypes", a (classes, M, C, H, W) tensor). A sampler's
+    # levers live here, so a new one changes the sampler and its method, not this contract.
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,9 +128,9 @@ class Sampler(ABC):
 
     name: str = ""
     description: str = ""
-    # The levers of SampleRequest beyond the seed paper that `generate` honours (names from SAMPLER_LEVERS). A
-    # method refuses a run that turns on a lever its sampler does not declare, rather than record it as applied.
-    levers: tuple[str, ...] = ()
+    # The sampler's settings (its levers), `Param`s as for methods, immutable: the method resolves them into
+    # SampleRequest.settings, and refuses a run that turns on a lever its sampler does not declare here.
+    params: Mapping[str, Any] = MappingProxyType({})  # name -> ddbench.api.Param
 
     @abstractmethod
     def measure(self, model: Any, num_classes: int, image_shape: tuple[int, int, int], batch_size: int,
@@ -141,18 +140,6 @@ class Sampler(ABC):
     @abstractmethod
     def generate(self, model: Any, request: SampleRequest) -> SampleResult:
         """Generate a class-balanced set; under a deadline, never run past it."""
-
-
-# SampleRequest's levers beyond the seed paper and their "off" values (a lever at its off value asks nothing of a
-# sampler); mode_guidance_stop only tunes mode_guidance.
-SAMPLER_LEVERS: dict[str, Any] = {"prototypes": None, "strength": 1.0, "mode_guidance": 0.0,
-                                  "mode_guidance_stop": None, "guidance_interval": (0.0, 1.0)}
-
-
-def unhonoured_levers(sampler: Any, on: dict[str, Any]) -> list[str]:
-    """`name=value` of each lever in `on` (those a run turns on) that `sampler` does not declare in `levers`."""
-    honoured = set(getattr(sampler, "levers", ()) or ())
-    return [f"{k}={v}" for k, v in on.items() if k not in honoured]
 
 
 @dataclass
@@ -193,6 +180,9 @@ class Policy(ABC):
 
     name: str = ""
     description: str = ""
+    # True: under a budget the run's own IPC is sampled (Decision.mode "ipc"), and the seconds the sampling leaves
+    # go to the method's later stages (minmax-diffusion's refine), so a budget run stays at equal count.
+    holds_ipc: bool = False
 
     @abstractmethod
     def decide(self, request: PlanRequest) -> Decision:

@@ -6,6 +6,9 @@ deadline with every class served equally; the policy picks S, and the measured t
 
 - `fixed-steps`: S = the method's `steps`.
 - `max-images`: S = `min_steps`, the fewest steps allowed (most images in a budget).
+- `fixed-ipc`: S = the method's `steps` and exactly the run's `--ipc` images per class, under a budget too; the
+  seconds the sampling leaves go to the stages after it (`refine`): the budget track at equal count
+  (docs/minmax.md#the-budget-track-with-refine).
 - `calibrated`: a pilot generates at candidate S, evaluates with the fast protocol at two pilot IPCs, fits
   acc(S, IPC) = A + B*ln(IPC) - C*exp(-(S-1)/tau) with scipy (C may be negative: measured here, accuracy
   at a fixed IPC can also fall with S, docs/minmax.md), and picks the S that maximises the predicted
@@ -62,6 +65,24 @@ class MaxImages(Policy):
 
     def decide(self, req: PlanRequest) -> Decision:
         return decide_at(self.name, req, req.min_steps, f"fewest steps allowed, S={req.min_steps}", "predicted in")
+
+
+class FixedIpc(Policy):
+    name = "fixed-ipc"
+    description = "S = the method's `steps`, exactly --ipc images per class under a budget too; the rest goes to refine"
+    holds_ipc = True
+
+    def decide(self, req: PlanRequest) -> Decision:
+        s = req.steps
+        why = f"fixed S={s}, {req.ipc} images/class"
+        if req.budget is not None:
+            need = req.throughput.seconds(req.ipc * req.num_classes, s) * req.safety
+            if need > req.budget:
+                raise DDBenchError(
+                    f"budget={req.budget:g}s is too small to sample the {req.ipc} images per class --ipc asks for at "
+                    f"S={s} steps; about {math.ceil(need * 100) / 100:g}s on this device (policy fixed-ipc)")
+            why += f" in about {need:.2f}s of {req.budget:g}s; the rest goes to the stages after sampling"
+        return Decision(self.name, s, "ipc", req.ipc, why, {"images_per_second": req.throughput.images_per_second(s)})
 
 
 def accuracy_curve(X, A, B, C, tau):

@@ -19,15 +19,69 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import torch
 
-from ddbench.api import DDBenchError, SampleRequest, SampleResult, Sampler, Throughput
+from ddbench.api import DDBenchError, Param, SampleRequest, SampleResult, Sampler, Throughput
 from ddbench.seeds import generator as rng
 
 from .model import guided_eps, schedule_kwargs
 
 SCHEDULERS = ("ddim", "dpm++")
+
+# The sampling levers beyond the seed paper (docs/minmax.md#levers-beyond-the-seed), each off by default: the DSR
+# sampler's own settings (`Sampler.params`), which minmax-diffusion offers as its settings of the same names.
+LEVER_PARAMS: Mapping[str, Param] = MappingProxyType({
+    "strength": Param(1.0, "suduo94/D4M: img2img from the noised centroids at strength 0.7-0.75; 1 = from pure "
+                      "noise (the seed)", "fraction of the S steps run from the noised prototype", min=0.0, max=1.0),
+    "mode_guidance": Param(0.0, "MGD3 (jachansantiago/mode_guidance): lambda = 0.1; 0 = off (the seed)",
+                           "pull of the predicted clean image toward its prototype", min=0.0),
+    "mode_guidance_stop": Param(0.5, "MGD3 (jachansantiago/mode_guidance): guidance stopped at step 25 of 50",
+                                "fraction of the steps after which mode guidance stops", min=0.0, max=1.0),
+    "guidance_interval": Param((0.0, 1.0), "Kynkäänniemi et al., NeurIPS 2024 (arXiv 2404.07724): guidance only in "
+                               "the middle of the noise range; (0, 1) = everywhere (the seed)",
+                               "lo,hi: classifier-free guidance only while t/T lies in [lo, hi]"),
+})
+# The value at which each lever asks nothing of a sampler (mode_guidance_stop only tunes mode_guidance).
+LEVERS_OFF: Mapping[str, Any] = MappingProxyType({"strength": 1.0, "mode_guidance": 0.0, "guidance_interval": (0.0, 1.0)})
+
+
+def needs_prototypes(settings: Mapping[str, Any]) -> bool:
+    """strength < 1 starts from the noised prototypes, mode_guidance pulls toward them: both need them."""
+    return settings["strength"] < 1.0 or settings["mode_guidance"] > 0.0
+
+
+def check_lever_values(settings: Mapping[str, Any]) -> None:
+    """The lever rules a single Param cannot state (one place: the method's validate and the sampler's request)."""
+    gi = tuple(settings["guidance_interval"])
+    if len(gi) != 2 or not all(isinstance(v, (int, float)) for v in gi) or not 0 <= gi[0] <= gi[1] <= 1:
+        raise DDBenchError(f"guidance_interval={','.join(map(str, gi))} is not allowed; "
+                           "give lo,hi with 0 <= lo <= hi <= 1")
+    if not 0.0 < settings["strength"] <= 1.0:
+        raise DDBenchError(f"strength={settings['strength']!r} is not allowed; it must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Levers:
+    """A request's levers: its settings over the defaults, and the prototypes from its inputs."""
+
+    prototypes: torch.Tensor | None
+    strength: float
+    mode_guidance: float
+    mode_guidance_stop: float
+    guidance_interval: tuple[float, float]
+
+    @classmethod
+    def of(cls, r: SampleRequest) -> "Levers":
+        s = {**{k: p.default for k, p in LEVER_PARAMS.items()}, **dict(r.settings)}
+        return cls(r.inputs.get("prototypes"), float(s["strength"]), float(s["mode_guidance"]),
+                   float(s["mode_guidance_stop"]), tuple(s["guidance_interval"]))
+
+    def settings(self) -> dict[str, Any]:
+        return {"strength": self.strength, "mode_guidance": self.mode_guidance,
+                "mode_guidance_stop": self.mode_guidance_stop, "guidance_interval": self.guidance_interval}
 
 
 def make_sampling_scheduler(kind: str, denoiser):
@@ -79,8 +133,8 @@ def _autocast(device: torch.device):
 class DSRSampler(Sampler):
     name = "dsr"
     description = "Diffusion Step Reduction: DDIM / DPM-Solver++ few-step sampling with classifier-free guidance"
-    # every lever of ddbench.api.SAMPLER_LEVERS (tests/test_minmax_levers.py checks each changes the samples)
-    levers = ("prototypes", "strength", "mode_guidance", "mode_guidance_stop", "guidance_interval")
+    # every lever (tests/test_minmax_levers.py checks each changes the samples as specified)
+    params = LEVER_PARAMS
 
     @torch.no_grad()
     def measure(self, denoiser, num_classes: int, image_shape: tuple[int, int, int], batch_size: int,
@@ -136,7 +190,7 @@ class DSRSampler(Sampler):
         device = next(denoiser.parameters(), torch.empty(0)).device
         target_rounds = r.ipc if r.ipc is not None else math.inf
         sched = make_sampling_scheduler(r.scheduler, denoiser)
-        steps_run = len(_timesteps(sched, r.steps, r.strength))  # img2img runs only the last part of the schedule
+        steps_run = len(_timesteps(sched, r.steps, Levers.of(r).strength))  # img2img runs only the last part of the schedule
         done = _Progress()
         t_begin = time.perf_counter()
         bar = tqdm(total=None if r.ipc is None or r.deadline is not None else r.ipc * r.num_classes,
@@ -181,7 +235,7 @@ def _sample_batch(denoiser, sched, r: SampleRequest, rounds: int, done: _Progres
     k, thr = r.num_classes, r.throughput
     n = rounds * k
     y = torch.arange(k).repeat(rounds).to(device)
-    proto = _round_prototypes(r.prototypes, done.rounds, rounds, device)
+    proto = _round_prototypes(Levers.of(r).prototypes, done.rounds, rounds, device)
     t0 = time.perf_counter()
     step_time = thr.seconds(n, 1) * done.correction if thr is not None else 0.0
     finish = thr.overhead * done.correction if thr is not None else 0.0  # the VAE decode
@@ -237,29 +291,26 @@ def check_request(r: SampleRequest, T: int) -> None:
         raise DDBenchError("generation needs an ipc or a deadline")
     if r.deadline is not None and r.throughput is None:
         raise DDBenchError("generation under a deadline needs the sampler's throughput measurement")
-    if not 0.0 < r.strength <= 1.0:
-        raise DDBenchError(f"strength={r.strength!r} is not allowed; it must lie in (0, 1]")
-    lo, hi = r.guidance_interval
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise DDBenchError(f"guidance_interval={r.guidance_interval!r} is not allowed; give lo <= hi within [0, 1]")
-    if (r.strength < 1.0 or r.mode_guidance > 0.0) and r.prototypes is None:
+    lv = Levers.of(r)
+    check_lever_values(lv.settings())
+    if needs_prototypes(lv.settings()) and lv.prototypes is None:
         raise DDBenchError("strength < 1 and mode_guidance > 0 need prototypes (one or more per class)")
-    if r.prototypes is not None and tuple(r.prototypes.shape[2:]) != tuple(r.image_shape):
-        raise DDBenchError(f"prototypes of shape {tuple(r.prototypes.shape)} do not match images {r.image_shape}")
+    if lv.prototypes is not None and tuple(lv.prototypes.shape[2:]) != tuple(r.image_shape):
+        raise DDBenchError(f"prototypes of shape {tuple(lv.prototypes.shape)} do not match images {r.image_shape}")
 
 
 def lever_stats(r: SampleRequest) -> dict:
     """The levers a set was sampled with (only those switched on), for the run's meta."""
-    out: dict = {}
-    if r.prototypes is not None:
-        out["prototypes_per_class"] = int(r.prototypes.shape[1])
-    if r.strength < 1.0:
-        out["strength"] = r.strength
-    if r.mode_guidance > 0.0:
-        out["mode_guidance"] = r.mode_guidance
-        out["mode_guidance_stop"] = r.mode_guidance_stop
-    if tuple(r.guidance_interval) != (0.0, 1.0):
-        out["guidance_interval"] = list(r.guidance_interval)
+    lv, out = Levers.of(r), {}
+    if lv.prototypes is not None:
+        out["prototypes_per_class"] = int(lv.prototypes.shape[1])
+    if lv.strength < 1.0:
+        out["strength"] = lv.strength
+    if lv.mode_guidance > 0.0:
+        out["mode_guidance"] = lv.mode_guidance
+        out["mode_guidance_stop"] = lv.mode_guidance_stop
+    if tuple(lv.guidance_interval) != (0.0, 1.0):
+        out["guidance_interval"] = list(lv.guidance_interval)
     return out
 
 
@@ -289,13 +340,14 @@ def _denoise(denoiser, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Te
     """One batch from noise (or from noised prototypes) to the denoiser's samples; None when a step (plus `reserve`,
     the batch's decode) would cross the deadline. `steps_done[0]` counts the steps run (an abandoned batch's
     observed slowdown)."""
-    timesteps = _timesteps(sched, r.steps, r.strength)
+    lv = Levers.of(r)
+    timesteps = _timesteps(sched, r.steps, lv.strength)
     noise = torch.randn(y.shape[0], *r.image_shape, generator=gen).to(device)
-    x = noise if r.strength >= 1.0 else sched.add_noise(proto, noise, timesteps[:1].repeat(y.shape[0]))
+    x = noise if lv.strength >= 1.0 else sched.add_noise(proto, noise, timesteps[:1].repeat(y.shape[0]))
     T = denoiser.config.num_train_timesteps
     acp = sched.alphas_cumprod.to(device)
-    lo, hi = r.guidance_interval
-    stop = int(round(len(timesteps) * r.mode_guidance_stop))
+    lo, hi = lv.guidance_interval
+    stop = int(round(len(timesteps) * lv.mode_guidance_stop))
     for i, t in enumerate(timesteps):
         ts = time.perf_counter()
         if r.deadline is not None and ts + step_time + reserve > r.deadline:
@@ -303,14 +355,14 @@ def _denoise(denoiser, sched, r: SampleRequest, y: torch.Tensor, proto: torch.Te
         scale = r.guidance if lo <= int(t) / T <= hi else 1.0  # limited-interval guidance
         with _autocast(device):
             eps = guided_eps(denoiser, x, t.to(device), y, scale).float()
-        if r.mode_guidance > 0.0 and i < stop:
+        if lv.mode_guidance > 0.0 and i < stop:
             # MGD3 (Chan-Santiago et al., ICML 2025; jachansantiago/mode_guidance): eps <- eps - sqrt(1 - a_t) *
             # lambda * (m - x0_t), which moves the predicted clean image x0_t by lambda (1 - a_t) / sqrt(a_t) of
             # its distance to the mode m. Stable Diffusion's schedule keeps that pull near 1.5 lambda at t = T;
             # a cosine pixel schedule (a_T -> 0) makes it diverge, so the pull is capped at 1: x0 lands on m at most.
             a = acp[int(t)]
             x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
-            lam = min(r.mode_guidance, float(a.sqrt() / (1 - a)))
+            lam = min(lv.mode_guidance, float(a.sqrt() / (1 - a)))
             eps = eps - (1 - a).sqrt() * lam * (proto - x0)
         x = sched.step(eps, t, x).prev_sample
         step_time = max(step_time, time.perf_counter() - ts)

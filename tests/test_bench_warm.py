@@ -79,3 +79,39 @@ def test_the_report_compares_at_equal_iterations_over_seed_means(cells, capsys):
     assert "| DM from random real | 10 | (not run) |" in text
     bw.report(study, write=False)
     assert "IPC 1, protocol dsa" in capsys.readouterr().out
+
+
+def test_the_budget_track_plans_the_goals_budgets_first_with_equal_count_commands(cells):
+    plan = bw.BudgetStudy(seeds=5, only=(1,), adopt=False).plan()
+    assert plan[:4] == [(1, "budget-refine", 10, 0), (1, "budget-dm-real", 10, 0), (1, "budget-refine", 30, 0),
+                        (1, "budget-dm-real", 30, 0)]
+    first_late = next(i for i, c in enumerate(plan) if c[2] in (5, 60))
+    assert {c[2] for c in plan[:first_late]} == {10, 30} and len(plan[:first_late]) == 2 * 2 * 5
+    assert [c[3] for c in plan[:first_late:4]] == [0, 1, 2, 3, 4]  # seeds 0-2 of T 10 and 30 first, then 3-4
+    study = bw.BudgetStudy(adopt=False)
+    method, args = study.args(1, "budget-refine", 10, 2)
+    assert method == "minmax-diffusion" and args[:4] == ["--ipc", "1", "--seed", "2"]
+    joined = " ".join(args)
+    assert "--budget 10 --set policy=fixed-ipc --set refine=dm --set refine_iterations=20000" in joined
+    method, args = study.args(1, "budget-dm-real", 30, 2)
+    assert method == "dm" and "--budget 30 --set iterations=20000 --set batch_real=32" in " ".join(args)
+
+
+def test_the_budget_report_compares_at_equal_seconds_over_seed_means(cells, capsys):
+    study = bw.BudgetStudy(seeds=3, only=(1,), adopt=False)
+    refine = [71.0, 72.0, 71.5]
+    dm = [70.0, 70.5, 69.5]
+    for seed in range(3):
+        _store(cells, f"ipc1-refine-0-s{seed}", 62.0 + seed, 60.0, meta={"sampler": {"seconds": 0.4}})
+        _store(cells, f"ipc1-budget-refine-10-s{seed}", refine[seed], 90.0,
+               meta={"sampler": {"seconds": 0.5}, "refine": {"seconds": 9.0, "iterations_done": 20 + seed}})
+        _store(cells, f"ipc1-budget-dm-real-10-s{seed}", dm[seed], 11.0,
+               meta={"seconds_this_session": 9.5, "iterations_done": 40})
+    text = bw.budget_table(study, 1)
+    row = next(line for line in text.splitlines() if line.startswith("| 10 | Min-Max Diffusion + refine"))
+    p = welch(refine, dm)
+    assert "71.50 ± 0.50 (3)" in row and "| 9.5 | 21 |" in row and f"+1.50, p {p:.2g}" in row
+    dm_row = next(line for line in text.splitlines() if line.startswith("| 10 | DM from random real"))
+    assert "| 9.5 | 40 | — |" in dm_row
+    plain = next(line for line in text.splitlines() if "no refine" in line)
+    assert "63.00 ± 1.00 (3) | 0.4 |" in plain

@@ -167,7 +167,7 @@ def test_every_guarantee_names_its_tests_and_every_test_named_exists():
 
 
 def test_every_class_attribute_of_the_plugin_contracts_is_documented():
-    """A contract's class attribute a plugin sets (Method.role, Protocol.standard_epochs, Sampler.levers...) is
+    """A contract's class attribute a plugin sets (Method.role, Protocol.standard_epochs, Sampler.params...) is
     part of the surface: docs/plugins.md names each one."""
     import inspect
 

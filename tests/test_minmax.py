@@ -339,7 +339,7 @@ def test_distill_under_budget(make_ctx):
 
 def test_budget_guidance_applies_under_a_budget_only(make_ctx):
     """`budget_guidance` sets the scale of budget runs (measured throughput included); fixed-IPC runs keep `guidance`."""
-    from ddbench_minmax.plugin import guidance_of
+    from ddbench_minmax.settings import guidance_of
 
     _, budget_ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=3.0, **{**TINY, "guidance": 2.0,
                                                                                      "budget_guidance": 1.0})

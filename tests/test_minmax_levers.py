@@ -12,9 +12,11 @@ from test_minmax import SIZE, TINY, tiny_ds, tiny_model, tiny_arch  # noqa: F401
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _req(**kw) -> SampleRequest:
+def _req(prototypes=None, **kw) -> SampleRequest:
+    """A request; the levers (the sampler's params) go to its settings, the prototypes to its inputs."""
+    levers = {k: kw.pop(k) for k in list(kw) if k in DSRSampler.params}
     base = dict(num_classes=3, steps=4, image_shape=(1, SIZE, SIZE), ipc=2, batch_size=6, seed=3, guidance=2.0)
-    return SampleRequest(**{**base, **kw})
+    return SampleRequest(**{**base, **kw}, settings=levers, inputs={} if prototypes is None else {"prototypes": prototypes})
 
 
 def _protos(k=3, m=2, seed=0):
@@ -129,4 +131,44 @@ def test_pool_under_a_budget_counts_the_selection(make_ctx):
 def test_an_unknown_selector_is_refused_before_any_work(make_ctx):
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), ipc=2, pool=2, selector="nosuch", **TINY)
     with pytest.raises(DDBenchError, match="nosuch"):
+        method.validate(ctx)
+
+
+def test_a_third_party_sampler_with_a_lever_of_its_own_gets_its_settings(make_ctx, monkeypatch):
+    """A new lever is a new entry in a sampler's `params`: the host's SampleRequest does not change (issue 29)."""
+    from types import MappingProxyType
+
+    from ddbench.api import Param, Sampler
+
+    seen: list[tuple[dict, set]] = []
+
+    class Jitter(Sampler):  # written against the documented surface only
+        name = "jitter"
+        params = MappingProxyType({"strength": DSRSampler.params["strength"],
+                                   "jitter": Param(0.25, "a test lever", "noise added to the samples", min=0.0)})
+
+        def measure(self, model, num_classes, image_shape, batch_size, guidance=1.0):
+            return DSRSampler().measure(model, num_classes, image_shape, batch_size, guidance=guidance)
+
+        def generate(self, model, request):
+            seen.append((dict(request.settings), set(request.inputs)))
+            out = DSRSampler().generate(model, request)
+            out.images = out.images + request.settings["jitter"] * torch.randn_like(out.images)
+            return out
+
+    ds = tiny_ds()
+    method, ctx = make_ctx("minmax-diffusion", dataset=ds, ipc=1, sampler="jitter", prototypes="kmeans", strength=0.7,
+                           **TINY)
+    monkeypatch.setitem(ctx.registry.items["samplers"], "jitter", Jitter())
+    monkeypatch.setitem(ctx.registry.owners["samplers"], "jitter", "third")
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    assert syn.per_class(3) == [1, 1, 1]
+    assert seen[-1] == ({"strength": 0.7, "jitter": 0.25}, {"prototypes"})  # its own lever at its default
+    # a lever it does not declare is refused before any work, naming the plugin
+    method, ctx = make_ctx("minmax-diffusion", dataset=ds, ipc=1, sampler="jitter", prototypes="kmeans",
+                           mode_guidance=0.1, **TINY)
+    monkeypatch.setitem(ctx.registry.items["samplers"], "jitter", Jitter())
+    monkeypatch.setitem(ctx.registry.owners["samplers"], "jitter", "third")
+    with pytest.raises(DDBenchError, match=r"sampler 'jitter' \(plugin 'third'\) does not honour mode_guidance=0.1"):
         method.validate(ctx)

@@ -187,8 +187,7 @@ def test_shipped_table_rows_are_validated_like_database_rows_and_warned_about_on
 
 
 def test_a_lever_the_sampler_does_not_declare_is_refused_before_any_work(env, capsys):
-    from ddbench.api import SAMPLER_LEVERS
-    from ddbench_minmax.sampler import DSRSampler
+    from ddbench_minmax.sampler import LEVERS_OFF, DSRSampler
 
     rc = main(["run", "--method", "minmax-diffusion", "--ipc", "1", "--no-eval", "--set", "sampler=plain-sampler",
                "--set", "prototypes=kmeans", "--set", "strength=0.7", *env["base"]])
@@ -196,52 +195,53 @@ def test_a_lever_the_sampler_does_not_declare_is_refused_before_any_work(env, ca
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "sampler 'plain-sampler' (plugin 'third_selectors') does not honour prototypes=kmeans, strength=0.7" in err
     assert not env["out"].exists()
-    assert set(SAMPLER_LEVERS) <= set(DSRSampler.levers)  # the bundled sampler honours every lever
+    assert set(LEVERS_OFF) <= set(DSRSampler.params)  # the bundled sampler honours every lever
 
 
 def test_budget_prototypes_are_capped_so_the_set_up_before_the_clock_is_bounded(make_ctx, monkeypatch):
     import torch
 
     from ddbench.api import Decision, SampleResult, Throughput
-    from ddbench_minmax import plugin
+    from ddbench_minmax import sampling
     from test_minmax import SIZE, TINY, tiny_ds, tiny_model
 
     ks, logs, shapes = [], [], []
-    real = plugin.class_prototypes
-    monkeypatch.setattr(plugin, "class_prototypes", lambda x, y, n, k, seed: ks.append(k) or real(x, y, n, k, seed))
+    real = sampling.class_prototypes
+    monkeypatch.setattr(sampling, "class_prototypes", lambda x, y, n, k, seed: ks.append(k) or real(x, y, n, k, seed))
 
     class Recorder:
-        name, levers = "recorder", ("prototypes", "strength")
+        name, params = "recorder", {}
 
         def generate(self, model, request):
-            shapes.append(tuple(request.prototypes.shape[:2]))
+            shapes.append(tuple(request.inputs["prototypes"].shape[:2]))
             return SampleResult(torch.zeros(3, 1, SIZE, SIZE), torch.arange(3))
 
-    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=5.0,
-                           **{**TINY, "prototypes": "kmeans", "strength": 0.7})
+    _, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=5.0,
+                      **{**TINY, "prototypes": "kmeans", "strength": 0.7})
     ctx.log = logs.append
     decision = Decision("max-images", 3, "budget", 5000, "a budget that plans 5000 images per class")
-    method._sample_set(ctx, Recorder(), tiny_model(), decision, Throughput(0.01, 0.001, 3, 12))
+    sampling.sample_set(ctx, Recorder(), tiny_model(), decision, Throughput(0.01, 0.001, 3, 12))
     assert ks == [8] and shapes == [(3, 8)]  # the smallest class (8 images), not 5000 k-means centroids
     assert any("capped" in line and "not the 5000" in line for line in logs), logs
-    assert plugin.BUDGET_PROTOTYPES == 50
+    assert sampling.BUDGET_PROTOTYPES == 50
 
 
 def test_a_sampler_fault_names_the_sampler_not_the_method(make_ctx, monkeypatch):
     from ddbench.api import Decision, Throughput
     from ddbench.guard import PluginCrashed
+    from ddbench_minmax.sampling import sample_set
     from test_minmax import TINY, tiny_ds, tiny_model
 
     class Broken:
-        name, levers = "broken-sampler", ()
+        name, params = "broken-sampler", {}
 
         def generate(self, model, request):
             raise ValueError("a bug in the sampler")
 
-    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), sampler="broken-sampler", **TINY)
+    _, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), sampler="broken-sampler", **TINY)
     monkeypatch.setitem(ctx.registry.items["samplers"], "broken-sampler", Broken())
     monkeypatch.setitem(ctx.registry.owners["samplers"], "broken-sampler", "third")
     decision = Decision("fixed-steps", 3, "ipc", 2, "fixed")
     with pytest.raises(PluginCrashed, match=r"sampler 'broken-sampler' \(plugin 'third'\) crashed in generate\(\): "
                                             "ValueError: a bug in the sampler"):
-        method._sample_set(ctx, Broken(), tiny_model(), decision, Throughput(0.01, 0.001, 3, 12))
+        sample_set(ctx, Broken(), tiny_model(), decision, Throughput(0.01, 0.001, 3, 12))

@@ -332,3 +332,73 @@ def test_the_gm_step_takes_a_class_interleaved_set(make_ctx):
         torch.testing.assert_close(grad_i[order], grad_c)
     with pytest.raises(DDBenchError, match="the dsa-gm objective needs every class equally often"):
         obj.bind(ctx, torch.tensor([0, 0, 1, 1, 2]), settings)
+
+
+# --------------------------------------------------------------------------------------------------
+# The budget track at equal count: policy fixed-ipc (refine gets what the sampling leaves) and DM under --budget
+# --------------------------------------------------------------------------------------------------
+
+
+def test_fixed_ipc_holds_the_count_and_refine_fills_the_rest_of_the_budget(make_ctx):
+    budget = 3.0
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), ipc=2, budget=budget, refine="dm",
+                           refine_iterations=100000, refine_settings=FAST_DM, **{**TINY, "policy": "fixed-ipc"})
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    meta, r = syn.meta, syn.meta["refine"]
+    assert meta["policy"]["policy"] == "fixed-ipc" and meta["policy"]["mode"] == "ipc"
+    assert syn.ipc == 2 and syn.per_class(3) == [2, 2, 2]  # the count asked for, not what the budget could hold
+    # refine ran until the deadline (the cap of 100000 iterations is far away), and the run fits the budget
+    assert r["stopped_at_deadline"] and r["iterations_done"] >= 1
+    assert syn.generation_seconds <= budget and meta["budget_honoured"]
+    assert syn.generation_seconds > budget * 0.5  # the seconds the sampling left were spent, not dropped
+
+
+def test_fixed_ipc_refuses_a_budget_too_small_for_the_count_before_any_work(make_ctx):
+    method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), ipc=1000, budget=0.2,
+                           **{**TINY, "policy": "fixed-ipc", "max_ipc": 1000})
+    with pytest.raises(DDBenchError) as err:
+        method.validate(ctx)
+    msg = str(err.value)
+    assert "budget=0.2s is too small to sample the 1000 images per class --ipc asks for" in msg and "\n" not in msg
+
+
+def test_fixed_ipc_without_a_budget_is_the_fixed_steps_policy():
+    from test_minmax import _req
+    from ddbench_minmax.policy import FixedIpc, FixedSteps
+
+    a, b = FixedIpc().decide(_req(None)), FixedSteps().decide(_req(None))
+    assert (a.steps, a.ipc, a.mode) == (b.steps, b.ipc, b.mode) == (20, 10, "ipc")
+    d = FixedIpc().decide(_req(100.0))  # 10 images/class x 10 classes x 20 steps x 0.01 s = 20 s of 100
+    assert (d.steps, d.ipc, d.mode) == (20, 10, "ipc") and "the rest goes to" in d.reason
+    with pytest.raises(DDBenchError, match=r"too small to sample the 10 images per class .* about 20s"):
+        FixedIpc().decide(_req(19.0))
+
+
+def test_dm_under_a_budget_keeps_the_ipc_and_stops_at_the_deadline(make_ctx):
+    budget = 1.5
+    method, ctx = make_ctx("dm", dataset=tiny_ds(), ipc=2, budget=budget, iterations=100000, batch_real=4)
+    method.validate(ctx)
+    syn = method.distill(ctx)
+    meta = syn.meta
+    assert syn.ipc == 2 and syn.per_class(3) == [2, 2, 2]
+    assert meta["stopped_at_deadline"] and 1 <= meta["iterations_done"] < 100000
+    assert meta["iterations_done"] == len(meta["losses"])
+    assert syn.generation_seconds <= budget and meta["budget_honoured"]
+    assert not (ctx.work_dir / dm_module.CHECKPOINT).exists()  # a budget run leaves no checkpoint to resume
+
+
+def test_dm_without_a_budget_runs_every_iteration(make_ctx):
+    method, ctx = make_ctx("dm", dataset=tiny_ds(), ipc=1, iterations=3, batch_real=4)
+    syn = method.distill(ctx)
+    assert syn.ipc is None and syn.generation_seconds is None and len(syn.meta["losses"]) == 3
+    assert "stopped_at_deadline" not in syn.meta
+
+
+@pytest.mark.parametrize("policy, scale", [("fixed-ipc", 3.0), ("max-images", 1.0)])
+def test_budget_guidance_is_for_budgets_that_buy_images(make_ctx, policy, scale):
+    from ddbench_minmax.settings import guidance_of
+
+    _, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=5.0,
+                      **{**TINY, "policy": policy, "guidance": 3.0, "budget_guidance": 1.0})
+    assert guidance_of(ctx) == scale

@@ -181,16 +181,16 @@ def test_feature_and_prototype_caches_are_deleted_unread_and_recomputed(make_ctx
     from dataclasses import replace
 
     from ddbench.features import training_features
-    from ddbench_minmax.plugin import MinMaxDiffusion
+    from ddbench_minmax.sampling import load_prototypes
 
     marker, logs = tmp_path / "MARKER", []
     _, ctx = make_ctx("minmax-diffusion", prototypes="kmeans")
     ctx = replace(ctx, log=logs.append)
     first = training_features(ctx, "random-convnet")
-    protos = MinMaxDiffusion._prototypes(ctx, 1)
+    protos = load_prototypes(ctx, 1)
     for cache, again in ((next((ctx.cache_dir / "features").glob("*.pt")), lambda: training_features(ctx, "random-convnet")),
                          (next((ctx.cache_dir / "minmax-diffusion" / "prototypes").glob("*.pt")),
-                          lambda: MinMaxDiffusion._prototypes(ctx, 1))):
+                          lambda: load_prototypes(ctx, 1))):
         torch.save(Marker(marker), cache)
         logs.clear()
         result = again()
