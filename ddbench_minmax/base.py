@@ -53,8 +53,10 @@ class BaseRecipe:
 
 
 def train_base(dataset, recipe: BaseRecipe, work_dir: Path, out: DenoiserCache, progress: bool = True, log=print,
-               device: str = "cpu", threads: int | str = "auto", stop_at: int | None = None) -> dict[str, Any]:
-    """Train the base with `recipe` on `dataset`, resumable through work_dir; save it into `out`."""
+               device: str = "cpu", threads: int | str = "auto", stop_at: int | None = None,
+               command: str | None = None) -> dict[str, Any]:
+    """Train the base with `recipe` on `dataset`, resumable through work_dir; save it into `out`. `command`: the
+    command line recorded in meta.json (the training command's, cli.py)."""
     from ddbench.helpers import dataset_fingerprint, seeded
 
     from .model import build_denoiser
@@ -85,7 +87,7 @@ def train_base(dataset, recipe: BaseRecipe, work_dir: Path, out: DenoiserCache, 
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "torch": torch.__version__,
-        "command": " ".join(["python -m ddbench_minmax.base", *sys.argv[1:]]),
+        "command": command or " ".join(["python -m ddbench_minmax.base", *sys.argv[1:]]),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     return out.save(ema, meta)

@@ -5,6 +5,7 @@ other's importer: this one imports base.py (and torch) only when the command run
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ddbench import hookimpl
 from ddbench.api import Command
@@ -15,7 +16,7 @@ from .cli import add_arguments, run
 def run_base(args: argparse.Namespace) -> int:
     from .base import BaseRecipe, train_base
 
-    return run(args, BaseRecipe, train_base)
+    return run(args, BaseRecipe, train_base, " ".join(["ddbench", *sys.argv[1:]]))
 
 
 @hookimpl

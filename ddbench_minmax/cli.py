@@ -60,9 +60,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     cl.add_argument("--cache", default="ddbench-results/cache", help="the cache folder of runs (--out/cache)")
 
 
-def run(args: argparse.Namespace, recipe_class: type, train_base: Callable[..., dict]) -> int:
-    """Do `args.cmd`; `recipe_class` and `train_base`: base.py's BaseRecipe and train_base. Bad input raises
-    DDBenchError (one line, exit 2)."""
+def run(args: argparse.Namespace, recipe_class: type, train_base: Callable[..., dict],
+        command: str | None = None) -> int:
+    """Do `args.cmd`; `recipe_class` and `train_base`: base.py's BaseRecipe and train_base; `command`: the command
+    line as typed, recorded in the base's meta.json. Bad input raises DDBenchError (one line, exit 2)."""
     import torch
 
     if args.cmd == "classifier":
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, recipe_class: type, train_base: Callable[..., 
     recipe = recipe_class(steps=steps, seed=seed)
     work = Path(args.work) / f"{args.dataset}-seed{seed}-steps{steps}"
     out = DenoiserCache(Path(args.out)) if args.out else shipped_cache(args.dataset)
-    meta = train_base(ds, recipe, work, out, threads=threads, stop_at=args.stop_at)
+    meta = train_base(ds, recipe, work, out, threads=threads, stop_at=args.stop_at, command=command)
     print(json.dumps({"out": str(out.root), "sha256": meta["sha256"], "seconds": meta["train"]["seconds"]}))
     return 0
 
@@ -90,9 +91,10 @@ def main(recipe_class: type, train_base: Callable[..., dict], argv: list[str] | 
     ap = argparse.ArgumentParser(prog="python -m ddbench_minmax.base",
                                  description="The pretrained base: train it, or ship the quality classifier.")
     add_arguments(ap)
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     try:
-        return run(args, recipe_class, train_base)
+        return run(args, recipe_class, train_base, " ".join(["python -m ddbench_minmax.base", *argv]))
     except DDBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

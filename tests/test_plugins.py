@@ -118,3 +118,27 @@ def test_the_base_training_command_registers_like_every_other(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().endswith("--threads 'many' is not allowed; give a number >= 1 or auto")
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_base_command_runs_the_recipe_defaults_and_records_its_command_line(monkeypatch, tmp_path):
+    import torch
+
+    from ddbench_minmax import cli
+
+    seen = {}
+
+    class Recipe:
+        steps, seed = 7, 3
+
+        def __init__(self, steps, seed):
+            seen["recipe"] = (steps, seed)
+
+    def train(ds, recipe, work, out, threads, stop_at, command):
+        seen["command"], seen["threads"] = command, threads
+        return {"sha256": "x", "train": {"seconds": 0.0}}
+
+    monkeypatch.setattr(cli, "_load_dataset", lambda name, root: None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    argv = ["train", "--out", str(tmp_path / "base"), "--threads", "1"]
+    assert cli.main(Recipe, train, argv) == 0
+    assert seen == {"recipe": (7, 3), "command": " ".join(["python -m ddbench_minmax.base", *argv]), "threads": 1}
