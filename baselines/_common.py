@@ -16,9 +16,6 @@ from tqdm.auto import tqdm
 
 from ddbench.api import DDBenchError, ImageDataset, RunContext
 from ddbench.helpers import atomic_save, load_tensors
-# The second import path of these helpers, kept only while baselines/dm.py and benchmarks/bench_baseline_speed.py
-# take them from here (issue 29: they move to `from ddbench.helpers import ...`, then this line goes).
-from ddbench.helpers import config_hash as fingerprint, dataset_fingerprint, generator, seeded  # noqa: F401
 
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 NO_AUGMENT = ("none", "None", "")

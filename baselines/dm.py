@@ -32,21 +32,9 @@ import torch
 
 from ddbench import hookimpl
 from ddbench.api import DDBenchError, MatchStep, Method, Objective, Param, RunContext, SyntheticSet
-from ddbench.augment import DSAParams
+from ddbench.helpers import DSAParams, config_hash, dataset_fingerprint, generator, seeded
 
-from ._common import (
-    DSA_STRATEGY,
-    Resumable,
-    check_ipc_fits,
-    class_indices,
-    dataset_fingerprint,
-    fingerprint,
-    generator,
-    keep_freed_memory,
-    make_dsa,
-    progress,
-    seeded,
-)
+from ._common import DSA_STRATEGY, Resumable, check_ipc_fits, class_indices, keep_freed_memory, make_dsa, progress
 from .warm_start import check_init, init_param, initial_set
 
 REF = "VICO-UoE/DatasetCondensation main_DM.py"
@@ -99,7 +87,7 @@ class DM(Method):
         # a warm start's file enters by its content (the same path may hold another set later)
         p = {k: v for k, v in ctx.params.items() if k not in ("iterations", "checkpoint_every") + LAYOUT_KEYS}
         warm = {"init_sha256": init_sha256} if init_sha256 else {}
-        return fingerprint({"method": "dm", "params": p, "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model,
+        return config_hash({"method": "dm", "params": p, "ipc": ctx.ipc, "seed": ctx.seed, "model": ctx.model,
                             "data": dataset_fingerprint(ctx.dataset), **warm})
 
     def distill(self, ctx: RunContext) -> SyntheticSet:
@@ -173,7 +161,7 @@ def _budget_set(ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, met
 def check_dsa_strategy(strategy: str) -> None:
     """A DSA strategy the host's DSA accepts, or 'none'; else a one-line DDBenchError."""
     if strategy not in ("none", "None", ""):
-        from ddbench.augment import DSA
+        from ddbench.helpers import DSA
 
         try:
             DSA(strategy=strategy)

@@ -296,8 +296,6 @@ def _step_grad(student, as_params, flat: torch.Tensor, x: torch.Tensor, y: torch
 # --------------------------------------------------------------------------------------------------
 
 
-# benchmarks/bench_baseline_speed.py reads mtt._map_workers; workers.map_workers is the one name.
-_map_workers = map_workers
 
 
 @hookimpl

@@ -287,7 +287,8 @@ def time_mtt(ipc: int, iters: int, extra: dict) -> list[float]:
     import torch
 
     from ddbench_baselines import mtt
-    from ddbench_baselines._common import init_images, make_dsa, seeded
+    from ddbench.helpers import seeded
+    from ddbench_baselines._common import init_images, make_dsa
 
     over = {"syn_steps": 20, "expert_epochs": 1, "max_start_epoch": 2, "train_epochs": 4, "num_experts": 1}
     _, ctx = _context("mtt", ipc, {**over, **extra})
@@ -328,6 +329,7 @@ def time_expert(n_images: int, extra: dict, experts: int = 1) -> list[float]:
     ExpertBuffer.ensure uses); the second epoch is timed (from the last expert's end of epoch 1 to the
     last's end of epoch 2, divided by `experts`), the first is the warm-up."""
     from ddbench_baselines import mtt
+    from ddbench_baselines.workers import map_workers
 
     stamps: list[tuple[int, float]] = []
 
@@ -342,7 +344,7 @@ def time_expert(n_images: int, extra: dict, experts: int = 1) -> list[float]:
     x, y = ctx.dataset.train_x[:n_images], ctx.dataset.train_y[:n_images]
     at_once = min(experts, ctx.params["workers"] or torch_threads())
     inner = 1 if at_once > 1 else ctx.params["workers"]
-    mtt._map_workers(lambda i: buf._train_expert(i, x, y, inner), list(range(experts)), ctx.params["workers"], "cpu")
+    map_workers(lambda i: buf._train_expert(i, x, y, inner), list(range(experts)), ctx.params["workers"], "cpu")
     end = {e: max(t for k, t in stamps if k == e) for e in (1, 2)}
     return [(end[2] - end[1]) / experts]
 

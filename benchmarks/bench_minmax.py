@@ -268,7 +268,7 @@ def study_curve() -> None:
     from ddbench.runner import load_dataset
     from ddbench_minmax.shipped import shipped_cache
     from ddbench_minmax.model import Denoiser
-    from ddbench_minmax.quality import reference_classifier
+    from ddbench.helpers import reference_classifier
     from ddbench_minmax.sampler import DSRSampler
     from ddbench_minmax.train import from_signed_pixels
     from ddbench.api import SampleRequest

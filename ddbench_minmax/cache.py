@@ -19,8 +19,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from ddbench.api import DDBenchError
 from ddbench.helpers import atomic_save, atomic_write_text, config_hash, file_sha256, load_tensors
 

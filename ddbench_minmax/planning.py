@@ -7,10 +7,7 @@ import time
 from typing import Any, NamedTuple
 
 from ddbench.api import DDBenchError, PlanRequest, RunContext, SyntheticSet
-from ddbench.atomic import atomic_write_text
-from ddbench.guard import call_plugin
-from ddbench.identity import config_hash
-from ddbench.seeds import derive_seed
+from ddbench.helpers import atomic_write_text, call_plugin, config_hash, derive_seed
 
 from . import refine
 from .checks import BudgetNotMet, check_decision

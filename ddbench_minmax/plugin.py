@@ -12,8 +12,7 @@ from typing import Any
 
 from ddbench import hookimpl
 from ddbench.api import DDBenchError, Method, RunContext, SyntheticSet
-from ddbench.guard import owned_label
-from ddbench.identity import dataset_fingerprint
+from ddbench.helpers import dataset_fingerprint, owned_label, reference_classifier
 
 from . import refine
 from .base import BaseRecipe
@@ -23,7 +22,6 @@ from .losses import nn_cosine_distance
 from .model import arch_config
 from .planning import check_budget, plan
 from .policy import Calibrated, FixedIpc, FixedSteps, MaxImages
-from .quality import reference_classifier
 from .sampler import DSRSampler
 from .sampling import sample_set
 from .settings import PARAMS, check_levers, check_sampler_levers, guidance_of

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 
 from ddbench.api import DDBenchError, Param, SampleRequest, SampleResult, Sampler, Throughput
-from ddbench.seeds import generator as rng
+from ddbench.helpers import generator as rng
 
 from .model import guided_eps, schedule_kwargs
 

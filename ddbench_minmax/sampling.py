@@ -8,12 +8,8 @@ from typing import Any
 import torch
 
 from ddbench.api import RunContext, SampleRequest, resolve_params
-from ddbench.atomic import atomic_save
-from ddbench.features import select_pool
-from ddbench.guard import call_plugin
-from ddbench.identity import config_hash, dataset_fingerprint
-from ddbench.safeload import UnsafeFile, drop_refused, load_tensors
-from ddbench.seeds import derive_seed
+from ddbench.helpers import (UnsafeFile, atomic_save, call_plugin, config_hash, dataset_fingerprint, derive_seed,
+                             drop_refused, load_tensors, select_pool)
 
 from . import refine
 from .checks import BudgetNotMet, PluginOutputError, check_samples

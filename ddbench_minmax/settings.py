@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ddbench.api import DDBenchError, Param, RunContext
-from ddbench.features import SPACES as SELECTION_SPACES
+from ddbench.helpers import SPACES as SELECTION_SPACES
 
 from . import refine
 from .prototypes import KINDS as PROTOTYPE_KINDS
