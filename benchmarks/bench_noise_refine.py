@@ -11,9 +11,9 @@ DDIM steps, guidance 2, k-means prototypes noised to strength 0.7), loaded from 
 /work/main/ddbench-results, read only: on_corrupt_cache=error, nothing is trained). The objective is DM (`refine=dm`,
 refine_settings batch_real=32 as the warm-start study, bench_warm.BATCH_REAL), resolved by name through
 refine.objective; both loops run SGD with DM's momentum 0.5, at DM's lr 1.0 (`--lrs 1`) and at a tenth of it
-(`--lrs 0.1`): in a 6-iteration check at IPC 1 (held-out DM loss of the plain set 596) lr 1.0 through the chain overshot (683 after
-3 iterations, 650 after 6) where lr 0.1 descended (416, 383); pixel-side at lr 1.0 gave 669, 458. The 0.1 cells are
-picked from that check (on the matching loss, not on accuracy), and said so.
+(`--lrs 0.1`): in a 6-iteration check at IPC 1 (held-out DM loss of the plain set 596) lr 1.0 through the chain
+overshot (683 after 3 iterations, 650 after 6) where lr 0.1 descended (416, 383); pixel-side at lr 1.0 gave 669,
+458. The 0.1 cells are picked from that check (on the matching loss, not on accuracy), and said so.
 
 cost: per IPC (1 and 10), one pixel-side and one noise-side iteration (at DM's lr; the cost does not depend on it)
 alternated in this process, `--repeats` times after a warm-up of each; median seconds and their ratio.
