@@ -228,6 +228,7 @@ def probe(budgets: list[int], lrs: list[float], seed: int) -> None:
             s = Setup(ipc, seed)
             images, labels, _ = s.plain()
         info: dict[str, Any] = {}
+        info_times: dict[str, Any] = {}
         if cell_name == "plain":
             out, out_labels = images, labels
         else:
@@ -244,9 +245,10 @@ def probe(budgets: list[int], lrs: list[float], seed: int) -> None:
                                             safety=SAFETY)
                 out, out_labels, losses, stopped = res.images, res.labels, res.losses, res.stopped_at_deadline
                 assert torch.equal(out_labels.cpu(), labels)
+                info_times = {"iteration_seconds": res.iteration_seconds, "final_chain_seconds": res.final_seconds}
             info = {"seconds": round(time.perf_counter() - t0, 3), "iterations_done": len(losses),
                     "stopped_at_deadline": stopped, "losses": losses, "budget_seconds": float(seconds), "lr": lr,
-                    "side": side}
+                    "side": side, **info_times}
         info["held_out_dm_loss"] = s.held_out_loss(out, out_labels)
         info["moved_from_plain"] = float((out - images).abs().mean()) if cell_name != "plain" else 0.0
         sets.mkdir(parents=True, exist_ok=True)

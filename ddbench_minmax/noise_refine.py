@@ -134,6 +134,8 @@ class Result:
     seconds: float  # every iteration and the final chain
     stopped_at_deadline: bool
     x_start: torch.Tensor  # the final start (from the final prototypes under target=prototypes)
+    iteration_seconds: list[float]  # each iteration's wall time (the first pays the backward's first allocations)
+    final_seconds: float  # the final chain, forward only
 
 
 class Loop:
@@ -199,6 +201,7 @@ def optimise(denoiser, r: SampleRequest, step: MatchStep, to_images, iterations:
     t_begin = time.perf_counter()
     loop = Loop(denoiser, r, step, to_images, lr, momentum, who, target)
     losses: list[float] = []
+    times: list[float] = []
     slowest, final_chain, stopped = expected, expected / 3, False
     bar = tqdm(total=iterations, desc=f"minmax noise refine ({who})", disable=not progress, leave=False)
     try:
@@ -208,16 +211,19 @@ def optimise(denoiser, r: SampleRequest, step: MatchStep, to_images, iterations:
                 break
             t = time.perf_counter()
             losses.append(loop.iterate(it))
-            slowest = max(slowest, time.perf_counter() - t)
+            times.append(time.perf_counter() - t)
+            slowest = max(slowest, times[-1])
             final_chain = max(final_chain, loop.forward_seconds)
             bar.update(1)
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
     finally:
         bar.close()
+    t = time.perf_counter()
     images = loop.images()
+    final = time.perf_counter() - t
     return Result(images.detach(), loop.start.labels.clone(), losses, time.perf_counter() - t_begin, stopped,
-                  loop.x_start().detach())
+                  loop.x_start().detach(), times, final)
 
 
 __all__ = ["TARGETS", "Start", "Result", "Loop", "check", "draw_start", "chain", "sample", "frozen", "optimise"]
