@@ -29,7 +29,8 @@ from ddbench.seeds import generator as rng
 
 from .checks import PluginOutputError
 from .model import guided_eps
-from .sampler import _autocast, _round_prototypes, _timesteps, check_request, finish_batch, make_sampling_scheduler
+from .sampler import (_autocast, _round_prototypes, _timesteps, check_request, finish_batch, make_sampling_scheduler,
+                      use_threads)
 
 TARGETS = ("start", "prototypes")
 
@@ -189,7 +190,7 @@ class Loop:
 
 def optimise(denoiser, r: SampleRequest, step: MatchStep, to_images, iterations: int, lr: float, momentum: float,
              who: str, target: str = "start", deadline: float | None = None, expected: float = 0.0,
-             safety: float = 1.0, progress: bool = False) -> Result:
+             safety: float = 1.0, progress: bool = False, threads: int | None = None) -> Result:
     """`iterations` of `Loop` (fewer under a deadline), then the set of the final start. The stopping rule is
     refine.optimise's, with the final chain counted: no iteration starts that the slowest one so far (at first
     `expected`) plus the final chain (the slowest forward so far; at first a third of `expected`, backward being
