@@ -194,7 +194,17 @@ def optimise(denoiser, r: SampleRequest, step: MatchStep, to_images, iterations:
     """`iterations` of `Loop` (fewer under a deadline), then the set of the final start. The stopping rule is
     refine.optimise's, with the final chain counted: no iteration starts that the slowest one so far (at first
     `expected`) plus the final chain (the slowest forward so far; at first a third of `expected`, backward being
-    about twice the forward), times `safety`, would end past `deadline` (an absolute time.perf_counter() value)."""
+    about twice the forward), times `safety`, would end past `deadline` (an absolute time.perf_counter() value).
+    `threads`: the intra-op threads of the whole loop (None: unchanged), as the sampler runs at `Throughput.threads`:
+    on 2 shared cores the chain's many small ops at 2 threads wait at every OpenMP barrier for the busy core
+    (docs/minmax.md#budgets-on-a-busy-machine)."""
+    with use_threads(threads):
+        return _optimise(denoiser, r, step, to_images, iterations, lr, momentum, who, target, deadline, expected,
+                         safety, progress)
+
+
+def _optimise(denoiser, r, step, to_images, iterations, lr, momentum, who, target, deadline, expected, safety,
+              progress) -> Result:
     from tqdm.auto import tqdm
 
     if iterations < 0:

@@ -103,3 +103,17 @@ def test_what_it_cannot_run_is_refused_in_one_line():
         noise_refine.optimise(den, _request(), None, lambda x: x, 1, 0.1, 0.5, "dm", target="pixels")
     with pytest.raises(DDBenchError, match="target=prototypes needs prototypes"):
         noise_refine.optimise(den, _request(strength=1.0), None, lambda x: x, 1, 0.1, 0.5, "dm", target="prototypes")
+
+
+def test_the_loop_runs_at_the_thread_count_it_is_given_and_restores_it():
+    den = tiny_model(K)
+    seen = []
+
+    def step(it, images):
+        seen.append(torch.get_num_threads())
+        return float(images.square().sum()), 2 * images
+
+    before = torch.get_num_threads()
+    other = 2 if before == 1 else 1
+    noise_refine.optimise(den, _request(), step, lambda x: x, 2, 0.1, 0.5, "dm", threads=other)
+    assert seen == [other, other] and torch.get_num_threads() == before
