@@ -5,14 +5,14 @@ objective is backpropagated through the S-step DDIM chain into the chain's start
 prototype at the first kept timestep), and SGD moves x_start: every iterate is still a sample of the generator, as
 GLaD (Cazenavette et al., CVPR 2023) and LD3M optimise a generator's inputs. The price is the chain: each iteration
 runs the kept steps forward and backward (two denoiser calls per step with guidance), so it costs many pixel-side
-iterations; docs/noise-refine-draft.md has the measured ratio.
+iterations (measured: benchmarks/bench_noise_refine.py, results in benchmarks/results/noise-refine/).
 
 The start is drawn exactly as `sampler._denoise` draws it for the request's seed (batch b's noise from
 `seeds.generator(seed, "dsr", b)`, the same batches of whole rounds), and the chain runs the sampler's own
 scheduler and guidance, so 0 iterations gives exactly the images `DSRSampler.generate` gives. The objective is looked
-up by name (`refine.objective`): no copy of any loss lives here. The optimiser: SGD with the objective's lr and
-momentum, as pixel-side refine; GLaD's generator-input optimiser is the same SGD with momentum 0.5
-(GeorgeCazenavette/glad glad_utils.py get_optimizer_img). `target="prototypes"` moves the prototypes instead, with
+up by name (`refine.objective`): no copy of any loss lives here. The optimiser: SGD(lr, momentum) as the caller
+gives them (GLaD's generator-input optimiser is SGD with momentum 0.5, GeorgeCazenavette/glad glad_utils.py
+get_optimizer_img); DM's own lr 1.0 overshoots through the chain where a tenth of it descends (the benchmark's probe). `target="prototypes"` moves the prototypes instead, with
 the noise held: x_start = sqrt(a_t0) * proto + sqrt(1 - a_t0) * noise, so with one prototype per image (the plugin's
 k = IPC) that is the start's optimisation at lr * a_t0, not a new direction.
 """
