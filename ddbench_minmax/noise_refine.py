@@ -13,9 +13,9 @@ scheduler and guidance, so 0 iterations gives exactly the images `DSRSampler.gen
 up by name (`refine.objective`): no copy of any loss lives here. The optimiser: SGD(lr, momentum) as the caller
 gives them (GLaD's generator-input optimiser is SGD with momentum 0.5, GeorgeCazenavette/glad glad_utils.py
 get_optimizer_img); DM's own lr 1.0 overshoots through the chain where a tenth of it descends (the benchmark's
-probe). `target="prototypes"` moves the prototypes instead, with
-the noise held: x_start = sqrt(a_t0) * proto + sqrt(1 - a_t0) * noise, so with one prototype per image (the plugin's
-k = IPC) that is the start's optimisation at lr * a_t0, not a new direction.
+probe). `target="prototypes"` moves the prototypes instead, with the noise held: x_start = sqrt(a_t0) * proto +
+sqrt(1 - a_t0) * noise, so with one prototype per image (the plugin's k = IPC) that is the start's optimisation at
+lr * a_t0, not a new direction.
 """
 from __future__ import annotations
 
