@@ -4,6 +4,8 @@ what one iteration costs, and a one-seed probe of what each buys in the same sec
     flock /tmp/ddbench-cpu.lock env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_noise_refine.py cost
     flock /tmp/ddbench-cpu.lock env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_noise_refine.py probe --lrs 1
     flock /tmp/ddbench-cpu.lock env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_noise_refine.py probe --lrs 0.1
+    flock /tmp/ddbench-cpu.lock env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_noise_refine.py probe --ipc 10 \
+        --budgets 30 --lrs 0.1
     .venv/bin/python benchmarks/bench_noise_refine.py report
 
 The generator is the study's: minmax-diffusion's Fashion-MNIST preset (plugins.toml: fine-tuned 200 steps, S = 10
@@ -17,8 +19,8 @@ overshot (683 after 3 iterations, 650 after 6) where lr 0.1 descended (416, 383)
 
 cost: per IPC (1 and 10), one pixel-side and one noise-side iteration (at DM's lr; the cost does not depend on it)
 alternated in this process, `--repeats` times after a warm-up of each; median seconds and their ratio.
-probe: IPC 1, seed 0: the plain set, pixel refine for T s and noise refine for T s per lr (T = 10, 30: each loop's own
-deadline with refine's rule, safety 1.1), each stored as a synset.pt and evaluated unchanged by
+probe: IPC 1 (`--ipc 10` once, at 30 s), seed 0: the plain set, pixel refine for T s and noise refine for T s per
+lr (T = 10, 30: each loop's own deadline with refine's rule, safety 1.1), each stored as a synset.pt and evaluated unchanged by
 `ddbench run --method dm --set init=PATH --set iterations=0` (DM from a stored set with 0 iterations returns it as is,
 baselines/dm.py) under `--protocol fast --eval-epochs 100 --eval-models 3`, seed 0; plus each set's DM loss on 10
 held-out draws (iterations 100000-100009, never used by either loop). One seed: a probe, no claim.
@@ -217,12 +219,11 @@ def _evaluate(name: str, set_path: Path, ipc: int, seed: int) -> dict[str, Any]:
     return {"command": shown, "summary": summary}
 
 
-def probe(budgets: list[int], lrs: list[float], seed: int) -> None:
+def probe(budgets: list[int], lrs: list[float], seed: int, ipc: int = 1) -> None:
     from ddbench.api import SyntheticSet
     from ddbench.synsets import save_synset
     from ddbench_minmax import noise_refine, refine
 
-    ipc = 1
     sets = RESULTS / "sets"
     measured = RESULTS / f"cost-ipc{ipc}.json"  # the noise loop runs at the thread count its cost found faster
     noise_threads = json.loads(measured.read_text())["noise_threads"] if measured.is_file() else 1
@@ -303,7 +304,7 @@ def report() -> None:
     rows = []
     def order(path: Path) -> tuple:
         c = json.loads(path.read_text())
-        return (c.get("budget_seconds", 0), -c.get("lr", 9), c.get("side", ""))
+        return (c["ipc"], c.get("budget_seconds", 0), -c.get("lr", 9), c.get("side", ""))
 
     for path in sorted(RESULTS.glob("probe-*.json"), key=order):
         c = json.loads(path.read_text())
@@ -314,7 +315,7 @@ def report() -> None:
                     f"{c['held_out_dm_loss']:.3f} | {c['moved_from_plain']:.3f} | {sm['accuracy_mean']:.2f} "
                     f"± {sm['accuracy_std']:.2f} ({accs}) | {c['load_before'][0]} |")
     if rows:
-        print("\nProbe, IPC 1, method seed 0, one seed (a probe, no claim); evaluation "
+        print("\nProbe, method seed 0, one seed (a probe, no claim); evaluation "
               f"`{' '.join(EVAL)}`:\n")
         print("| cell | lr | T s | iterations | held-out DM loss | mean abs change | accuracy % | load 1-min |")
         print("|---|---|---|---|---|---|---|---|")
@@ -332,13 +333,14 @@ def main() -> None:
     p.add_argument("--lrs", type=float, nargs="+", default=[1.0],
                    help="SGD lrs of both loops (1.0 = DM's own lr_img; 0.1 = a tenth, see the module docstring)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ipc", type=int, default=1)
     sub.add_parser("report")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.what == "cost":
         cost(args.ipcs, args.repeats)
     elif args.what == "probe":
-        probe(args.budgets, args.lrs, args.seed)
+        probe(args.budgets, args.lrs, args.seed, args.ipc)
     report()
 
 
