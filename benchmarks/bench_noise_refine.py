@@ -20,10 +20,11 @@ overshot (683 after 3 iterations, 650 after 6) where lr 0.1 descended (416, 383)
 cost: per IPC (1 and 10), one pixel-side and one noise-side iteration (at DM's lr; the cost does not depend on it)
 alternated in this process, `--repeats` times after a warm-up of each; median seconds and their ratio.
 probe: IPC 1 (`--ipc 10` once, at 30 s), seed 0: the plain set, pixel refine for T s and noise refine for T s per
-lr (T = 10, 30: each loop's own deadline with refine's rule, safety 1.1), each stored as a synset.pt and evaluated unchanged by
-`ddbench run --method dm --set init=PATH --set iterations=0` (DM from a stored set with 0 iterations returns it as is,
-baselines/dm.py) under `--protocol fast --eval-epochs 100 --eval-models 3`, seed 0; plus each set's DM loss on 10
-held-out draws (iterations 100000-100009, never used by either loop). One seed: a probe, no claim.
+lr (T = 10, 30: each loop's own deadline with refine's rule, safety 1.1), each stored as a synset.pt and evaluated
+unchanged by `ddbench run --method dm --set init=PATH --set iterations=0` (DM from a stored set with 0 iterations
+returns it as is, baselines/dm.py) under `--protocol fast --eval-epochs 100 --eval-models 3`, seed 0; plus each
+set's DM loss on 10 held-out draws (iterations 100000-100009, never used by either loop). One seed: a probe, no
+claim.
 
 Results: benchmarks/results/noise-refine/<cell>.json, written atomically; a stored cell is not run again.
 """
