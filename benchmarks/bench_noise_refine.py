@@ -88,7 +88,7 @@ class Setup:
         from ddbench.runner import RunRequest, context, registry_for, resolve
         from ddbench_minmax import refine
         from ddbench_minmax.generator import obtain_generator, to_denoiser_space
-        from ddbench_minmax.plugin import MinMaxDiffusion
+        from ddbench_minmax.sampling import load_prototypes, sample_request
 
         config = load_config(None)
         registry = registry_for(config)
@@ -106,9 +106,9 @@ class Setup:
         if not any("loaded from" in line for line in self.log):
             raise SystemExit("the fine-tuned generator was not loaded from the cache: " + " | ".join(self.log[-3:]))
         self.generator.to(ctx.device).eval()
-        protos = to_denoiser_space(self.generator, MinMaxDiffusion._prototypes(ctx, ipc))
-        self.request = MinMaxDiffusion._request(ctx, self.generator, p["steps"], ipc, seed=ctx.seed, deadline=None,
-                                                throughput=None, prototypes=protos)
+        protos = to_denoiser_space(self.generator, load_prototypes(ctx, ipc))
+        self.request = sample_request(ctx, self.generator, p["steps"], ipc, seed=ctx.seed, deadline=None,
+                                      throughput=None, prototypes=protos)
         self.ctx = ctx
         self.obj, self.settings = refine.objective(ctx)
 

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import torch
 
 from ddbench.api import DDBenchError, MatchStep, SampleRequest
-from ddbench.seeds import generator as rng
+from ddbench.helpers import generator as rng
 
 from .checks import PluginOutputError
 from .model import guided_eps
-from .sampler import (_autocast, _round_prototypes, _timesteps, check_request, finish_batch, make_sampling_scheduler,
-                      use_threads)
+from .sampler import (Levers, _autocast, _round_prototypes, _timesteps, check_request, finish_batch,
+                      make_sampling_scheduler, use_threads)
 
 TARGETS = ("start", "prototypes")
 
@@ -66,8 +66,8 @@ def check(r: SampleRequest, T: int) -> None:
     if r.scheduler != "ddim":
         raise DDBenchError(f"scheduler={r.scheduler!r} is not allowed for noise refine; it runs the DDIM chain "
                            "(scheduler=ddim)")
-    if r.mode_guidance > 0.0:
-        raise DDBenchError(f"mode_guidance={r.mode_guidance!r} is not allowed for noise refine; give mode_guidance=0")
+    if Levers.of(r).mode_guidance > 0.0:
+        raise DDBenchError(f"mode_guidance={Levers.of(r).mode_guidance!r} is not allowed for noise refine; give mode_guidance=0")
 
 
 def draw_start(denoiser, r: SampleRequest, device) -> tuple[object, Start]:
@@ -75,7 +75,7 @@ def draw_start(denoiser, r: SampleRequest, device) -> tuple[object, Start]:
     batches (sample_batch // classes rounds each), prototypes and seeded noise."""
     check(r, denoiser.config.num_train_timesteps)
     sched = make_sampling_scheduler(r.scheduler, denoiser)
-    timesteps = _timesteps(sched, r.steps, r.strength)
+    timesteps = _timesteps(sched, r.steps, Levers.of(r).strength)
     k = r.num_classes
     per_batch = max(1, r.batch_size // k)
     noise, protos, labels, batches = [], [], [], []
@@ -84,7 +84,7 @@ def draw_start(denoiser, r: SampleRequest, device) -> tuple[object, Start]:
         rounds = min(per_batch, r.ipc - done)
         n = rounds * k
         labels.append(torch.arange(k).repeat(rounds))
-        proto = _round_prototypes(r.prototypes, done, rounds, device)
+        proto = _round_prototypes(Levers.of(r).prototypes, done, rounds, device)
         if proto is not None:
             protos.append(proto)
         noise.append(torch.randn(n, *r.image_shape, generator=rng(r.seed, "dsr", b)).to(device))
@@ -92,16 +92,16 @@ def draw_start(denoiser, r: SampleRequest, device) -> tuple[object, Start]:
         done += rounds
         b += 1
     start = Start(torch.cat(noise), torch.cat(protos) if protos else None, torch.cat(labels).to(device), batches,
-                  timesteps[:1], sched.add_noise, r.strength)
+                  timesteps[:1], sched.add_noise, Levers.of(r).strength)
     return sched, start
 
 
 def chain(denoiser, sched, r: SampleRequest, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The sampler's DDIM loop from `x` (one batch) to its samples in [-1, 1], differentiable when grad is on:
     `_denoise`'s steps (guided eps under the same autocast, limited-interval guidance) and `finish_batch`."""
-    timesteps = _timesteps(sched, r.steps, r.strength)  # a fresh scheduler state, as every sampled batch
+    timesteps = _timesteps(sched, r.steps, Levers.of(r).strength)  # a fresh scheduler state, as every sampled batch
     T = denoiser.config.num_train_timesteps
-    lo, hi = r.guidance_interval
+    lo, hi = Levers.of(r).guidance_interval
     device = x.device
     for t in timesteps:
         scale = r.guidance if lo <= int(t) / T <= hi else 1.0

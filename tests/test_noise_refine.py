@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 
 import pytest
 import torch
@@ -22,9 +21,11 @@ K = 3
 
 def _request(ipc=2, batch_size=12, strength=0.7, **kw) -> SampleRequest:
     protos = torch.rand(K, ipc, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5)) * 2 - 1
-    return SampleRequest(num_classes=K, steps=3, image_shape=(1, SIZE, SIZE), ipc=ipc, guidance=2.0,
-                         scheduler="ddim", batch_size=batch_size, seed=7, strength=strength,
-                         prototypes=protos if strength < 1 else None, **kw)
+    levers = {k: kw.pop(k) for k in list(kw) if k in DSRSampler.params}
+    base = dict(num_classes=K, steps=3, image_shape=(1, SIZE, SIZE), ipc=ipc, guidance=2.0, scheduler="ddim",
+                batch_size=batch_size, seed=7)
+    return SampleRequest(**{**base, **kw}, settings={"strength": strength, **levers},
+                         inputs={"prototypes": protos} if strength < 1 else {})
 
 
 def _dm(make_ctx, labels):
@@ -96,7 +97,7 @@ def test_what_it_cannot_run_is_refused_in_one_line():
     den = tiny_model(K)
     for kw, message in ((dict(scheduler="dpm++"), "scheduler='dpm++' is not allowed for noise refine"),
                         (dict(mode_guidance=0.1), "mode_guidance=0.1 is not allowed for noise refine")):
-        r = replace(_request(), **kw)
+        r = _request(**kw)
         with pytest.raises(DDBenchError, match=re.escape(message)):
             noise_refine.optimise(den, r, None, lambda x: x, 1, 0.1, 0.5, "dm")
     with pytest.raises(DDBenchError, match="target='pixels' is not allowed"):
