@@ -229,23 +229,39 @@ def budget_point(study: Study, ipc: int, series: str, t: int | None) -> dict[str
             "iterations": statistics.mean(its) if its else None}
 
 
+def herding_point(ipc: int, seeds: int) -> dict[str, Any] | None:
+    """Herding at this IPC under the same protocol, from the coreset study's cells (the equal-count control of
+    issue 31's "count" goal; its run need not be in this --out: only its accuracy is read)."""
+    cells = [c for c in (_read(RESULTS / "coreset" / f"ipc{ipc}-herding-s{s}.json") for s in range(seeds))
+             if c is not None and _same_protocol(c, ipc)]
+    if not cells:
+        return None
+    means = [float(c["summary"]["accuracy_mean"]) for c in cells]
+    return {"means": means, "mean": statistics.mean(means), "std": statistics.stdev(means) if len(means) > 1 else None,
+            "n": len(means), "seconds": None, "iterations": None}
+
+
 def budget_table(study: Study, ipc: int) -> str:
     plain = budget_point(study, ipc, "refine", 0)  # Min-Max Diffusion without refine: its sampling alone
     random_real = point(study, ipc, "random", None)
+    herding = herding_point(ipc, study.seeds)
     lines = [f"IPC {ipc} (equal count), protocol {PROTOCOL_LABEL[ipc]}, Fashion-MNIST; budget T = seconds after "
              "training on this machine's clock; accuracy % = mean ± sample std over method seeds (n); Welch p over "
              "seed means (benchmarks/bench_warm.py --track budget).", "",
              "| T (s) | set | accuracy % (n seeds) | seconds spent | iterations done | vs DM from real, same T: Δ, p "
-             "| vs Min-Max Diffusion without refine: Δ, p |", "|---:|---|---|---:|---:|---|---|"]
+             "| vs Min-Max Diffusion without refine: Δ, p | vs herding: Δ, p |", "|---:|---|---|---:|---:|---|---|---|"]
     plain_secs = None if plain is None else f"{plain['seconds']:.1f}"
-    lines.append(f"| - | Min-Max Diffusion, no refine (sampling only) | {_acc(plain)} | {plain_secs or '-'} | 0 | — | — |")
+    lines.append(f"| - | Min-Max Diffusion, no refine (sampling only) | {_acc(plain)} | {plain_secs or '-'} | 0 | — | — "
+                 f"| {_versus(plain, herding)} |")
     load = [c["load_before"][0] for c in (study.load(ipc, se, t, seed) for se in BUDGET_SERIES
                                           for t in (t for g in BUDGETS for t in g) for seed in range(study.seeds))
             if c is not None and c.get("load_before")]
     if load:
         lines[0] += (f" Load (1-min average) before the budget cells: {min(load):.1f}-{max(load):.1f} on 2 cores: "
                      "seconds are wall-clock, so a busier machine does fewer iterations in T.")
-    lines.append(f"| - | random real | {_acc(random_real)} | - | - | — | {_versus(random_real, plain)} |")
+    lines.append(f"| - | random real | {_acc(random_real)} | - | - | — | {_versus(random_real, plain)} "
+                 f"| {_versus(random_real, herding)} |")
+    lines.append(f"| - | herding (real images) | {_acc(herding)} | - | - | — | {_versus(herding, plain)} | — |")
     for t in [t for group in BUDGETS for t in group]:
         dm = budget_point(study, ipc, "budget-dm-real", t)
         for series, label in BUDGET_SERIES.items():
@@ -255,7 +271,8 @@ def budget_table(study: Study, ipc: int) -> str:
             secs = "-" if s["seconds"] is None else f"{s['seconds']:.1f}"
             its = "-" if s["iterations"] is None else f"{s['iterations']:.0f}"
             versus_dm = "—" if series == "budget-dm-real" else _versus(s, dm)
-            lines.append(f"| {t} | {label} | {_acc(s)} | {secs} | {its} | {versus_dm} | {_versus(s, plain)} |")
+            lines.append(f"| {t} | {label} | {_acc(s)} | {secs} | {its} | {versus_dm} | {_versus(s, plain)} "
+                         f"| {_versus(s, herding)} |")
     return "\n".join(lines)
 
 
