@@ -10,11 +10,20 @@ protocol, labelled so). Every cell a plain `ddbench run`, resumable.
     python benchmarks/bench_warm.py report [--write]                   # the table (docs/minmax.md marker block)
     DDBENCH_STUDY_LOCK=/tmp/ddbench-cpu.lock python benchmarks/bench_warm.py run --track budget --only ipc1
                                                     # the budget track: equal count, equal seconds (issue 31.4)
+    DDBENCH_STUDY_LOCK=/tmp/ddbench-cpu.lock python benchmarks/bench_warm.py run --track convergence
+                                                    # each matching run to its CPU preset, under dsa (issue 31.5)
 
 The budget track (docs/minmax.md#the-budget-track-with-refine): under `--budget T` seconds after training, at the
 run's --ipc, Min-Max Diffusion samples its set (policy fixed-ipc) and refines it with DM for the seconds left; DM
 from random real matches for the same T; Min-Max Diffusion without refine (its sampling alone, a few seconds) and
 random real are the plain cells. Both loops are capped at DM's paper count (20000) so that the deadline ends them.
+
+The convergence track (docs/minmax.md#at-convergence): under the standard `dsa` protocol at IPC 1 and 10, every
+matching run to its CPU preset's count: Min-Max Diffusion + refine=dm (150 iterations) against DM from random real,
+Min-Max Diffusion + refine=dsa-gm (100 image updates) against DSA from random real (both the standard table's
+cells), and DM from herding's selection as the control that separates a better start from a generated one; all
+beside herding and the unrefined set at equal count. At IPC 1 its DM cells are the curve study's 150-iteration
+cells (the same commands).
 
 Cells are stored atomically in benchmarks/results/warm/<cell>.json by bench_minmax.run_cell (command, summary,
 meta), one at a time under `flock $DDBENCH_STUDY_LOCK` when set; a stored cell is never run again. Order: seeds
@@ -69,6 +78,15 @@ SERIES = {"refine": ("Min-Max Diffusion + refine=dm", "minmax-diffusion"), "dm-r
 BUDGETS = ((10, 30), (5, 60))
 BUDGET_CAP = 20000
 BUDGET_SERIES = {"budget-refine": "Min-Max Diffusion + refine=dm (fixed-ipc)", "budget-dm-real": "DM from random real"}
+# The convergence track: the standard protocol at both IPCs (bench_standard PROTOCOLS["dsa"]), 3 method seeds (the
+# standard table's count for DM, DSA and herding, whose cells it compares against). dsa-gm's CPU preset
+# (plugins.toml [methods.dsa-gm.fashion-mnist]): 100 image updates, batch_real 32, inner_loop 5.
+CONV_PROTOCOL = ["--protocol", "dsa", "--eval-models", "5"]
+CONV_SEEDS = 3
+GM_UPDATES = 100
+GM_SETTINGS = f"batch_real={BATCH_REAL},inner_loop=5"
+CONV_SERIES = {"refine": "Min-Max Diffusion + refine=dm", "refine-dsa-gm": "Min-Max Diffusion + refine=dsa-gm",
+               "dm-herding": "DM from herding"}
 
 
 def cell_name(ipc: int, series: str, iterations: int | None, seed: int) -> str:
@@ -122,8 +140,13 @@ class Study:
     """The cells of the study and where each one is (adopted, stored, to run): the curve of accuracy against
     matching iterations, or (`BudgetStudy`) the budget track."""
 
+    protocols: dict[int, list[str]] = PROTOCOLS
+
     def __init__(self, seeds: int = SEEDS, only: tuple[int, ...] = IPCS, adopt: bool = True):
         self.seeds, self.only, self.adopt = seeds, only, adopt
+
+    def name(self, ipc: int, series: str, iterations: int | None, seed: int) -> str:
+        return cell_name(ipc, series, iterations, seed)
 
     def plan(self) -> list[tuple[int, str, int | None, int]]:
         """(ipc, series, iterations, seed) in run order."""
@@ -138,7 +161,7 @@ class Study:
 
     def where(self, ipc: int, series: str, iterations: int | None, seed: int) -> Path:
         found = adopted(ipc, series, iterations, seed) if self.adopt else None
-        return found or CELLS / f"{cell_name(ipc, series, iterations, seed)}.json"
+        return found or CELLS / f"{self.name(ipc, series, iterations, seed)}.json"
 
     def load(self, ipc: int, series: str, iterations: int | None, seed: int) -> dict[str, Any] | None:
         return _read(self.where(ipc, series, iterations, seed))
@@ -146,7 +169,10 @@ class Study:
     def args(self, ipc: int, series: str, iterations: int | None, seed: int) -> tuple[str, list[str]] | None:
         """(method, `ddbench run` arguments) of a cell; None when its herding start has no run yet. In the budget
         track `iterations` is the budget T in seconds."""
-        base = ["--ipc", str(ipc), "--seed", str(seed), *PROTOCOLS[ipc]]
+        base = ["--ipc", str(ipc), "--seed", str(seed), *self.protocols[ipc]]
+        if series == "refine-dsa-gm":
+            return "minmax-diffusion", base + ["--set", "refine=dsa-gm", "--set", f"refine_iterations={iterations}",
+                                               "--set", f"refine_settings={GM_SETTINGS}"]
         if series == "budget-refine":
             return "minmax-diffusion", base + ["--budget", str(iterations), "--set", "policy=fixed-ipc",
                                                "--set", "refine=dm", "--set", f"refine_iterations={BUDGET_CAP}",
@@ -173,9 +199,9 @@ class Study:
                 continue
             what = self.args(*cell)
             if what is None:
-                print(f"{cell_name(*cell)}: its herding start did not run; skipped", flush=True)
+                print(f"{self.name(*cell)}: its herding start did not run; skipped", flush=True)
                 continue
-            bm.run_cell(cell_name(*cell), *what)
+            bm.run_cell(self.name(*cell), *what)
 
 
 class BudgetStudy(Study):
@@ -190,6 +216,80 @@ class BudgetStudy(Study):
                     for seed in (s for s in phase if s < self.seeds):
                         out += [(ipc, series, t, seed) for t in budgets for series in BUDGET_SERIES]
         return out
+
+
+class ConvergenceStudy(Study):
+    """The convergence track: the standard protocol at both IPCs, every matching run to its CPU preset. Its
+    comparison cells are the standard table's (read in place); at IPC 1 its own cells are the curve study's
+    150-iteration ones (the same commands and names), at IPC 10 they are named `ipc10-dsa-...`."""
+
+    protocols = {ipc: CONV_PROTOCOL for ipc in IPCS}
+
+    def __init__(self, seeds: int = CONV_SEEDS, only: tuple[int, ...] = IPCS, adopt: bool = True):
+        super().__init__(seeds, only, adopt)
+
+    def name(self, ipc: int, series: str, iterations: int | None, seed: int) -> str:
+        tag = "" if self.protocols[ipc] == PROTOCOLS[ipc] else "dsa-"
+        return cell_name(ipc, tag + series, iterations, seed)
+
+    def plan(self) -> list[tuple[int, str, int | None, int]]:
+        out = []
+        for seed in range(self.seeds):
+            for ipc in self.only:
+                out += [(ipc, "herding", None, seed), (ipc, "refine", DM_ITERATIONS[-1], seed),
+                        (ipc, "refine-dsa-gm", GM_UPDATES, seed), (ipc, "dm-herding", DM_ITERATIONS[-1], seed)]
+        return out
+
+    def where(self, ipc: int, series: str, iterations: int | None, seed: int) -> Path:
+        found = standard_cell(ipc, series, iterations, seed) if self.adopt else None
+        if found is not None:
+            return found
+        if self.protocols[ipc] == PROTOCOLS[ipc]:  # IPC 1: the curve study's cells and what it adopts
+            return super().where(ipc, series, iterations, seed)
+        return CELLS / f"{self.name(ipc, series, iterations, seed)}.json"  # never a cell of another protocol
+
+
+def standard_cell(ipc: int, series: str, iterations: int | None, seed: int) -> Path | None:
+    """The standard table's cell (benchmarks/results/standard, or the cell it adopts) for the convergence track's
+    comparison rows, under `dsa` at this IPC. `herding` is the start of DM from herding, read only when its run is in
+    this --out's database (init=run:ID looks it up there); `herding-row` is herding's accuracy, wherever it ran."""
+    import bench_standard as bs  # its cells only: bs.load/adopted read paths, nothing runs
+
+    method = {("random", None): "random", ("herding", None): "herding", ("herding-row", None): "herding",
+              ("refine", 0): "minmax-diffusion",
+              ("dm-real", DM_ITERATIONS[-1]): "dm", ("dsa-gm-real", GM_UPDATES): "dsa-gm"}.get((series, iterations))
+    if method is None:
+        return None
+    path = bs.adopted(ipc, "dsa", method, seed) or RESULTS / "standard" / f"{bs.cell_name(ipc, 'dsa', method, seed)}.json"
+    cell = _read(path)
+    if cell is None or " ".join(CONV_PROTOCOL) not in cell.get("command", "") or "--set" in cell["command"]:
+        return None
+    if series == "herding" and not _in_this_out(cell):
+        return None
+    return path
+
+
+def convergence_table(study: Study, ipc: int) -> str:
+    """Each matching run at its CPU preset's count against the same matching from random real, herding at equal
+    count and the unrefined generated set; Welch over seed means."""
+    n_dm = DM_ITERATIONS[-1]
+    herding, plain = point(study, ipc, "herding-row", None), point(study, ipc, "refine", 0)
+    dm_real, gm_real = point(study, ipc, "dm-real", n_dm), point(study, ipc, "dsa-gm-real", GM_UPDATES)
+    rows = [("random real", "-", point(study, ipc, "random", None), None), ("herding (real images)", "-", herding, None),
+            ("Min-Max Diffusion, no refine", "0", plain, None),
+            ("DM from random real", str(n_dm), dm_real, None), ("DSA from random real", str(GM_UPDATES), gm_real, None),
+            (CONV_SERIES["refine"], str(n_dm), point(study, ipc, "refine", n_dm), dm_real),
+            (CONV_SERIES["refine-dsa-gm"], str(GM_UPDATES), point(study, ipc, "refine-dsa-gm", GM_UPDATES), gm_real),
+            (CONV_SERIES["dm-herding"], str(n_dm), point(study, ipc, "dm-herding", n_dm), dm_real)]
+    lines = [f"IPC {ipc}, protocol dsa (1000 epochs, 5 nets), Fashion-MNIST, every matching run at its CPU preset's "
+             "count (DM 150 iterations, DSA 100 image updates; plugins.toml); accuracy % = mean ± sample std over "
+             "method seeds (n seeds); Welch p over seed means (benchmarks/bench_warm.py --track convergence).", "",
+             "| set | matching iterations | accuracy % (n seeds) | vs the same matching from random real: Δ, p "
+             "| vs herding: Δ, p | vs Min-Max Diffusion without refine: Δ, p |", "|---|---:|---|---|---|---|"]
+    for label, n, s, ref in rows:
+        lines.append(f"| {label} | {n} | {_acc(s)} | {_versus(s, ref) if ref is not None else '—'} "
+                     f"| {_versus(s, herding)} | {_versus(s, plain)} |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -339,11 +439,13 @@ def table(study: Study, ipc: int) -> str:
 
 
 def report(study: Study, write: bool) -> None:
-    budget = isinstance(study, BudgetStudy)
-    text = "\n\n".join((budget_table if budget else table)(study, ipc) for ipc in study.only)
+    render, marker = ((budget_table, "budget-track") if isinstance(study, BudgetStudy) else
+                      (convergence_table, "convergence") if isinstance(study, ConvergenceStudy) else
+                      (table, "warm-start"))
+    text = "\n\n".join(render(study, ipc) for ipc in study.only)
     print(text)
     if write:
-        replace_block(ROOT / "docs" / "minmax.md", "budget-track" if budget else "warm-start", text)
+        replace_block(ROOT / "docs" / "minmax.md", marker, text)
 
 
 def replace_block(path: Path, marker: str, body: str) -> None:
@@ -362,8 +464,9 @@ def replace_block(path: Path, marker: str, body: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("run", "plan", "report"))
-    ap.add_argument("--track", choices=("curve", "budget"), default="curve",
-                    help="curve: accuracy against matching iterations (default); budget: equal seconds under --budget")
+    ap.add_argument("--track", choices=("curve", "budget", "convergence"), default="curve",
+                    help="curve: accuracy against matching iterations (default); budget: equal seconds under --budget; "
+                         "convergence: each matching run to its CPU preset, under dsa")
     ap.add_argument("--only", default="", help="ipc1, ipc10 or both (comma-separated; default both)")
     ap.add_argument("--seeds", type=int, default=SEEDS, help=f"method seeds per point, 1-{SEEDS} (default {SEEDS})")
     ap.add_argument("--no-adopt", action="store_true", help="run here the cells other studies already ran")
@@ -376,7 +479,9 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.seeds <= SEEDS:
         ap.error(f"--seeds {args.seeds}: not allowed; give 1 to {SEEDS} seeds per point")
     only = tuple(int(g[3:]) for g in groups) or IPCS
-    study = (BudgetStudy if args.track == "budget" else Study)(args.seeds, only, adopt=not args.no_adopt)
+    kind = {"curve": Study, "budget": BudgetStudy, "convergence": ConvergenceStudy}[args.track]
+    study = kind(min(args.seeds, CONV_SEEDS) if kind is ConvergenceStudy else args.seeds, only,
+                 adopt=not args.no_adopt)
     if args.what == "run":
         study.run()
     elif args.what == "plan":
@@ -384,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
             path = study.where(*cell)
             state = (f"adopted {path.relative_to(ROOT)}" if path.parent != CELLS else
                      "stored" if study.load(*cell) else "to run")
-            print(f"{cell_name(*cell):28s} {state}")
+            print(f"{study.name(*cell):32s} {state}")
     else:
         report(study, args.write)
 

@@ -115,3 +115,66 @@ def test_the_budget_report_compares_at_equal_seconds_over_seed_means(cells, caps
     assert "| 9.5 | 40 | — |" in dm_row
     plain = next(line for line in text.splitlines() if "no refine" in line)
     assert "63.00 ± 1.00 (3) | 0.4 |" in plain
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    """Every results folder the studies read (warm, standard, reference, coreset) under tmp_path."""
+    import bench_standard as bs
+
+    for sub in ("warm", "standard", "reference", "coreset", "minmax-equal-count"):
+        (tmp_path / sub).mkdir()
+    monkeypatch.setattr(bw, "RESULTS", tmp_path)
+    monkeypatch.setattr(bw, "CELLS", tmp_path / "warm")
+    monkeypatch.setattr(bs, "RESULTS", tmp_path)
+    monkeypatch.setattr(bs, "CELLS", tmp_path / "standard")
+    return tmp_path
+
+
+def _cell(folder: Path, name: str, accuracy: float, command: str, run_id: str = "r") -> None:
+    summary = {"accuracy_mean": accuracy, "distill_seconds": 1.0, "run_id": run_id, "ipc": int(name[3:].split("-")[0])}
+    (folder / f"{name}.json").write_text(json.dumps({"command": command, "summary": summary, "meta": {}}))
+
+
+def test_the_convergence_track_runs_under_dsa_and_shares_ipc1_cells_with_the_curve(results):
+    study = bw.ConvergenceStudy(adopt=False)
+    plan = study.plan()
+    assert len(plan) == 3 * 2 * 4 and {c[3] for c in plan} == {0, 1, 2}
+    for ipc, series, n, seed in plan:
+        if series == "dm-herding":
+            assert plan.index((ipc, "herding", None, seed)) < plan.index((ipc, series, n, seed))
+    # IPC 1: the curve study's 150-iteration cells (same names, same commands); IPC 10: its own, under dsa
+    assert study.name(1, "refine", 150, 0) == bw.Study().name(1, "refine", 150, 0) == "ipc1-refine-150-s0"
+    assert study.args(1, "refine", 150, 0) == bw.Study(adopt=False).args(1, "refine", 150, 0)
+    assert study.name(10, "refine", 150, 2) == "ipc10-dsa-refine-150-s2"
+    method, args = study.args(10, "refine-dsa-gm", 100, 1)
+    joined = " ".join(args)
+    assert method == "minmax-diffusion" and "--protocol dsa --eval-models 5" in joined and "fast" not in joined
+    assert "refine=dsa-gm --set refine_iterations=100 --set refine_settings=batch_real=32,inner_loop=5" in joined
+
+
+def test_the_convergence_track_never_adopts_a_cut_protocol_cell(results):
+    fast = "ddbench run --method random --ipc 10 --seed 0 --protocol fast --eval-epochs 100 --eval-models 3"
+    _cell(results / "reference", "ipc10-fast-s0", 72.0, fast)
+    study = bw.ConvergenceStudy()
+    assert study.load(10, "random", None, 0) is None  # the curve study would adopt it; the convergence track may not
+    assert bw.Study().load(10, "random", None, 0)["summary"]["accuracy_mean"] == 72.0
+    dsa = "ddbench run --method random --ipc 10 --seed 0 --protocol dsa --eval-models 5"
+    _cell(results / "standard", "ipc10-dsa-random-s0", 76.5, dsa)
+    assert study.load(10, "random", None, 0)["summary"]["accuracy_mean"] == 76.5
+
+
+def test_the_convergence_table_compares_each_refine_with_its_matching_from_real(results):
+    study = bw.ConvergenceStudy()
+    dsa = "--protocol dsa --eval-models 5"
+    gm_real, gm_refined, herding = [80.0, 80.5, 79.5], [82.0, 81.0, 81.5], [79.0, 79.5, 80.0]
+    for seed in range(3):
+        _cell(results / "standard", f"ipc10-dsa-dsa-gm-s{seed}", gm_real[seed], f"ddbench run --method dsa-gm {dsa}")
+        _cell(results / "standard", f"ipc10-dsa-herding-s{seed}", herding[seed], f"ddbench run --method herding {dsa}")
+        _cell(results / "warm", f"ipc10-dsa-refine-dsa-gm-100-s{seed}", gm_refined[seed], f"ddbench run {dsa} --set x")
+    text = bw.convergence_table(study, 10)
+    row = next(line for line in text.splitlines() if "refine=dsa-gm" in line)
+    assert "81.50 ± 0.50 (3)" in row
+    assert f"+1.50, p {welch(gm_refined, gm_real):.2g}" in row  # against DSA from random real
+    assert f"+2.00, p {welch(gm_refined, herding):.2g}" in row  # against herding at equal count
+    assert "| DM from herding | 150 | (not run) |" in text
