@@ -289,7 +289,25 @@ def convergence_table(study: Study, ipc: int) -> str:
     for label, n, s, ref in rows:
         lines.append(f"| {label} | {n} | {_acc(s)} | {_versus(s, ref) if ref is not None else '—'} "
                      f"| {_versus(s, herding)} | {_versus(s, plain)} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + arithmetic_line(study, ipc)
+
+
+def arithmetic_line(study: Study, ipc: int) -> str:
+    """The evaluation arithmetic behind each row (bf16 passed the equivalence test against fp32 within 0.5 points,
+    docs/evaluation.md#precision; older cells ran fp32), so a reader sees where rows of both kinds meet."""
+    import bench_standard as bs
+
+    series = {("random", None): "random real", ("herding-row", None): "herding", ("refine", 0): "no refine",
+              ("dm-real", DM_ITERATIONS[-1]): "DM", ("dsa-gm-real", GM_UPDATES): "DSA",
+              ("refine", DM_ITERATIONS[-1]): "refine=dm", ("refine-dsa-gm", GM_UPDATES): "refine=dsa-gm",
+              ("dm-herding", DM_ITERATIONS[-1]): "DM from herding"}
+    used: dict[str, list[str]] = {}
+    for (name, n), label in series.items():
+        for kind in sorted({bs.precision_of(c) for seed in range(study.seeds)
+                            if (c := study.load(ipc, name, n, seed)) is not None}):
+            used.setdefault(kind, []).append(label)
+    kinds = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(used.items()))
+    return f"Evaluation arithmetic of the cells (docs/evaluation.md#precision): {kinds or 'none stored'}."
 
 
 # --------------------------------------------------------------------------------------------------

@@ -178,3 +178,4 @@ def test_the_convergence_table_compares_each_refine_with_its_matching_from_real(
     assert f"+1.50, p {welch(gm_refined, gm_real):.2g}" in row  # against DSA from random real
     assert f"+2.00, p {welch(gm_refined, herding):.2g}" in row  # against herding at equal count
     assert "| DM from herding | 150 | (not run) |" in text
+    assert text.endswith("(docs/evaluation.md#precision): fp32: herding, DSA, refine=dsa-gm.")  # no precision: fp32
