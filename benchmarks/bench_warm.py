@@ -22,8 +22,7 @@ The convergence track (docs/minmax.md#at-convergence): under the standard `dsa` 
 matching run to its CPU preset's count: Min-Max Diffusion + refine=dm (150 iterations) against DM from random real,
 Min-Max Diffusion + refine=dsa-gm (100 image updates) against DSA from random real (both the standard table's
 cells), and DM from herding's selection as the control that separates a better start from a generated one; all
-beside herding and the unrefined set at equal count. At IPC 1 its DM cells are the curve study's 150-iteration
-cells (the same commands).
+beside herding and the unrefined set at equal count, in the arithmetic of the standard table's cells (IPC 1: fp32).
 
 Cells are stored atomically in benchmarks/results/warm/<cell>.json by bench_minmax.run_cell (command, summary,
 meta), one at a time under `flock $DDBENCH_STUDY_LOCK` when set; a stored cell is never run again. Order: seeds
@@ -82,6 +81,10 @@ BUDGET_SERIES = {"budget-refine": "Min-Max Diffusion + refine=dm (fixed-ipc)", "
 # standard table's count for DM, DSA and herding, whose cells it compares against). dsa-gm's CPU preset
 # (plugins.toml [methods.dsa-gm.fashion-mnist]): 100 image updates, batch_real 32, inner_loop 5.
 CONV_PROTOCOL = ["--protocol", "dsa", "--eval-models", "5"]
+# The arithmetic of the cells compared against: the standard table's IPC 1 cells ran fp32 (before bf16 became the
+# default), its IPC 10 cells the default `auto` (bf16 on a CPU with avx512_bf16), so IPC 1 pins fp32 and is named so.
+CONV_PROTOCOLS = {1: CONV_PROTOCOL + ["--set", "eval.precision=fp32"], 10: CONV_PROTOCOL}
+CONV_TAG = {1: "fp32-", 10: "dsa-"}
 CONV_SEEDS = 3
 GM_UPDATES = 100
 GM_SETTINGS = f"batch_real={BATCH_REAL},inner_loop=5"
@@ -220,17 +223,25 @@ class BudgetStudy(Study):
 
 class ConvergenceStudy(Study):
     """The convergence track: the standard protocol at both IPCs, every matching run to its CPU preset. Its
-    comparison cells are the standard table's (read in place); at IPC 1 its own cells are the curve study's
-    150-iteration ones (the same commands and names), at IPC 10 they are named `ipc10-dsa-...`."""
+    comparison cells are the standard table's (read in place), in their arithmetic; its own cells are named
+    `ipc1-fp32-...` and `ipc10-dsa-...`. A herding start is the standard table's herding run when it is in this
+    --out, else the curve study's herding cell (shared: only its images are used, not its evaluation)."""
 
-    protocols = {ipc: CONV_PROTOCOL for ipc in IPCS}
+    protocols = CONV_PROTOCOLS
 
     def __init__(self, seeds: int = CONV_SEEDS, only: tuple[int, ...] = IPCS, adopt: bool = True):
         super().__init__(seeds, only, adopt)
+        self.curve = Study(seeds, only, adopt)
 
     def name(self, ipc: int, series: str, iterations: int | None, seed: int) -> str:
-        tag = "" if self.protocols[ipc] == PROTOCOLS[ipc] else "dsa-"
-        return cell_name(ipc, tag + series, iterations, seed)
+        if series == "herding":
+            return self.curve.name(ipc, series, iterations, seed)
+        return cell_name(ipc, CONV_TAG[ipc] + series, iterations, seed)
+
+    def args(self, ipc: int, series: str, iterations: int | None, seed: int) -> tuple[str, list[str]] | None:
+        if series == "herding":
+            return self.curve.args(ipc, series, iterations, seed)
+        return super().args(ipc, series, iterations, seed)
 
     def plan(self) -> list[tuple[int, str, int | None, int]]:
         out = []
@@ -244,8 +255,8 @@ class ConvergenceStudy(Study):
         found = standard_cell(ipc, series, iterations, seed) if self.adopt else None
         if found is not None:
             return found
-        if self.protocols[ipc] == PROTOCOLS[ipc]:  # IPC 1: the curve study's cells and what it adopts
-            return super().where(ipc, series, iterations, seed)
+        if series == "herding":
+            return self.curve.where(ipc, series, iterations, seed)
         return CELLS / f"{self.name(ipc, series, iterations, seed)}.json"  # never a cell of another protocol
 
 
@@ -263,7 +274,7 @@ def standard_cell(ipc: int, series: str, iterations: int | None, seed: int) -> P
     path = bs.adopted(ipc, "dsa", method, seed) or RESULTS / "standard" / f"{bs.cell_name(ipc, 'dsa', method, seed)}.json"
     cell = _read(path)
     if cell is None or " ".join(CONV_PROTOCOL) not in cell.get("command", "") or "--set" in cell["command"]:
-        return None
+        return None  # the standard table's plain commands only
     if series == "herding" and not _in_this_out(cell):
         return None
     return path

@@ -143,9 +143,11 @@ def test_the_convergence_track_runs_under_dsa_and_shares_ipc1_cells_with_the_cur
     for ipc, series, n, seed in plan:
         if series == "dm-herding":
             assert plan.index((ipc, "herding", None, seed)) < plan.index((ipc, series, n, seed))
-    # IPC 1: the curve study's 150-iteration cells (same names, same commands); IPC 10: its own, under dsa
-    assert study.name(1, "refine", 150, 0) == bw.Study().name(1, "refine", 150, 0) == "ipc1-refine-150-s0"
-    assert study.args(1, "refine", 150, 0) == bw.Study(adopt=False).args(1, "refine", 150, 0)
+    # IPC 1 in the arithmetic of the standard table's IPC 1 cells (fp32), IPC 10 in its default; named apart from
+    # the curve study's cells
+    assert study.name(1, "refine", 150, 0) == "ipc1-fp32-refine-150-s0" != bw.Study().name(1, "refine", 150, 0)
+    assert "--protocol dsa --eval-models 5 --set eval.precision=fp32" in " ".join(study.args(1, "refine", 150, 0)[1])
+    assert "precision" not in " ".join(study.args(10, "refine", 150, 0)[1])
     assert study.name(10, "refine", 150, 2) == "ipc10-dsa-refine-150-s2"
     method, args = study.args(10, "refine-dsa-gm", 100, 1)
     joined = " ".join(args)
@@ -179,3 +181,22 @@ def test_the_convergence_table_compares_each_refine_with_its_matching_from_real(
     assert f"+2.00, p {welch(gm_refined, herding):.2g}" in row  # against herding at equal count
     assert "| DM from herding | 150 | (not run) |" in text
     assert text.endswith("(docs/evaluation.md#precision): fp32: herding, DSA, refine=dsa-gm.")  # no precision: fp32
+
+
+def test_a_herding_start_is_the_curve_studys_herding_cell_when_the_standard_one_is_elsewhere(results, monkeypatch):
+    monkeypatch.setattr(bw.bm, "OUT", str(results))
+    artifact = results / "runs" / "h0" / "synset.pt"
+    artifact.parent.mkdir(parents=True)
+    artifact.write_bytes(b"x")
+    dsa_auto = "ddbench run --method herding --ipc 1 --seed 0 --protocol dsa --eval-models 5"
+    _cell(results / "warm", "ipc1-herding-s0", 69.0, dsa_auto, run_id="h0")
+    cell = json.loads((results / "warm" / "ipc1-herding-s0.json").read_text())
+    cell["summary"]["artifact"] = str(artifact)
+    (results / "warm" / "ipc1-herding-s0.json").write_text(json.dumps(cell))
+    study = bw.ConvergenceStudy()
+    assert study.where(1, "herding", None, 0) == results / "warm" / "ipc1-herding-s0.json"
+    method, args = study.args(1, "dm-herding", 150, 0)
+    assert method == "dm" and "init=run:h0" in args and "eval.precision=fp32" in args
+    # none yet: the curve study's herding cell is run (its command), and shared with the curve study
+    assert study.where(1, "herding", None, 1) == results / "warm" / "ipc1-herding-s1.json"
+    assert study.args(1, "herding", None, 1) == bw.Study().args(1, "herding", None, 1)
