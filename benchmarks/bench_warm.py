@@ -300,25 +300,29 @@ def convergence_table(study: Study, ipc: int) -> str:
     for label, n, s, ref in rows:
         lines.append(f"| {label} | {n} | {_acc(s)} | {_versus(s, ref) if ref is not None else '—'} "
                      f"| {_versus(s, herding)} | {_versus(s, plain)} |")
-    return "\n".join(lines) + "\n\n" + arithmetic_line(study, ipc)
+    labels = {("random", None): "random real", ("herding-row", None): "herding", ("refine", 0): "no refine",
+              ("dm-real", n_dm): "DM", ("dsa-gm-real", GM_UPDATES): "DSA", ("refine", n_dm): "refine=dm",
+              ("refine-dsa-gm", GM_UPDATES): "refine=dsa-gm", ("dm-herding", n_dm): "DM from herding"}
+    groups = {label: cells_of(study, ipc, *key) for key, label in labels.items()}
+    return "\n".join(lines) + "\n\n" + arithmetic_line(groups)
 
 
-def arithmetic_line(study: Study, ipc: int) -> str:
-    """The evaluation arithmetic behind each row (bf16 passed the equivalence test against fp32 within 0.5 points,
-    docs/evaluation.md#precision; older cells ran fp32), so a reader sees where rows of both kinds meet."""
+def arithmetic_line(groups: dict[str, list[dict[str, Any]]]) -> str:
+    """The evaluation arithmetic behind each row ({row label: its cells}): bf16 passed the equivalence test against
+    fp32 within 0.5 points (docs/evaluation.md#precision) and older cells ran fp32, so a reader sees where rows of
+    both kinds meet."""
     import bench_standard as bs
 
-    series = {("random", None): "random real", ("herding-row", None): "herding", ("refine", 0): "no refine",
-              ("dm-real", DM_ITERATIONS[-1]): "DM", ("dsa-gm-real", GM_UPDATES): "DSA",
-              ("refine", DM_ITERATIONS[-1]): "refine=dm", ("refine-dsa-gm", GM_UPDATES): "refine=dsa-gm",
-              ("dm-herding", DM_ITERATIONS[-1]): "DM from herding"}
     used: dict[str, list[str]] = {}
-    for (name, n), label in series.items():
-        for kind in sorted({bs.precision_of(c) for seed in range(study.seeds)
-                            if (c := study.load(ipc, name, n, seed)) is not None}):
+    for label, cells in groups.items():
+        for kind in sorted({bs.precision_of(c) for c in cells}):
             used.setdefault(kind, []).append(label)
     kinds = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(used.items()))
     return f"Evaluation arithmetic of the cells (docs/evaluation.md#precision): {kinds or 'none stored'}."
+
+
+def cells_of(study: Study, ipc: int, series: str, iterations: int | None) -> list[dict[str, Any]]:
+    return [c for seed in range(study.seeds) if (c := study.load(ipc, series, iterations, seed)) is not None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,7 +406,12 @@ def budget_table(study: Study, ipc: int) -> str:
             versus_dm = "—" if series == "budget-dm-real" else _versus(s, dm)
             lines.append(f"| {t} | {label} | {_acc(s)} | {secs} | {its} | {versus_dm} | {_versus(s, plain)} "
                          f"| {_versus(s, herding)} |")
-    return "\n".join(lines)
+    groups = {"random real": cells_of(study, ipc, "random", None), "no refine": cells_of(study, ipc, "refine", 0),
+              "herding": [c for c in (_read(RESULTS / "coreset" / f"ipc{ipc}-herding-s{s}.json")
+                                      for s in range(study.seeds)) if c is not None and _same_protocol(c, ipc)],
+              **{f"{BUDGET_SERIES[se]} ({t} s)": cells_of(study, ipc, se, t) for se in BUDGET_SERIES
+                 for t in (t for g in BUDGETS for t in g)}}
+    return "\n".join(lines) + "\n\n" + arithmetic_line(groups)
 
 
 def seconds_from_scratch(cell: dict[str, Any], start: dict[str, Any] | None = None) -> float:
