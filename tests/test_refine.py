@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError
-from ddbench.plugins import load_plugins
+from ddbench.host.plugins import load_plugins
 from ddbench_baselines import dm as dm_module
 from ddbench_baselines import gm as gm_module
 from ddbench_minmax import refine
@@ -221,7 +221,7 @@ def test_another_registered_objective_is_used_by_name(make_ctx, tmp_path, monkey
 def test_refine_equals_dm_warm_started_from_the_unrefined_set(make_ctx, tmp_path):
     """The two items meet: DM from the stored unrefined set (init=PATH) for N iterations gives exactly the images
     refine=dm gives after sampling, because both run the one registered DM step with the same draws."""
-    from ddbench.synsets import save_synset
+    from ddbench.store.synsets import save_synset
 
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
     plain = method.distill(ctx)
@@ -269,7 +269,7 @@ def test_refine_equals_the_gradient_matching_method_warm_started_from_the_unrefi
     """refine=dc|dsa-gm runs the method's own Step pieces: the method from the stored unrefined set (init=PATH),
     2 networks of outer_loop 2 with an inner epoch between updates, gives exactly the images of refine with
     4 image updates, and its logged losses are refine's summed per network / (classes * outer_loop)."""
-    from ddbench.synsets import save_synset
+    from ddbench.store.synsets import save_synset
 
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
     plain = method.distill(ctx)

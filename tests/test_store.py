@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ddbench import results
+from ddbench.store import results
 from ddbench.cli import main
-from ddbench.results import StoreError, open_store, query
+from ddbench.store.results import StoreError, open_store, query
 
 FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress"]
 
@@ -150,7 +150,7 @@ def test_show_ids_are_literal_not_wildcards(env, capsys):
     assert "no run '________'" in capsys.readouterr().err
 
 
-# The `runs` table exactly as the code before RunRecord (git ccc6eae, ddbench/results.py COLUMNS) wrote it.
+# The `runs` table exactly as the code before RunRecord (git ccc6eae, ddbench/store/results.py COLUMNS) wrote it.
 OLD_SCHEMA = ("run_id TEXT PRIMARY KEY, created REAL, status TEXT, method TEXT, dataset TEXT, ipc INTEGER, budget REAL, "
               "protocol TEXT, model TEXT, seed INTEGER, config_hash TEXT, config TEXT, images INTEGER, "
               "accuracy_mean REAL, accuracy_std REAL, accuracies TEXT, n_eval_models INTEGER, distill_seconds REAL, "
