@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -189,3 +190,27 @@ def test_a_database_written_by_the_old_code_reads_reports_and_takes_new_runs(env
     assert main([*env["run"], "--out", str(env["out"]), "--ipc", "3"]) == 0  # migrated in place, then recorded
     assert len(query(db)) == 4
 
+
+
+OLD_DATABASE = Path(__file__).resolve().parent / "old_database"
+
+
+def test_an_old_database_reports_exactly_as_the_code_before_the_package_move_did(tmp_path, monkeypatch, capsys):
+    # results.sql: a real database of four runs written by ddbench 0.2.0 when every module sat flat in ddbench/
+    # (commit 2aba003; only the runs' set paths rewritten to a folder that does not exist); report.md, results.csv,
+    # scores.json and stdout.txt: what that commit's `ddbench report --out TMP/out --report TMP/out/report` made of
+    # it, with the folder and the time written as TMP and DATE. A deliberate change to the report rewrites them.
+    out = tmp_path / "out"
+    out.mkdir()
+    with sqlite3.connect(out / "ddbench.sqlite") as con:
+        con.executescript((OLD_DATABASE / "results.sql").read_text())
+    argv = ["report", "--out", str(out), "--report", str(out / "report")]
+    monkeypatch.setattr("sys.argv", ["ddbench", *argv])  # the report quotes its command line
+    assert main(argv) == 0
+
+    def normal(text: str) -> str:
+        return re.sub(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", "Generated DATE", text.replace(str(tmp_path), "TMP"))
+
+    assert normal(capsys.readouterr().out) == (OLD_DATABASE / "stdout.txt").read_text()
+    for name in ("report.md", "results.csv", "scores.json"):
+        assert normal((out / "report" / name).read_text()) == (OLD_DATABASE / name).read_text(), name
