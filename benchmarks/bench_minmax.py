@@ -263,9 +263,9 @@ def study_curve() -> None:
     """Class accuracy and FD of 200 guided samples (S=10) of each EMA snapshot of the base's training."""
     import torch
 
-    from ddbench.store.identity import dataset_fingerprint
     from ddbench.host.plugins import load_plugins
     from ddbench.run.runner import load_dataset
+    from ddbench.store.identity import dataset_fingerprint
     from ddbench_minmax.shipped import shipped_cache
     from ddbench_minmax.model import Denoiser
     from ddbench.helpers import reference_classifier

@@ -84,8 +84,8 @@ class Setup:
     """The study's generator, prototypes, sampling request and bound DM objective at one IPC and seed."""
 
     def __init__(self, ipc: int, seed: int = 0):
-        from ddbench.store.config import load_config
         from ddbench.run.runner import RunRequest, context, registry_for, resolve
+        from ddbench.store.config import load_config
         from ddbench_minmax import refine
         from ddbench_minmax.generator import obtain_generator, to_denoiser_space
         from ddbench_minmax.sampling import load_prototypes, sample_request

@@ -136,9 +136,9 @@ def _hash_before_added_settings(resolved) -> str:
 
 def table() -> Path:
     from ddbench.core.atomic import atomic_write_text
-    from ddbench.store.identity import dataset_fingerprint, file_sha256
     from ddbench.run.runner import load_dataset, registry_for
     from ddbench.store.config import load_config
+    from ddbench.store.identity import dataset_fingerprint, file_sha256
     from ddbench.store.shipped import table_path
 
     data = dataset_fingerprint(load_dataset(registry_for(load_config(None)), DATASET, None, False))

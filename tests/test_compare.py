@@ -14,8 +14,8 @@ import pytest
 from ddbench.api import DDBenchError
 from ddbench.cli import main
 from ddbench.commands.compare import parse_budgets, parse_ints, parse_seeds
-from ddbench.store.results import query
 from ddbench.core.safeload import load_tensors
+from ddbench.store.results import query
 
 from sweep_plugin import subprocess_env, write_config
 

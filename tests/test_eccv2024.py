@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ddbench import hookimpl
+from ddbench.api import DDBenchError, ImageDataset, Method, RunContext, RunFailed, SyntheticSet, resolve_params
 from ddbench.default_plugins import datasets as D
 from ddbench.default_plugins import eccv2024 as C
-from ddbench.api import DDBenchError, ImageDataset, Method, RunContext, RunFailed, SyntheticSet, resolve_params
 from ddbench.host.plugins import load_plugins
 
 
@@ -163,8 +163,8 @@ def data_root(tmp_path, monkeypatch):
 
 
 def test_challenge_end_to_end(registry, data_root, tmp_path, one_thread):
-    from ddbench.store.config import load_config
     from ddbench.run.runner import RunRequest
+    from ddbench.store.config import load_config
 
     cfg_path = tmp_path / "plugins.toml"
     cfg_path.write_text("[plugins]\nmodules = []\n")
@@ -200,8 +200,8 @@ def test_challenge_end_to_end(registry, data_root, tmp_path, one_thread):
 
 
 def test_strict_challenge_refuses_a_partial_copy(registry, data_root, tmp_path, one_thread):
-    from ddbench.store.config import load_config
     from ddbench.run.runner import RunRequest, execute, resolve
+    from ddbench.store.config import load_config
 
     cfg_path = tmp_path / "plugins.toml"
     cfg_path.write_text("[plugins]\nmodules = []\n")

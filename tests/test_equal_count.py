@@ -7,14 +7,14 @@ import sqlite3
 
 import pytest
 
-from ddbench.store import shipped
 from ddbench.analysis import scores as S
 from ddbench.analysis import scores_text as T
-from ddbench.cli import main
-from ddbench.store.identity import file_sha256
-from ddbench.core.records import OK, RunRecord
 from ddbench.analysis.reference import reference_lines
 from ddbench.analysis.report import build_report
+from ddbench.cli import main
+from ddbench.core.records import OK, RunRecord
+from ddbench.store import shipped
+from ddbench.store.identity import file_sha256
 from ddbench.store.results import open_store, query, record
 
 from sweep_plugin import write_config

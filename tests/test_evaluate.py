@@ -6,8 +6,8 @@ import torch.nn.functional as F
 import ddbench.default_plugins.dsa_protocols as ev
 import ddbench.default_plugins.dsa_training as dsa_training
 from ddbench.api import DDBenchError, ModelSpec, RunContext, SyntheticSet, resolve_params
-from ddbench.host.augment import DSA
 from ddbench.default_plugins.convnet_models import StackedConvNet
+from ddbench.host.augment import DSA
 from ddbench.host.plugins import Registry
 
 from conftest import make_tiny_dataset

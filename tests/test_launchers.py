@@ -11,8 +11,8 @@ import pytest
 from ddbench.api import DDBenchError, resolve_params
 from ddbench.cli import main
 from ddbench.default_plugins.launchers import LocalLauncher, SlurmLauncher
-from ddbench.run.sweeps import Job, run_job
 from ddbench.host.plugins import load_plugins
+from ddbench.run.sweeps import Job, run_job
 from ddbench.store.results import query
 
 from sweep_plugin import subprocess_env, write_config
@@ -26,8 +26,8 @@ def _compare(tmp_path, *argv):
 
 
 def _job(tmp_path, **changes):
-    from ddbench.store.config import load_config
     from ddbench.run.runner import RunRequest, registry_for, resolve
+    from ddbench.store.config import load_config
 
     config_path = write_config(tmp_path)
     config = load_config(config_path)

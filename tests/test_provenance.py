@@ -6,8 +6,8 @@ import shlex
 import pytest
 
 from ddbench.cli import main
-from ddbench.store.provenance import HOST_META, cpu_model, host_info, rerun_command
 from ddbench.core.records import RunRecord
+from ddbench.store.provenance import HOST_META, cpu_model, host_info, rerun_command
 from ddbench.store.results import query
 
 from sweep_plugin import write_config

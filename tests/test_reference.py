@@ -1,8 +1,8 @@
 """`ddbench run --reference M`: the reference method's runs under the same evaluation, or how to compute them."""
 from __future__ import annotations
 
-from ddbench.core.records import OK, RunRecord
 from ddbench.analysis.reference import reference_lines
+from ddbench.core.records import OK, RunRecord
 from ddbench.store.results import open_store, record
 
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from ddbench.cli import main
 from ddbench.analysis.report import build_report, welch
+from ddbench.cli import main
 from ddbench.core.records import RunRecord
 from ddbench.store.results import record
 from ddbench.store.synsets import save_grid

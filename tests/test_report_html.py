@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddbench.analysis.report import accuracy_table, build_report
+from ddbench.analysis.report_html import GALLERY_PER_CLASS, SCRIPT, STYLE, page_html, write_html
 from ddbench.api import SyntheticSet
 from ddbench.cli import main
 from ddbench.core.records import RunRecord
-from ddbench.analysis.report import accuracy_table, build_report
-from ddbench.analysis.report_html import GALLERY_PER_CLASS, SCRIPT, STYLE, page_html, write_html
 from ddbench.store.results import record
 from ddbench.store.synsets import save_synset
 

@@ -136,8 +136,8 @@ def test_the_set_cache_cannot_load_a_planted_set_nor_point_outside_the_results_f
 
 
 def test_the_reference_classifier_cache_is_deleted_unread_and_retrained(tmp_path, tiny_dataset):
-    from ddbench.host.classifier import reference_classifier
     from ddbench.default_plugins.convnet_models import ConvNet
+    from ddbench.host.classifier import reference_classifier
 
     marker, logs = tmp_path / "MARKER", []
     cached = plant(tmp_path / "cache" / "reference-classifier" / "tiny-abc.pt", marker)

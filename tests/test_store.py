@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ddbench.store import results
 from ddbench.cli import main
+from ddbench.store import results
 from ddbench.store.results import StoreError, open_store, query
 
 FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress"]
