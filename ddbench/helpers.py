@@ -18,6 +18,8 @@ _HOMES: dict[str, str] = {
                      "remove_empty"), "core.atomic"),
     # seeded generators on keyed streams
     **dict.fromkeys(("generator", "derive_seed", "seeded"), "core.seeds"),
+    # the stopping rule of a loop under --budget
+    **dict.fromkeys(("Deadline", "BUDGET_SAFETY"), "core.deadline"),
     # the config hash, the dataset fingerprint, a file's sha256 (cache keys)
     **dict.fromkeys(("config_hash", "dataset_fingerprint", "file_sha256"), "store.identity"),
     # the one reader of .pt files: tensors and plain containers only
@@ -59,6 +61,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and readers of the import graph; at run time each name comes lazily
     from .commands.clikit import add_common_run_args, load, print_summary, request_from_args
     from .core.atomic import atomic_save, atomic_write, atomic_write_json, atomic_write_text, missing_dirs, remove_empty
+    from .core.deadline import BUDGET_SAFETY, Deadline
     from .core.safeload import UnsafeFile, drop_refused, load_tensors
     from .core.seeds import derive_seed, generator, seeded
     from .host.augment import DEFAULT_STRATEGY, DSA, DSAParams, check_strategy

@@ -402,3 +402,24 @@ def test_budget_guidance_is_for_budgets_that_buy_images(make_ctx, policy, scale)
     _, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=5.0,
                       **{**TINY, "policy": policy, "guidance": 3.0, "budget_guidance": 1.0})
     assert guidance_of(ctx) == scale
+
+
+def test_the_deadline_rule_stops_before_an_iteration_that_would_end_past_it():
+    # the one rule of DM's budget loop, refine and noise refine (ddbench.helpers.Deadline), on a clock the test sets
+    from ddbench.helpers import BUDGET_SAFETY, Deadline
+
+    now = [0.0]
+    d = Deadline(10.0, BUDGET_SAFETY, expected=1.0, clock=lambda: now[0])
+    assert d.allows() and not d.stopped  # 0 + 1.0 * 1.1 <= 10
+    with d.timing():
+        now[0] += 2.0  # an iteration of 2 s: the slowest so far
+    assert (d.last, d.slowest) == (2.0, 2.0)
+    now[0] = 7.7
+    assert d.allows()  # 7.7 + 2 * 1.1 = 9.9
+    assert not d.allows(reserve=0.1)  # what must run after the loop counts: 7.7 + 2.1 * 1.1 > 10
+    assert d.stopped and not d.allows()  # a stopped loop stays stopped
+    late = Deadline(10.0, 1.0, clock=lambda: 8.5)
+    with late.timing():
+        pass
+    assert late.allows() and not Deadline(10.0, 1.5, expected=1.1, clock=lambda: 8.5).allows()  # 8.5 + 1.65 > 10
+    assert Deadline(None, clock=lambda: 1e9).allows(reserve=1e9)  # no budget, no stop
