@@ -146,6 +146,13 @@ def holds_ipc(ctx: RunContext) -> bool:
     return bool(getattr(ctx.registry.get("policies", ctx.params["policy"]), "holds_ipc", False))
 
 
+def fewest_steps(ctx: RunContext) -> int:
+    """The fewest denoising steps the run's policy may sample at: `steps` for a policy with `Policy.fixed_steps`,
+    else `min_steps` (a policy registered duck-typed, with decide() only, may choose any S)."""
+    fixed = getattr(ctx.registry.get("policies", ctx.params["policy"]), "fixed_steps", False)
+    return ctx.params["steps"] if fixed else ctx.params["min_steps"]
+
+
 LEVERS = ("prototypes", *LEVER_PARAMS)  # the pilot's cache key: every setting that changes the samples
 
 

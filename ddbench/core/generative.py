@@ -183,6 +183,9 @@ class Policy(ABC):
     # True: under a budget the run's own IPC is sampled (Decision.mode "ipc"), and the seconds the sampling leaves
     # go to the method's later stages (minmax-diffusion's refine), so a budget run stays at equal count.
     holds_ipc: bool = False
+    # True: S is always the request's `steps` (the policy chooses no S), so a method can check a budget at that S
+    # before any work; False: S may be any count from `min_steps` up, and a check must allow the fewest.
+    fixed_steps: bool = False
 
     @abstractmethod
     def decide(self, request: PlanRequest) -> Decision:
