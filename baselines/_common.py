@@ -90,7 +90,7 @@ def keep_freed_memory() -> bool:
 
 
 def make_dsa(strategy: str):
-    """The host's DSA (ddbench.augment), or None when the strategy is 'none'."""
+    """The host's DSA (ddbench.host.augment), or None when the strategy is 'none'."""
     if strategy in NO_AUGMENT:
         return None
     from ddbench.helpers import DSA

@@ -2,7 +2,7 @@
 
 What DC (Zhao et al., ICLR 2021, Table 1) and DC-BENCH (Cui et al., NeurIPS 2022) report beside random real: a
 distilled set that cannot beat a good selection of real images has not earned its cost. Each method is the same
-pipeline, `ddbench.features.select_pool`, with its own selector: features of every real training image of a
+pipeline, `ddbench.host.features.select_pool`, with its own selector: features of every real training image of a
 class in the `space` setting, then `ipc` of them per class. `--set selector=NAME` swaps in any registered
 selector (a third party's too); `--set space=...` the feature space. Measured: docs/baselines.md#coreset-baselines.
 """

@@ -32,15 +32,12 @@ import torch
 
 from ddbench import hookimpl
 from ddbench.api import DDBenchError, MatchStep, Method, Objective, Param, RunContext, SyntheticSet
-from ddbench.helpers import DSAParams, config_hash, dataset_fingerprint, generator, seeded
+from ddbench.helpers import Deadline, DSAParams, config_hash, dataset_fingerprint, generator, seeded
 
 from ._common import DSA_STRATEGY, Resumable, check_ipc_fits, class_indices, keep_freed_memory, make_dsa, progress
 from .warm_start import check_init, init_param, initial_set
 
 REF = "VICO-UoE/DatasetCondensation main_DM.py"
-# Under --budget no iteration starts that the slowest one so far, times this margin, would end past the deadline:
-# the margin of minmax-diffusion's budget_safety (docs/minmax.md#dsr-sampler-and-policies), so both methods stop alike.
-BUDGET_SAFETY = 1.1
 CHECKPOINT = "dm_checkpoint.pt"
 LAYOUT_KEYS = ("impl", "micro_batch", "workers")
 
@@ -111,18 +108,18 @@ class DM(Method):
 
         step = DMStep(ctx, labels, p)  # the same loss code the `dm` objective gives other methods
         t0 = time.perf_counter()
-        deadline, slowest, stopped = (None if budget is None else t0 + budget), 0.0, False
+        # under --budget no iteration starts that would end past the deadline (ddbench.helpers.Deadline, at its
+        # default margin: minmax-diffusion's budget_safety), so DM and a generated set's refine stop alike
+        deadline = Deadline(None if budget is None else t0 + budget)
         bar = progress(range(start, p["iterations"]), ctx, "dm", total=p["iterations"], initial=start)
         for it in bar:
-            if deadline is not None and time.perf_counter() + slowest * BUDGET_SAFETY > deadline:
-                stopped = True
+            if not deadline.allows():
                 break
-            t_it = time.perf_counter()
-            loss, grad = step(it, image_syn)
-            opt.zero_grad()
-            image_syn.grad = grad
-            opt.step()
-            slowest = max(slowest, time.perf_counter() - t_it)
+            with deadline.timing():
+                loss, grad = step(it, image_syn)
+                opt.zero_grad()
+                image_syn.grad = grad
+                opt.step()
             losses.append(loss / n_cls)  # main_DM.py logs loss / num_classes
             if ctx.progress:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -144,7 +141,7 @@ class DM(Method):
         }
         if budget is None:
             return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)
-        return _budget_set(ctx, image_syn.detach().cpu(), labels.clone(), meta, stopped)
+        return _budget_set(ctx, image_syn.detach().cpu(), labels.clone(), meta, deadline.stopped)
 
 
 def _budget_set(ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any],

@@ -97,7 +97,7 @@ class MTT(Method):
             "per class; 0 = all", min=0
         ),
         "zca": Param(False, f"{BUFFER} / {DISTILL}: --zca (off by default; the README uses it for CIFAR)",
-                     "distill in ZCA-whitened space (ddbench.zca); the set is returned in normalised space"),
+                     "distill in ZCA-whitened space (ddbench.host.zca); the set is returned in normalised space"),
         "zca_eps": Param(0.1, "GeorgeCazenavette/mtt-distillation utils.py: K.enhance.ZCAWhitening(eps=0.1)", min=0),
         "buffer": Param("auto",
                         "docs/baselines.md (MTT, ddbench's setting): auto = build missing/corrupt experts; "

@@ -15,7 +15,7 @@ from ._common import check_ipc_fits, init_images
 
 class RandomReal(Method):
     name = "random"
-    role = "random-real"  # the reference of IOR (ddbench/scores.py)
+    role = "random-real"  # the reference of IOR (ddbench/analysis/scores.py)
     description = "Random real subset: IPC real training images per class (the baseline of every DD paper)"
     params = {}
 

@@ -5,7 +5,7 @@ One resolver for every matching method (DM, MTT, the gradient-matching ones): a 
 `init_param(...)`, calls `check_init(ctx, key)` in `validate` (every check before any work: a one-line
 DDBenchError naming the value and what is allowed) and `initial_set(ctx, key)` in `distill`, and records the
 returned provenance (path or run id, the file's sha256) in its meta. A stored set is read with ddbench's one `.pt`
-reader (`ddbench.safeload.load_tensors`): tensors and plain containers only, never arbitrary objects.
+reader (`ddbench.core.safeload.load_tensors`): tensors and plain containers only, never arbitrary objects.
 """
 from __future__ import annotations
 

@@ -214,7 +214,7 @@ def _context(method: str, ipc: int, overrides: dict):
     import torch
 
     from ddbench.api import RunContext, resolve_params
-    from ddbench.plugins import load_plugins
+    from ddbench.host.plugins import load_plugins
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_eval import load_fashion_mnist

@@ -46,7 +46,7 @@ def probe_memory(steps: int, batch: int, channels: int, size: int, cache: str) -
     from conftest import make_tiny_dataset
 
     from ddbench.api import RunContext, resolve_params
-    from ddbench.plugins import load_plugins
+    from ddbench.host.plugins import load_plugins
 
     torch.set_num_threads(1)
     reg = load_plugins()

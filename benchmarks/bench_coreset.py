@@ -180,7 +180,7 @@ def readme_table() -> str:
 
 def fill(path: Path, marker: str, text: str) -> None:
     """Replace the block between `<!-- marker begin -->` and `<!-- marker end -->` (atomically)."""
-    from ddbench.atomic import atomic_write_text
+    from ddbench.core.atomic import atomic_write_text
 
     doc = path.read_text()
     begin, end = f"<!-- {marker} begin -->\n", f"<!-- {marker} end -->"

@@ -39,7 +39,7 @@ import torch
 
 from ddbench.api import ImageDataset, RunContext, SyntheticSet
 from ddbench.default_plugins.dsa_protocols import native_bf16
-from ddbench.plugins import load_plugins
+from ddbench.host.plugins import load_plugins
 
 
 # ----------------------------------------------------------------------------------------------- data

@@ -61,7 +61,7 @@ EXTRA_VARIANTS = os.environ.get("DDBENCH_STUDY_EXTRA") == "1"  # run the non-cor
 
 
 def atomic_json(obj: Any, path: Path) -> None:
-    from ddbench.atomic import atomic_write_text
+    from ddbench.core.atomic import atomic_write_text
 
     atomic_write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), path)
 
@@ -85,7 +85,7 @@ def run_cell(name: str, method: str, args: list[str]) -> dict[str, Any] | None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     meta = {}
     if summary.get("artifact"):
-        from ddbench.safeload import load_tensors
+        from ddbench.core.safeload import load_tensors
 
         meta = load_tensors(summary["artifact"]).get("meta", {})
     if LOCK:
@@ -263,9 +263,9 @@ def study_curve() -> None:
     """Class accuracy and FD of 200 guided samples (S=10) of each EMA snapshot of the base's training."""
     import torch
 
-    from ddbench.identity import dataset_fingerprint
-    from ddbench.plugins import load_plugins
-    from ddbench.runner import load_dataset
+    from ddbench.host.plugins import load_plugins
+    from ddbench.run.runner import load_dataset
+    from ddbench.store.identity import dataset_fingerprint
     from ddbench_minmax.shipped import shipped_cache
     from ddbench_minmax.model import Denoiser
     from ddbench.helpers import reference_classifier
@@ -281,7 +281,7 @@ def study_curve() -> None:
                                dataset_fingerprint(ds))
     done["classifier"] = clf.meta
     if "real" not in done:  # the floor: 20 random real training images per class, scored the same way
-        from ddbench.seeds import generator
+        from ddbench.core.seeds import generator
 
         g = generator(0, "curve", "real")
         idx = torch.cat([ds.indices_of_class(c)[torch.randperm(6000, generator=g)[:20]] for c in range(10)])
@@ -336,8 +336,8 @@ def stats_of(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def welch(a: list[float], b: list[float]) -> float | None:
-    """The one Welch test of ddbench (ddbench/stats.py), so the study tables and `ddbench report` agree."""
-    from ddbench.stats import welch as one_welch
+    """The one Welch test of ddbench (ddbench/core/stats.py), so the study tables and `ddbench report` agree."""
+    from ddbench.core.stats import welch as one_welch
 
     return one_welch(a, b)
 

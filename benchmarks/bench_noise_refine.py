@@ -75,7 +75,7 @@ def load() -> list[float]:
 
 
 def atomic_json(obj: Any, path: Path) -> None:
-    from ddbench.atomic import atomic_write_text
+    from ddbench.core.atomic import atomic_write_text
 
     atomic_write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), path)
 
@@ -84,8 +84,8 @@ class Setup:
     """The study's generator, prototypes, sampling request and bound DM objective at one IPC and seed."""
 
     def __init__(self, ipc: int, seed: int = 0):
-        from ddbench.config import load_config
-        from ddbench.runner import RunRequest, context, registry_for, resolve
+        from ddbench.run.runner import RunRequest, context, registry_for, resolve
+        from ddbench.store.config import load_config
         from ddbench_minmax import refine
         from ddbench_minmax.generator import obtain_generator, to_denoiser_space
         from ddbench_minmax.sampling import load_prototypes, sample_request
@@ -222,7 +222,7 @@ def _evaluate(name: str, set_path: Path, ipc: int, seed: int) -> dict[str, Any]:
 
 def probe(budgets: list[int], lrs: list[float], seed: int, ipc: int = 1) -> None:
     from ddbench.api import SyntheticSet
-    from ddbench.synsets import save_synset
+    from ddbench.store.synsets import save_synset
     from ddbench_minmax import noise_refine, refine
 
     sets = RESULTS / "sets"

@@ -231,7 +231,7 @@ def report(write: bool) -> None:
 
 
 def replace_block(path: Path, marker: str, body: str) -> None:
-    from ddbench.atomic import atomic_write_text
+    from ddbench.core.atomic import atomic_write_text
 
     begin, end = f"<!-- {marker} begin -->", f"<!-- {marker} end -->"
     text = path.read_text()

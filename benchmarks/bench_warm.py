@@ -34,7 +34,7 @@ init=run:ID reads it from there), DM at 150 iterations (the CPU preset: results/
 from the plain Min-Max Diffusion cells (results/minmax-equal-count; refine_iterations=0 is exactly no refine,
 tests/test_refine.py::test_refine_iterations_zero_equals_no_refine_exactly).
 
-Statistics: mean ± sample std over the seeds' means; Welch's t-test over seed means (ddbench/stats.py) against DM
+Statistics: mean ± sample std over the seeds' means; Welch's t-test over seed means (ddbench/core/stats.py) against DM
 from random real at the same number of iterations (DM from real at 0 iterations is random real itself: init=real
 draws the random baseline's images with the same seed) and against random real. Seconds are per cell, from
 scratch: distill seconds, plus herding's for DM from herding, and for Min-Max Diffusion the fine-tuning's recorded
@@ -488,7 +488,7 @@ def report(study: Study, write: bool) -> None:
 
 def replace_block(path: Path, marker: str, body: str) -> None:
     """Fill `<!-- marker begin -->` ... `<!-- marker end -->` of `path` (atomically), as bench_standard does."""
-    from ddbench.atomic import atomic_write_text
+    from ddbench.core.atomic import atomic_write_text
 
     begin, end = f"<!-- {marker} begin -->", f"<!-- {marker} end -->"
     text = path.read_text()

@@ -60,7 +60,7 @@ def cells() -> dict[str, list[str]]:
 
 
 def atomic_json(obj: Any, path: Path) -> None:
-    from ddbench.atomic import atomic_write_text
+    from ddbench.core.atomic import atomic_write_text
 
     atomic_write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n", path)
 
@@ -110,7 +110,7 @@ def adopt() -> None:
 def _resolved(command: str):
     """The run the cell's command asks for, resolved by today's code (settings, config hash)."""
     from ddbench.cli import build_parser, load, request_from_args
-    from ddbench.runner import resolve
+    from ddbench.run.runner import resolve
 
     argv = shlex.split(command)[1:]
     args = build_parser().parse_args(argv)
@@ -122,7 +122,7 @@ def _resolved(command: str):
 def _hash_before_added_settings(resolved) -> str:
     """The config hash without the ADDED_SETTINGS that sit at their defaults (what a cell stored before they existed
     recorded); '' when one is set to something else."""
-    from ddbench.identity import config_hash
+    from ddbench.store.identity import config_hash
 
     config = resolved.config()
     settings = dict(config["protocol_settings"])
@@ -135,11 +135,11 @@ def _hash_before_added_settings(resolved) -> str:
 
 
 def table() -> Path:
-    from ddbench.atomic import atomic_write_text
-    from ddbench.identity import dataset_fingerprint, file_sha256
-    from ddbench.runner import load_dataset, registry_for
-    from ddbench.config import load_config
-    from ddbench.shipped import table_path
+    from ddbench.core.atomic import atomic_write_text
+    from ddbench.run.runner import load_dataset, registry_for
+    from ddbench.store.config import load_config
+    from ddbench.store.identity import dataset_fingerprint, file_sha256
+    from ddbench.store.shipped import table_path
 
     data = dataset_fingerprint(load_dataset(registry_for(load_config(None)), DATASET, None, False))
     rows, missing = [], []

@@ -1,4 +1,10 @@
 """ddbench: a dataset-distillation benchmark whose methods, datasets and protocols are plugins."""
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from types import ModuleType
+
 import pluggy
 
 __version__ = "0.2.0"
@@ -6,3 +12,34 @@ __version__ = "0.2.0"
 hookimpl = pluggy.HookimplMarker("ddbench")
 
 __all__ = ["hookimpl", "__version__"]
+
+# Where each module of the flat ddbench/ of old now lives (issue 29: the layers as packages). A plugin written
+# against an old path (docs/plugins.md#what-a-plugin-may-import) and a pickle naming one still import.
+_MOVED: dict[str, str] = {old: package for package, olds in {
+    "core": "errors atomic seeds records roles jobs tables stats safeload params generative selection",
+    "store": "config identity results synsets shipped provenance row_checks",
+    "host": "plugins guard output_checks augment zca classifier features",
+    "run": "resolve runner sweeps",
+    "analysis": "reference scores scores_text report_curves report_cells report_text report_plots report_gallery "
+                "report report_html plots html_parts",
+    "commands": "clikit core_commands compare report_command",
+}.items() for old in olds.split()}
+
+
+class _OldPath(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """`ddbench.<old>` imports as a stand-in whose every name is the moved module's own object."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        return importlib.util.spec_from_loader(fullname, self) if package == __name__ and name in _MOVED else None
+
+    def exec_module(self, module: ModuleType) -> None:
+        name = module.__name__.rpartition(".")[2]
+        home = importlib.import_module(f"{__name__}.{_MOVED[name]}.{name}")
+        module.__getattr__ = lambda attr: getattr(home, attr)
+        module.__dir__ = lambda: dir(home)
+        module.__doc__ = f"The old path of {home.__name__}, which see."
+
+
+if not any(isinstance(finder, _OldPath) for finder in sys.meta_path):
+    sys.meta_path.append(_OldPath())

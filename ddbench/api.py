@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol as Interface
 
-from .errors import DDBenchError, RunFailed
-from .jobs import Job
-from .params import Param, resolve_params
-from .records import RunRecord
-from .roles import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, ROLES, SPEED
+from .core.errors import DDBenchError, RunFailed
+from .core.jobs import Job
+from .core.params import Param, resolve_params
+from .core.records import RunRecord
+from .core.roles import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, ROLES, SPEED
 # The generative and selection contracts live in their own modules (one audience each); re-exported here so that
 # `from ddbench.api import Sampler` (the documented surface) keeps working.
-from .generative import Decision, PlanRequest, Policy, SampleRequest, SampleResult, Sampler, Throughput
-from .selection import Selector, check_picks, check_pool
+from .core.generative import Decision, PlanRequest, Policy, SampleRequest, SampleResult, Sampler, Throughput
+from .core.selection import Selector, check_picks, check_pool
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is touched
     import argparse
@@ -198,7 +198,7 @@ class Method(ABC):
     reference the scores are measured against: "random-real" (IOR) or "full-data" (HLR); "" otherwise.
     `iteration_settings` names settings that count matching iterations beyond the report's own list
     (`iterations`, `refine_iterations`, `image_updates`): runs differing only in them are drawn as an
-    accuracy-per-second curve (ddbench/report_curves.py).
+    accuracy-per-second curve (ddbench/analysis/report_curves.py).
     """
 
     name: str = ""
@@ -213,7 +213,7 @@ class Method(ABC):
 
     @abstractmethod
     def distill(self, ctx: "RunContext") -> SyntheticSet:
-        """Turn `ctx.dataset` into a synthetic set honouring the run's contract (ddbench/output_checks.py)."""
+        """Turn `ctx.dataset` into a synthetic set honouring the run's contract (ddbench/host/output_checks.py)."""
 
 
 @dataclass
@@ -293,7 +293,7 @@ class Objective(ABC):
 class Launcher(ABC):
     """Runs the jobs of a sweep (`ddbench compare --launcher NAME`) somewhere: processes, SLURM, a cluster.
 
-    The driver plans the jobs (ddbench/sweeps.py), calls `check` once, then `run`, and stores each record
+    The driver plans the jobs (ddbench/run/sweeps.py), calls `check` once, then `run`, and stores each record
     `run` yields; a launcher never touches the database. `params` are its settings (`--launcher-set K=V`).
     """
 
@@ -307,8 +307,8 @@ class Launcher(ABC):
     @abstractmethod
     def run(self, jobs: list[Job], settings: dict[str, Any], parallelism: int,
             log: Callable[[str], None]) -> Iterator[tuple[Job, RunRecord]]:
-        """Yield (job, record) once per job as each finishes: `ddbench.sweeps.run_job(job)` on the worker
-        builds the record; a job that could not run gets `ddbench.sweeps.failed_record(job, why)`. When
+        """Yield (job, record) once per job as each finishes: `ddbench.run.sweeps.run_job(job)` on the worker
+        builds the record; a job that could not run gets `ddbench.run.sweeps.failed_record(job, why)`. When
         the generator is closed early (the sweep was interrupted), cancel whatever was started."""
 
 
@@ -337,7 +337,7 @@ class Command:
 
 
 class Components(Interface):
-    """What a plugin may ask of the loaded plugins (`ddbench.plugins.Registry` is the host's): a registered
+    """What a plugin may ask of the loaded plugins (`ddbench.host.plugins.Registry` is the host's): a registered
     object by kind and name (an unknown name is a DDBenchError listing the valid ones), and the names of a kind."""
 
     def get(self, kind: str, name: str) -> Any: ...
@@ -375,9 +375,9 @@ class RunContext:
         return proto.evaluate(syn, self, settings)
 
     def generator(self, offset: int = 0) -> torch.Generator:
-        """A CPU generator for stream `offset` of this run's seed (ddbench.seeds: a keyed hash, so no stream
+        """A CPU generator for stream `offset` of this run's seed (ddbench.core.seeds: a keyed hash, so no stream
         of a method collides with another method's, the evaluation's, or another seed's)."""
-        from .seeds import generator
+        from .core.seeds import generator
 
         return generator(self.seed, "run-context", offset)
 
@@ -393,7 +393,7 @@ __all__ = [
     "ImageDataset", "DatasetLoader", "DatasetSpec", "SyntheticSet", "ModelBuilder", "ModelSpec", "Method",
     "EvalResult", "Protocol", "MatchStep", "Objective", "Launcher", "ArgumentAdder", "CommandRunner", "Command",
     "Components", "RunContext",
-    # the generative contracts (ddbench/generative.py) and the selection contract (ddbench/selection.py)
+    # the generative contracts (ddbench/core/generative.py) and the selection contract (ddbench/core/selection.py)
     "Sampler", "SampleRequest", "SampleResult", "Throughput", "Policy", "PlanRequest", "Decision", "Selector",
     "check_picks", "check_pool",
 ]

@@ -1,9 +1,10 @@
 """The `ddbench` command line: one parser built from the registered commands, one dispatch path.
 
 Every subcommand is a `ddbench.api.Command` that a plugin of the `ddbench.commands` entry-point group
-registers (`register_commands`): the host's `run`, `list`, `plugins`, `show` (ddbench/core_commands.py),
-`compare` (ddbench/compare.py) and `report` (ddbench/report_command.py), the bundled `challenge`, and any
-third party's, all alike. Command modules are light, so `--help` and a bad flag cost no torch import.
+registers (`register_commands`): the host's `run`, `list`, `plugins`, `show` (ddbench/commands/core_commands.py),
+`compare` (ddbench/commands/compare.py) and `report` (ddbench/commands/report_command.py), the bundled
+`challenge`, and any third party's, all alike. Command modules are light, so `--help` and a bad flag cost no
+torch import.
 Exit codes: 0 success, 2 bad usage or bad input, 1 a run that failed.
 """
 from __future__ import annotations
@@ -12,10 +13,10 @@ import argparse
 import os
 import sys
 
-from .config import load_config
-from .errors import DDBenchError, RunFailed
-from .guard import Terminated, ended, handle_signals, no_hard_exit
-from .plugins import Registry, load_commands
+from .core.errors import DDBenchError, RunFailed
+from .host.guard import Terminated, ended, handle_signals, no_hard_exit
+from .host.plugins import Registry, load_commands
+from .store.config import load_config
 
 # The order `ddbench --help` lists the host's commands in; any other command follows, by name.
 FIRST = ("run", "compare", "report", "list", "plugins", "show")

@@ -15,29 +15,31 @@ from typing import TYPE_CHECKING, Any
 _HOMES: dict[str, str] = {
     # writing results and caches atomically
     **dict.fromkeys(("atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save", "missing_dirs",
-                     "remove_empty"), "atomic"),
+                     "remove_empty"), "core.atomic"),
     # seeded generators on keyed streams
-    **dict.fromkeys(("generator", "derive_seed", "seeded"), "seeds"),
+    **dict.fromkeys(("generator", "derive_seed", "seeded"), "core.seeds"),
+    # the stopping rule of a loop under --budget
+    **dict.fromkeys(("Deadline", "BUDGET_SAFETY"), "core.deadline"),
     # the config hash, the dataset fingerprint, a file's sha256 (cache keys)
-    **dict.fromkeys(("config_hash", "dataset_fingerprint", "file_sha256"), "identity"),
+    **dict.fromkeys(("config_hash", "dataset_fingerprint", "file_sha256"), "store.identity"),
     # the one reader of .pt files: tensors and plain containers only
-    **dict.fromkeys(("load_tensors", "UnsafeFile", "drop_refused"), "safeload"),
+    **dict.fromkeys(("load_tensors", "UnsafeFile", "drop_refused"), "core.safeload"),
     # calling another plugin's object so that its fault names its plugin
-    **dict.fromkeys(("call_plugin", "owned_label"), "guard"),
+    **dict.fromkeys(("call_plugin", "owned_label"), "host.guard"),
     # DSA augmentation and ZCA whitening, shared by methods and protocols
-    **dict.fromkeys(("DSA", "DSAParams", "DEFAULT_STRATEGY", "check_strategy"), "augment"),
-    **dict.fromkeys(("fit_zca", "whiten_dataset"), "zca"),
+    **dict.fromkeys(("DSA", "DSAParams", "DEFAULT_STRATEGY", "check_strategy"), "host.augment"),
+    **dict.fromkeys(("fit_zca", "whiten_dataset"), "host.zca"),
     # the real-data reference classifier, feature spaces of a pool, and selecting from a pool
     **dict.fromkeys(("reference_classifier", "shipped_path", "frechet_distance", "ReferenceClassifier"),
-                    "classifier"),
-    **dict.fromkeys(("SPACES", "check_space", "training_features", "select_pool"), "features"),
+                    "host.classifier"),
+    **dict.fromkeys(("SPACES", "check_space", "training_features", "select_pool"), "host.features"),
     # launchers: a job run in a worker, and the row of one that could not run
-    **dict.fromkeys(("run_job", "failed_record"), "sweeps"),
+    **dict.fromkeys(("run_job", "failed_record"), "run.sweeps"),
     # commands: the shared run flags, the loaded configuration and plugins, a run from flags
-    **dict.fromkeys(("add_common_run_args", "load", "request_from_args", "print_summary"), "clikit"),
-    **dict.fromkeys(("RunRequest", "resolve", "execute", "load_dataset"), "runner"),
+    **dict.fromkeys(("add_common_run_args", "load", "request_from_args", "print_summary"), "commands.clikit"),
+    **dict.fromkeys(("RunRequest", "resolve", "execute", "load_dataset"), "run.runner"),
     # reading the results database (also for methods that start from a recorded run)
-    **dict.fromkeys(("query", "find_ok", "get_run"), "results"),
+    **dict.fromkeys(("query", "find_ok", "get_run"), "store.results"),
 }
 
 __all__ = list(_HOMES)
@@ -57,16 +59,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and readers of the import graph; at run time each name comes lazily
-    from .atomic import atomic_save, atomic_write, atomic_write_json, atomic_write_text, missing_dirs, remove_empty
-    from .augment import DEFAULT_STRATEGY, DSA, DSAParams, check_strategy
-    from .classifier import ReferenceClassifier, frechet_distance, reference_classifier, shipped_path
-    from .clikit import add_common_run_args, load, print_summary, request_from_args
-    from .features import SPACES, check_space, select_pool, training_features
-    from .guard import call_plugin, owned_label
-    from .identity import config_hash, dataset_fingerprint, file_sha256
-    from .results import find_ok, get_run, query
-    from .runner import RunRequest, execute, load_dataset, resolve
-    from .safeload import UnsafeFile, drop_refused, load_tensors
-    from .seeds import derive_seed, generator, seeded
-    from .sweeps import failed_record, run_job
-    from .zca import fit_zca, whiten_dataset
+    from .commands.clikit import add_common_run_args, load, print_summary, request_from_args
+    from .core.atomic import atomic_save, atomic_write, atomic_write_json, atomic_write_text, missing_dirs, remove_empty
+    from .core.deadline import BUDGET_SAFETY, Deadline
+    from .core.safeload import UnsafeFile, drop_refused, load_tensors
+    from .core.seeds import derive_seed, generator, seeded
+    from .host.augment import DEFAULT_STRATEGY, DSA, DSAParams, check_strategy
+    from .host.classifier import ReferenceClassifier, frechet_distance, reference_classifier, shipped_path
+    from .host.features import SPACES, check_space, select_pool, training_features
+    from .host.guard import call_plugin, owned_label
+    from .host.zca import fit_zca, whiten_dataset
+    from .run.runner import RunRequest, execute, load_dataset, resolve
+    from .run.sweeps import failed_record, run_job
+    from .store.identity import config_hash, dataset_fingerprint, file_sha256
+    from .store.results import find_ok, get_run, query

@@ -8,7 +8,7 @@ Every hook receives one `register` callable and calls it once per object it adds
     def register_methods(register):
         register(MyMethod())
 
-Each registered object carries a unique `name` and honours the contract of its kind (ddbench.plugins.CONTRACTS,
+Each registered object carries a unique `name` and honours the contract of its kind (ddbench.host.plugins.CONTRACTS,
 checked at `register` time); a plugin that breaks either is refused whole and reported, and the others load.
 Plugins are found through the `ddbench` entry-point group; plugins that add commands through the
 `ddbench.commands` group (their modules stay light: `ddbench --help` imports them, and no torch).

@@ -34,7 +34,7 @@ def base_recipe(ctx: RunContext) -> BaseRecipe:
 
 def make_embedder(kind: str, ctx: RunContext, classifier=None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The space the min-max losses compare in: the predicted clean image (the anchor's x̂0), the features of
-    the real-data classifier (ddbench/classifier.py), or those of a frozen random ConvNet (DM's embedder kind)."""
+    the real-data classifier (ddbench/host/classifier.py), or those of a frozen random ConvNet (DM's embedder kind)."""
     ds = ctx.dataset
     if kind == "x0":
         return lambda x: x.flatten(start_dim=1)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ddbench.api import DDBenchError, MatchStep, SampleRequest
+from ddbench.helpers import Deadline
 from ddbench.helpers import generator as rng
 
 from .checks import PluginOutputError
@@ -214,17 +215,15 @@ def _optimise(denoiser, r, step, to_images, iterations, lr, momentum, who, targe
     loop = Loop(denoiser, r, step, to_images, lr, momentum, who, target)
     losses: list[float] = []
     times: list[float] = []
-    slowest, final_chain, stopped = expected, expected / 3, False
+    clock, final_chain = Deadline(deadline, safety, expected), expected / 3
     bar = tqdm(total=iterations, desc=f"minmax noise refine ({who})", disable=not progress, leave=False)
     try:
         for it in range(iterations):
-            if deadline is not None and time.perf_counter() + (slowest + final_chain) * safety > deadline:
-                stopped = True
+            if not clock.allows(reserve=final_chain):
                 break
-            t = time.perf_counter()
-            losses.append(loop.iterate(it))
-            times.append(time.perf_counter() - t)
-            slowest = max(slowest, times[-1])
+            with clock.timing():
+                losses.append(loop.iterate(it))
+            times.append(clock.last)
             final_chain = max(final_chain, loop.forward_seconds)
             bar.update(1)
             if progress:
@@ -234,7 +233,7 @@ def _optimise(denoiser, r, step, to_images, iterations, lr, momentum, who, targe
     t = time.perf_counter()
     images = loop.images()
     final = time.perf_counter() - t
-    return Result(images.detach(), loop.start.labels.clone(), losses, time.perf_counter() - t_begin, stopped,
+    return Result(images.detach(), loop.start.labels.clone(), losses, time.perf_counter() - t_begin, clock.stopped,
                   loop.x_start().detach(), times, final)
 
 

@@ -14,7 +14,7 @@ from .checks import BudgetNotMet, check_decision
 from .generator import base_recipe, sample_shape, to_denoiser_space, untrained_folder_base
 from .model import build_denoiser
 from .sampling import load_prototypes, sample_request
-from .settings import LEVERS, guidance_of, holds_ipc
+from .settings import LEVERS, fewest_steps, guidance_of, holds_ipc
 from .train import from_signed_pixels
 
 class Plan(NamedTuple):
@@ -39,7 +39,7 @@ def check_budget(ctx: RunContext, sampler, folder) -> None:
         base = untrained_folder_base(folder, ctx)
     base.to(ctx.device)
     thr = sampler.measure(base, ds.num_classes, sample_shape(base), p["sample_batch"], guidance=guidance_of(ctx))
-    s = p["steps"] if p["policy"] in ("fixed-steps", "fixed-ipc") else p["min_steps"]
+    s = fewest_steps(ctx)  # the cheapest S the policy may choose: a budget that fails there fails at every S
     if holds_ipc(ctx):  # exactly --ipc images per class; refine takes whatever the sampling leaves
         need = thr.seconds(ctx.ipc * p["pool"] * ds.num_classes, s) * p["budget_safety"]
         if ctx.budget < need:

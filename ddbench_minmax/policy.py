@@ -54,6 +54,7 @@ def decide_at(policy: str, req: PlanRequest, s: int, why: str, budget_phrase: st
 class FixedSteps(Policy):
     name = "fixed-steps"
     description = "S = the method's `steps`; under a budget, as many balanced images as fit"
+    fixed_steps = True
 
     def decide(self, req: PlanRequest) -> Decision:
         return decide_at(self.name, req, req.steps, f"fixed S={req.steps}", "predicted to fit")
@@ -71,6 +72,7 @@ class FixedIpc(Policy):
     name = "fixed-ipc"
     description = "S = the method's `steps`, exactly --ipc images per class under a budget too; the rest goes to refine"
     holds_ipc = True
+    fixed_steps = True
 
     def decide(self, req: PlanRequest) -> Decision:
         s = req.steps

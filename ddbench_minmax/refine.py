@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ddbench.api import DDBenchError, MatchStep, Param, RunContext, resolve_params
+from ddbench.helpers import Deadline
 
 from .checks import PluginOutputError
 
@@ -192,30 +193,28 @@ def optimise(step: MatchStep, images: torch.Tensor, iterations: int, lr: float, 
     x = images.detach().clone().requires_grad_(True)
     opt = torch.optim.SGD([x], lr=lr, momentum=momentum)
     losses: list[float] = []
-    slowest, stopped = expected, False
+    clock = Deadline(deadline, safety, expected)
     bar = tqdm(total=iterations, desc=f"minmax refine ({who})", disable=not progress, leave=False)
     try:
         for it in range(iterations):
-            if deadline is not None and time.perf_counter() + slowest * safety > deadline:
-                stopped = True
+            if not clock.allows():
                 break
-            t = time.perf_counter()
-            loss, grad = step(it, x)
-            if not isinstance(grad, torch.Tensor) or grad.shape != x.shape or not torch.isfinite(grad).all():
-                got = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
-                raise PluginOutputError(f"objective {who!r} returned a gradient of shape {got} (or non-finite) for "
-                                        f"images of shape {tuple(x.shape)}")
-            opt.zero_grad()
-            x.grad = grad.to(x.device)
-            opt.step()
-            losses.append(float(loss))
-            slowest = max(slowest, time.perf_counter() - t)
+            with clock.timing():
+                loss, grad = step(it, x)
+                if not isinstance(grad, torch.Tensor) or grad.shape != x.shape or not torch.isfinite(grad).all():
+                    got = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
+                    raise PluginOutputError(f"objective {who!r} returned a gradient of shape {got} (or non-finite) "
+                                            f"for images of shape {tuple(x.shape)}")
+                opt.zero_grad()
+                x.grad = grad.to(x.device)
+                opt.step()
+                losses.append(float(loss))
             bar.update(1)
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
     finally:
         bar.close()
-    return x.detach(), losses, stopped
+    return x.detach(), losses, clock.stopped
 
 
 __all__ = ["PARAMS", "NONE", "Cost", "active", "objective", "validate", "measure", "split", "too_long", "run",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ddbench.api import DDBenchError, Param, RunContext
+from ddbench.helpers import BUDGET_SAFETY
 from ddbench.helpers import SPACES as SELECTION_SPACES
 
 from . import refine
@@ -102,8 +103,8 @@ PARAMS: dict[str, Param] = {
     "sample_batch": Param(100,
                           "docs/minmax.md#dsr-sampler-and-policies: batches of 100 images (whole rounds of 10 classes)",
                           "images per sampling batch", min=1),
-    "budget_safety": Param(1.1, "docs/minmax.md#dsr-sampler-and-policies: 10% margin so the last batch ends "
-                                "inside the budget",
+    "budget_safety": Param(BUDGET_SAFETY, "docs/minmax.md#dsr-sampler-and-policies: 10% margin so the last batch "
+                                          "ends inside the budget",
                            "factor on predicted batch times under a budget", min=1.0),
     # -- levers beyond the seed paper (docs/minmax.md#levers-beyond-the-seed) ---------------------------
     "prototypes": Param("none", "D4M (Su et al., CVPR 2024; suduo94/D4M gen_prototype.py: per-class k-means, k = IPC) "
@@ -143,6 +144,13 @@ def holds_ipc(ctx: RunContext) -> bool:
     """Whether the run's policy keeps --ipc under a budget (`Policy.holds_ipc`; a policy registered duck-typed,
     with decide() only, holds nothing)."""
     return bool(getattr(ctx.registry.get("policies", ctx.params["policy"]), "holds_ipc", False))
+
+
+def fewest_steps(ctx: RunContext) -> int:
+    """The fewest denoising steps the run's policy may sample at: `steps` for a policy with `Policy.fixed_steps`,
+    else `min_steps` (a policy registered duck-typed, with decide() only, may choose any S)."""
+    fixed = getattr(ctx.registry.get("policies", ctx.params["policy"]), "fixed_steps", False)
+    return ctx.params["steps"] if fixed else ctx.params["min_steps"]
 
 
 LEVERS = ("prototypes", *LEVER_PARAMS)  # the pilot's cache key: every setting that changes the samples

@@ -44,7 +44,7 @@ def _foreign_db(tmp: Path) -> None:
 
 
 def _ok_db(tmp: Path) -> None:
-    from ddbench.results import open_store
+    from ddbench.store.results import open_store
 
     open_store(tmp / "out" / "ddbench.sqlite")
 
@@ -93,7 +93,7 @@ def _synset(ipc: int) -> Callable[[Path], None]:
         import torch
 
         from ddbench.api import SyntheticSet
-        from ddbench.synsets import save_synset
+        from ddbench.store.synsets import save_synset
 
         labels = torch.arange(3).repeat(ipc)
         save_synset(SyntheticSet(torch.zeros(len(labels), 1, 28, 28), labels), tmp / "set.pt")
@@ -303,7 +303,7 @@ def prepare(tmp: Path) -> None:
 def run_case(case: Case, tmp: Path) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of the case, run in this process."""
     from ddbench.cli import main
-    from ddbench.resolve import _cached_registry
+    from ddbench.run.resolve import _cached_registry
 
     prepare(tmp)
     case.setup(tmp)

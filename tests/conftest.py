@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ddbench.api import ImageDataset, RunContext
-from ddbench.plugins import load_plugins
+from ddbench.host.plugins import load_plugins
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

@@ -111,7 +111,7 @@ class ReverseLauncher(Launcher):
         pass
 
     def run(self, jobs, settings, parallelism, log):
-        from ddbench.sweeps import run_job
+        from ddbench.run.sweeps import run_job
 
         for job in reversed(jobs):
             rec = run_job(job)

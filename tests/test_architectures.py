@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ddbench.api import DDBenchError
-from ddbench.plugins import load_plugins
+from ddbench.host.plugins import load_plugins
 
 NAMES = ["mlp", "lenet", "alexnet", "vgg11", "vgg11-bn", "resnet18", "resnet18-in", "resnet18-ap", "resnet18bn-ap",
          "convnet-w32", "convnet-w64", "convnet-w256", "convnet-d1", "convnet-d2", "convnet-bn", "convnet-ln",

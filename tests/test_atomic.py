@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddbench.atomic import atomic_save, atomic_write, atomic_write_text, writable_dir
+from ddbench.core.atomic import atomic_save, atomic_write, atomic_write_text, writable_dir
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddbench.api import DDBenchError
-from ddbench.augment import DEFAULT_PARAMS, DSA, DSAParams
+from ddbench.host.augment import DEFAULT_PARAMS, DSA, DSAParams
 
 
 def x_batch(n=4, c=3, s=16, seed=0):

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench_warm as bw  # noqa: E402
 
-from ddbench.stats import welch  # noqa: E402
+from ddbench.core.stats import welch  # noqa: E402
 
 
 @pytest.fixture

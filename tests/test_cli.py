@@ -110,8 +110,8 @@ def test_list_and_plugins(env, capsys):
 
 
 def test_run_interrupted_in_evaluation_resumes_without_distilling_again(env, capsys, monkeypatch):
-    from ddbench.runner import registry_for
-    from ddbench.config import load_config
+    from ddbench.run.runner import registry_for
+    from ddbench.store.config import load_config
 
     registry = registry_for(load_config(env["cfg"]))
     protocol = type(registry.get("protocols", "fast"))

@@ -13,9 +13,9 @@ import pytest
 
 from ddbench.api import DDBenchError
 from ddbench.cli import main
-from ddbench.compare import parse_budgets, parse_ints, parse_seeds
-from ddbench.results import query
-from ddbench.safeload import load_tensors
+from ddbench.commands.compare import parse_budgets, parse_ints, parse_seeds
+from ddbench.core.safeload import load_tensors
+from ddbench.store.results import query
 
 from sweep_plugin import subprocess_env, write_config
 
@@ -195,7 +195,7 @@ def test_two_identical_sweeps_on_one_out_run_each_cell_once(tmp_path):
 
 
 def test_a_run_of_a_config_another_process_is_running_waits_for_it(tmp_path):
-    from ddbench.results import CellLock
+    from ddbench.store.results import CellLock
 
     config = write_config(tmp_path)
     out = tmp_path / "out"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from ddbench.api import DDBenchError, Param, resolve_params
-from ddbench.config import PACKAGED, config_warnings, effective, load_config, parse_sets
+from ddbench.store.config import PACKAGED, config_warnings, effective, load_config, parse_sets
 
 
 def _of(cfg, path, *args):
@@ -78,7 +78,7 @@ def test_files_layer_packaged_then_working_folder_then_config(tmp_path, monkeypa
     cfg = load_config(str(explicit))
     assert [f.layer for f in cfg.files] == ["packaged presets", "working folder", "--config"]
     assert cfg.modules == ["x_local"]
-    from ddbench.runner import RunRequest, registry_for, resolve
+    from ddbench.run.runner import RunRequest, registry_for, resolve
 
     reg = registry_for(load_config(str(PACKAGED)))
     spec = reg.get("methods", "dm").params
@@ -105,7 +105,7 @@ def test_typos_in_tables_and_keys_are_warned_with_a_suggestion(tmp_path, registr
 
 def test_tables_of_a_left_out_plugin_are_not_typos_but_near_misses_still_are(tmp_path):
     """`gm` registers `dc` and `dsa-gm`: with it disabled, their packaged tables name no loaded method yet are no typo."""
-    from ddbench.plugins import load_plugins
+    from ddbench.host.plugins import load_plugins
 
     reg = load_plugins(disabled=["gm"])
     assert "dc" not in reg.names("methods") and "random" in reg.names("methods")
@@ -127,7 +127,7 @@ def test_binary_config_is_one_line(tmp_path):
 def test_a_local_plugin_next_to_its_plugins_toml_imports(tmp_path, monkeypatch):
     import sys
 
-    from ddbench.runner import registry_for
+    from ddbench.run.runner import registry_for
 
     monkeypatch.setattr(sys, "path", list(sys.path))
     folder = tmp_path / "proj"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ddbench.api import DDBenchError
-from ddbench.safeload import load_tensors
+from ddbench.core.safeload import load_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -177,7 +177,7 @@ def test_layouts_match_the_reference_loop(make_ctx, strategy, impl, micro_batch,
 
 def test_dsa_draws_differ_between_classes():
     """The layout test above is only meaningful if one iteration's classes draw different DSA groups."""
-    from ddbench.augment import DSA
+    from ddbench.host.augment import DSA
 
     g = dm_module.generator(0, "dm", 0)
     ops = {DSA().sample(torch.zeros(1, 1, 28, 28), g, siamese=True).op for _ in range(8)}

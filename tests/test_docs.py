@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ddbench import api
-from ddbench.plugins import CONTRACTS, load_plugins, make_manager
+from ddbench.host.plugins import CONTRACTS, load_plugins, make_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = (ROOT / "docs" / "plugins.md").read_text()

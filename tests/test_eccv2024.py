@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from ddbench import hookimpl
+from ddbench.api import DDBenchError, ImageDataset, Method, RunContext, RunFailed, SyntheticSet, resolve_params
 from ddbench.default_plugins import datasets as D
 from ddbench.default_plugins import eccv2024 as C
-from ddbench.api import DDBenchError, ImageDataset, Method, RunContext, RunFailed, SyntheticSet, resolve_params
-from ddbench.plugins import load_plugins
+from ddbench.host.plugins import load_plugins
 
 
 class BudgetStub(Method):
@@ -163,8 +163,8 @@ def data_root(tmp_path, monkeypatch):
 
 
 def test_challenge_end_to_end(registry, data_root, tmp_path, one_thread):
-    from ddbench.config import load_config
-    from ddbench.runner import RunRequest
+    from ddbench.run.runner import RunRequest
+    from ddbench.store.config import load_config
 
     cfg_path = tmp_path / "plugins.toml"
     cfg_path.write_text("[plugins]\nmodules = []\n")
@@ -181,7 +181,7 @@ def test_challenge_end_to_end(registry, data_root, tmp_path, one_thread):
     text = result.text()
     assert "score" in text and "cifar100" in text and "budget 600 s" in text
 
-    from ddbench.results import query
+    from ddbench.store.results import query
 
     rows = query(tmp_path / "out" / "ddbench.sqlite")
     assert len(rows) == 2
@@ -200,8 +200,8 @@ def test_challenge_end_to_end(registry, data_root, tmp_path, one_thread):
 
 
 def test_strict_challenge_refuses_a_partial_copy(registry, data_root, tmp_path, one_thread):
-    from ddbench.config import load_config
-    from ddbench.runner import RunRequest, execute, resolve
+    from ddbench.run.runner import RunRequest, execute, resolve
+    from ddbench.store.config import load_config
 
     cfg_path = tmp_path / "plugins.toml"
     cfg_path.write_text("[plugins]\nmodules = []\n")

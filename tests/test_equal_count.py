@@ -7,15 +7,15 @@ import sqlite3
 
 import pytest
 
-from ddbench import shipped
-from ddbench import scores as S
-from ddbench import scores_text as T
+from ddbench.analysis import scores as S
+from ddbench.analysis import scores_text as T
+from ddbench.analysis.reference import reference_lines
+from ddbench.analysis.report import build_report
 from ddbench.cli import main
-from ddbench.identity import file_sha256
-from ddbench.records import OK, RunRecord
-from ddbench.reference import reference_lines
-from ddbench.report import build_report
-from ddbench.results import open_store, query, record
+from ddbench.core.records import OK, RunRecord
+from ddbench.store import shipped
+from ddbench.store.identity import file_sha256
+from ddbench.store.results import open_store, query, record
 
 from sweep_plugin import write_config
 
@@ -172,7 +172,7 @@ def test_the_shipped_table_travels_with_the_package():
     import tomllib
     from pathlib import Path
 
-    pyproject = tomllib.loads((Path(shipped.__file__).parents[1] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((Path(shipped.__file__).parents[2] / "pyproject.toml").read_text())
     globs = pyproject["tool"]["setuptools"]["package-data"]["ddbench"]
     assert "data/reference/*.json" in globs and "data/reference/*.sha256" in globs
 

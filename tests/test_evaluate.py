@@ -6,9 +6,9 @@ import torch.nn.functional as F
 import ddbench.default_plugins.dsa_protocols as ev
 import ddbench.default_plugins.dsa_training as dsa_training
 from ddbench.api import DDBenchError, ModelSpec, RunContext, SyntheticSet, resolve_params
-from ddbench.augment import DSA
 from ddbench.default_plugins.convnet_models import StackedConvNet
-from ddbench.plugins import Registry
+from ddbench.host.augment import DSA
+from ddbench.host.plugins import Registry
 
 from conftest import make_tiny_dataset
 
@@ -200,7 +200,7 @@ def test_bad_synthetic_sets(ctx, syn):
 @pytest.mark.parametrize("impl", ["loop", "fast"])
 def test_zca_evaluation_whitens_the_set_and_the_test_set_alike(ctx, syn, monkeypatch, impl):
     # Issue 12.10: never train in one space and test in another; eval.zca=true is MTT's --zca evaluation.
-    from ddbench.zca import fit_zca
+    from ddbench.host.zca import fit_zca
 
     seen = {}
     real_test = ev.test_accuracy
@@ -288,7 +288,7 @@ def test_bf16_keeps_fp32_weights_and_stays_near_fp32(ctx, syn):
 def test_precision_is_compared_like_the_implementation():
     """Runs that differ only in precision share a cell (the role is NOT_COMPARED), as runs of the loop and fast
     implementations do; the dsa and fast protocols declare it."""
-    from ddbench.roles import NOT_COMPARED, PRECISION
+    from ddbench.core.roles import NOT_COMPARED, PRECISION
 
     assert PRECISION in NOT_COMPARED
     assert ev._params(1, "x")["precision"].role == PRECISION

@@ -205,8 +205,8 @@ def test_image_updates_set_the_iterations_per_ipc(make_ctx):
 
 
 def test_cpu_preset_and_paper_preset():
-    from ddbench.config import PACKAGED, load_config
-    from ddbench.runner import RunRequest, registry_for, resolve
+    from ddbench.run.runner import RunRequest, registry_for, resolve
+    from ddbench.store.config import PACKAGED, load_config
 
     cfg = load_config(str(PACKAGED))
     reg = registry_for(cfg)

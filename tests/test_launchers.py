@@ -11,9 +11,9 @@ import pytest
 from ddbench.api import DDBenchError, resolve_params
 from ddbench.cli import main
 from ddbench.default_plugins.launchers import LocalLauncher, SlurmLauncher
-from ddbench.sweeps import Job, run_job
-from ddbench.plugins import load_plugins
-from ddbench.results import query
+from ddbench.host.plugins import load_plugins
+from ddbench.run.sweeps import Job, run_job
+from ddbench.store.results import query
 
 from sweep_plugin import subprocess_env, write_config
 
@@ -26,8 +26,8 @@ def _compare(tmp_path, *argv):
 
 
 def _job(tmp_path, **changes):
-    from ddbench.config import load_config
-    from ddbench.runner import RunRequest, registry_for, resolve
+    from ddbench.run.runner import RunRequest, registry_for, resolve
+    from ddbench.store.config import load_config
 
     config_path = write_config(tmp_path)
     config = load_config(config_path)

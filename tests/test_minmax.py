@@ -472,7 +472,7 @@ def test_plugins_are_registered(registry):
 
 def test_shipped_base_loads_and_its_sha256_is_checked():
     from ddbench_minmax.shipped import load_verified, shipped_cache
-    from ddbench.identity import file_sha256
+    from ddbench.store.identity import file_sha256
 
     cache = shipped_cache("fashion-mnist")
     model, meta = load_verified(cache)
@@ -502,9 +502,9 @@ def test_a_corrupt_shipped_base_is_one_line_error(tmp_path):
 
 
 def test_shipped_quality_classifier_is_used_for_its_data(tmp_path, registry):
-    from ddbench.identity import dataset_fingerprint
-    from ddbench.runner import load_dataset
     from ddbench.helpers import reference_classifier
+    from ddbench.run.runner import load_dataset
+    from ddbench.store.identity import dataset_fingerprint
 
     ds = load_dataset(registry, "fashion-mnist", None, False)
     spec = registry.get("models", "convnet")

@@ -112,3 +112,25 @@ def test_a_broken_sampler_result_names_the_sampler():
         with pytest.raises(PluginOutputError) as info:
             check_samples(out, "s", 3, (1, 12, 12))
         assert str(info.value).startswith("sampler 's' ") and message in str(info.value)
+
+
+def test_the_budget_check_takes_s_from_the_policys_contract_not_its_name():
+    # check_budget tests the fewest steps the policy may sample at: `steps` where Policy.fixed_steps, else min_steps
+    from types import SimpleNamespace
+
+    from ddbench_minmax.policy import Calibrated, FixedIpc, FixedSteps, MaxImages
+    from ddbench_minmax.settings import fewest_steps
+
+    class Renamed(FixedSteps):  # a third party's fixed-S policy under another name
+        name = "my-fixed"
+
+    class DuckTyped:  # registered with decide() only: it may choose any S
+        name = "fixed-steps-like"
+
+    def fewest(policy) -> int:
+        ctx = SimpleNamespace(registry=SimpleNamespace(get=lambda kind, name: policy),
+                              params={"policy": policy.name, "steps": 10, "min_steps": 2})
+        return fewest_steps(ctx)
+
+    assert [fewest(p) for p in (FixedSteps(), FixedIpc(), Renamed(), MaxImages(), Calibrated(), DuckTyped())] == [
+        10, 10, 10, 2, 2, 2]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ddbench.cli import main
-from ddbench.safeload import load_tensors
+from ddbench.core.safeload import load_tensors
 
 FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress", "--json"]
 TINY = ["--set", "finetune_steps=2", "--set", "batch_size=6", "--set", "steps=3", "--set", "sample_batch=6",

@@ -11,7 +11,7 @@ import torch
 
 from ddbench.api import SyntheticSet
 from ddbench.cli import main
-from ddbench.output_checks import MethodOutputError, check_output
+from ddbench.host.output_checks import MethodOutputError, check_output
 
 from conftest import make_tiny_dataset
 

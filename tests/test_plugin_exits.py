@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ddbench.cli import main
-from ddbench.results import query
+from ddbench.store.results import query
 
 HERE = Path(__file__).resolve().parent
 TINY = ["--dataset", "tiny", "--protocol", "tiny-eval", "--no-progress"]

@@ -14,7 +14,7 @@ import pytest
 from ddbench import hookimpl
 from ddbench.api import (Decision, Launcher, Method, Policy, SampleResult, Sampler, Throughput)
 from ddbench.cli import main
-from ddbench.plugins import load_plugins
+from ddbench.host.plugins import load_plugins
 
 
 def _module(name: str, **hooks) -> types.ModuleType:
@@ -57,7 +57,7 @@ class GoodLauncher(Launcher):
     name = "third-launcher"
 
     def run(self, jobs, settings, parallelism, log):
-        from ddbench.sweeps import run_job
+        from ddbench.run.sweeps import run_job
 
         for job in jobs:
             yield job, run_job(job)
@@ -192,7 +192,7 @@ import torch
 from ddbench import hookimpl
 from ddbench.api import (Decision, Launcher, Method, PlanRequest, Policy, SampleRequest, SampleResult, Sampler,
                          SyntheticSet, Throughput)
-from ddbench.sweeps import run_job
+from ddbench.run.sweeps import run_job
 
 
 class NoiseSampler(Sampler):
@@ -264,7 +264,7 @@ def register_launchers(register):
 def test_a_third_party_sampler_policy_and_launcher_work_end_to_end(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
-    from ddbench.results import query
+    from ddbench.store.results import query
 
     (tmp_path / "third_party_mod.py").write_text(THIRD_PARTY)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -10,7 +10,7 @@ import pytest
 
 from ddbench import hookimpl, hookspecs
 from ddbench.api import DDBenchError, Method
-from ddbench.plugins import KINDS, load_plugins
+from ddbench.host.plugins import KINDS, load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,7 +108,7 @@ def test_the_base_training_command_registers_like_every_other(tmp_path):
     import subprocess
     import sys
 
-    from ddbench.plugins import load_commands
+    from ddbench.host.plugins import load_commands
 
     commands = load_commands()
     assert commands.owners["commands"]["minmax-base"] == "minmax-base"

@@ -6,9 +6,9 @@ import shlex
 import pytest
 
 from ddbench.cli import main
-from ddbench.provenance import HOST_META, cpu_model, host_info, rerun_command
-from ddbench.records import RunRecord
-from ddbench.results import query
+from ddbench.core.records import RunRecord
+from ddbench.store.provenance import HOST_META, cpu_model, host_info, rerun_command
+from ddbench.store.results import query
 
 from sweep_plugin import write_config
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ddbench.cli import main
-from ddbench.results import query
+from ddbench.store.results import query
 from test_minmax import tiny_arch  # noqa: F401 - autouse: the tiny UNet layout for test_budget_prototypes
 
 HERE = Path(__file__).resolve().parent
@@ -167,7 +167,7 @@ def test_a_dataset_that_contradicts_its_spec_or_lacks_a_class_is_the_dataset_plu
 def test_shipped_table_rows_are_validated_like_database_rows_and_warned_about_once(tmp_path, capsys):
     import hashlib
 
-    from ddbench import shipped
+    from ddbench.store import shipped
 
     table = json.loads(shipped.table_path("fashion-mnist").read_text())
     good, bad, odd = (dict(r) for r in table["rows"][:3])
@@ -228,7 +228,7 @@ def test_budget_prototypes_are_capped_so_the_set_up_before_the_clock_is_bounded(
 
 def test_a_sampler_fault_names_the_sampler_not_the_method(make_ctx, monkeypatch):
     from ddbench.api import Decision, Throughput
-    from ddbench.guard import PluginCrashed
+    from ddbench.host.guard import PluginCrashed
     from ddbench_minmax.sampling import sample_set
     from test_minmax import TINY, tiny_ds, tiny_model
 

@@ -1,9 +1,9 @@
 """`ddbench run --reference M`: the reference method's runs under the same evaluation, or how to compute them."""
 from __future__ import annotations
 
-from ddbench.records import OK, RunRecord
-from ddbench.reference import reference_lines
-from ddbench.results import open_store, record
+from ddbench.analysis.reference import reference_lines
+from ddbench.core.records import OK, RunRecord
+from ddbench.store.results import open_store, record
 
 
 def _rec(method, seed, accs, epochs=1000, ipc=10):

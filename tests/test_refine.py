@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError
-from ddbench.plugins import load_plugins
+from ddbench.host.plugins import load_plugins
 from ddbench_baselines import dm as dm_module
 from ddbench_baselines import gm as gm_module
 from ddbench_minmax import refine
@@ -221,7 +221,7 @@ def test_another_registered_objective_is_used_by_name(make_ctx, tmp_path, monkey
 def test_refine_equals_dm_warm_started_from_the_unrefined_set(make_ctx, tmp_path):
     """The two items meet: DM from the stored unrefined set (init=PATH) for N iterations gives exactly the images
     refine=dm gives after sampling, because both run the one registered DM step with the same draws."""
-    from ddbench.synsets import save_synset
+    from ddbench.store.synsets import save_synset
 
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
     plain = method.distill(ctx)
@@ -269,7 +269,7 @@ def test_refine_equals_the_gradient_matching_method_warm_started_from_the_unrefi
     """refine=dc|dsa-gm runs the method's own Step pieces: the method from the stored unrefined set (init=PATH),
     2 networks of outer_loop 2 with an inner epoch between updates, gives exactly the images of refine with
     4 image updates, and its logged losses are refine's summed per network / (classes * outer_loop)."""
-    from ddbench.synsets import save_synset
+    from ddbench.store.synsets import save_synset
 
     method, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), **TINY)
     plain = method.distill(ctx)
@@ -402,3 +402,24 @@ def test_budget_guidance_is_for_budgets_that_buy_images(make_ctx, policy, scale)
     _, ctx = make_ctx("minmax-diffusion", dataset=tiny_ds(), budget=5.0,
                       **{**TINY, "policy": policy, "guidance": 3.0, "budget_guidance": 1.0})
     assert guidance_of(ctx) == scale
+
+
+def test_the_deadline_rule_stops_before_an_iteration_that_would_end_past_it():
+    # the one rule of DM's budget loop, refine and noise refine (ddbench.helpers.Deadline), on a clock the test sets
+    from ddbench.helpers import BUDGET_SAFETY, Deadline
+
+    now = [0.0]
+    d = Deadline(10.0, BUDGET_SAFETY, expected=1.0, clock=lambda: now[0])
+    assert d.allows() and not d.stopped  # 0 + 1.0 * 1.1 <= 10
+    with d.timing():
+        now[0] += 2.0  # an iteration of 2 s: the slowest so far
+    assert (d.last, d.slowest) == (2.0, 2.0)
+    now[0] = 7.7
+    assert d.allows()  # 7.7 + 2 * 1.1 = 9.9
+    assert not d.allows(reserve=0.1)  # what must run after the loop counts: 7.7 + 2.1 * 1.1 > 10
+    assert d.stopped and not d.allows()  # a stopped loop stays stopped
+    late = Deadline(10.0, 1.0, clock=lambda: 8.5)
+    with late.timing():
+        pass
+    assert late.allows() and not Deadline(10.0, 1.5, expected=1.1, clock=lambda: 8.5).allows()  # 8.5 + 1.65 > 10
+    assert Deadline(None, clock=lambda: 1e9).allows(reserve=1e9)  # no budget, no stop

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from scipy import stats
 
+from ddbench.analysis.report import build_report, welch
 from ddbench.cli import main
-from ddbench.report import build_report, welch
-from ddbench.records import RunRecord
-from ddbench.results import record
-from ddbench.synsets import save_grid
+from ddbench.core.records import RunRecord
+from ddbench.store.results import record
+from ddbench.store.synsets import save_grid
 
 ACC = {  # (method, ipc, seed) -> accuracies of the evaluation networks
     ("random", 1, 0): [40.0, 42.0], ("random", 1, 1): [41.0, 39.0],

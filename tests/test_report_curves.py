@@ -1,5 +1,5 @@
-"""The report's accuracy-per-second curve (ddbench/report_curves.py): drawn for a section with runs of one method
-differing only in an iteration count, with random real and herding as lines; not drawn without such a series."""
+"""The report's accuracy-per-second curve (ddbench/analysis/report_curves.py): drawn for a section with runs of one
+method differing only in an iteration count, with random real and herding as lines; not drawn without such a series."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddbench.report import build_report
-from ddbench.report_curves import find_series
-from ddbench.results import record
+from ddbench.analysis.report import build_report
+from ddbench.analysis.report_curves import find_series
+from ddbench.store.results import record
 from test_report import _row
 
 SEEDS = (0, 1, 2)
@@ -61,7 +61,7 @@ def test_a_section_with_an_iteration_sweep_gets_the_curve(sweep_db, tmp_path):
         assert im.format == "PNG"
     assert plot in result.plots and plot in result.section_plots[result.sections[0].slug]
     assert "![accuracy_vs_seconds](accuracy_vs_seconds.png)" in result.markdown.read_text()
-    from ddbench.report_html import write_html
+    from ddbench.analysis.report_html import write_html
 
     write_html(result)  # report.html embeds it as the other plots, as data
     assert 'alt="accuracy_vs_seconds"' in result.html.read_text()
@@ -71,8 +71,8 @@ def test_the_series_are_what_the_runs_say(sweep_db, tmp_path):
     """One line per method and start; points by iteration count, accuracy over seed means, seconds over seeds, a
     warm start's seconds including its herding run's."""
     db, herding_ids = sweep_db
-    from ddbench.report import latest_per_config
-    from ddbench.results import query
+    from ddbench.analysis.report import latest_per_config
+    from ddbench.store.results import query
 
     rows = latest_per_config(db)
     series = {s.label: s for s in find_series(rows, {r.run_id: r for r in query(db)})}

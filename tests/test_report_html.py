@@ -1,4 +1,4 @@
-"""report.html: one self-contained page (ddbench/report_html.py), checked as text and in a real browser.
+"""report.html: one self-contained page (ddbench/analysis/report_html.py), checked as text and in a real browser.
 
 The browser is Debian's `chromium` (the Makefile's setup and .ci/run install it), driven with `--headless
 --dump-dom` and nothing else: the test copies the page, adds a script that records what it finds in the live DOM
@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddbench.analysis.report import accuracy_table, build_report
+from ddbench.analysis.report_html import GALLERY_PER_CLASS, SCRIPT, STYLE, page_html, write_html
 from ddbench.api import SyntheticSet
 from ddbench.cli import main
-from ddbench.records import RunRecord
-from ddbench.report import accuracy_table, build_report
-from ddbench.report_html import GALLERY_PER_CLASS, SCRIPT, STYLE, page_html, write_html
-from ddbench.results import record
-from ddbench.synsets import save_synset
+from ddbench.core.records import RunRecord
+from ddbench.store.results import record
+from ddbench.store.synsets import save_synset
 
 from sweep_plugin import write_config
 
@@ -233,7 +233,7 @@ def test_the_page_in_headless_chromium(page, tmp_path):
 
 
 def test_a_run_without_its_synthetic_set_shows_its_grid_and_says_so(tmp_path):
-    from ddbench.synsets import save_grid
+    from ddbench.store.synsets import save_grid
 
     db = tmp_path / "ddbench.sqlite"
     rec = _row(tmp_path, "random", 2, 0, 1_765_000_000.0)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ddbench.cli import main
-from ddbench.errors import DDBenchError
-from ddbench.safeload import UnsafeFile, load_tensors
+from ddbench.core.errors import DDBenchError
+from ddbench.core.safeload import UnsafeFile, load_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress"]
@@ -50,7 +50,7 @@ def test_a_marker_pickle_is_refused_in_one_line_naming_the_file_and_what_it_hold
 
 def test_a_set_written_the_old_way_still_loads(tmp_path):
     # save_synset before safeload: torch.save of the same dict, a method's meta holding numpy scalars as they came.
-    from ddbench.synsets import load_synset
+    from ddbench.store.synsets import load_synset
 
     path = tmp_path / "synset.pt"
     torch.save({"images": torch.ones(3, 1, 4, 4), "labels": torch.tensor([0, 1, 2]), "lr": 0.01, "ipc": 1,
@@ -65,8 +65,8 @@ def test_a_set_written_the_old_way_still_loads(tmp_path):
 def test_save_synset_writes_plain_data_only(tmp_path):
     # New files: a method's meta is stored as plain data, so what ddbench writes never needs the allow-list.
     from ddbench.api import SyntheticSet
-    from ddbench.safeload import unsafe_globals
-    from ddbench.synsets import load_synset, save_synset
+    from ddbench.core.safeload import unsafe_globals
+    from ddbench.store.synsets import load_synset, save_synset
 
     path = tmp_path / "s.pt"
     syn = SyntheticSet(torch.ones(2, 1, 4, 4), torch.tensor([0, 1]), meta={"a": np.float32(0.5), "p": Path("/x"),
@@ -136,8 +136,8 @@ def test_the_set_cache_cannot_load_a_planted_set_nor_point_outside_the_results_f
 
 
 def test_the_reference_classifier_cache_is_deleted_unread_and_retrained(tmp_path, tiny_dataset):
-    from ddbench.classifier import reference_classifier
     from ddbench.default_plugins.convnet_models import ConvNet
+    from ddbench.host.classifier import reference_classifier
 
     marker, logs = tmp_path / "MARKER", []
     cached = plant(tmp_path / "cache" / "reference-classifier" / "tiny-abc.pt", marker)
@@ -164,7 +164,7 @@ def test_a_generator_checkpoint_is_deleted_unread(tmp_path):
 def test_zca_mtt_buffer_and_submission_loaders_refuse_it(tmp_path, tiny_dataset, capsys):
     from ddbench_baselines._common import try_load
     from ddbench.default_plugins.eccv2024 import load_submission
-    from ddbench.zca import _cache_key, fit_zca
+    from ddbench.host.zca import _cache_key, fit_zca
 
     marker = tmp_path / "MARKER"
     zca_file = plant(tmp_path / "cache" / "zca" / f"tiny-{_cache_key(tiny_dataset, 0.1)}.pt", marker)
@@ -180,7 +180,7 @@ def test_zca_mtt_buffer_and_submission_loaders_refuse_it(tmp_path, tiny_dataset,
 def test_feature_and_prototype_caches_are_deleted_unread_and_recomputed(make_ctx, tmp_path):
     from dataclasses import replace
 
-    from ddbench.features import training_features
+    from ddbench.host.features import training_features
     from ddbench_minmax.sampling import load_prototypes
 
     marker, logs = tmp_path / "MARKER", []

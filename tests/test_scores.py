@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ddbench.api import DDBenchError
-from ddbench import scores as S
-from ddbench import scores_text as T
+from ddbench.analysis import scores as S
+from ddbench.analysis import scores_text as T
 
 E = math.e
 
@@ -188,7 +188,7 @@ def test_scores_json_round_trip():
 
 @pytest.fixture
 def full_ctx(make_ctx):
-    from ddbench.plugins import load_plugins
+    from ddbench.host.plugins import load_plugins
 
     registry = load_plugins(modules=["ddbench.default_plugins.full_data_method"])
 
@@ -205,7 +205,7 @@ def test_full_method_returns_the_whole_training_set(full_ctx):
     method.validate(ctx)
     syn = method.distill(ctx)
     assert torch.equal(syn.images, ctx.dataset.train_x) and torch.equal(syn.labels, ctx.dataset.train_y)
-    from ddbench.output_checks import check_output
+    from ddbench.host.output_checks import check_output
 
     check_output(syn, method="full", dataset=ctx.dataset, ipc=20, budget=None)
 

@@ -1,12 +1,12 @@
-"""Selectors (ddbench.api.Selector, ddbench/default_plugins/selectors.py) and the pool helper (ddbench/features.py),
-on tiny synthetic features."""
+"""Selectors (ddbench.api.Selector, ddbench/default_plugins/selectors.py) and the pool helper
+(ddbench/host/features.py), on tiny synthetic features."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from ddbench.api import DDBenchError, RunContext, Selector
-from ddbench.features import embedder, features, select_pool
+from ddbench.host.features import embedder, features, select_pool
 
 from conftest import make_tiny_dataset
 
@@ -186,7 +186,7 @@ def test_select_pool_picks_per_class_in_the_named_space(registry, tmp_path, one_
 
 
 def test_training_features_are_cached_and_a_hit_selects_as_a_miss(registry, tmp_path, one_thread):
-    from ddbench.features import training_features
+    from ddbench.host.features import training_features
 
     ctx = _ctx(registry, tmp_path)
     first = training_features(ctx, "random-convnet")

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from ddbench import scores as S
+from ddbench.analysis import scores as S
 from ddbench.api import AUGMENTATION, EPOCHS, IMPLEMENTATION, NETWORKS, PRECISION, SPEED, Method, Param, Protocol
 from ddbench.cli import main
-from ddbench.plugins import Registry, contract_problem, load_plugins
-from ddbench.records import ROLES_META, RunRecord, SettingRoles, evaluation_settings
-from ddbench.results import query
-from ddbench.roles import FULL_ROLE, RANDOM_ROLE
+from ddbench.core.records import ROLES_META, RunRecord, SettingRoles, evaluation_settings
+from ddbench.core.roles import FULL_ROLE, RANDOM_ROLE
+from ddbench.host.plugins import Registry, contract_problem, load_plugins
+from ddbench.store.results import query
 from sweep_plugin import write_config
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from ddbench.api import resolve_params
 from ddbench.cli import main
-from ddbench.results import query
+from ddbench.store.results import query
 
 from sweep_plugin import subprocess_env, write_config
 
@@ -82,9 +82,9 @@ def test_two_cell_sweep_through_slurm(slurm, on_pythonpath, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_preempted_job_is_requeued_and_its_row_still_comes_back(slurm, on_pythonpath, tmp_path):
-    from ddbench.config import load_config
     from ddbench.default_plugins.launchers import Job, SlurmLauncher
-    from ddbench.runner import RunRequest, registry_for, resolve
+    from ddbench.run.runner import RunRequest, registry_for, resolve
+    from ddbench.store.config import load_config
 
     config_path = write_config(tmp_path)
     config = load_config(config_path)

@@ -60,7 +60,7 @@ def test_a_full_disk_is_said_in_words_naming_the_file(tmp_path, monkeypatch):
 
     import torch
 
-    from ddbench.atomic import DiskFull, atomic_save
+    from ddbench.core.atomic import DiskFull, atomic_save
 
     def full(obj, path):
         Path(path).write_bytes(b"x")

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ddbench.api import DDBenchError, RunContext, SyntheticSet, resolve_params
-from ddbench.plugins import load_plugins
 from ddbench.default_plugins import soft_label_protocol as SL
+from ddbench.host.plugins import load_plugins
 
 from conftest import make_tiny_dataset
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from ddbench import results
 from ddbench.cli import main
-from ddbench.results import StoreError, open_store, query
+from ddbench.store import results
+from ddbench.store.results import StoreError, open_store, query
 
 FAST = ["--protocol", "fast", "--eval-epochs", "1", "--eval-models", "1", "--no-progress"]
 
@@ -150,7 +151,7 @@ def test_show_ids_are_literal_not_wildcards(env, capsys):
     assert "no run '________'" in capsys.readouterr().err
 
 
-# The `runs` table exactly as the code before RunRecord (git ccc6eae, ddbench/results.py COLUMNS) wrote it.
+# The `runs` table exactly as the code before RunRecord (git ccc6eae, ddbench/store/results.py COLUMNS) wrote it.
 OLD_SCHEMA = ("run_id TEXT PRIMARY KEY, created REAL, status TEXT, method TEXT, dataset TEXT, ipc INTEGER, budget REAL, "
               "protocol TEXT, model TEXT, seed INTEGER, config_hash TEXT, config TEXT, images INTEGER, "
               "accuracy_mean REAL, accuracy_std REAL, accuracies TEXT, n_eval_models INTEGER, distill_seconds REAL, "
@@ -189,3 +190,28 @@ def test_a_database_written_by_the_old_code_reads_reports_and_takes_new_runs(env
     assert main([*env["run"], "--out", str(env["out"]), "--ipc", "3"]) == 0  # migrated in place, then recorded
     assert len(query(db)) == 4
 
+
+
+OLD_DATABASE = Path(__file__).resolve().parent / "old_database"
+
+
+def test_an_old_database_reports_exactly_as_the_code_before_the_package_move_did(tmp_path, monkeypatch, capsys):
+    # results.sql: a real database of four runs written by ddbench 0.2.0 when every module sat flat in ddbench/
+    # (commit 2aba003; only the runs' set paths rewritten to a folder that does not exist); report.md, results.csv,
+    # scores.json and stdout.txt: what that commit's `ddbench report --out TMP/out --report TMP/out/report` made of
+    # it, with the folder and the time written as TMP and DATE. A deliberate change to the report rewrites them.
+    out = tmp_path / "out"
+    out.mkdir()
+    with sqlite3.connect(out / "ddbench.sqlite") as con:
+        con.executescript((OLD_DATABASE / "results.sql").read_text())
+    argv = ["report", "--out", str(out), "--report", str(out / "report")]
+    monkeypatch.setattr("sys.argv", ["ddbench", *argv])  # the report quotes its command line
+    monkeypatch.chdir(OLD_DATABASE.parent.parent)  # and shows paths under the working folder relative: not these
+    assert main(argv) == 0
+
+    def normal(text: str) -> str:
+        return re.sub(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", "Generated DATE", text.replace(str(tmp_path), "TMP"))
+
+    assert normal(capsys.readouterr().out) == (OLD_DATABASE / "stdout.txt").read_text()
+    for name in ("report.md", "results.csv", "scores.json"):
+        assert normal((out / "report" / name).read_text()) == (OLD_DATABASE / name).read_text(), name

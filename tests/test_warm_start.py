@@ -12,8 +12,8 @@ import torch
 from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError, SyntheticSet
 from ddbench.cli import main
-from ddbench.identity import file_sha256
-from ddbench.synsets import save_synset
+from ddbench.store.identity import file_sha256
+from ddbench.store.synsets import save_synset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -142,13 +142,13 @@ def test_a_file_holding_arbitrary_objects_is_not_unpickled(make_ctx, tmp_path):
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as f:
         pickle.dump({"images": _Exploit(), "labels": torch.zeros(6)}, f)
-    assert f"{evil}: refused to load, it holds io.open" in _refused(make_ctx, "dm", str(evil))  # ddbench.safeload
+    assert f"{evil}: refused to load, it holds io.open" in _refused(make_ctx, "dm", str(evil))  # ddbench.core.safeload
     assert not os.path.exists(marker)
 
 
 def test_an_unknown_or_unusable_run_id_is_refused(make_ctx, tmp_path):
-    from ddbench.records import RunRecord
-    from ddbench.results import record
+    from ddbench.core.records import RunRecord
+    from ddbench.store.results import record
 
     msg = _refused(make_ctx, "dm", "run:20990101-000000-abcdef")  # the context has no database
     assert "needs a results database" in msg

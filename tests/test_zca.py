@@ -1,4 +1,4 @@
-"""ZCA whitening (ddbench.zca): kornia's formula, exact inverse, caching, dataset-level use."""
+"""ZCA whitening (ddbench.host.zca): kornia's formula, exact inverse, caching, dataset-level use."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from conftest import make_tiny_dataset
 from ddbench.api import DDBenchError
-from ddbench.zca import ZCA, fit_zca, whiten_dataset
+from ddbench.host.zca import ZCA, fit_zca, whiten_dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -292,7 +292,7 @@ def run_challenge(method: str, base=None, config=None, registry=None,
                   log: Callable[[str], None] = print) -> ChallengeResult:
     """Run (or reuse from the database) `method` on both datasets under the challenge protocol; its score.
 
-    `base` is a ddbench.runner.RunRequest carrying the shared flags (data root, output folder, device, seed,
+    `base` is a ddbench.run.runner.RunRequest carrying the shared flags (data root, output folder, device, seed,
     protocol settings such as eval.strict); method, dataset, IPC and protocol are set here.
     """
     from ..helpers import RunRequest, execute, find_ok, load, resolve

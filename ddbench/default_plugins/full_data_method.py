@@ -1,4 +1,4 @@
-"""Reference runs for the scores of ddbench/scores.py: `full`, the whole real training set with hard labels.
+"""Reference runs for the scores of ddbench/analysis/scores.py: `full`, the whole real training set with hard labels.
 
 HLR (DD-Ranking, NUS-HPC-AI-Lab/DD-Ranking `ddranking/metrics/hard_label.py`) needs the accuracy of a network
 of the same architecture trained on the full real training set. Here that is a run like any other, recorded
@@ -29,7 +29,7 @@ def balanced_count(counts: list[int]) -> int | None:
 
 class FullData(Method):
     name = "full"
-    role = "full-data"  # the reference of HLR (ddbench/scores.py)
+    role = "full-data"  # the reference of HLR (ddbench/analysis/scores.py)
     description = "The whole real training set, hard labels: the full-data reference of HLR (--ipc = images per class)"
     params = {}
 

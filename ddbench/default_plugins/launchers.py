@@ -1,6 +1,6 @@
 """The built-in launchers: where the jobs of a sweep (`ddbench compare`) run. They only launch.
 
-The sweep contract (what a job is, the worker `run_job`, job states) lives in ddbench/sweeps.py and the
+The sweep contract (what a job is, the worker `run_job`, job states) lives in ddbench/run/sweeps.py and the
 launcher contract in `ddbench.api.Launcher`. A launcher runs jobs somewhere and hands each job's
 `RunRecord` back to the driver, which alone writes the results database (a worker never touches it), so
 a sweep killed at any point leaves only whole rows of finished cells behind.
