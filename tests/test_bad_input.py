@@ -62,3 +62,7 @@ def test_slurm_failure_is_summarised_by_its_error_not_its_log_path(tmp_path, mon
     assert job_failure("1_0", text).splitlines()[-1] == "job 1_0 failed: ModuleNotFoundError: No module named 'ddbench.cli'"
     (tmp_path / "ddbench").mkdir()  # a folder named like the package, where the sweep was submitted
     assert f"a folder {tmp_path / 'ddbench'} shadows the ddbench package" in job_failure("1_0", text).splitlines()[-1]
+    import ddbench
+
+    monkeypatch.chdir(Path(ddbench.__file__).resolve().parents[1])  # where ddbench/ IS the package: no hint
+    assert "shadows" not in job_failure("1_0", text).splitlines()[-1]

@@ -263,7 +263,7 @@ def job_failure(job_id: str, text: str) -> str:
     last = lines[-1] if lines else "unknown error"
     shadow = Path.cwd() / "ddbench"
     if ("ModuleNotFoundError" in trace or "ImportError" in trace) and shadow.is_dir() and \
-            shadow.resolve() != Path(__file__).resolve().parent:
+            shadow.resolve() != Path(__file__).resolve().parents[1]:  # the ddbench package, not default_plugins/
         last += f" (a folder {shadow} shadows the ddbench package in jobs started here: submit from another folder)"
     return f"{text.rstrip()}\njob {job_id} failed: {last}"
 
