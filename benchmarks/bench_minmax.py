@@ -66,8 +66,10 @@ def atomic_json(obj: Any, path: Path) -> None:
     atomic_write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), path)
 
 
-def run_cell(name: str, method: str, args: list[str]) -> dict[str, Any] | None:
-    path = CELLS / f"{name}.json"
+def run_cell(name: str, method: str, args: list[str], cells: Path | None = None) -> dict[str, Any] | None:
+    """Run one cell (or read it when stored) into `cells` (default: this module's CELLS). A study that may import
+    another study module passes its own folder: each study module sets CELLS when imported."""
+    path = (cells or CELLS) / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
     cmd = [DDBENCH, "run", "--method", method, *args, "--out", OUT, "--json", "--no-progress"]

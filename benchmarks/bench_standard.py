@@ -126,7 +126,7 @@ def run(only: str, seeds: str = "", methods: str = "") -> None:
     for group, ipc, proto, method, seed in plan(only, seeds, methods):
         if load(ipc, proto, method, seed) is None:
             bm.run_cell(cell_name(ipc, proto, method, seed), method,
-                        ["--ipc", str(ipc), "--seed", str(seed), *PROTOCOLS[proto]])
+                        ["--ipc", str(ipc), "--seed", str(seed), *PROTOCOLS[proto]], cells=CELLS)
 
 
 def stats(ipc: int, proto: str, method: str) -> dict[str, Any] | None:

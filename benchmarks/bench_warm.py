@@ -51,6 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_minmax as bm  # noqa: E402 - one run_cell / welch for every study
+import bench_standard as bs  # noqa: E402 - the standard table's cells, read only (its import sets bm.CELLS)
 
 ROOT = bm.ROOT
 RESULTS = ROOT / "benchmarks" / "results"
@@ -204,7 +205,7 @@ class Study:
             if what is None:
                 print(f"{self.name(*cell)}: its herding start did not run; skipped", flush=True)
                 continue
-            bm.run_cell(self.name(*cell), *what)
+            bm.run_cell(self.name(*cell), *what, cells=CELLS)
 
 
 class BudgetStudy(Study):
@@ -264,8 +265,6 @@ def standard_cell(ipc: int, series: str, iterations: int | None, seed: int) -> P
     """The standard table's cell (benchmarks/results/standard, or the cell it adopts) for the convergence track's
     comparison rows, under `dsa` at this IPC. `herding` is the start of DM from herding, read only when its run is in
     this --out's database (init=run:ID looks it up there); `herding-row` is herding's accuracy, wherever it ran."""
-    import bench_standard as bs  # its cells only: bs.load/adopted read paths, nothing runs
-
     method = {("random", None): "random", ("herding", None): "herding", ("herding-row", None): "herding",
               ("refine", 0): "minmax-diffusion",
               ("dm-real", DM_ITERATIONS[-1]): "dm", ("dsa-gm-real", GM_UPDATES): "dsa-gm"}.get((series, iterations))
@@ -311,8 +310,6 @@ def arithmetic_line(groups: dict[str, list[dict[str, Any]]]) -> str:
     """The evaluation arithmetic behind each row ({row label: its cells}): bf16 passed the equivalence test against
     fp32 within 0.5 points (docs/evaluation.md#precision) and older cells ran fp32, so a reader sees where rows of
     both kinds meet."""
-    import bench_standard as bs
-
     used: dict[str, list[str]] = {}
     for label, cells in groups.items():
         for kind in sorted({bs.precision_of(c) for c in cells}):

@@ -200,3 +200,18 @@ def test_a_herding_start_is_the_curve_studys_herding_cell_when_the_standard_one_
     # none yet: the curve study's herding cell is run (its command), and shared with the curve study
     assert study.where(1, "herding", None, 1) == results / "warm" / "ipc1-herding-s1.json"
     assert study.args(1, "herding", None, 1) == bw.Study().args(1, "herding", None, 1)
+
+
+def test_cells_are_stored_in_the_warm_folder_even_after_another_study_module_set_its_own(results, monkeypatch):
+    import importlib
+
+    import bench_standard as bs
+
+    importlib.reload(bs)  # importing a study module points bench_minmax.CELLS at that study's folder
+    monkeypatch.setattr(bw, "CELLS", results / "warm")
+    stored = []
+    monkeypatch.setattr(bw.bm, "run_cell", lambda name, method, args, cells=None: stored.append((name, cells)))
+    study = bw.ConvergenceStudy(seeds=1, only=(1,), adopt=False)
+    study.run()
+    assert stored and {cells for _, cells in stored} == {results / "warm"}
+    assert bw.bm.CELLS != results / "warm"  # what the keyword protects against
