@@ -27,7 +27,9 @@ _MOVED: dict[str, str] = {old: package for package, olds in {
 
 
 class _OldPath(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """`ddbench.<old>` imports as a stand-in whose every name is the moved module's own object."""
+    """`ddbench.<old>` imports as the moved module itself: the import system returns what `sys.modules` holds
+    after `exec_module`, so no stand-in exists whose names a static lookup (pluggy finds hooks with
+    `inspect.getattr_static`) would miss; a stale install's entry point on an old path still registers."""
 
     def find_spec(self, fullname, path=None, target=None):
         package, _, name = fullname.rpartition(".")
@@ -35,10 +37,7 @@ class _OldPath(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         name = module.__name__.rpartition(".")[2]
-        home = importlib.import_module(f"{__name__}.{_MOVED[name]}.{name}")
-        module.__getattr__ = lambda attr: getattr(home, attr)
-        module.__dir__ = lambda: dir(home)
-        module.__doc__ = f"The old path of {home.__name__}, which see."
+        sys.modules[module.__name__] = importlib.import_module(f"{__name__}.{_MOVED[name]}.{name}")
 
 
 if not any(isinstance(finder, _OldPath) for finder in sys.meta_path):
