@@ -291,3 +291,26 @@ def test_a_third_party_cannot_displace_a_bundled_method(monkeypatch):
     assert reg.owners["methods"]["random"] == "random"  # the bundled one, although the impostor was found first
     assert {p.name: p.error for p in reg.failed} == {
         "impostor": "method 'random' is registered twice: by plugin 'random' and by plugin 'impostor'"}
+
+
+def test_an_exit_from_a_signal_handler_is_the_process_ending_not_the_plugin():
+    # submitit requeues a preempted SLURM job by sys.exit(-1) from its SIGUSR2 handler while the plugin's code runs:
+    # that exit must go on up (the job is requeued), not become the plugin's failure; the plugin's own exit still is
+    import os
+    import signal
+    import sys
+
+    from ddbench.host.guard import PluginExit, plugin_call
+
+    def requeue(signum, frame):
+        sys.exit(-1)
+
+    old = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with pytest.raises(SystemExit) as info:
+            plugin_call("protocol 'p' (plugin 'x')", "evaluate()", lambda: os.kill(os.getpid(), signal.SIGUSR2))
+        assert not isinstance(info.value, PluginExit) and info.value.code == -1
+        with pytest.raises(PluginExit, match="called sys.exit"):
+            plugin_call("protocol 'p' (plugin 'x')", "evaluate()", lambda: sys.exit(-1))
+    finally:
+        signal.signal(signal.SIGUSR2, old)

@@ -101,8 +101,12 @@ def test_preempted_job_is_requeued_and_its_row_still_comes_back(slurm, on_python
     runner.start()
 
     def job_state() -> tuple[str, str]:
-        out = subprocess.run(["squeue", "-h", "-n", "ddbench", "-o", "%i %T"], capture_output=True, text=True).stdout.split()
-        return (out[0], out[1]) if len(out) >= 2 else ("", "")
+        # this test's job only (its batch script lies under tmp_path): a job an earlier test left running has the
+        # same name, and signalling that one instead fails as soon as it ends
+        out = subprocess.run(["squeue", "-h", "-n", "ddbench", "-o", "%i|%T|%o"], capture_output=True,
+                             text=True).stdout.splitlines()
+        mine = [line.split("|") for line in out if str(tmp_path) in line]
+        return (mine[0][0], mine[0][1]) if mine else ("", "")
 
     deadline = time.monotonic() + 60
     while job_state()[1] != "RUNNING":

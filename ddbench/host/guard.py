@@ -103,6 +103,26 @@ def from_a_signal(exc: BaseException) -> bool:
     return isinstance(exc, Terminated) or not _state["installed"] or _state["signals"] > 0
 
 
+def raised_by_a_signal_handler(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside a signal handler installed now: the process being ended from outside (submitit
+    exits with sys.exit(-1) from its SIGUSR2 handler to requeue a preempted SLURM job), not the plugin ending it."""
+    codes = set()
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (ValueError, OSError):
+            continue
+        code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+        if code is not None:
+            codes.add(code)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def plugin_call(label: str, what: str, call: Callable[[], T], refuse_is_failure: bool = False) -> T:
     """Run plugin code; its SystemExit or self-raised KeyboardInterrupt becomes PluginExit naming `label`.
 
@@ -113,6 +133,8 @@ def plugin_call(label: str, what: str, call: Callable[[], T], refuse_is_failure:
         with no_hard_exit():
             return call()
     except SystemExit as exc:
+        if raised_by_a_signal_handler(exc):
+            raise
         raise PluginExit(f"{label} {ended(exc)} in {what}; a plugin must raise an exception, not end the "
                          "process") from None
     except KeyboardInterrupt as exc:
