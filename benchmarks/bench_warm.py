@@ -283,26 +283,29 @@ def convergence_table(study: Study, ipc: int) -> str:
     """Each matching run at its CPU preset's count against the same matching from random real, herding at equal
     count and the unrefined generated set; Welch over seed means."""
     n_dm = DM_ITERATIONS[-1]
-    herding, plain = point(study, ipc, "herding-row", None), point(study, ipc, "refine", 0)
-    dm_real, gm_real = point(study, ipc, "dm-real", n_dm), point(study, ipc, "dsa-gm-real", GM_UPDATES)
-    rows = [("random real", "-", point(study, ipc, "random", None), None), ("herding (real images)", "-", herding, None),
-            ("Min-Max Diffusion, no refine", "0", plain, None),
-            ("DM from random real", str(n_dm), dm_real, None), ("DSA from random real", str(GM_UPDATES), gm_real, None),
-            (CONV_SERIES["refine"], str(n_dm), point(study, ipc, "refine", n_dm), dm_real),
-            (CONV_SERIES["refine-dsa-gm"], str(GM_UPDATES), point(study, ipc, "refine-dsa-gm", GM_UPDATES), gm_real),
-            (CONV_SERIES["dm-herding"], str(n_dm), point(study, ipc, "dm-herding", n_dm), dm_real)]
+    # (series, iterations, row label, its name in the arithmetic line, the matching from real it is compared with)
+    dm_real, gm_real = ("dm-real", n_dm), ("dsa-gm-real", GM_UPDATES)
+    spec = [("random", None, "random real", "random real", None),
+            ("herding-row", None, "herding (real images)", "herding", None),
+            ("refine", 0, "Min-Max Diffusion, no refine", "no refine", None),
+            (*dm_real, "DM from random real", "DM", None),
+            (*gm_real, "DSA from random real", "DSA", None),
+            ("refine", n_dm, CONV_SERIES["refine"], "refine=dm", dm_real),
+            ("refine-dsa-gm", GM_UPDATES, CONV_SERIES["refine-dsa-gm"], "refine=dsa-gm", gm_real),
+            ("dm-herding", n_dm, CONV_SERIES["dm-herding"], "DM from herding", dm_real)]
+    points = {(series, n): point(study, ipc, series, n) for series, n, *_ in spec}
+    herding, plain = points[("herding-row", None)], points[("refine", 0)]
     lines = [f"IPC {ipc}, protocol dsa (1000 epochs, 5 nets), Fashion-MNIST, every matching run at its CPU preset's "
              "count (DM 150 iterations, DSA 100 image updates; plugins.toml); accuracy % = mean ± sample std over "
              "method seeds (n seeds); Welch p over seed means (benchmarks/bench_warm.py --track convergence).", "",
              "| set | matching iterations | accuracy % (n seeds) | vs the same matching from random real: Δ, p "
              "| vs herding: Δ, p | vs Min-Max Diffusion without refine: Δ, p |", "|---|---:|---|---|---|---|"]
-    for label, n, s, ref in rows:
-        lines.append(f"| {label} | {n} | {_acc(s)} | {_versus(s, ref) if ref is not None else '—'} "
-                     f"| {_versus(s, herding)} | {_versus(s, plain)} |")
-    labels = {("random", None): "random real", ("herding-row", None): "herding", ("refine", 0): "no refine",
-              ("dm-real", n_dm): "DM", ("dsa-gm-real", GM_UPDATES): "DSA", ("refine", n_dm): "refine=dm",
-              ("refine-dsa-gm", GM_UPDATES): "refine=dsa-gm", ("dm-herding", n_dm): "DM from herding"}
-    groups = {label: cells_of(study, ipc, *key) for key, label in labels.items()}
+    for series, n, label, _, ref in spec:
+        s = points[(series, n)]
+        lines.append(f"| {label} | {'-' if n is None else n} | {_acc(s)} | "
+                     f"{_versus(s, points[ref]) if ref is not None else '—'} | {_versus(s, herding)} "
+                     f"| {_versus(s, plain)} |")
+    groups = {short: cells_of(study, ipc, series, n) for series, n, _, short, _ in spec}
     return "\n".join(lines) + "\n\n" + arithmetic_line(groups)
 
 
@@ -359,11 +362,15 @@ def budget_point(study: Study, ipc: int, series: str, t: int | None) -> dict[str
             "iterations": statistics.mean(its) if its else None}
 
 
-def herding_point(ipc: int, seeds: int) -> dict[str, Any] | None:
+def coreset_herding_cells(ipc: int, seeds: int) -> list[dict[str, Any]]:
     """Herding at this IPC under the same protocol, from the coreset study's cells (the equal-count control of
     issue 31's "count" goal; its run need not be in this --out: only its accuracy is read)."""
-    cells = [c for c in (_read(RESULTS / "coreset" / f"ipc{ipc}-herding-s{s}.json") for s in range(seeds))
-             if c is not None and _same_protocol(c, ipc)]
+    return [c for c in (_read(RESULTS / "coreset" / f"ipc{ipc}-herding-s{s}.json") for s in range(seeds))
+            if c is not None and _same_protocol(c, ipc)]
+
+
+def herding_point(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """coreset_herding_cells' seed means, their mean ± std."""
     if not cells:
         return None
     means = [float(c["summary"]["accuracy_mean"]) for c in cells]
@@ -374,7 +381,8 @@ def herding_point(ipc: int, seeds: int) -> dict[str, Any] | None:
 def budget_table(study: Study, ipc: int) -> str:
     plain = budget_point(study, ipc, "refine", 0)  # Min-Max Diffusion without refine: its sampling alone
     random_real = point(study, ipc, "random", None)
-    herding = herding_point(ipc, study.seeds)
+    herding_cells = coreset_herding_cells(ipc, study.seeds)
+    herding = herding_point(herding_cells)
     lines = [f"IPC {ipc} (equal count), protocol {PROTOCOL_LABEL[ipc]}, Fashion-MNIST; budget T = seconds after "
              "training on this machine's clock; accuracy % = mean ± sample std over method seeds (n); Welch p over "
              "seed means (benchmarks/bench_warm.py --track budget).", "",
@@ -404,8 +412,7 @@ def budget_table(study: Study, ipc: int) -> str:
             lines.append(f"| {t} | {label} | {_acc(s)} | {secs} | {its} | {versus_dm} | {_versus(s, plain)} "
                          f"| {_versus(s, herding)} |")
     groups = {"random real": cells_of(study, ipc, "random", None), "no refine": cells_of(study, ipc, "refine", 0),
-              "herding": [c for c in (_read(RESULTS / "coreset" / f"ipc{ipc}-herding-s{s}.json")
-                                      for s in range(study.seeds)) if c is not None and _same_protocol(c, ipc)],
+              "herding": herding_cells,
               **{f"{BUDGET_SERIES[se]} ({t} s)": cells_of(study, ipc, se, t) for se in BUDGET_SERIES
                  for t in (t for g in BUDGETS for t in g)}}
     return "\n".join(lines) + "\n\n" + arithmetic_line(groups)

@@ -140,17 +140,21 @@ def guidance_of(ctx: RunContext) -> float:
     return float(p["guidance"])
 
 
+def policy_says(ctx: RunContext, attribute: str) -> bool:
+    """A contract flag of the run's policy (`Policy.holds_ipc`, `Policy.fixed_steps`); a policy registered
+    duck-typed, with decide() only, says neither."""
+    return bool(getattr(ctx.registry.get("policies", ctx.params["policy"]), attribute, False))
+
+
 def holds_ipc(ctx: RunContext) -> bool:
-    """Whether the run's policy keeps --ipc under a budget (`Policy.holds_ipc`; a policy registered duck-typed,
-    with decide() only, holds nothing)."""
-    return bool(getattr(ctx.registry.get("policies", ctx.params["policy"]), "holds_ipc", False))
+    """Whether the run's policy keeps --ipc under a budget."""
+    return policy_says(ctx, "holds_ipc")
 
 
 def fewest_steps(ctx: RunContext) -> int:
-    """The fewest denoising steps the run's policy may sample at: `steps` for a policy with `Policy.fixed_steps`,
-    else `min_steps` (a policy registered duck-typed, with decide() only, may choose any S)."""
-    fixed = getattr(ctx.registry.get("policies", ctx.params["policy"]), "fixed_steps", False)
-    return ctx.params["steps"] if fixed else ctx.params["min_steps"]
+    """The fewest denoising steps the run's policy may sample at: `steps` for a policy with fixed S, else
+    `min_steps`."""
+    return ctx.params["steps"] if policy_says(ctx, "fixed_steps") else ctx.params["min_steps"]
 
 
 LEVERS = ("prototypes", *LEVER_PARAMS)  # the pilot's cache key: every setting that changes the samples
