@@ -29,3 +29,14 @@ def test_torch_objects_and_writable_dirs(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(Exception, match=r"--out .*file: cannot write there"):
         writable_dir(tmp_path / "file", "--out")
+
+
+def test_processes_probing_one_folder_at_once_all_find_it_writable(tmp_path):
+    # pool workers of one sweep check the same --out at the same moment; each must see it writable
+    import concurrent.futures
+
+    from ddbench.core.atomic import writable_dir
+
+    with concurrent.futures.ProcessPoolExecutor(4) as pool:
+        done = list(pool.map(writable_dir, [tmp_path / "out"] * 200, ["--out"] * 200))
+    assert done == [tmp_path / "out"] * 200 and list((tmp_path / "out").iterdir()) == []

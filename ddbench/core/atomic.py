@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,8 +87,11 @@ def writable_dir(path: Path | str, flag: str) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(b"", path / ".ddbench-write-probe")
-        (path / ".ddbench-write-probe").unlink()
+        # one probe per process and thread: pool workers probe the same --out at once, and a shared name let one
+        # worker's unlink remove the probe another was about to unlink (FileNotFoundError, a false "cannot write")
+        probe = path / f".ddbench-write-probe-{os.getpid()}-{threading.get_ident()}"
+        atomic_write_bytes(b"", probe)
+        probe.unlink()
     except OSError as exc:
         raise DDBenchError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
     return path
