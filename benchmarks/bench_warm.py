@@ -431,9 +431,19 @@ def seconds_from_scratch(cell: dict[str, Any], start: dict[str, Any] | None = No
     return s
 
 
+def seconds_after_training(cell: dict[str, Any], start: dict[str, Any] | None = None) -> float:
+    """Issue 31's x axis, the seconds spent after training, on the budget track's clock (budget_seconds): Min-Max
+    Diffusion's sampling, selection and refine; DM's matching loop; herding's selection (0 for random real); plus
+    its warm start's."""
+    s = budget_seconds(cell) or 0.0
+    if s == 0.0 and "selection_seconds" in (cell.get("meta") or {}):
+        s = float(cell["meta"]["selection_seconds"])
+    return s + (seconds_after_training(start) if start is not None else 0.0)
+
+
 def point(study: Study, ipc: int, series: str, iterations: int | None) -> dict[str, Any] | None:
     """Seed means, their mean ± std, and the mean seconds of one point (None: no seed stored)."""
-    means, seconds = [], []
+    means, seconds, after = [], [], []
     for seed in range(study.seeds):
         cell = study.load(ipc, series, iterations, seed)
         if cell is None:
@@ -441,10 +451,11 @@ def point(study: Study, ipc: int, series: str, iterations: int | None) -> dict[s
         start = study.load(ipc, "herding", None, seed) if series == "dm-herding" else None
         means.append(float(cell["summary"]["accuracy_mean"]))
         seconds.append(seconds_from_scratch(cell, start))
+        after.append(seconds_after_training(cell, start))
     if not means:
         return None
     return {"means": means, "mean": statistics.mean(means), "std": statistics.stdev(means) if len(means) > 1 else None,
-            "seconds": statistics.mean(seconds), "n": len(means)}
+            "seconds": statistics.mean(seconds), "after": statistics.mean(after), "n": len(means)}
 
 
 def _versus(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
@@ -469,15 +480,62 @@ def table(study: Study, ipc: int) -> str:
     dm_real = {n: point(study, ipc, "dm-real", n) for n in DM_ITERATIONS} | {0: random_real}
     lines = [f"IPC {ipc}, protocol {PROTOCOL_LABEL[ipc]}, Fashion-MNIST; accuracy % = mean ± sample std over method "
              "seeds (n seeds); Welch p over seed means; DM from real at 0 iterations is random real; seconds: mean "
-             "over seeds, from scratch (benchmarks/bench_warm.py).", "",
-             "| start → matching | iterations | accuracy % (n seeds) | seconds | vs DM from real, same iterations: "
-             "Δ, p | vs random real: Δ, p |", "|---|---:|---|---:|---|---|"]
+             "over seeds, after training (sampling + refine; DM's loop; herding's selection, added to DM from "
+             "herding's) and, in brackets, from scratch (Min-Max Diffusion's fine-tuning of the shipped base "
+             "included; benchmarks/bench_warm.py).", "",
+             "| start → matching | iterations | accuracy % (n seeds) | seconds after training (from scratch) | vs DM "
+             "from real, same iterations: Δ, p | vs random real: Δ, p |", "|---|---:|---|---:|---|---|"]
     for label, n, s in rows:
         ref = dm_real.get(n) if n is not None else None
-        seconds = "-" if s is None else f"{s['seconds']:.1f}"
+        seconds = "-" if s is None else f"{s['after']:.1f} ({s['seconds']:.1f})"
+        own = label == SERIES["dm-real"][0]
         lines.append(f"| {label} | {'-' if n is None else n} | {_acc(s)} | {seconds} | "
-                     f"{_versus(s, ref) if n is not None else '—'} | {_versus(s, random_real)} |")
+                     f"{_versus(s, ref) if n is not None and not own else '—'} | {_versus(s, random_real)} |")
     return "\n".join(lines)
+
+
+def curve(study: Study, ipc: int, series: str) -> list[tuple[int, dict[str, Any]]]:
+    """(iterations, point) along one series, 0 included: the unrefined set for refine, random real for DM from
+    real (init=real draws the random baseline's images), herding's selection for DM from herding."""
+    zero = {"refine": point(study, ipc, "refine", 0), "dm-real": point(study, ipc, "random", None),
+            "dm-herding": point(study, ipc, "herding", None)}[series]
+    points = [(n, point(study, ipc, series, n)) for n in DM_ITERATIONS]
+    return [(n, p) for n, p in [(0, zero), *points] if p is not None]
+
+
+def plot(study: Study, ipc: int, target: Path) -> Path | None:
+    """Accuracy against seconds after training (issue 31 item 3), one line per start (error bars: sample std over
+    seed means, the iteration count beside each point), random real and herding as horizontal lines; None when no
+    line has 2 points. The figure of README's accuracy-per-second paragraph (docs/minmax/warm-ipc<K>.png)."""
+    from ddbench.analysis.plots import figure, finish
+
+    lines = {s: curve(study, ipc, s) for s in SERIES}
+    if not any(len(c) > 1 for c in lines.values()):
+        return None
+    fig = figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for (series, points), marker in zip(lines.items(), "osD"):
+        if len(points) < 2:
+            continue
+        seeds = sorted({p["n"] for _, p in points})
+        ax.errorbar([p["after"] for _, p in points], [p["mean"] for _, p in points],
+                    yerr=[p["std"] or 0.0 for _, p in points], marker=marker, capsize=3,
+                    label=f"{SERIES[series][0]} (seeds: {'/'.join(map(str, seeds))})")
+        for n, p in points:
+            ax.annotate(str(n), (p["after"], p["mean"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    for series, style in (("random", ":"), ("herding", "--")):
+        p = point(study, ipc, series, None)
+        if p is not None:
+            name = "random real" if series == "random" else "herding (real)"
+            ax.axhline(p["mean"], linestyle=style, color="grey", label=f"{name} at equal count (seeds: {p['n']})")
+    ax.set_xscale("symlog", linthresh=1)
+    ticks = [t for t in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= 1.5 * max(
+        p["after"] for c in lines.values() for _, p in c)]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlim(left=-0.1)
+    return finish(fig, ax, "seconds after training (mean over seeds; log scale past 1 s)",
+                  f"Fashion-MNIST, IPC {ipc}, {PROTOCOL_LABEL[ipc]}: accuracy per second\n"
+                  "(numbers: matching iterations)", target)
 
 
 def report(study: Study, write: bool) -> None:
@@ -488,6 +546,10 @@ def report(study: Study, write: bool) -> None:
     print(text)
     if write:
         replace_block(ROOT / "docs" / "minmax.md", marker, text)
+        if marker == "warm-start":
+            for ipc in study.only:
+                made = plot(study, ipc, ROOT / "docs" / "minmax" / f"warm-ipc{ipc}.png")
+                print(f"{'wrote ' + str(made.relative_to(ROOT)) if made else f'IPC {ipc}: no curve to draw yet'}")
 
 
 def replace_block(path: Path, marker: str, body: str) -> None:

@@ -68,17 +68,41 @@ def test_the_report_compares_at_equal_iterations_over_seed_means(cells, capsys):
     herd = [64.0, 63.0, 66.0]
     for seed in range(3):
         _store(cells, f"ipc1-random-s{seed}", 50.0 + seed, 0.0)
-        _store(cells, f"ipc1-herding-s{seed}", 55.0 + seed / 2, 2.0)
-        _store(cells, f"ipc1-dm-real-50-s{seed}", real[seed], 20.0)
-        _store(cells, f"ipc1-dm-herding-50-s{seed}", herd[seed], 20.0)
+        _store(cells, f"ipc1-herding-s{seed}", 55.0 + seed / 2, 2.0, meta={"selection_seconds": 1.5})
+        _store(cells, f"ipc1-dm-real-50-s{seed}", real[seed], 20.0, meta={"seconds_this_session": 18.0})
+        _store(cells, f"ipc1-dm-herding-50-s{seed}", herd[seed], 20.0, meta={"seconds_this_session": 18.0})
     text = bw.table(study, 1)
     row = next(line for line in text.splitlines() if line.startswith("| DM from herding | 50 |"))
     p = welch(herd, real)
-    assert f"{sum(herd) / 3:.2f} ± " in row and "(3)" in row and "| 22.0 |" in row  # herding's 2 s added
+    # after training: DM's loop + herding's selection; from scratch: both distill times
+    assert f"{sum(herd) / 3:.2f} ± " in row and "(3)" in row and "| 19.5 (22.0) |" in row
     assert f"{sum(herd) / 3 - sum(real) / 3:+.2f}, p {p:.2g}" in row
     assert "| DM from random real | 10 | (not run) |" in text
     bw.report(study, write=False)
     assert "IPC 1, protocol dsa" in capsys.readouterr().out
+
+
+def test_seconds_after_training_are_the_budget_tracks_clock():
+    refined = {"summary": {"distill_seconds": 40.0}, "meta": {"generator_seconds": 20.0, "sampler": {"seconds": 0.3},
+                                                              "refine": {"seconds": 2.2}}}
+    assert bw.seconds_after_training(refined) == pytest.approx(2.5)  # no generator load, no quality figures
+    herding = {"summary": {"distill_seconds": 25.0}, "meta": {"selection_seconds": 24.0}}
+    dm = {"summary": {"distill_seconds": 9.0}, "meta": {"seconds_this_session": 7.0}}
+    assert bw.seconds_after_training(dm, start=herding) == pytest.approx(31.0)
+    assert bw.seconds_after_training({"summary": {"distill_seconds": 0.1}, "meta": {}}) == 0.0  # random real
+
+
+def test_the_curve_is_drawn_once_a_line_has_two_points(cells, tmp_path):
+    study = bw.Study(seeds=2, only=(1,), adopt=False)
+    target = tmp_path / "img" / "warm-ipc1.png"
+    for seed in range(2):
+        _store(cells, f"ipc1-random-s{seed}", 50.0 + seed, 0.0)
+        _store(cells, f"ipc1-herding-s{seed}", 69.0, 20.0, meta={"selection_seconds": 20.0})
+    assert bw.plot(study, 1, target) is None and not target.exists()  # lines at 0 iterations only
+    for seed in range(2):
+        _store(cells, f"ipc1-dm-real-10-s{seed}", 65.0 + seed, 3.0, meta={"seconds_this_session": 2.5})
+    assert [(n, p["after"]) for n, p in bw.curve(study, 1, "dm-real")] == [(0, 0.0), (10, 2.5)]
+    assert bw.plot(study, 1, target) == target and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_budget_track_plans_the_goals_budgets_first_with_equal_count_commands(cells):
