@@ -197,9 +197,10 @@ class Study:
             return None
         return "dm", dm + ["--set", f"init=run:{start['summary']['run_id']}"]
 
-    def run(self) -> None:
+    def run(self, series: tuple[str, ...] = ()) -> None:
+        """The missing cells in plan order; `series` (e.g. ("refine",)) runs only those series' cells."""
         for cell in self.plan():
-            if self.load(*cell) is not None:
+            if series and cell[1] not in series or self.load(*cell) is not None:
                 continue
             what = self.args(*cell)
             if what is None:
@@ -574,6 +575,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="ipc1, ipc10 or both (comma-separated; default both)")
     ap.add_argument("--seeds", type=int, default=SEEDS, help=f"method seeds per point, 1-{SEEDS} (default {SEEDS})")
     ap.add_argument("--no-adopt", action="store_true", help="run here the cells other studies already ran")
+    ap.add_argument("--series", default="", help="run: only these series of the plan (comma-separated, e.g. refine)")
     ap.add_argument("--write", action="store_true", help="report: fill docs/minmax.md's warm-start marker block")
     args = ap.parse_args(argv)
     groups = [g for g in args.only.split(",") if g]
@@ -586,8 +588,13 @@ def main(argv: list[str] | None = None) -> None:
     kind = {"curve": Study, "budget": BudgetStudy, "convergence": ConvergenceStudy}[args.track]
     study = kind(min(args.seeds, CONV_SEEDS) if kind is ConvergenceStudy else args.seeds, only,
                  adopt=not args.no_adopt)
+    series = tuple(x for x in args.series.split(",") if x)
+    known = {c[1] for c in study.plan()}
+    if set(series) - known:
+        ap.error(f"--series {','.join(sorted(set(series) - known))}: not a series of this track; choose from "
+                 f"{', '.join(sorted(known))}")
     if args.what == "run":
-        study.run()
+        study.run(series)
     elif args.what == "plan":
         for cell in study.plan():
             path = study.where(*cell)

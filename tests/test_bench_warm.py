@@ -239,3 +239,12 @@ def test_cells_are_stored_in_the_warm_folder_even_after_another_study_module_set
     study.run()
     assert stored and {cells for _, cells in stored} == {results / "warm"}
     assert bw.bm.CELLS != results / "warm"  # what the keyword protects against
+
+
+def test_run_with_series_runs_only_those_cells_in_plan_order(cells, monkeypatch):
+    ran: list[str] = []
+    monkeypatch.setattr(bw.bm, "run_cell", lambda name, method, args, cells=None: ran.append(name))
+    bw.ConvergenceStudy(seeds=2, only=(10,), adopt=False).run(("refine",))
+    assert ran == ["ipc10-dsa-refine-150-s0", "ipc10-dsa-refine-150-s1"]
+    with pytest.raises(SystemExit):
+        bw.main(["run", "--track", "convergence", "--series", "nope"])
