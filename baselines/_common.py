@@ -21,6 +21,15 @@ DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 NO_AUGMENT = ("none", "None", "")
 
 
+def matching_seconds(meta: dict[str, Any]) -> float | None:
+    """The run's `SyntheticSet.generation_seconds`: its matching loop, when the whole loop ran in this session
+    (the report's accuracy-per-second curve puts it on its axis, docs/compare.md#accuracy-per-second); None
+    after a resume, whose earlier sessions' seconds are not known."""
+    if meta.get("resumed_from"):
+        return None
+    return round(float(meta["seconds_this_session"]), 3)
+
+
 def check_ipc_fits(ctx: RunContext) -> None:
     """IPC must not exceed the real images of the smallest class (both methods start from real images)."""
     counts = ctx.dataset.class_counts()

@@ -47,7 +47,8 @@ class Coreset(Method):
                 f"in {seconds:.1f} s")
         return SyntheticSet(ds.train_x[idx].clone().float(), ds.train_y[idx].clone(),
                             meta={"source": "real", "selector": p["selector"], "space": p["space"],
-                                  "indices": idx.tolist(), "selection_seconds": round(seconds, 2)})
+                                  "indices": idx.tolist(), "selection_seconds": round(seconds, 2)},
+                            generation_seconds=round(seconds, 3))
 
 
 METHODS = (

@@ -34,7 +34,8 @@ from ddbench import hookimpl
 from ddbench.api import DDBenchError, MatchStep, Method, Objective, Param, RunContext, SyntheticSet
 from ddbench.helpers import Deadline, DSAParams, config_hash, dataset_fingerprint, generator, seeded
 
-from ._common import DSA_STRATEGY, Resumable, check_ipc_fits, class_indices, keep_freed_memory, make_dsa, progress
+from ._common import (DSA_STRATEGY, Resumable, check_ipc_fits, class_indices, keep_freed_memory,
+                      make_dsa, matching_seconds, progress)
 from .warm_start import check_init, init_param, initial_set
 
 REF = "VICO-UoE/DatasetCondensation main_DM.py"
@@ -140,7 +141,8 @@ class DM(Method):
             "seconds_this_session": seconds,
         }
         if budget is None:
-            return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta)
+            return SyntheticSet(image_syn.detach().cpu(), labels.clone(), meta=meta,
+                                generation_seconds=matching_seconds(meta))
         return _budget_set(ctx, image_syn.detach().cpu(), labels.clone(), meta, deadline.stopped)
 
 

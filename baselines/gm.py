@@ -49,7 +49,8 @@ from ddbench.helpers import check_strategy, config_hash, dataset_fingerprint, ge
 from .dm import class_major  # the per-class layout check DM's objective uses, naming this objective
 from .warm_start import check_init, init_param, initial_set
 from .gm_step import LOOPS, METRICS, Step, freeze_batchnorm, loops_for
-from ._common import DSA_STRATEGY, Resumable, check_ipc_fits, class_indices, keep_freed_memory, progress
+from ._common import (DSA_STRATEGY, Resumable, check_ipc_fits, class_indices, keep_freed_memory,
+                      matching_seconds, progress)
 
 REF = "VICO-UoE/DatasetCondensation main.py"
 UTILS = "VICO-UoE/DatasetCondensation utils.py"
@@ -178,7 +179,8 @@ class GradientMatching(Method):
                 "inner_loop": inner, **({"init_provenance": provenance} if provenance else {}), "losses": losses,
                 "final_loss": losses[-1] if losses else None,
                 "resumed_from": ckpt.resumed_from, "seconds_this_session": time.perf_counter() - t0}
-        return SyntheticSet(image_syn.detach().cpu(), labels.cpu().clone(), meta=meta)
+        return SyntheticSet(image_syn.detach().cpu(), labels.cpu().clone(), meta=meta,
+                            generation_seconds=matching_seconds(meta))
 
 
 # ------------------------------------------------------------------------------------------ the objectives

@@ -48,7 +48,8 @@ from ddbench import hookimpl
 from ddbench.api import DDBenchError, Method, Param, RunContext, SyntheticSet
 from ddbench.helpers import config_hash, generator, seeded
 
-from ._common import DSA_STRATEGY, NO_AUGMENT, Resumable, check_ipc_fits, keep_freed_memory, make_dsa, progress
+from ._common import (DSA_STRATEGY, NO_AUGMENT, Resumable, check_ipc_fits, keep_freed_memory,
+                      make_dsa, matching_seconds, progress)
 from .mtt_buffer import ExpertBuffer
 from .warm_start import check_init, init_param, initial_set
 from .workers import map_workers, thread_copy
@@ -236,7 +237,8 @@ def _result(ctx: RunContext, image_syn: torch.Tensor, labels: torch.Tensor, syn_
     out_images = image_syn.detach()
     if zca is not None:
         out_images = zca.to_normalised(out_images, ctx.dataset)
-    return SyntheticSet(out_images.cpu(), labels.clone(), meta={**meta, "syn_lr": final_lr}, lr=final_lr)
+    return SyntheticSet(out_images.cpu(), labels.clone(), meta={**meta, "syn_lr": final_lr}, lr=final_lr,
+                        generation_seconds=matching_seconds(meta))
 
 
 def _trajectory_loss(ctx: RunContext, it: int, buffer: "ExpertBuffer", student, as_params, image_syn: torch.Tensor,

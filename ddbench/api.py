@@ -144,7 +144,10 @@ class SyntheticSet:
     the learning rate the evaluation should use, as MTT evaluates with its learned lr. Under a generation
     budget the method declares what it produced: `ipc` (images per class; the host checks the set holds
     exactly that many of every class) and `generation_seconds` (the time spent generating; the host checks
-    it is within the budget). Labels are N class indices, or an (N, num_classes) soft-label matrix.
+    it is within the budget). Without a budget `generation_seconds` is optional: when declared (the time spent
+    generating once every model is trained: sampling and refine, a matching loop, a selection) it is the run's
+    place on the report's accuracy-per-second axis, else its distill seconds are. Labels are N class indices, or
+    an (N, num_classes) soft-label matrix.
     """
 
     images: torch.Tensor

@@ -92,6 +92,8 @@ def test_resumes_from_checkpoint_exactly(make_ctx, tmp_path, monkeypatch):
     ctx2.log = messages.append
     resumed = method.distill(ctx2)
     assert resumed.meta["resumed_from"] == 3
+    assert resumed.generation_seconds is None  # the first session's seconds are not known
+    assert full.generation_seconds == pytest.approx(full.meta["seconds_this_session"], abs=1e-3)
     assert any("resuming from iteration 3" in m for m in messages)
     torch.testing.assert_close(resumed.images, full.images)
     assert resumed.meta["losses"] == pytest.approx(full.meta["losses"])

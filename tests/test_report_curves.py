@@ -93,6 +93,26 @@ def test_the_series_are_what_the_runs_say(sweep_db, tmp_path):
     assert len(mm.points[0].runs) == 2
 
 
+def test_the_axis_is_the_declared_generation_seconds_else_distill_seconds(tmp_path):
+    """A run that declared generation_seconds (sampling + refine, a matching loop) is placed there, not at its
+    distill seconds (which hold loading a cached generator); one that did not falls back to distill seconds."""
+    from ddbench.analysis.report import latest_per_config
+    from ddbench.store.results import query
+
+    db = tmp_path / "ddbench.sqlite"
+    herding = _run(tmp_path, "herding", 0, [60.0], {"space": "pixels"}, 9.0, "h")
+    record(db, replace(herding, meta={"generation_seconds": 8.0}))
+    for iters, distill, declared in ((0, 30.0, 0.2), (10, 33.0, 2.5)):
+        run = _run(tmp_path, "minmax-diffusion", 0, [70.0], {"refine_iterations": iters}, distill, f"mm{iters}")
+        record(db, replace(run, meta={"generation_seconds": declared}))
+    for iters, distill in ((10, 4.0), (50, 20.0)):
+        params = {"iterations": iters, "init": f"run:{herding.run_id}"}
+        record(db, _run(tmp_path, "dm", 0, [65.0], params, distill, f"herd{iters}"))
+    series = {s.label: s for s in find_series(latest_per_config(db), {r.run_id: r for r in query(db)})}
+    assert [p.seconds for p in series["minmax-diffusion"].points] == pytest.approx([0.2, 2.5])
+    assert [p.seconds for p in series["dm"].points] == pytest.approx([4.0 + 8.0, 20.0 + 8.0])  # herding's declared 8 s
+
+
 def test_no_curve_without_a_series(tmp_path):
     """One iteration count per method, or runs that differ in another setting too: no series, no plot."""
     db = tmp_path / "ddbench.sqlite"

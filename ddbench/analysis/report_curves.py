@@ -1,6 +1,6 @@
 """Accuracy per second: runs of one method that differ only in how many matching iterations they ran, as a curve
-of accuracy against distillation seconds, beside random real and herding at the same count (the report's
-`accuracy_vs_seconds.png`).
+of accuracy against the seconds spent generating once trained (`generating_seconds`), beside random real and
+herding at the same count (the report's `accuracy_vs_seconds.png`).
 
 The rule that makes a series (docs/compare.md#accuracy-per-second): in one report section (dataset, protocol,
 evaluation model and settings), at one IPC and with no budget, the ok runs of one method whose method settings are
@@ -8,9 +8,9 @@ equal except for iteration-count settings, and which take at least 2 distinct va
 settings are the names in ITERATION_SETTINGS (`iterations`: DM, DC/DSA, MTT; `refine_iterations`: minmax-diffusion's
 refine; `image_updates`: DC/DSA's CPU budget) and any a method declares in `Method.iteration_settings`. A warm
 start `init=run:ID` counts by the method that made run ID (`run:herding`), so seeds that start from their own
-seed's herding run form one line, and that run's distill seconds are added to the point's: a line's seconds are
-what its sets cost from scratch. A point is one iteration count: accuracy as the report's cells (mean ± sample std
-over seed means, ddbench/core/stats.py), seconds the mean over its seeds.
+seed's herding run form one line, and that run's seconds are added to the point's: a line's seconds are what its
+sets cost once every model is trained. A point is one iteration count: accuracy as the report's cells (mean ±
+sample std over seed means, ddbench/core/stats.py), seconds the mean over its seeds.
 
 Why not the report's cells: a cell keeps only the newest run of a (method, IPC, seed), whatever its settings, so
 an iteration sweep is read here from every config's latest run instead.
@@ -32,7 +32,7 @@ LINE_METHODS = ("herding",)  # drawn as horizontal lines with the section's refe
 @dataclass
 class Point:
     iterations: tuple  # the values of the series' iteration settings, in `Series.keys` order
-    seconds: float  # mean distill seconds over seeds (a warm start's source run included)
+    seconds: float  # mean generating seconds over seeds (generating_seconds; a warm start's source run included)
     spread: Spread
     runs: list[RunRecord] = field(default_factory=list)
 
@@ -70,6 +70,14 @@ def _warm_source(value: Any, by_id: Mapping[str, RunRecord]) -> RunRecord | None
     return None
 
 
+def generating_seconds(r: RunRecord) -> float:
+    """A run's seconds on the curve's axis: the `SyntheticSet.generation_seconds` its method declared (the time
+    spent generating once trained: sampling and refine, a matching loop, a selection), else its distill seconds
+    (which also hold loading a cached generator, data preparation and any figures a method computes)."""
+    declared = (r.meta or {}).get("generation_seconds")
+    return float(declared) if declared is not None else float(r.distill_seconds or 0.0)
+
+
 def find_series(rows: Iterable[RunRecord], by_id: Mapping[str, RunRecord], registry: Any = None) -> list[Series]:
     """The series among one section's rows (every config's latest run), per the module's rule; `by_id`: every run
     of the database, to resolve warm starts."""
@@ -101,9 +109,9 @@ def find_series(rows: Iterable[RunRecord], by_id: Mapping[str, RunRecord], regis
         for value, runs in sorted(by_value.items(), key=lambda kv: str(kv[0])):
             seconds = []
             for r in runs:
-                extra = sum(float(src.distill_seconds or 0.0) for _, v in sorted(((r.config or {}).get("method_params")
+                extra = sum(generating_seconds(src) for _, v in sorted(((r.config or {}).get("method_params")
                             or {}).items()) if (src := _warm_source(v, by_id)) is not None)
-                seconds.append(float(r.distill_seconds) + extra)
+                seconds.append(generating_seconds(r) + extra)
             series.points.append(Point(tuple(value[i] for i in varying), sum(seconds) / len(seconds),
                                        spread([[float(a) for a in r.accuracies] for r in runs]), runs))
         series.points.sort(key=lambda p: p.seconds)
@@ -123,7 +131,7 @@ def _label(series: list[Series]) -> None:
 
 
 def plot_accuracy_vs_seconds(sec: Any, series: list[Series], target: Path) -> Path | None:
-    """One panel per IPC with a series: each series' accuracy (mean ± std over seeds) against its mean distill
+    """One panel per IPC with a series: each series' accuracy (mean ± std over seeds) against its mean generating
     seconds, points annotated with their iteration counts; the section's reference method (random real) and
     herding at the same IPC as horizontal lines (their own seconds are not on the axis: selections cost ~0 s of
     matching). None when the section has no series."""
@@ -164,7 +172,7 @@ def plot_accuracy_vs_seconds(sec: Any, series: list[Series], target: Path) -> Pa
     return finish(fig, ax, XLABEL, _title(sec, ipcs[-1]), target)
 
 
-XLABEL = "distill seconds (mean over seeds; a warm start's source run included)"
+XLABEL = "seconds generating, after training (mean over seeds; a warm start's source run included)"
 
 
 def _title(sec: Any, ipc: int) -> str:
