@@ -197,10 +197,13 @@ class Study:
             return None
         return "dm", dm + ["--set", f"init=run:{start['summary']['run_id']}"]
 
-    def run(self, series: tuple[str, ...] = ()) -> None:
-        """The missing cells in plan order; `series` (e.g. ("refine",)) runs only those series' cells."""
+    def run(self, series: tuple[str, ...] = (), iterations: tuple[int, ...] = ()) -> None:
+        """The missing cells in plan order; `series` (e.g. ("refine",)) and `iterations` (e.g. (10, 25)) run only
+        the cells of those series and iteration counts (a cell without a count, random real or herding, is kept)."""
         for cell in self.plan():
-            if series and cell[1] not in series or self.load(*cell) is not None:
+            if series and cell[1] not in series or iterations and cell[2] is not None and cell[2] not in iterations:
+                continue
+            if self.load(*cell) is not None:
                 continue
             what = self.args(*cell)
             if what is None:
@@ -576,6 +579,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=SEEDS, help=f"method seeds per point, 1-{SEEDS} (default {SEEDS})")
     ap.add_argument("--no-adopt", action="store_true", help="run here the cells other studies already ran")
     ap.add_argument("--series", default="", help="run: only these series of the plan (comma-separated, e.g. refine)")
+    ap.add_argument("--iterations", default="", help="run: only these iteration counts (comma-separated, e.g. 10,25)")
     ap.add_argument("--write", action="store_true", help="report: fill docs/minmax.md's warm-start marker block")
     args = ap.parse_args(argv)
     groups = [g for g in args.only.split(",") if g]
@@ -593,8 +597,12 @@ def main(argv: list[str] | None = None) -> None:
     if set(series) - known:
         ap.error(f"--series {','.join(sorted(set(series) - known))}: not a series of this track; choose from "
                  f"{', '.join(sorted(known))}")
+    try:
+        iterations = tuple(int(x) for x in args.iterations.split(",") if x)
+    except ValueError:
+        ap.error(f"--iterations {args.iterations}: not a list of integers; e.g. 10,25")
     if args.what == "run":
-        study.run(series)
+        study.run(series, iterations)
     elif args.what == "plan":
         for cell in study.plan():
             path = study.where(*cell)

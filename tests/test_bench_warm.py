@@ -246,5 +246,9 @@ def test_run_with_series_runs_only_those_cells_in_plan_order(cells, monkeypatch)
     monkeypatch.setattr(bw.bm, "run_cell", lambda name, method, args, cells=None: ran.append(name))
     bw.ConvergenceStudy(seeds=2, only=(10,), adopt=False).run(("refine",))
     assert ran == ["ipc10-dsa-refine-150-s0", "ipc10-dsa-refine-150-s1"]
+    ran.clear()
+    bw.Study(seeds=1, only=(1,), adopt=False).run(("random", "refine", "dm-real"), (10, 25))
+    assert ran == ["ipc1-random-s0", "ipc1-refine-10-s0", "ipc1-refine-25-s0", "ipc1-dm-real-10-s0",
+                   "ipc1-dm-real-25-s0"]
     with pytest.raises(SystemExit):
         bw.main(["run", "--track", "convergence", "--series", "nope"])
