@@ -478,11 +478,14 @@ def _acc(s: dict[str, Any] | None) -> str:
     return f"{s['mean']:.2f}{spread} ({s['n']})"
 
 
+SHORT = {"random": "random real", "herding": "herding", "refine": "refine", "dm-real": "DM from real",
+         "dm-herding": "DM from herding"}  # a row's name in the arithmetic line
+
+
 def table(study: Study, ipc: int) -> str:
     random_real = point(study, ipc, "random", None)
-    rows = [("random real", None, random_real), ("herding", None, point(study, ipc, "herding", None))]
-    rows += [(SERIES["refine"][0], n, point(study, ipc, "refine", n)) for n in REFINE_ITERATIONS]
-    rows += [(SERIES[s][0], n, point(study, ipc, s, n)) for s in ("dm-real", "dm-herding") for n in DM_ITERATIONS]
+    keys = [("random", None), ("herding", None), *(("refine", n) for n in REFINE_ITERATIONS),
+            *((s, n) for s in ("dm-real", "dm-herding") for n in DM_ITERATIONS)]
     dm_real = {n: point(study, ipc, "dm-real", n) for n in DM_ITERATIONS} | {0: random_real}
     lines = [f"IPC {ipc}, protocol {PROTOCOL_LABEL[ipc]}, Fashion-MNIST; accuracy % = mean ± sample std over method "
              "seeds (n seeds); Welch p over seed means; DM from real at 0 iterations is random real; seconds: mean "
@@ -491,13 +494,16 @@ def table(study: Study, ipc: int) -> str:
              "included; benchmarks/bench_warm.py).", "",
              "| start → matching | iterations | accuracy % (n seeds) | seconds after training (from scratch) | vs DM "
              "from real, same iterations: Δ, p | vs random real: Δ, p |", "|---|---:|---|---:|---|---|"]
-    for label, n, s in rows:
-        ref = dm_real.get(n) if n is not None else None
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for series, n in keys:
+        s = point(study, ipc, series, n)
+        label = SERIES[series][0] if series in SERIES else SHORT[series]
         seconds = "-" if s is None else f"{s['after']:.1f} ({s['seconds']:.1f})"
-        own = label == SERIES["dm-real"][0]
-        lines.append(f"| {label} | {'-' if n is None else n} | {_acc(s)} | {seconds} | "
-                     f"{_versus(s, ref) if n is not None and not own else '—'} | {_versus(s, random_real)} |")
-    return "\n".join(lines)
+        versus = _versus(s, dm_real.get(n)) if n is not None and series != "dm-real" else "—"
+        lines.append(f"| {label} | {'-' if n is None else n} | {_acc(s)} | {seconds} | {versus} | "
+                     f"{_versus(s, random_real)} |")
+        groups[SHORT[series] if n is None else f"{SHORT[series]} {n}"] = cells_of(study, ipc, series, n)
+    return "\n".join(lines) + "\n\n" + arithmetic_line({k: v for k, v in groups.items() if v})
 
 
 def curve(study: Study, ipc: int, series: str) -> list[tuple[int, dict[str, Any]]]:

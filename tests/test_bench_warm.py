@@ -78,6 +78,7 @@ def test_the_report_compares_at_equal_iterations_over_seed_means(cells, capsys):
     assert f"{sum(herd) / 3:.2f} ± " in row and "(3)" in row and "| 19.5 (22.0) |" in row
     assert f"{sum(herd) / 3 - sum(real) / 3:+.2f}, p {p:.2g}" in row
     assert "| DM from random real | 10 | (not run) |" in text
+    assert text.splitlines()[-1].startswith("Evaluation arithmetic of the cells") and "DM from herding 50" in text
     bw.report(study, write=False)
     assert "IPC 1, protocol dsa" in capsys.readouterr().out
 
