@@ -437,14 +437,16 @@ def seconds_from_scratch(cell: dict[str, Any], start: dict[str, Any] | None = No
     return s
 
 
-def seconds_after_training(cell: dict[str, Any], start: dict[str, Any] | None = None) -> float:
+def seconds_after_training(cell: dict[str, Any], start: dict[str, Any] | None = None) -> float | None:
     """Issue 31's x axis, the seconds spent after training, on the budget track's clock (budget_seconds): Min-Max
     Diffusion's sampling, selection and refine; DM's matching loop; herding's selection (0 for random real); plus
-    its warm start's."""
+    its warm start's. None for a run that resumed a checkpoint (its loop's earlier seconds are not known)."""
+    if (cell.get("meta") or {}).get("resumed_from") or start is not None and seconds_after_training(start) is None:
+        return None
     s = budget_seconds(cell) or 0.0
     if s == 0.0 and "selection_seconds" in (cell.get("meta") or {}):
         s = float(cell["meta"]["selection_seconds"])
-    return s + (seconds_after_training(start) if start is not None else 0.0)
+    return s + (seconds_after_training(start) or 0.0 if start is not None else 0.0)
 
 
 def point(study: Study, ipc: int, series: str, iterations: int | None) -> dict[str, Any] | None:
@@ -460,8 +462,9 @@ def point(study: Study, ipc: int, series: str, iterations: int | None) -> dict[s
         after.append(seconds_after_training(cell, start))
     if not means:
         return None
+    known = [a for a in after if a is not None]
     return {"means": means, "mean": statistics.mean(means), "std": statistics.stdev(means) if len(means) > 1 else None,
-            "seconds": statistics.mean(seconds), "after": statistics.mean(after), "n": len(means)}
+            "seconds": statistics.mean(seconds), "after": statistics.mean(known) if known else None, "n": len(means)}
 
 
 def _versus(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
@@ -498,7 +501,8 @@ def table(study: Study, ipc: int) -> str:
     for series, n in keys:
         s = point(study, ipc, series, n)
         label = SERIES[series][0] if series in SERIES else SHORT[series]
-        seconds = "-" if s is None else f"{s['after']:.1f} ({s['seconds']:.1f})"
+        after = "?" if s is None or s["after"] is None else f"{s['after']:.1f}"  # ?: only resumed runs
+        seconds = "-" if s is None else f"{after} ({s['seconds']:.1f})"
         versus = _versus(s, dm_real.get(n)) if n is not None and series != "dm-real" else "—"
         lines.append(f"| {label} | {'-' if n is None else n} | {_acc(s)} | {seconds} | {versus} | "
                      f"{_versus(s, random_real)} |")
@@ -512,7 +516,7 @@ def curve(study: Study, ipc: int, series: str) -> list[tuple[int, dict[str, Any]
     zero = {"refine": point(study, ipc, "refine", 0), "dm-real": point(study, ipc, "random", None),
             "dm-herding": point(study, ipc, "herding", None)}[series]
     points = [(n, point(study, ipc, series, n)) for n in DM_ITERATIONS]
-    return [(n, p) for n, p in [(0, zero), *points] if p is not None]
+    return [(n, p) for n, p in [(0, zero), *points] if p is not None and p["after"] is not None]
 
 
 def plot(study: Study, ipc: int, target: Path) -> Path | None:

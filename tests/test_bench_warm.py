@@ -91,6 +91,8 @@ def test_seconds_after_training_are_the_budget_tracks_clock():
     dm = {"summary": {"distill_seconds": 9.0}, "meta": {"seconds_this_session": 7.0}}
     assert bw.seconds_after_training(dm, start=herding) == pytest.approx(31.0)
     assert bw.seconds_after_training({"summary": {"distill_seconds": 0.1}, "meta": {}}) == 0.0  # random real
+    resumed = {"summary": {"distill_seconds": 1.0}, "meta": {"seconds_this_session": 0.002, "resumed_from": 50}}
+    assert bw.seconds_after_training(resumed) is None  # a resumed loop's earlier seconds are unknown, not 0
 
 
 def test_the_curve_is_drawn_once_a_line_has_two_points(cells, tmp_path):
