@@ -505,7 +505,7 @@ def table(study: Study, ipc: int) -> str:
         seconds = "-" if s is None else f"{after} ({s['seconds']:.1f})"
         versus = _versus(s, dm_real.get(n)) if n is not None and series != "dm-real" else "—"
         lines.append(f"| {label} | {'-' if n is None else n} | {_acc(s)} | {seconds} | {versus} | "
-                     f"{_versus(s, random_real)} |")
+                     f"{'—' if series == 'random' else _versus(s, random_real)} |")
         groups[SHORT[series] if n is None else f"{SHORT[series]} {n}"] = cells_of(study, ipc, series, n)
     return "\n".join(lines) + "\n\n" + arithmetic_line({k: v for k, v in groups.items() if v})
 
