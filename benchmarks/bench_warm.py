@@ -441,12 +441,16 @@ def seconds_after_training(cell: dict[str, Any], start: dict[str, Any] | None = 
     """Issue 31's x axis, the seconds spent after training, on the budget track's clock (budget_seconds): Min-Max
     Diffusion's sampling, selection and refine; DM's matching loop; herding's selection (0 for random real); plus
     its warm start's. None for a run that resumed a checkpoint (its loop's earlier seconds are not known)."""
-    if (cell.get("meta") or {}).get("resumed_from") or start is not None and seconds_after_training(start) is None:
+    meta = cell.get("meta") or {}
+    if meta.get("resumed_from"):
         return None
-    s = budget_seconds(cell) or 0.0
-    if s == 0.0 and "selection_seconds" in (cell.get("meta") or {}):
-        s = float(cell["meta"]["selection_seconds"])
-    return s + (seconds_after_training(start) or 0.0 if start is not None else 0.0)
+    own = budget_seconds(cell)
+    if own is None:  # no loop and no sampler: a coreset's selection, or random real's nothing
+        own = float(meta.get("selection_seconds") or 0.0)
+    if start is None:
+        return own
+    before = seconds_after_training(start)
+    return None if before is None else own + before
 
 
 def point(study: Study, ipc: int, series: str, iterations: int | None) -> dict[str, Any] | None:
@@ -565,7 +569,7 @@ def report(study: Study, write: bool) -> None:
         if marker == "warm-start":
             for ipc in study.only:
                 made = plot(study, ipc, ROOT / "docs" / "minmax" / f"warm-ipc{ipc}.png")
-                print(f"{'wrote ' + str(made.relative_to(ROOT)) if made else f'IPC {ipc}: no curve to draw yet'}")
+                print(f"wrote {made.relative_to(ROOT)}" if made else f"IPC {ipc}: no curve to draw yet")
 
 
 def replace_block(path: Path, marker: str, body: str) -> None:
@@ -592,7 +596,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-adopt", action="store_true", help="run here the cells other studies already ran")
     ap.add_argument("--series", default="", help="run: only these series of the plan (comma-separated, e.g. refine)")
     ap.add_argument("--iterations", default="", help="run: only these iteration counts (comma-separated, e.g. 10,25)")
-    ap.add_argument("--write", action="store_true", help="report: fill docs/minmax.md's warm-start marker block")
+    ap.add_argument("--write", action="store_true", help="report: fill the track's marker block in docs/minmax.md (the curve "
+                    "also draws docs/minmax/warm-ipc<K>.png)")
     args = ap.parse_args(argv)
     groups = [g for g in args.only.split(",") if g]
     bad = [g for g in groups if g not in ("ipc1", "ipc10")]
@@ -613,6 +618,10 @@ def main(argv: list[str] | None = None) -> None:
         iterations = tuple(int(x) for x in args.iterations.split(",") if x)
     except ValueError:
         ap.error(f"--iterations {args.iterations}: not a list of integers; e.g. 10,25")
+    counts = {c[2] for c in study.plan() if c[2] is not None}
+    if set(iterations) - counts:
+        ap.error(f"--iterations {','.join(map(str, sorted(set(iterations) - counts)))}: not a count of this track; "
+                 f"choose from {', '.join(map(str, sorted(counts)))}")
     if args.what == "run":
         study.run(series, iterations)
     elif args.what == "plan":

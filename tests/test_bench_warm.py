@@ -255,3 +255,7 @@ def test_run_with_series_runs_only_those_cells_in_plan_order(cells, monkeypatch)
                    "ipc1-dm-real-25-s0"]
     with pytest.raises(SystemExit):
         bw.main(["run", "--track", "convergence", "--series", "nope"])
+    with pytest.raises(SystemExit):
+        bw.main(["run", "--only", "ipc1", "--iterations", "7"])  # not a count of the plan: refused, nothing run
+    assert ran == ["ipc1-random-s0", "ipc1-refine-10-s0", "ipc1-refine-25-s0", "ipc1-dm-real-10-s0",
+                   "ipc1-dm-real-25-s0"]
