@@ -311,8 +311,11 @@ def convergence_table(study: Study, ipc: int) -> str:
         lines.append(f"| {label} | {'-' if n is None else n} | {_acc(s)} | "
                      f"{_versus(s, points[ref]) if ref is not None else '—'} | {_versus(s, herding)} "
                      f"| {_versus(s, plain)} |")
+    refined, control = points[("refine", n_dm)], points[("dm-herding", n_dm)]
     groups = {short: cells_of(study, ipc, series, n) for series, n, _, short, _ in spec}
-    return "\n".join(lines) + "\n\n" + arithmetic_line(groups)
+    return ("\n".join(lines) + "\n\n" + arithmetic_line(groups) + "\n\n"
+            f"The control (the same {n_dm} DM iterations, only the start differs): Min-Max Diffusion + refine=dm "
+            f"against DM from herding: {_versus(refined, control)}.")
 
 
 def arithmetic_line(groups: dict[str, list[dict[str, Any]]]) -> str:

@@ -207,7 +207,20 @@ def test_the_convergence_table_compares_each_refine_with_its_matching_from_real(
     assert f"+1.50, p {welch(gm_refined, gm_real):.2g}" in row  # against DSA from random real
     assert f"+2.00, p {welch(gm_refined, herding):.2g}" in row  # against herding at equal count
     assert "| DM from herding | 150 | (not run) |" in text
-    assert text.endswith("(docs/evaluation.md#precision): fp32: herding, DSA, refine=dsa-gm.")  # no precision: fp32
+    assert "(docs/evaluation.md#precision): fp32: herding, DSA, refine=dsa-gm.\n" in text  # no precision: fp32
+    assert text.endswith("Min-Max Diffusion + refine=dm against DM from herding: —.")  # neither side run
+
+
+def test_the_convergence_table_ends_with_the_control_refine_against_dm_from_herding(results):
+    study = bw.ConvergenceStudy()
+    dsa = "--protocol dsa --eval-models 5"
+    refined, from_herding = [82.5, 82.0, 82.3], [81.7, 81.3, 81.7]
+    for seed in range(3):
+        _cell(results / "warm", f"ipc10-dsa-refine-150-s{seed}", refined[seed], f"ddbench run {dsa} --set r")
+        _cell(results / "warm", f"ipc10-dsa-dm-herding-150-s{seed}", from_herding[seed], f"ddbench run {dsa} --set h")
+    last = bw.convergence_table(study, 10).splitlines()[-1]
+    assert last.startswith("The control (the same 150 DM iterations, only the start differs)")
+    assert last.endswith(f"DM from herding: +0.70, p {welch(refined, from_herding):.2g}.")
 
 
 def test_a_herding_start_is_the_curve_studys_herding_cell_when_the_standard_one_is_elsewhere(results, monkeypatch):
