@@ -409,7 +409,7 @@ def budget_table(study: Study, ipc: int) -> str:
     lines.append(f"| - | random real | {_acc(random_real)} | - | - | — | {_versus(random_real, plain)} "
                  f"| {_versus(random_real, herding)} |")
     lines.append(f"| - | herding (real images) | {_acc(herding)} | - | - | — | {_versus(herding, plain)} | — |")
-    for t in [t for group in BUDGETS for t in group]:
+    for t in sorted(t for group in BUDGETS for t in group):
         dm = budget_point(study, ipc, "budget-dm-real", t)
         for series, label in BUDGET_SERIES.items():
             s = budget_point(study, ipc, series, t)
